@@ -1,0 +1,78 @@
+"""Lifecycle and request events: one tagged union, published on
+``asr.events.<type>.<model>`` and kept in the JetStream stream ``ASR_EVENTS``."""
+
+from __future__ import annotations
+
+import time
+from typing import Union
+
+import msgspec
+
+
+class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
+    model: str
+    at: float = msgspec.field(default_factory=time.time)
+    source: str = ""
+
+
+class ServerStarting(_Event, tag="starting"):
+    runtime: str
+    reason: str = ""
+
+
+class ServerReady(_Event, tag="ready"):
+    runtime: str
+    url: str
+    pid: int | None = None
+    container_id: str | None = None
+    device: str = "cpu"
+    startup_s: float = 0.0
+
+
+class ServerStopped(_Event, tag="stopped"):
+    runtime: str
+    reason: str  # idle | requested | shutdown | replaced
+
+
+class ServerFailed(_Event, tag="failed"):
+    runtime: str
+    reason: str
+
+
+class ServerCrashed(_Event, tag="crashed"):
+    runtime: str
+    reason: str
+    exit_code: int | None = None
+
+
+class TranscriptionCompleted(_Event, tag="transcribed"):
+    request_id: str
+    audio_s: float
+    total_s: float
+    cold_start: bool = False
+
+
+class TranscriptionFailed(_Event, tag="transcription_failed"):
+    request_id: str
+    code: str
+    reason: str
+
+
+class DefaultModelChanged(_Event, tag="default_changed"):
+    previous: str
+
+
+Event = Union[
+    ServerStarting,
+    ServerReady,
+    ServerStopped,
+    ServerFailed,
+    ServerCrashed,
+    TranscriptionCompleted,
+    TranscriptionFailed,
+    DefaultModelChanged,
+]
+
+
+def kind(event: Event) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import msgspec
+
+
+class EnsureServer(msgspec.Struct, kw_only=True):
+    """Make sure a model server runs and is healthy; counts as activity."""
+
+    model: str
+    request_id: str = ""
+    restart: bool = False  # the caller saw the server fail: check it and replace it if dead
+
+
+class ServerStatus(msgspec.Struct, kw_only=True):
+    model: str
+    state: str  # starting | ready | stopping | stopped | failed
+    runtime: str
+    url: str = ""
+    pid: int | None = None
+    container_id: str | None = None
+    device: str = "cpu"
+    started_at: float | None = None
+    last_activity: float | None = None
+    expires_at: float | None = None
+    error: str = ""
+
+
+class StopServer(msgspec.Struct, kw_only=True):
+    model: str
+    reason: str = "requested"
+
+
+class StopReply(msgspec.Struct, kw_only=True):
+    model: str
+    stopped: bool
+
+
+class LifecycleStatusRequest(msgspec.Struct, kw_only=True):
+    model: str | None = None
+
+
+class LifecycleStatus(msgspec.Struct, kw_only=True):
+    runtime: str
+    runtime_reason: str
+    servers: list[ServerStatus]

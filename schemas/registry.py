@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import msgspec
+
+
+class ModelInfo(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    family: str  # whisper | parakeet
+    size: str
+    engine: str  # faster-whisper | onnx-asr
+    languages: list[str] = []
+    image: str = ""
+    weights: str = ""  # "package:<module>" or a directory
+    gpu_memory_mb: int = 0
+    sample_rate: int = 16000
+    aliases: list[str] = []
+
+
+class ListModels(msgspec.Struct, kw_only=True):
+    pass
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    models: list[ModelInfo]
+    default_model: str
+
+
+class GetModel(msgspec.Struct, kw_only=True):
+    id: str  # a model id or an alias
+
+
+class SetDefaultModel(msgspec.Struct, kw_only=True):
+    model_id: str

@@ -1,0 +1,48 @@
+"""Every NATS subject the system uses, in one place.
+
+Model ids may contain dots (``whisper-tiny.en``), so a model id is always the
+*last* part of a subject and wildcards over models use ``>``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "asr"
+
+REGISTRY_LIST = "asr.registry.list"
+REGISTRY_GET = "asr.registry.get"
+REGISTRY_SET_DEFAULT = "asr.registry.set_default"
+
+LIFECYCLE_ENSURE = "asr.lifecycle.ensure"
+LIFECYCLE_STOP = "asr.lifecycle.stop"
+LIFECYCLE_STATUS = "asr.lifecycle.status"
+
+GPU_ALLOCATE = "asr.gpu.allocate"
+GPU_RELEASE = "asr.gpu.release"
+GPU_STATUS = "asr.gpu.status"
+
+METRICS_SNAPSHOT = "asr.metrics.snapshot"
+
+TRANSCRIBE_PREFIX = "asr.transcribe."
+TRANSCRIBE_ALL = "asr.transcribe.>"
+
+EVENTS_PREFIX = "asr.events."
+EVENTS_ALL = "asr.events.>"
+
+EVENTS_STREAM = "ASR_EVENTS"
+AUDIO_BUCKET = "ASR_AUDIO"
+
+
+def transcribe(model: str) -> str:
+    return TRANSCRIBE_PREFIX + model
+
+
+def model_from_transcribe(subject: str) -> str:
+    return subject[len(TRANSCRIBE_PREFIX) :]
+
+
+def event(kind: str, model: str) -> str:
+    return f"{EVENTS_PREFIX}{kind}.{model}"
+
+
+def events_of_model(model: str) -> str:
+    return f"{EVENTS_PREFIX}*.{model}"
