@@ -23,6 +23,7 @@ class ServerStatus(msgspec.Struct, kw_only=True):
     last_activity: float | None = None
     expires_at: float | None = None
     error: str = ""
+    cold_start: bool = False  # this ensure had to start the server
 
 
 class StopServer(msgspec.Struct, kw_only=True):

@@ -14,6 +14,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     weights: str = ""  # "package:<module>" or a directory
     gpu_memory_mb: int = 0
     sample_rate: int = 16000
+    compute_type: str = "int8"  # on GPU; a server on CPU always runs int8
     aliases: list[str] = []
 
 

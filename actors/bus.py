@@ -1,0 +1,134 @@
+"""NATS plumbing shared by actors, the gateway and the command line: connecting
+and typed request/reply with error replies turned back into AsrError."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from schemas import codec, errors, subjects
+from schemas.errors import AsrError
+from schemas.transcribe import TranscribeRequest, TranscriptionResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    user: str = "",
+    password: str = "",
+    connect_timeout: float = 5.0,
+    error_cb: Any = None,
+) -> Client:
+    """Fail fast when the server is not there at start; once connected, reconnect forever."""
+
+    async def _on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def _on_disconnect() -> None:
+        if not nc.is_closed and not nc.is_draining:
+            log.warning("disconnected from nats")
+
+    async def _on_reconnect() -> None:
+        log.info("reconnected to nats")
+
+    nc: Client
+    nc = await nats.connect(
+        _with_credentials(url, user, password),
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.2,
+        error_cb=error_cb or _on_error,
+        disconnected_cb=_on_disconnect,
+        reconnected_cb=_on_reconnect,
+    )
+    # nats-py reads these options on each reconnect, so after the first connect we can switch to "forever".
+    nc.options["max_reconnect_attempts"] = -1
+    nc.options["reconnect_time_wait"] = 0.5
+    return nc
+
+
+def _with_credentials(url: str, user: str, password: str) -> str:
+    if not user:
+        return url
+    parts = urlsplit(url)
+    if parts.username:
+        return url
+    netloc = f"{user}:{password}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
+    if not headers or codec.ERROR_CODE_HEADER not in headers:
+        return
+    code = headers[codec.ERROR_CODE_HEADER]
+    message = headers.get(codec.ERROR_HEADER, "")
+    retry_after = None
+    try:
+        body = codec.decode(data, errors.ErrorReply, codec.content_type(headers))
+        message, retry_after = body.message or message, body.retry_after
+    except codec.DecodeError:
+        pass
+    raise AsrError(code, message, retry_after)
+
+
+async def request(
+    nc: Client,
+    subject: str,
+    message: Any,
+    reply_type: type[T],
+    *,
+    timeout: float = 5.0,
+    what: str = "",
+) -> T:
+    """Typed request/reply. Bus failures become AsrError 503/504 naming what did not answer."""
+    what = what or subject
+    if not nc.is_connected:
+        raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
+    try:
+        msg = await nc.request(
+            subject, codec.encode(message), timeout=timeout, headers=codec.headers_for(codec.MSGPACK)
+        )
+    except nats.errors.NoRespondersError:
+        raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})") from None
+    except nats.errors.TimeoutError:
+        raise AsrError(errors.TIMEOUT, f"{what} did not answer within {timeout:g} s") from None
+    except (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.StaleConnectionError,
+    ):
+        raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected") from None
+    raise_for_error(msg.headers, msg.data)
+    try:
+        return codec.decode(msg.data, reply_type, codec.content_type(msg.headers))
+    except codec.DecodeError as exc:
+        raise AsrError(errors.INTERNAL, f"{what} sent a malformed reply: {exc}") from None
+
+
+# Headroom for headers and the rest of the request struct: a message over max_payload
+# makes the server close the connection, so inline audio must stay clearly below it.
+_PAYLOAD_HEADROOM = 64 * 1024
+
+
+async def transcribe(nc: Client, model: str, message: TranscribeRequest, *, timeout: float) -> TranscriptionResult:
+    """Send audio to ``asr.transcribe.<model>``, through the object store when it is too large for one message."""
+    if len(message.audio) > nc.max_payload - _PAYLOAD_HEADROOM:
+        store = await nc.jetstream().object_store(subjects.AUDIO_BUCKET)
+        name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
+        await store.put(name, message.audio)
+        message = msgspec.structs.replace(message, audio=b"", audio_ref=name)
+    return await request(
+        nc, subjects.transcribe(model), message, TranscriptionResult, timeout=timeout, what=f"model {model}"
+    )

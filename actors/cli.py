@@ -1,0 +1,153 @@
+"""The `asrpro` command line: up, actor, gateway, transcribe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from actors.config import Config, ConfigError, load_config
+from actors.logs import setup_logging
+
+# Looked up by name so that the command line, not any actor, knows them all.
+ACTOR_CLASSES = {
+    "registry": "actors.registry:Registry",
+    "lifecycle": "actors.lifecycle:Lifecycle",
+    "gpu": "actors.gpu:GpuAllocator",
+    "proxy": "actors.proxy:ModelProxy",
+    "recovery": "actors.recovery:Recovery",
+    "metrics": "actors.metrics:Metrics",
+}
+
+
+def _actor_class(name: str) -> type:
+    module, _, cls = ACTOR_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def cmd_up(config: Config, args: argparse.Namespace) -> int:
+    from actors.supervisor import Supervisor
+
+    setup_logging("supervisor")
+    return Supervisor(config, args.config).run()
+
+
+def cmd_actor(config: Config, args: argparse.Namespace) -> int:
+    setup_logging(args.name)
+    actor = _actor_class(args.name)(config)
+    try:
+        asyncio.run(actor.run())
+    except OSError as exc:  # nats.errors.NoServersError and friends: fail fast with one clear line
+        logging.getLogger("asrpro").error("cannot start %s: %s", args.name, exc)
+        return 1
+    return 0
+
+
+def cmd_gateway(config: Config, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    setup_logging("gateway")
+    uvicorn.run(
+        create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", log_config=None
+    )
+    return 0
+
+
+def cmd_transcribe(config: Config, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"asrpro: no such file: {path}", file=sys.stderr)
+        return 2
+    if args.nats:
+        return asyncio.run(_transcribe_nats(config, args, path))
+    import httpx
+
+    url = args.url or f"http://{config.gateway.host}:{config.gateway.port}"
+    data = {"model": args.model, "response_format": args.format}
+    if args.language:
+        data["language"] = args.language
+    with path.open("rb") as fh:
+        response = httpx.post(
+            f"{url}/v1/audio/transcriptions",
+            files={"file": (path.name, fh)},
+            data=data,
+            timeout=config.gateway.request_timeout,
+        )
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        print(f"asrpro: HTTP {response.status_code}: {message}", file=sys.stderr)
+        return 1
+    print(response.text if args.format in ("text", "srt", "vtt") else json.dumps(response.json(), indent=2))
+    return 0
+
+
+async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path) -> int:
+    import msgspec
+
+    from actors import bus
+    from actors.nats_server import password_env
+    from actors.supervisor import load_credentials
+    from schemas.errors import AsrError
+    from schemas.transcribe import TranscribeRequest
+
+    user = config.nats.user or "client"
+    password = config.nats.password or os.environ.get(password_env(user)) or load_credentials(config).get(user, "")
+    nc = await bus.connect(config.nats.url, name="asrpro-cli", user=user, password=password)
+    try:
+        message = TranscribeRequest(
+            audio=path.read_bytes(), filename=path.name, language=args.language, response_format=args.format
+        )
+        result = await bus.transcribe(nc, args.model, message, timeout=config.gateway.request_timeout)
+    except AsrError as exc:
+        print(f"asrpro: error {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    print(
+        result.formatted if result.formatted is not None else msgspec.json.format(msgspec.json.encode(result)).decode()
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asrpro", description="ASR Pro: speech-to-text over NATS")
+    p.add_argument("--config", help="TOML configuration file (default: $ASRPRO_CONFIG or asrpro.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start nats-server, every actor and the gateway").set_defaults(fn=cmd_up)
+    actor = sub.add_parser("actor", help="run one actor")
+    actor.add_argument("name", choices=sorted(ACTOR_CLASSES))
+    actor.set_defaults(fn=cmd_actor)
+    sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
+    tr = sub.add_parser("transcribe", help="transcribe an audio file and print the result")
+    tr.add_argument("file")
+    tr.add_argument("--model", default="whisper-1")
+    tr.add_argument("--format", default="text", choices=["json", "text", "srt", "vtt", "verbose_json"])
+    tr.add_argument("--language")
+    tr.add_argument("--url", help="gateway URL (default from the configuration)")
+    tr.add_argument("--nats", action="store_true", help="send straight over NATS instead of through the gateway")
+    tr.set_defaults(fn=cmd_transcribe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 2
+    return int(args.fn(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

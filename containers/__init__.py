@@ -1,0 +1,1 @@
+"""Everything that runs inside a model container: the model server and its engines."""

@@ -1,0 +1,147 @@
+"""The HTTP surface: ``GET /health`` and ``POST /transcribe`` (OpenAI-style multipart form)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from containers.model_server import pipeline
+from containers.model_server.audio import AudioDecodeError
+from containers.model_server.settings import EngineSettings
+from containers.model_server.state import Loader, ModelState, load_from_settings
+from schemas import errors
+from schemas.transcribe import RESPONSE_FORMATS
+
+log = logging.getLogger("model_server")
+
+JSON = "application/json"
+# Clients may retry a 503 once the model has had a moment to load.
+LOADING_RETRY_S = 1.0
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _error_response(exc: errors.AsrError) -> Response:
+    body = {"code": exc.code, "message": exc.message}
+    headers = None
+    if exc.retry_after is not None:
+        body["retry_after"] = exc.retry_after
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return _json({"error": body}, int(exc.code), headers)
+
+
+def create_app(engine_settings: EngineSettings, loader: Loader = load_from_settings) -> FastAPI:
+    """``loader`` builds the engine from the settings; tests replace it to hold the server in its loading state."""
+    state = ModelState(engine_settings, loader)
+    limiter: anyio.CapacityLimiter | None = None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal limiter
+        # Created here because anyio limiters belong to the running event loop. Requests beyond it wait their
+        # turn instead of piling decoded audio and model work onto the CPU at once.
+        limiter = anyio.CapacityLimiter(max(1, engine_settings.concurrency))
+        log.info("loading model", extra={**vars(engine_settings), "weights": engine_settings.weights_spec})
+        state.start_loading()
+        yield
+        log.info("model server stopped", extra={"model": engine_settings.model_id})
+
+    app = FastAPI(title="ASR model server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.model = state
+
+    @app.exception_handler(errors.AsrError)
+    async def asr_error(_: Request, exc: errors.AsrError) -> Response:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return _error_response(errors.AsrError(str(exc.status_code), str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return _error_response(errors.AsrError(errors.BAD_REQUEST, str(exc)))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return _error_response(errors.AsrError(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+    @app.get("/health")
+    async def health() -> Response:
+        report = state.health()
+        return _json(report, 200 if report.status == "ok" else 503)
+
+    @app.post("/transcribe")
+    async def transcribe(request: Request) -> Response:
+        received_at = time.perf_counter()
+        engine = state.engine
+        if engine is None:
+            if state.status == "loading":
+                raise errors.AsrError(errors.UNAVAILABLE, "model is still loading", retry_after=LOADING_RETRY_S)
+            raise errors.AsrError(errors.UNAVAILABLE, f"model failed to load: {state.error}")
+        async with request.form() as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise errors.AsrError(errors.BAD_REQUEST, "missing form field 'file' (the audio to transcribe)")
+            options = _options(form)
+            data = await upload.read()
+            filename = upload.filename or "audio"
+        if not data:
+            raise errors.AsrError(errors.BAD_REQUEST, f"file {filename!r} is empty")
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: pipeline.transcribe(
+                    engine, data, filename, options, model_id=engine_settings.model_id, received_at=received_at
+                ),
+                limiter=limiter,
+            )
+        except AudioDecodeError as exc:
+            raise errors.AsrError(errors.UNSUPPORTED_MEDIA, str(exc)) from exc
+        log.info(
+            "transcribed",
+            extra={"file": filename, "duration": result.duration, "server_s": result.timing.server_s},
+        )
+        return _json(result)
+
+    return app
+
+
+def _options(form: FormData) -> pipeline.Options:
+    response_format = _text_field(form, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise errors.AsrError(
+            errors.BAD_REQUEST,
+            f"unsupported response_format {response_format!r}; use one of: {', '.join(RESPONSE_FORMATS)}",
+        )
+    raw_temperature = _text_field(form, "temperature") or "0"
+    try:
+        temperature = float(raw_temperature)
+    except ValueError:
+        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be a number, got {raw_temperature!r}") from None
+    if not 0.0 <= temperature <= 1.0:
+        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
+    return pipeline.Options(
+        response_format=response_format,
+        language=_text_field(form, "language") or None,
+        prompt=_text_field(form, "prompt") or None,
+        temperature=temperature,
+    )
+
+
+def _text_field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    if isinstance(value, UploadFile):
+        raise errors.AsrError(errors.BAD_REQUEST, f"form field {name!r} must be text, not a file")
+    return (value or "").strip()

@@ -1,0 +1,26 @@
+"""What every engine offers the server, and the error for weights that are not there."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from schemas.transcribe import Segment
+
+# segments, detected (or forced) language, audio duration in seconds
+Transcript = tuple[list[Segment], str, float]
+
+
+class WeightsNotFound(RuntimeError):
+    """The weights are missing or incomplete; the message says where the server looked and what it lacked."""
+
+
+class Engine(Protocol):
+    # The device and compute type actually in use, which can differ from the requested ones ("auto", "int8").
+    device: str
+    compute_type: str
+
+    def transcribe(
+        self, audio: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
+    ) -> Transcript: ...

@@ -1,0 +1,49 @@
+"""One transcription from uploaded bytes to a TranscriptionResult; blocking, so it runs in a worker thread."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from containers.model_server import audio
+from containers.model_server.engines import Engine
+from schemas.formats import render_text
+from schemas.transcribe import Timing, TranscriptionResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    response_format: str = "json"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+
+
+def transcribe(
+    engine: Engine, data: bytes, filename: str, options: Options, *, model_id: str, received_at: float
+) -> TranscriptionResult:
+    """``received_at`` is the request's perf_counter start, so server_s includes the upload and any queueing."""
+    started = time.perf_counter()
+    samples = audio.decode(data, filename)
+    decoded = time.perf_counter()
+    segments, language, duration = engine.transcribe(
+        samples, language=options.language, prompt=options.prompt, temperature=options.temperature
+    )
+    finished = time.perf_counter()
+    server_s = finished - received_at
+    result = TranscriptionResult(
+        text="".join(segment.text for segment in segments).strip(),
+        language=language,
+        duration=round(duration, 3),
+        segments=segments,
+        model=model_id,
+        timing=Timing(
+            decode_s=round(decoded - started, 4),
+            transcribe_s=round(finished - decoded, 4),
+            server_s=round(server_s, 4),
+            # The model proxy recomputes rtf from its own total; this one is the server's share.
+            rtf=round(server_s / duration, 4) if duration > 0 else 0.0,
+        ),
+    )
+    result.formatted = render_text(result, options.response_format)
+    return result

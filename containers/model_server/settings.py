@@ -1,0 +1,26 @@
+"""What the server was asked to load, from command-line flags or the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL_ID = "whisper-tiny.en"
+DEFAULT_ENGINE = "faster-whisper"
+MODELS_DIR = "/models"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    model_id: str = DEFAULT_MODEL_ID
+    engine: str = DEFAULT_ENGINE
+    # Empty means the container convention: a volume mounted at /models/<model id>.
+    weights: str = ""
+    device: str = "cpu"
+    compute_type: str = "int8"
+    # Transcriptions that may run at once; faster-whisper gets as many workers so they really run in parallel.
+    concurrency: int = 2
+    cpu_threads: int = 0  # 0 lets CTranslate2 choose
+
+    @property
+    def weights_spec(self) -> str:
+        return self.weights or f"{MODELS_DIR}/{self.model_id}"

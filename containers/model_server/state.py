@@ -1,0 +1,85 @@
+"""The model's life in the server: loading in the background, then loaded or failed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import msgspec
+
+from containers.model_server.engines import Engine, load_engine
+from containers.model_server.settings import EngineSettings
+
+log = logging.getLogger("model_server")
+
+Status = Literal["loading", "ok", "error"]
+Loader = Callable[[EngineSettings], Engine]
+
+
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: Status
+    model: str
+    engine: str
+    device: str
+    compute_type: str
+    load_s: float | None = None
+    error: str | None = None
+
+
+def load_from_settings(settings: EngineSettings) -> Engine:
+    return load_engine(
+        settings.engine,
+        settings.weights_spec,
+        settings.device,
+        settings.compute_type,
+        settings.model_id,
+        concurrency=settings.concurrency,
+        cpu_threads=settings.cpu_threads,
+    )
+
+
+class ModelState:
+    def __init__(self, settings: EngineSettings, loader: Loader = load_from_settings) -> None:
+        self.settings = settings
+        self._loader = loader
+        self.status: Status = "loading"
+        self.engine: Engine | None = None
+        self.error: str | None = None
+        self.load_s: float | None = None
+
+    def start_loading(self) -> threading.Thread:
+        # A daemon thread, so that SIGTERM during a slow load (large weights) is not held up by it.
+        thread = threading.Thread(target=self._load, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            engine = self._loader(self.settings)
+        # Whatever stops the load (missing weights, unknown engine, CUDA absent, a corrupt file) must reach
+        # /health as the reason rather than kill the thread silently.
+        except Exception as exc:
+            self.error = str(exc) or type(exc).__name__
+            self.status = "error"
+            log.error("model load failed", extra={"model": self.settings.model_id, "error": self.error})
+            return
+        self.load_s = round(time.perf_counter() - started, 3)
+        self.engine = engine
+        self.status = "ok"
+        log.info("model loaded", extra={"model": self.settings.model_id, "load_s": self.load_s})
+
+    def health(self) -> Health:
+        engine = self.engine
+        return Health(
+            status=self.status,
+            model=self.settings.model_id,
+            engine=self.settings.engine,
+            device=engine.device if engine else self.settings.device,
+            compute_type=engine.compute_type if engine else self.settings.compute_type,
+            load_s=self.load_s,
+            error=self.error,
+        )

@@ -1,0 +1,65 @@
+"""Upload size limit enforced while the body streams in, before anything is parsed or spooled."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class UploadLimit:
+    """ASGI middleware: answer 413 when a request body exceeds `limit` bytes (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int, slack: int = 0) -> None:
+        self.app, self.limit, self.slack = app, limit, slack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit + self.slack:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit + self.slack:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        mb = self.limit / 2**20
+        body: dict[str, Any] = {
+            "error": {
+                "message": f"upload too large: the limit is {mb:g} MB (gateway.max_upload_mb)",
+                "type": "invalid_request_error",
+                "param": "file",
+                "code": "413",
+            }
+        }
+        payload = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})

