@@ -96,6 +96,7 @@ class Actor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
+        self._stopped = False
 
     # -- hooks ---------------------------------------------------------------
     async def setup(self) -> None:
@@ -225,6 +226,9 @@ class Actor:
         return on_msg
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self._service is not None:
             with contextlib.suppress(Exception):
                 await self._service.stop()

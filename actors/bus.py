@@ -100,6 +100,12 @@ async def request(
         msg = await nc.request(
             subject, codec.encode(message), timeout=timeout, headers=codec.headers_for(codec.MSGPACK)
         )
+    except nats.errors.MaxPayloadError:
+        raise AsrError(
+            errors.TOO_LARGE,
+            f"message to {subject} is larger than the bus allows ({nc.max_payload} bytes): "
+            f"put the audio in the object store bucket {subjects.AUDIO_BUCKET} and send audio_ref",
+        ) from None
     except nats.errors.NoRespondersError:
         raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})") from None
     except nats.errors.TimeoutError:

@@ -105,7 +105,10 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
     nc = await bus.connect(config.nats.url, name="asrpro-cli", user=user, password=password)
     try:
         message = TranscribeRequest(
-            audio=path.read_bytes(), filename=path.name, language=args.language, response_format=args.format
+            audio=await asyncio.to_thread(path.read_bytes),
+            filename=path.name,
+            language=args.language,
+            response_format=args.format,
         )
         result = await bus.transcribe(nc, args.model, message, timeout=config.gateway.request_timeout)
     except AsrError as exc:

@@ -182,7 +182,7 @@ def _check(config: Config) -> None:
     if not config.models:
         raise ConfigError("invalid configuration key 'models': at least one model must be configured")
     known = set(config.models)
-    for model_id, model in config.models.items():
+    for model in config.models.values():
         known.update(model.aliases)
     if config.registry.default_model not in known:
         raise ConfigError(

@@ -67,6 +67,7 @@ __all__ = [
     "TranscribeRequest",
     "TranscriptionCompleted",
     "TranscriptionFailed",
+    "TranscriptionResult",
     "decode",
     "encode",
     "subjects",

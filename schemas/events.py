@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from typing import Union
 
 import msgspec
 
@@ -62,16 +61,16 @@ class DefaultModelChanged(_Event, tag="default_changed"):
     previous: str
 
 
-Event = Union[
-    ServerStarting,
-    ServerReady,
-    ServerStopped,
-    ServerFailed,
-    ServerCrashed,
-    TranscriptionCompleted,
-    TranscriptionFailed,
-    DefaultModelChanged,
-]
+Event = (
+    ServerStarting
+    | ServerReady
+    | ServerStopped
+    | ServerFailed
+    | ServerCrashed
+    | TranscriptionCompleted
+    | TranscriptionFailed
+    | DefaultModelChanged
+)
 
 
 def kind(event: Event) -> str:

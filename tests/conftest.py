@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from actors import bus
-from actors.base import Actor
+from actors.base import Actor, decode_event
 from actors.bootstrap import ensure_jetstream
 from actors.config import Config, load_config
 from actors.nats_server import USERS, NatsServer
+from schemas import subjects
+from schemas.events import Event, kind
 
 # ../shared/data beside the repository: real recordings with known transcripts (see its README.md).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -95,3 +99,43 @@ async def client(jetstream: Nats) -> AsyncIterator[Client]:
     nc = await jetstream.connect("client")
     yield nc
     await nc.close()
+
+
+class EventLog:
+    """Lifecycle events of one model as a plain NATS subscriber sees them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.events.append(decode_event(msg))
+        self._changed.set()
+
+    def types(self) -> list[str]:
+        return [kind(e) for e in self.events]
+
+    async def wait_for(self, type_: str, count: int = 1, timeout: float = 30.0) -> Event:
+        async def seen() -> Event:
+            while True:
+                matching = [e for e in self.events if kind(e) == type_]
+                if len(matching) >= count:
+                    return matching[count - 1]
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(seen(), timeout)
+
+
+@pytest.fixture
+async def events(client: Client) -> AsyncIterator[Callable[[str], Awaitable[EventLog]]]:
+    subs = []
+
+    async def follow(model: str) -> EventLog:
+        log = EventLog()
+        subs.append(await client.subscribe(subjects.events_of_model(model), cb=log.on_msg))
+        return log
+
+    yield follow
+    for sub in subs:
+        await sub.unsubscribe()

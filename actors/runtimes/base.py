@@ -57,5 +57,5 @@ class Runtime(abc.ABC):
         """Servers of this deployment already running (after an actor restart)."""
         return []
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release runtime resources (clients, sockets)."""

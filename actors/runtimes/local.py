@@ -41,6 +41,7 @@ class LocalRuntime(Runtime):
 
     def __init__(self) -> None:
         self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         port = free_port()
@@ -72,7 +73,9 @@ class LocalRuntime(Runtime):
         )
         handle = ServerHandle(model=model.id, url=f"http://127.0.0.1:{port}", runtime=self.name, pid=proc.pid)
         self.processes[proc.pid] = proc
-        asyncio.ensure_future(self._watch(proc, handle))
+        watcher = asyncio.ensure_future(self._watch(proc, handle))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         return handle
 
     async def _watch(self, proc: asyncio.subprocess.Process, handle: ServerHandle) -> None:

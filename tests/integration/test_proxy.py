@@ -1,0 +1,175 @@
+"""Audio sent straight to asr.transcribe.<model> by a plain NATS client (the `client` user)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from actors import bus
+from actors.gpu import GpuAllocator
+from actors.lifecycle import Lifecycle
+from actors.metrics import Metrics
+from actors.proxy import ModelProxy
+from actors.registry import Registry
+from schemas import codec, subjects
+from schemas.errors import AsrError
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+from schemas.metrics import MetricsSnapshot, SnapshotRequest
+from schemas.transcribe import TranscribeRequest, TranscriptionResult
+from tests.conftest import JFK_TEXT
+from tests.wer import word_error_rate
+
+MODEL = "whisper-tiny.en"
+
+
+@pytest.fixture
+async def system(start_actor):
+    await start_actor(Registry)
+    await start_actor(GpuAllocator)
+    await start_actor(Metrics)
+    lifecycle = await start_actor(Lifecycle)
+    await start_actor(ModelProxy)
+    return lifecycle
+
+
+@pytest.fixture(scope="session")
+def jfk(shared_data: Path) -> bytes:
+    return (shared_data / "jfk.flac").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def long_audio(shared_data: Path, tmp_path_factory) -> bytes:
+    """jfk.flac four times over (44 s): long enough to kill its server mid-request."""
+    out = tmp_path_factory.mktemp("audio") / "jfk4.wav"
+    src = str(shared_data / "jfk.flac")
+    subprocess.run(["sox", src, src, src, src, "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+    return out.read_bytes()
+
+
+async def test_plain_nats_client_transcribes_msgpack(system, client: Client, jfk: bytes) -> None:
+    request = TranscribeRequest(audio=jfk, filename="jfk.flac", response_format="srt")
+    reply = await client.request(subjects.transcribe(MODEL), msgspec.msgpack.encode(request), timeout=90)
+    result = msgspec.msgpack.decode(reply.data, type=TranscriptionResult)
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+    assert result.model == MODEL and abs(result.duration - 11.0) < 0.1 and result.segments
+    assert result.formatted and "-->" in result.formatted
+    assert result.timing.total_s > 0 and result.timing.rtf > 0
+
+
+async def test_plain_nats_client_transcribes_json(system, client: Client, jfk: bytes) -> None:
+    """What a client in another language sends: JSON with the audio in base64, to the OpenAI alias."""
+    body = json.dumps({"audio": base64.b64encode(jfk).decode(), "filename": "jfk.flac", "response_format": "text"})
+    reply = await client.request(
+        subjects.transcribe("whisper-1"), body.encode(), headers={"Content-Type": "application/json"}, timeout=90
+    )
+    result = json.loads(reply.data)
+    assert word_error_rate(JFK_TEXT, result["formatted"]) <= 0.1
+    assert result["model"] == MODEL
+
+
+async def test_large_audio_goes_through_the_object_store(
+    system, client: Client, jfk: bytes, monkeypatch, jetstream
+) -> None:
+    # Pretend the server's limit is tiny so the jfk recording must take the object-store path.
+    monkeypatch.setattr(client, "_max_payload", 192 * 1024 + 1000)  # still fits a 128 KiB chunk
+    result = await bus.transcribe(client, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+    admin = await jetstream.connect("admin")  # listing a bucket is not the client user's business
+    try:
+        store = await admin.jetstream().object_store(subjects.AUDIO_BUCKET)
+        for _ in range(20):  # the proxy deletes the upload once it has read it
+            try:
+                left = [o for o in await store.list(ignore_deletes=True) if o.name.endswith("jfk.flac")]
+            except Exception:  # nats-py raises NotFoundError for an empty bucket
+                left = []
+            if not left:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the uploaded audio was not deleted from the object store")
+    finally:
+        await admin.close()
+
+
+async def test_audio_ref_that_does_not_exist_is_a_clear_error(system, client: Client) -> None:
+    with pytest.raises(AsrError) as err:
+        await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio_ref="nope"), TranscriptionResult)
+    assert err.value.code == "400" and "audio_ref 'nope' not found" in err.value.message
+
+
+async def test_bad_input_gets_clear_errors_and_proxy_keeps_serving(system, client: Client, jfk: bytes) -> None:
+    cases = [
+        (TranscribeRequest(audio=b""), "400", "empty"),
+        (TranscribeRequest(audio=b"this is not audio at all", filename="notes.wav"), "415", "could not decode audio"),
+        (TranscribeRequest(audio=jfk, response_format="docx"), "400", "response_format 'docx'"),
+    ]
+    for request, code, text in cases:
+        with pytest.raises(AsrError) as err:
+            await bus.request(client, subjects.transcribe(MODEL), request, TranscriptionResult, timeout=90)
+        assert err.value.code == code and text in err.value.message, err.value.message
+    reply = await client.request(subjects.transcribe(MODEL), b"\x00garbage", timeout=10)
+    assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
+    result = await bus.request(
+        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
+    )
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+
+
+async def test_killed_server_next_request_still_succeeds(system, client: Client, jfk: bytes, jetstream) -> None:
+    first = await bus.request(
+        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
+    )
+    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    pid = status.servers[0].pid
+    assert pid and first.text
+    os.kill(pid, signal.SIGKILL)
+    result = await bus.request(
+        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
+    )
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    assert status.servers[0].pid != pid
+
+
+async def test_server_killed_mid_request_is_retried(system, client: Client, long_audio: bytes, events) -> None:
+    log = await events(MODEL)
+    warm = TranscribeRequest(audio=long_audio[:100_000], filename="warm.wav")
+    await bus.request(client, subjects.transcribe(MODEL), warm, TranscriptionResult, timeout=90)
+    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    pid = status.servers[0].pid
+    request = TranscribeRequest(audio=long_audio, filename="jfk4.wav")
+    pending = asyncio.ensure_future(bus.transcribe(client, MODEL, request, timeout=120))
+    await asyncio.sleep(0.8)
+    assert not pending.done(), "the request finished before the kill: make the audio longer"
+    os.kill(pid, signal.SIGKILL)
+    result = await pending
+    assert abs(result.duration - 44.0) < 0.5 and result.text.lower().count("fellow americans") >= 3
+    await log.wait_for("crashed")
+
+
+async def test_metrics_count_requests_through_the_proxy(system, client: Client, jfk: bytes, jetstream) -> None:
+    await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90)
+    with pytest.raises(AsrError):
+        await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio=b"x"), TranscriptionResult)
+    gateway = await jetstream.connect("gateway")
+    try:
+        for _ in range(50):
+            snap = await bus.request(gateway, subjects.METRICS_SNAPSHOT, SnapshotRequest(), MetricsSnapshot)
+            counters = snap.models.get(MODEL)
+            if counters and counters.requests >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert counters is not None
+        assert (counters.requests, counters.errors, counters.starts, counters.ready) == (2, 1, 1, 1)
+        assert counters.audio_seconds == pytest.approx(11.0, abs=0.1)
+    finally:
+        await gateway.close()
