@@ -1,0 +1,101 @@
+"""`asrpro up` as a real subprocess tree, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Live processes whose environment contains `marker`: everything `asrpro up` started inherits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes() and not _zombie(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen[str]
+    gateway: str
+    nats_url: str
+    env: dict[str, str]
+    marker: str
+    client_password: str
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def leftovers(self) -> list[int]:
+        return [pid for pid in processes_with_env(self.marker) if pid != os.getpid()]
+
+
+def start_stack(tmp: Path, **env_overrides: str) -> Stack:
+    marker = f"ASRPRO_TEST_MARKER={secrets.token_hex(6)}"
+    client_password = secrets.token_urlsafe(12)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASRPRO_")}
+    env.update(
+        {
+            "ASRPRO_NATS__URL": f"nats://127.0.0.1:{free_port()}",
+            "ASRPRO_GATEWAY__PORT": str(free_port()),
+            "ASRPRO_NATS__STORE_DIR": str(tmp / "state"),
+            "ASRPRO_NATS__CLIENT_PASSWORD": client_password,
+            marker.split("=")[0]: marker.split("=")[1],
+        }
+    )
+    env.update(env_overrides)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"asrpro up exited with {proc.returncode} before it was ready")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            with contextlib.suppress(ValueError):
+                info = json.loads(line)
+                if info.get("status") == "ready":
+                    return Stack(proc, info["gateway"], info["nats"], env, marker, client_password)
+    proc.kill()
+    raise RuntimeError("asrpro up did not print its ready line within 90 s")
