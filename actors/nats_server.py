@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from actors.processes import terminate
+
 USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")
 
 
@@ -79,12 +81,6 @@ class NatsServer:
         raise RuntimeError(f"nats-server did not listen within {timeout:g} s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout)
         shutil.rmtree(self._ports_dir, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +21,7 @@ from actors import bus
 from actors.bootstrap import ensure_jetstream
 from actors.config import Config
 from actors.nats_server import NatsServer, generate_passwords, password_env
+from actors.processes import die_with_parent, terminate
 
 log = logging.getLogger("asrpro.supervisor")
 
@@ -30,11 +30,6 @@ log = logging.getLogger("asrpro.supervisor")
 ACTORS = ("registry", "gpu", "metrics", "lifecycle", "recovery", "proxy")
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_AFTER_S = 60.0
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -46,22 +41,15 @@ class Child:
     restarts: int = 0
     started: float = 0.0
     next_start: float = 0.0
-    history: list[float] = field(default_factory=list)
 
     def start(self) -> None:
         # Own session: a terminal's Ctrl-C reaches only the supervisor, which then stops children in order.
-        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(self.cmd, env=self.env, start_new_session=True, preexec_fn=die_with_parent)
         self.started = time.monotonic()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout)
 
 
 def credentials_file(config: Config) -> Path:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import sys
 
+from actors.processes import die_with_parent
 from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
-
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -28,12 +26,6 @@ def exit_reason(code: int) -> str:
         except ValueError:
             return f"exited with code {code}"
     return f"exited with code {code}"
-
-
-def _die_with_parent() -> None:
-    # If the lifecycle actor is killed outright, its model servers must not live on as orphans.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalRuntime(Runtime):
@@ -69,7 +61,7 @@ class LocalRuntime(Runtime):
             spec.compute_type,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         handle = ServerHandle(model=model.id, url=f"http://127.0.0.1:{port}", runtime=self.name, pid=proc.pid)
         self.processes[proc.pid] = proc
