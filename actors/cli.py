@@ -34,7 +34,11 @@ def cmd_up(config: Config, args: argparse.Namespace) -> int:
     from actors.supervisor import Supervisor
 
     setup_logging("supervisor")
-    return Supervisor(config, args.config).run()
+    try:
+        return Supervisor(config, args.config).run()
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_actor(config: Config, args: argparse.Namespace) -> int:

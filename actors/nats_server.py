@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from actors.processes import terminate
 
+_SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")
 USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")
 
 
@@ -27,8 +29,19 @@ def generate_passwords(environ: dict[str, str], client_password: str = "") -> di
     passwords = {}
     for user in USERS:
         given = environ.get(password_env(user)) or (client_password if user == "client" else "")
-        passwords[user] = given or secrets.token_urlsafe(18)
+        if given and not _SAFE_PASSWORD.fullmatch(given):
+            raise ValueError(
+                f"the NATS password of user '{user}' must start with a letter and hold only letters, digits and _ "
+                "(nats-server reads it from the environment as a config value)"
+            )
+        passwords[user] = given or new_password()
     return passwords
+
+
+def new_password() -> str:
+    # nats-server parses an environment variable's value as a config value: a leading digit or '-' would
+    # make it a number or a parse error, so a password is letters first, then hex.
+    return "pw" + secrets.token_hex(16)
 
 
 def binary() -> str:

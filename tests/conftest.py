@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from actors import bus
 from actors.base import Actor, decode_event
 from actors.bootstrap import ensure_jetstream
 from actors.config import Config, load_config
-from actors.nats_server import USERS, NatsServer
+from actors.nats_server import USERS, NatsServer, new_password
 from schemas import subjects
 from schemas.events import Event, kind
 
@@ -51,7 +50,7 @@ class Nats:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nats]:
-    passwords = {user: secrets.token_urlsafe(12) for user in USERS}
+    passwords = {user: new_password() for user in USERS}
     store = tmp_path_factory.mktemp("nats")
     server = NatsServer(str(REPO / "nats.conf"), str(store), passwords, port=-1)
     url = server.start()

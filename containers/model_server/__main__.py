@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model-id", help=f"model id reported in replies [MODEL_ID or MODEL_NAME, default {DEFAULT_MODEL_ID}]"
     )
-    parser.add_argument("--engine", help=f"faster-whisper | parakeet [ENGINE, default {DEFAULT_ENGINE}]")
+    parser.add_argument("--engine", help=f"faster-whisper | onnx-asr [ENGINE, default {DEFAULT_ENGINE}]")
     parser.add_argument("--weights", help="model directory, or package:<module> [WEIGHTS, default /models/<model id>]")
     parser.add_argument("--device", help="cpu | cuda | auto [DEVICE, default cpu]")
     parser.add_argument("--compute-type", help="int8, float16, int8_float16, ... [COMPUTE_TYPE, default int8]")

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.nats_server import new_password
 from actors.runtimes.local import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ class Stack:
 
 def start_stack(tmp: Path, **env_overrides: str) -> Stack:
     marker = f"ASRPRO_TEST_MARKER={secrets.token_hex(6)}"
-    client_password = secrets.token_urlsafe(12)
+    client_password = new_password()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASRPRO_")}
     env.update(
         {

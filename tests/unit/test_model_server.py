@@ -269,7 +269,7 @@ def test_health_is_503_while_the_model_loads() -> None:
 
 
 def test_unknown_engine_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="faster-whisper, parakeet"):
+    with pytest.raises(ValueError, match="faster-whisper, onnx-asr"):
         load_engine("kaldi", "/models/x", "cpu", "int8", "x")
 
 

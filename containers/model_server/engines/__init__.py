@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from containers.model_server.engines.base import Engine, Transcript, WeightsNotFound
 
-KNOWN_ENGINES = ("faster-whisper", "parakeet")
+KNOWN_ENGINES = ("faster-whisper", "onnx-asr")
 
 __all__ = ["KNOWN_ENGINES", "Engine", "Transcript", "WeightsNotFound", "load_engine"]
 
@@ -25,7 +25,7 @@ def load_engine(
         return whisper.WhisperEngine(
             weights, device=device, compute_type=compute_type, concurrency=concurrency, cpu_threads=cpu_threads
         )
-    if engine == "parakeet":
+    if engine == "onnx-asr":
         from containers.model_server.engines import parakeet
 
         return parakeet.ParakeetEngine(weights, device=device, compute_type=compute_type)
