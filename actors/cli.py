@@ -126,6 +126,23 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
     return 0
 
 
+def cmd_images(config: Config, args: argparse.Namespace) -> int:
+    from actors import images
+
+    setup_logging("images")
+    try:
+        if args.action == "build":
+            built = images.build(config, args.models, Path(config.docker.build_dir))
+            print(json.dumps(built, indent=2))
+        else:
+            for row in images.listing(config):
+                print(f"{row['model']:<22} {row['image']:<40} {row['id']:<12} {row['size_mb']:>6} MB")
+    except (images.ImageBuildError, images.docker.errors.DockerException) as exc:
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrpro", description="ASR Pro: speech-to-text over NATS")
     p.add_argument("--config", help="TOML configuration file (default: $ASRPRO_CONFIG or asrpro.toml)")
@@ -135,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
     actor.add_argument("name", choices=sorted(ACTOR_CLASSES))
     actor.set_defaults(fn=cmd_actor)
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
+    img = sub.add_parser("images", help="build or list the model server images")
+    img.add_argument("action", choices=["build", "list"])
+    img.add_argument("models", nargs="*", help="model ids (default: all)")
+    img.set_defaults(fn=cmd_images)
     tr = sub.add_parser("transcribe", help="transcribe an audio file and print the result")
     tr.add_argument("file")
     tr.add_argument("--model", default="whisper-1")

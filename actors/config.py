@@ -71,6 +71,10 @@ class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_policy: Literal["always", "never", "if_missing"] = "if_missing"
     memory_limit: str = "4g"
     pids_limit: int = 256
+    build_dir: str = ".asrpro/images"  # build contexts and wheelhouses of `asrpro images build`
+    deployment: str = "default"  # label value that tells this deployment's containers from others'
+    container_timeout: float = 30.0  # seconds for a container to become healthy
+    api_timeout: float = 30.0  # seconds for one Docker API call
 
 
 class RecoveryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -105,6 +109,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     models: dict[str, ModelConfig] = {}
+
+
+def start_budget(config: Config) -> float:
+    """How long a caller of asr.lifecycle.ensure may have to wait: the slower runtime's start-up plus margin."""
+    return max(config.lifecycle.startup_timeout, config.docker.container_timeout) + 15.0
 
 
 def _env_key(name: str) -> str:

@@ -64,6 +64,8 @@ class Lifecycle(Actor):
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
+        self.startup_timeout = self.runtime.startup_timeout or self.cfg.startup_timeout
+        await self._adopt()
         self.loop(self._reap_idle())
 
     async def teardown(self) -> None:
@@ -127,6 +129,48 @@ class Lifecycle(Actor):
                 server.inflight.pop(event.request_id, None)
                 server.last_activity = time.time()
 
+    async def _adopt(self) -> None:
+        """Take over servers of this deployment that outlived a previous lifecycle actor."""
+        for handle in await self.runtime.adopt():
+            try:
+                model = await self._model_when_ready(handle.model)
+            except AsrError as exc:
+                self.log.warning("stopping %s: cannot adopt it (%s)", handle.model, exc.message)
+                await self.runtime.stop(handle)
+                continue
+            problem = await self._health_problem(handle)
+            if problem:
+                self.log.warning("stopping unhealthy %s instead of adopting it: %s", handle.model, problem)
+                await self.runtime.stop(handle)
+                continue
+            allocation = await self._allocate(model)
+            server = Server(model=model, handle=handle, allocation=allocation, state="ready")
+            self.servers[model.id] = server
+            self.loop(self._watch(server))
+            self.log.info("adopted %s at %s", model.id, handle.url, extra={"model": model.id})
+            await self.publish(
+                ServerReady(
+                    model=model.id,
+                    runtime=self.runtime.name,
+                    url=handle.url,
+                    pid=handle.pid,
+                    container_id=handle.container_id,
+                    device=allocation.device,
+                    adopted=True,
+                )
+            )
+
+    async def _model_when_ready(self, model_id: str, wait: float = 30.0) -> ModelInfo:
+        """The registry may start after us (e.g. both restarted at once): wait a little for it."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return await self.request(subjects.REGISTRY_GET, GetModel(id=model_id), ModelInfo)
+            except AsrError as exc:
+                if exc.code == errors.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     # -- starting and stopping -------------------------------------------------
     async def _start(self, model: ModelInfo, reason: str) -> Server:
         await self.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
@@ -144,6 +188,8 @@ class Lifecycle(Actor):
         try:
             await self._wait_healthy(handle)
         except AsrError as exc:
+            if handle.note:
+                exc.message = f"{exc.message} [{handle.note}]"
             await self._stop(server, "failed", publish=False)
             await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=exc.message))
             raise
@@ -194,7 +240,7 @@ class Lifecycle(Actor):
             return f"/health answered {response.status_code}"
 
     async def _wait_healthy(self, handle: ServerHandle) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout
+        deadline = time.monotonic() + self.startup_timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
             if handle.exited.done():
@@ -215,7 +261,7 @@ class Lifecycle(Actor):
             await asyncio.sleep(0.1)
         raise AsrError(
             errors.UNAVAILABLE,
-            f"model server for {handle.model} not healthy after {self.cfg.startup_timeout:g} s (last health: {last})",
+            f"model server for {handle.model} not healthy after {self.startup_timeout:g} s (last health: {last})",
         )
 
     async def _watch(self, server: Server) -> None:

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from actors.base import Actor
-from actors.config import Config
+from actors.config import Config, start_budget
 from schemas import errors, subjects
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed
@@ -121,7 +121,7 @@ class ModelProxy(Actor):
             subjects.LIFECYCLE_ENSURE,
             EnsureServer(model=name, request_id=request_id, restart=restart),
             ServerStatus,
-            timeout=self.config.lifecycle.startup_timeout + 15,
+            timeout=start_budget(self.config),
         )
 
     async def _audio(self, msg: TranscribeRequest) -> bytes:

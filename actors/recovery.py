@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from actors.base import Actor, on_event
-from actors.config import Config
+from actors.config import Config, start_budget
 from schemas import subjects
 from schemas.errors import AsrError
 from schemas.events import Event, ServerCrashed, ServerReady
@@ -56,7 +56,7 @@ class Recovery(Actor):
                 subjects.LIFECYCLE_ENSURE,
                 EnsureServer(model=model, restart=True),
                 ServerStatus,
-                timeout=self.config.lifecycle.startup_timeout + 10,
+                timeout=start_budget(self.config),
             )
             self.log.info("restarted %s", model, extra={"model": model, "url": status.url, "pid": status.pid})
         except AsrError as exc:

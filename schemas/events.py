@@ -26,6 +26,7 @@ class ServerReady(_Event, tag="ready"):
     container_id: str | None = None
     device: str = "cpu"
     startup_s: float = 0.0
+    adopted: bool = False  # found already running after a lifecycle restart
 
 
 class ServerStopped(_Event, tag="stopped"):

@@ -10,10 +10,19 @@ __all__ = ["LaunchSpec", "LocalRuntime", "Runtime", "ServerHandle", "choose_runt
 
 
 def choose_runtime(config: Config) -> tuple[Runtime, str]:
-    """The runtime to use and why (logged at start, shown by /health)."""
+    """The runtime to use and why (logged at start, shown by /health).
+
+    `docker` is used even when the daemon does not answer: requests then fail with that reason
+    instead of silently running models somewhere the operator did not ask for.
+    """
+    from actors.runtimes.docker import DockerRuntime, daemon_problem
+
     wanted = config.lifecycle.runtime
-    if wanted == "docker":
-        raise RuntimeError("lifecycle.runtime = docker: the docker runtime is not available in this version")
     if wanted == "local":
         return LocalRuntime(), "lifecycle.runtime = local"
-    return LocalRuntime(), "lifecycle.runtime = auto: docker runtime not available in this version, using local"
+    if wanted == "docker":
+        return DockerRuntime(config), "lifecycle.runtime = docker"
+    problem = daemon_problem()
+    if problem:
+        return LocalRuntime(), f"lifecycle.runtime = auto and {problem}: using local processes"
+    return DockerRuntime(config), "lifecycle.runtime = auto and a Docker daemon answers"

@@ -38,12 +38,14 @@ class ServerHandle:
     container_id: str | None = None
     started_at: float = field(default_factory=time.time)
     exit_code: int | None = None
+    note: str = ""  # added to failure messages, e.g. where mounted weights come from on the host
     # Resolves with a reason ("exited with code -9 (SIGKILL)") when the server exits by itself or is stopped.
     exited: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Runtime(abc.ABC):
     name: str
+    startup_timeout: float | None = None  # None: lifecycle.startup_timeout applies
 
     @abc.abstractmethod
     async def launch(self, spec: LaunchSpec) -> ServerHandle:

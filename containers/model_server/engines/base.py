@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -24,3 +26,12 @@ class Engine(Protocol):
     def transcribe(
         self, audio: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
     ) -> Transcript: ...
+
+
+def check_readable(directory: Path) -> None:
+    """A mounted weights directory the server's user cannot read looks empty: say so instead."""
+    if directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+        raise WeightsNotFound(
+            f"weights not readable: {directory} cannot be read by the model server's user (uid {os.getuid()}); "
+            "make the directory world-readable (chmod -R a+rX)"
+        )

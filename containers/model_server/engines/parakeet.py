@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from containers.model_server.audio import SAMPLE_RATE
-from containers.model_server.engines.base import Transcript, WeightsNotFound
+from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
 from schemas.transcribe import Segment
 
 ONNX_ASR_MODEL = "nemo-parakeet-tdt-0.6b-v2"
@@ -20,6 +20,7 @@ def _check_directory(directory: Path) -> str | None:
     """The quantisation to ask onnx-asr for (None or "int8"), or WeightsNotFound naming what is missing."""
     if not directory.is_dir():
         raise WeightsNotFound(f"weights not found: {directory} is not a directory (parakeet needs a model directory)")
+    check_readable(directory)
     full = all((directory / f"{name}.onnx").is_file() for name in (ENCODER, DECODER))
     int8 = all((directory / f"{name}.int8.onnx").is_file() for name in (ENCODER, DECODER))
     missing = [] if full or int8 else [f"{ENCODER}.onnx", f"{DECODER}.onnx"]

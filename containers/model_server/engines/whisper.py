@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from faster_whisper import WhisperModel
 
-from containers.model_server.engines.base import Transcript, WeightsNotFound
+from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
 from schemas.transcribe import Segment
 
 PACKAGE_PREFIX = "package:"
@@ -18,6 +18,7 @@ REQUIRED_FILES = ("config.json", "model.bin")
 def resolve_weights(spec: str) -> Path:
     """The CTranslate2 model directory named by ``spec``: a path, or ``package:<module>`` for a pip-installed model."""
     directory = _package_dir(spec.removeprefix(PACKAGE_PREFIX)) if spec.startswith(PACKAGE_PREFIX) else Path(spec)
+    check_readable(directory)
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
         absent = "" if directory.is_dir() else "directory does not exist; "

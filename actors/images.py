@@ -1,0 +1,191 @@
+"""`asrpro images build|list`: model server images built without a container registry.
+
+Where a registry answers, the Dockerfiles' default base (python:3.11-slim) is pulled. Where none
+does, a Debian base is made once with debootstrap and imported. Wheels are downloaded on the host
+and the build runs with ``--network none``. Layers are cached: a rebuild with nothing changed is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from actors.config import REPO_ROOT, Config
+
+log = logging.getLogger("asrpro.images")
+
+UPSTREAM_BASE = "python:3.11-slim"
+LOCAL_BASE = "asrpro/base:bookworm-py311"
+FAMILY_DIRS = {"whisper": REPO_ROOT / "containers" / "whisper", "parakeet": REPO_ROOT / "containers" / "parakeet"}
+PLATFORM_ARGS = [
+    "--only-binary=:all:",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+]
+# What the model server needs from this repo inside the image: the server and the wire contract.
+APP_PACKAGES = ("schemas", "containers")
+
+
+class ImageBuildError(RuntimeError):
+    pass
+
+
+def model_image(config: Config, model_id: str) -> str:
+    model = config.models[model_id]
+    return model.image or f"{config.docker.image_prefix}/{model_id}:{config.docker.image_tag}"
+
+
+def family_image(config: Config, family: str) -> str:
+    return f"{config.docker.image_prefix}/{family}-server:{config.docker.image_tag}"
+
+
+def base_image(client: docker.DockerClient, work: Path) -> str:
+    """python:3.11-slim where it exists or can be pulled, else a local Debian base (made once)."""
+    for name in (UPSTREAM_BASE, LOCAL_BASE):
+        try:
+            client.images.get(name)
+            return name
+        except docker.errors.ImageNotFound:
+            pass
+    try:
+        client.images.pull(UPSTREAM_BASE)
+        return UPSTREAM_BASE
+    except docker.errors.APIError as exc:
+        log.info("no registry (%s): building the local base %s with debootstrap", str(exc).splitlines()[0], LOCAL_BASE)
+    _debootstrap_base(work)
+    return LOCAL_BASE
+
+
+def _debootstrap_base(work: Path) -> None:
+    if shutil.which("debootstrap") is None:
+        raise ImageBuildError("no registry answers and debootstrap is not installed: apt-get install debootstrap")
+    root = Path(tempfile.mkdtemp(prefix="asrpro-rootfs-", dir=work))
+    try:
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+                str(root),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", LOCAL_BASE], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise ImageBuildError("tar of the debootstrap root failed")
+    except subprocess.CalledProcessError as exc:
+        raise ImageBuildError(f"building the local base image failed: {exc}") from exc
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _digest(paths: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _wheelhouse(family: str, context: Path) -> None:
+    requirements = FAMILY_DIRS[family] / "requirements.txt"
+    wheels = context / "wheels"
+    stamp = wheels / ".requirements.sha256"
+    digest = _digest([requirements])
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    log.info("downloading wheels for the %s image", family)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", *PLATFORM_ARGS, "-d", str(wheels), "-r", str(requirements)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ImageBuildError(f"pip download for the {family} image failed: {result.stderr.strip()[-2000:]}")
+    stamp.write_text(digest)
+
+
+def _sync_app(context: Path) -> None:
+    app = context / "app"
+    shutil.rmtree(app, ignore_errors=True)
+    for package in APP_PACKAGES:
+        for source in (REPO_ROOT / package).rglob("*.py"):
+            target = app / source.relative_to(REPO_ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _context(family: str, work: Path) -> Path:
+    context = work / "build" / family
+    context.mkdir(parents=True, exist_ok=True)
+    for name in ("Dockerfile", "requirements.txt"):
+        shutil.copy2(FAMILY_DIRS[family] / name, context / name)
+    (context / ".dockerignore").write_text("wheels/.requirements.sha256\n")
+    _wheelhouse(family, context)
+    _sync_app(context)
+    return context
+
+
+def build(config: Config, model_ids: list[str], work: Path) -> dict[str, str]:
+    """Build the images of `model_ids` (all models when empty); returns model id → image tag."""
+    unknown = [m for m in model_ids if m not in config.models]
+    if unknown:
+        raise ImageBuildError(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(sorted(config.models))}")
+    model_ids = model_ids or list(config.models)
+    work.mkdir(parents=True, exist_ok=True)
+    client = docker.from_env(timeout=600)
+    base = base_image(client, work)
+    built: dict[str, str] = {}
+    for family in sorted({config.models[m].family for m in model_ids}):
+        tag = family_image(config, family)
+        context = _context(family, work)
+        log.info("building %s from %s", tag, base)
+        for chunk in client.api.build(
+            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base}, network_mode="none", rm=True, decode=True
+        ):
+            if "error" in chunk:
+                raise ImageBuildError(f"docker build of {tag} failed: {chunk['error'].strip()}")
+            line = chunk.get("stream", "").strip()
+            if line.startswith("Step "):
+                log.info(line)
+        image = client.images.get(tag)
+        for model_id in model_ids:
+            if config.models[model_id].family == family:
+                repository, _, version = model_image(config, model_id).rpartition(":")
+                image.tag(repository, version)
+                built[model_id] = f"{repository}:{version}"
+    return built
+
+
+def listing(config: Config) -> list[dict[str, str]]:
+    client = docker.from_env(timeout=30)
+    rows = []
+    for model_id in config.models:
+        name = model_image(config, model_id)
+        try:
+            image = client.images.get(name)
+            rows.append(
+                {"model": model_id, "image": name, "id": image.short_id, "size_mb": str(image.attrs["Size"] // 2**20)}
+            )
+        except docker.errors.ImageNotFound:
+            rows.append({"model": model_id, "image": name, "id": "missing", "size_mb": ""})
+    return rows

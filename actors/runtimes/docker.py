@@ -1,0 +1,282 @@
+"""Docker runtime: one hardened container per model, published on 127.0.0.1 only, found again by labels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import DeviceRequest
+
+from actors.config import Config
+from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
+
+log = logging.getLogger("asrpro.runtime.docker")
+
+MODEL_LABEL = "asrpro.model"
+DEPLOYMENT_LABEL = "asrpro.deployment"
+CONTAINER_PORT = "9000/tcp"
+MODELS_MOUNT = "/models"
+
+
+class DockerUnavailable(RuntimeError):
+    pass
+
+
+def daemon_problem(timeout: float = 3.0) -> str:
+    """'' when a Docker daemon answers, else why not."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        return f"Docker daemon unreachable: {exc}"
+    return ""
+
+
+def container_name(deployment: str, model_id: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"asrpro-{deployment}-{model_id}")
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cfg = config.docker
+        self.deployment = self.cfg.deployment
+        # Docker SDK calls block: they get threads of their own so the event loop never waits on the daemon.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker")
+        self._client: docker.DockerClient | None = None
+        self._handles: dict[str, ServerHandle] = {}  # container id -> handle
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: threading.Thread | None = None
+        self._closed = False
+        self.startup_timeout = self.cfg.container_timeout
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                client = docker.from_env(timeout=self.cfg.api_timeout)
+                client.ping()
+            except Exception as exc:
+                raise DockerUnavailable(f"Docker daemon unreachable: {exc}") from exc
+            self._client = client
+        return self._client
+
+    # -- launching -------------------------------------------------------------
+    async def launch(self, spec: LaunchSpec) -> ServerHandle:
+        self._loop = asyncio.get_running_loop()
+        container = await self._run(self._launch_sync, spec)
+        try:
+            handle = await self._run(self._handle_for, container)
+        except Exception:
+            await self._run(self._remove, container.id, 1.0)
+            raise
+        self._ensure_watcher()
+        return handle
+
+    def _ensure_image(self, client: docker.DockerClient, image: str) -> None:
+        policy = self.cfg.pull_policy
+        present = True
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            present = False
+        if present and policy != "always":
+            return
+        if not present and policy == "never":
+            raise RuntimeError(
+                f"image {image} not found locally and docker.pull_policy = never; build it with `asrpro images build`"
+            )
+        try:
+            client.images.pull(image)
+        except docker.errors.APIError as exc:
+            if present:  # pull_policy = always with no registry: the local image still serves
+                log.warning("pull of %s failed (%s); using the local image", image, exc)
+                return
+            reason = str(exc).splitlines()[0]
+            raise RuntimeError(
+                f"image {image} not found locally and the pull failed ({reason}); build it with `asrpro images build`"
+            ) from exc
+
+    def _launch_sync(self, spec: LaunchSpec) -> Container:
+        client = self._docker()
+        model = spec.model
+        self._ensure_image(client, model.image)
+        name = container_name(self.deployment, model.id)
+        with contextlib.suppress(docker.errors.NotFound):
+            stale = client.containers.get(name)
+            log.info("removing stale container %s (%s)", name, stale.status)
+            stale.remove(force=True)
+        environment = {
+            "MODEL_ID": model.id,
+            "ENGINE": model.engine,
+            "DEVICE": spec.device_kind,
+            "COMPUTE_TYPE": spec.compute_type,
+            "HOST": "0.0.0.0",  # inside the container's own network namespace; published on 127.0.0.1 only
+            "PORT": CONTAINER_PORT.split("/")[0],
+            "HF_HUB_OFFLINE": "1",
+        }
+        volumes = {}
+        if model.weights.startswith("package:"):
+            environment["WEIGHTS"] = model.weights
+        else:
+            host_dir = Path(model.weights).expanduser().resolve()
+            if not host_dir.is_dir():
+                raise RuntimeError(
+                    f"weights not found: host directory {host_dir} does not exist (models.{model.id}.weights)"
+                )
+            target = f"{MODELS_MOUNT}/{model.id}"
+            volumes[str(host_dir)] = {"bind": target, "mode": "ro"}
+            environment["WEIGHTS"] = target
+        device_requests = None
+        if spec.device_kind == "cuda":
+            device_requests = [DeviceRequest(device_ids=[spec.device_index], capabilities=[["gpu"]])]
+        return client.containers.run(
+            model.image,
+            detach=True,
+            name=name,
+            labels={MODEL_LABEL: model.id, DEPLOYMENT_LABEL: self.deployment},
+            environment=environment,
+            ports={CONTAINER_PORT: ("127.0.0.1", None)},
+            volumes=volumes,
+            device_requests=device_requests,
+            user="10001:10001",
+            read_only=True,
+            tmpfs={"/tmp": "rw,noexec,nosuid,size=512m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=self.cfg.memory_limit,
+            pids_limit=self.cfg.pids_limit,
+        )
+
+    def _handle_for(self, container: Container) -> ServerHandle:
+        # Docker assigns the host port as the container starts: wait for it to appear.
+        deadline = time.monotonic() + 10
+        while True:
+            container.reload()
+            bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(CONTAINER_PORT)
+            if bindings:
+                break
+            if container.status in ("exited", "dead") or time.monotonic() > deadline:
+                raise RuntimeError(f"container {container.name} has no published port (status {container.status})")
+            time.sleep(0.05)
+        port = bindings[0]["HostPort"]
+        assert self._loop is not None
+        mounts = [f"{m['Source']} -> {m['Destination']}" for m in container.attrs.get("Mounts", [])]
+        handle = ServerHandle(
+            note=f"weights mounted from the host: {', '.join(mounts)}" if mounts else "",
+            model=container.labels[MODEL_LABEL],
+            url=f"http://127.0.0.1:{port}",
+            runtime=self.name,
+            container_id=container.id,
+            exited=self._loop.create_future(),
+        )
+        self._handles[container.id] = handle
+        return handle
+
+    # -- watching --------------------------------------------------------------
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
+            self._watcher.start()
+
+    def _watch_events(self) -> None:
+        """One thread follows the daemon's `die` events for this deployment's containers."""
+        filters = {"type": "container", "event": "die", "label": f"{DEPLOYMENT_LABEL}={self.deployment}"}
+        while not self._closed:
+            try:
+                for event in self._docker().events(decode=True, filters=filters):
+                    self._on_die(event)
+                    if self._closed:
+                        return
+            except Exception as exc:
+                if self._closed:
+                    return
+                log.warning("docker event stream broke (%s): following again", exc)
+                self._client = None
+                time.sleep(1.0)
+
+    def _on_die(self, event: dict[str, Any]) -> None:
+        handle = self._handles.pop(event.get("id", ""), None)
+        if handle is None:
+            return
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        code = int(attributes.get("exitCode", -1))
+        reason = f"container exited with code {code}"
+        with contextlib.suppress(Exception):
+            state = self._docker().api.inspect_container(handle.container_id)["State"]
+            if state.get("OOMKilled"):
+                reason += " (OOM-killed: raise docker.memory_limit)"
+        if code == 137 and "OOM" not in reason:
+            reason += " (SIGKILL)"
+        self._resolve(handle, code, reason)
+
+    def _resolve(self, handle: ServerHandle, code: int | None, reason: str) -> None:
+        def set_result() -> None:
+            if not handle.exited.done():
+                handle.exit_code = code
+                handle.exited.set_result(reason)
+
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(set_result)
+
+    # -- stopping and adopting -------------------------------------------------
+    async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
+        self._handles.pop(handle.container_id or "", None)
+        await self._run(self._remove, handle.container_id, timeout)
+        self._resolve(handle, 0, "stopped")
+
+    def _remove(self, container_id: str | None, timeout: float) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            container = self._docker().containers.get(container_id)
+            with contextlib.suppress(docker.errors.APIError):
+                container.stop(timeout=int(timeout))
+            container.remove(force=True)
+
+    async def adopt(self) -> list[ServerHandle]:
+        self._loop = asyncio.get_running_loop()
+        try:
+            containers = await self._run(
+                lambda: self._docker().containers.list(
+                    all=True, filters={"label": f"{DEPLOYMENT_LABEL}={self.deployment}"}
+                )
+            )
+        except DockerUnavailable as exc:
+            log.warning("cannot look for running containers: %s", exc)
+            return []
+        handles = []
+        for container in containers:
+            if container.status != "running":
+                await self._run(self._remove, container.id, 1.0)
+                continue
+            try:
+                handles.append(await self._run(self._handle_for, container))
+            except RuntimeError as exc:
+                log.warning("not adopting %s: %s", container.name, exc)
+        if handles:
+            self._ensure_watcher()
+        return handles
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,143 @@
+"""The docker runtime against a real Docker Engine and the images `asrpro images build` makes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from actors import bus
+from actors.gpu import GpuAllocator
+from actors.lifecycle import Lifecycle
+from actors.registry import Registry
+from schemas import subjects
+from schemas.errors import AsrError
+from schemas.events import ServerFailed
+from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus
+from tests.docker.conftest import containers_of
+
+pytestmark = pytest.mark.docker
+MODEL = "whisper-tiny.en"
+
+
+@pytest.fixture
+async def as_proxy(jetstream):
+    nc = await jetstream.connect("proxy")
+    yield nc
+    await nc.close()
+
+
+async def ensure(nc, model: str = MODEL) -> ServerStatus:
+    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model), ServerStatus, timeout=120)
+
+
+async def start_lifecycle(start_actor, deployment: str, **env: str) -> Lifecycle:
+    await start_actor(Registry, **env)
+    await start_actor(GpuAllocator)
+    return await start_actor(Lifecycle, ASRPRO_LIFECYCLE__RUNTIME="docker", ASRPRO_DOCKER__DEPLOYMENT=deployment, **env)
+
+
+async def test_container_is_hardened_and_serves(
+    model_images, docker_client: docker.DockerClient, deployment, start_actor, as_proxy, events
+) -> None:
+    log = await events(MODEL)
+    await start_lifecycle(start_actor, deployment, ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="3")
+    status = await ensure(as_proxy)
+    assert status.runtime == "docker" and status.container_id and status.url.startswith("http://127.0.0.1:")
+    [container] = containers_of(docker_client, deployment)
+    attrs = docker_client.api.inspect_container(container.id)
+    host = attrs["HostConfig"]
+    assert [b["HostIp"] for b in host["PortBindings"]["9000/tcp"]] == ["127.0.0.1"]
+    assert attrs["Config"]["User"] == "10001:10001"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Privileged"] is False and host["PidsLimit"] == 256 and host["Memory"] == 4 * 2**30
+    assert not any("docker.sock" in m["Source"] for m in attrs["Mounts"])
+    assert attrs["Config"]["Labels"]["asrpro.model"] == MODEL
+    assert attrs["Config"]["Image"] == model_images[MODEL]
+    # The idle timeout removes the container, and the events say so.
+    stopped = await log.wait_for("stopped", timeout=30)
+    assert stopped.reason == "idle"  # type: ignore[union-attr]
+    assert log.types() == ["starting", "ready", "stopped"]
+    assert containers_of(docker_client, deployment) == []
+
+
+async def test_missing_image_with_pull_policy_never_is_a_prompt_503(
+    docker_client, deployment, start_actor, as_proxy, events
+) -> None:
+    log = await events(MODEL)
+    await start_lifecycle(
+        start_actor,
+        deployment,
+        ASRPRO_DOCKER__PULL_POLICY="never",
+        ASRPRO_MODELS__WHISPER_TINY_EN__IMAGE="asrpro/no-such-image:0.0.0",
+    )
+    t0 = time.monotonic()
+    with pytest.raises(AsrError) as err:
+        await ensure(as_proxy)
+    assert time.monotonic() - t0 < 10
+    assert err.value.code == "503" and "asrpro/no-such-image:0.0.0" in err.value.message
+    assert "pull_policy = never" in err.value.message
+    failed = await log.wait_for("failed")
+    assert isinstance(failed, ServerFailed) and "asrpro/no-such-image:0.0.0" in failed.reason
+
+
+async def test_unreachable_daemon_is_a_503_with_the_reason(start_actor, as_proxy, jetstream, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    await start_lifecycle(start_actor, "unreachable", ASRPRO_DOCKER__CONTAINER_TIMEOUT="10")
+    t0 = time.monotonic()
+    with pytest.raises(AsrError) as err:
+        await ensure(as_proxy)
+    assert time.monotonic() - t0 < 10
+    assert err.value.code == "503" and "Docker daemon unreachable" in err.value.message
+    # docker was asked for: nothing ran as a local process instead.
+    gateway = await jetstream.connect("gateway")
+    try:
+        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        assert status.runtime == "docker" and status.servers == []
+    finally:
+        await gateway.close()
+
+
+async def test_auto_falls_back_to_local_and_says_why(start_actor, jetstream, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    await start_actor(Registry)
+    await start_actor(Lifecycle, ASRPRO_LIFECYCLE__RUNTIME="auto")
+    gateway = await jetstream.connect("gateway")
+    try:
+        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        assert status.runtime == "local"
+        assert "auto" in status.runtime_reason and "Docker daemon unreachable" in status.runtime_reason
+    finally:
+        await gateway.close()
+
+
+async def test_parakeet_without_weights_says_what_is_missing(
+    model_images, docker_client, deployment, start_actor, as_proxy, events, tmp_path: Path
+) -> None:
+    assert model_images["parakeet-tdt-0.6b"] == "asrpro/parakeet-tdt-0.6b:0.1.0"
+    log = await events("parakeet-tdt-0.6b")
+    os.chmod(tmp_path, 0o755)  # readable by the container's user; what is missing is the model files
+    await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(tmp_path))
+    with pytest.raises(AsrError) as err:
+        await ensure(as_proxy, "parakeet-tdt-0.6b")
+    message = err.value.message
+    assert err.value.code == "503" and "weights not found: looked in /models/parakeet-tdt-0.6b" in message
+    assert "encoder-model.onnx" in message and str(tmp_path) in message
+    failed = await log.wait_for("failed")
+    assert "encoder-model.onnx" in failed.reason  # type: ignore[union-attr]
+    assert containers_of(docker_client, deployment) == []  # the failed container was removed
+
+
+async def test_parakeet_weights_directory_missing_on_host(
+    model_images, deployment, start_actor, as_proxy, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere"
+    await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(missing))
+    with pytest.raises(AsrError) as err:
+        await ensure(as_proxy, "parakeet-tdt-0.6b")
+    assert f"host directory {missing} does not exist" in err.value.message

@@ -1,0 +1,85 @@
+"""`asrpro up` with runtime=docker: cold start through the gateway, re-adoption, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import openai
+import pytest
+
+from actors import bus
+from actors.base import decode_event
+from schemas import subjects
+from schemas.events import ServerReady, kind
+from tests.conftest import JFK_TEXT
+from tests.docker.conftest import containers_of
+from tests.e2e.stack import Stack, start_stack
+from tests.wer import word_error_rate
+
+pytestmark = pytest.mark.docker
+MODEL = "whisper-tiny.en"
+
+
+@pytest.fixture
+def docker_stack(model_images, docker_client, deployment, tmp_path: Path) -> Iterator[Stack]:
+    s = start_stack(
+        tmp_path,
+        ASRPRO_LIFECYCLE__RUNTIME="docker",
+        ASRPRO_DOCKER__DEPLOYMENT=deployment,
+        ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="60",
+    )
+    yield s
+    s.stop()
+
+
+def transcribe(stack: Stack, audio: Path) -> str:
+    client = openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+    with audio.open("rb") as fh:
+        return client.audio.transcriptions.create(model="whisper-1", file=fh).text
+
+
+def lifecycle_pid(stack: Stack) -> int:
+    for pid in stack.leftovers():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"actor" in cmdline and b"lifecycle" in cmdline:
+            return pid
+    raise AssertionError("no lifecycle actor process found")
+
+
+async def test_cold_start_readoption_and_shutdown(
+    docker_stack: Stack, docker_client: docker.DockerClient, deployment: str, shared_data: Path
+) -> None:
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{docker_stack.gateway}/health")).json()
+    assert health["runtime"]["name"] == "docker"
+    text = await asyncio.to_thread(transcribe, docker_stack, shared_data / "jfk.flac")
+    assert word_error_rate(JFK_TEXT, text) <= 0.1
+    [container] = containers_of(docker_client, deployment)
+
+    nc = await bus.connect(docker_stack.nats_url, name="t", user="client", password=docker_stack.client_password)
+    try:
+        sub = await nc.subscribe(subjects.events_of_model(MODEL))
+        os.kill(lifecycle_pid(docker_stack), signal.SIGKILL)
+        # The supervisor restarts the lifecycle actor, which finds the running container and adopts it.
+        deadline = time.monotonic() + 60
+        while True:
+            event = decode_event(await sub.next_msg(timeout=deadline - time.monotonic()))
+            if isinstance(event, ServerReady):
+                break
+            assert kind(event) not in ("starting", "stopped"), event
+        assert event.adopted and event.container_id == container.id
+    finally:
+        await nc.close()
+    text = await asyncio.to_thread(transcribe, docker_stack, shared_data / "jfk.flac")
+    assert word_error_rate(JFK_TEXT, text) <= 0.1
+    assert [c.id for c in containers_of(docker_client, deployment)] == [container.id]
+
+    assert docker_stack.stop() == 0
+    assert containers_of(docker_client, deployment) == []
