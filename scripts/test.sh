@@ -4,18 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+
 apt_install() {
   local missing=()
   for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# sox cuts and joins test recordings.
-apt_install sox
+# sox cuts and joins test recordings; docker.io is the Docker Engine for the docker tests;
+# debootstrap makes the images' base where no container registry answers.
+apt_install sox docker.io debootstrap
+
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd" >&2
+  $sudo sh -c 'setsid dockerd >/tmp/asrpro-dockerd.log 2>&1 &'
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/asrpro-dockerd.log" >&2; tail -20 /tmp/asrpro-dockerd.log >&2; }
+fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'

@@ -64,6 +64,8 @@ def make_config(nats: Nats, user: str, **env: str) -> Config:
     environ.update(
         {"ASRPRO_NATS__URL": nats.url, "ASRPRO_NATS__USER": user, "ASRPRO_NATS__PASSWORD": nats.passwords[user]}
     )
+    # Tests of the local runtime stay local even where a Docker daemon answers; docker tests say so.
+    environ["ASRPRO_LIFECYCLE__RUNTIME"] = "local"
     environ.update(env)
     return load_config(REPO / "asrpro.toml", environ=environ)
 

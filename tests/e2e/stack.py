@@ -74,6 +74,7 @@ def start_stack(tmp: Path, **env_overrides: str) -> Stack:
             "ASRPRO_GATEWAY__PORT": str(free_port()),
             "ASRPRO_NATS__STORE_DIR": str(tmp / "state"),
             "ASRPRO_NATS__CLIENT_PASSWORD": client_password,
+            "ASRPRO_LIFECYCLE__RUNTIME": "local",
             marker.split("=")[0]: marker.split("=")[1],
         }
     )
