@@ -143,6 +143,32 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
+    """Create the JetStream stream and bucket (what `asrpro up` does itself) for stacks started another way."""
+    from actors import bus
+    from actors.bootstrap import ensure_jetstream
+
+    async def run() -> None:
+        cfg = config.nats
+        nc = await bus.connect(cfg.url, name="asrpro-bootstrap", user=cfg.user, password=cfg.password)
+        try:
+            await ensure_jetstream(nc, config)
+        finally:
+            await nc.close()
+
+    setup_logging("bootstrap")
+    asyncio.run(run())
+    return 0
+
+
+def cmd_passwords(_: Config, __: argparse.Namespace) -> int:
+    from actors.nats_server import USERS, new_password, password_env
+
+    for user in USERS:
+        print(f"{password_env(user)}={new_password()}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrpro", description="ASR Pro: speech-to-text over NATS")
     p.add_argument("--config", help="TOML configuration file (default: $ASRPRO_CONFIG or asrpro.toml)")
@@ -152,9 +178,11 @@ def parser() -> argparse.ArgumentParser:
     actor.add_argument("name", choices=sorted(ACTOR_CLASSES))
     actor.set_defaults(fn=cmd_actor)
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
+    sub.add_parser("bootstrap", help="create the JetStream stream and bucket").set_defaults(fn=cmd_bootstrap)
+    sub.add_parser("passwords", help="print new NATS passwords as KEY=VALUE lines").set_defaults(fn=cmd_passwords)
     img = sub.add_parser("images", help="build or list the model server images")
     img.add_argument("action", choices=["build", "list"])
-    img.add_argument("models", nargs="*", help="model ids (default: all)")
+    img.add_argument("models", nargs="*", help="model ids, or 'stack' for the compose stack (default: all models)")
     img.set_defaults(fn=cmd_images)
     tr = sub.add_parser("transcribe", help="transcribe an audio file and print the result")
     tr.add_argument("file")

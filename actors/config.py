@@ -75,6 +75,9 @@ class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     deployment: str = "default"  # label value that tells this deployment's containers from others'
     container_timeout: float = 30.0  # seconds for a container to become healthy
     api_timeout: float = 30.0  # seconds for one Docker API call
+    # When the lifecycle actor itself runs in a container (compose): model containers join this network and
+    # are reached by name; nothing is published on the host. Empty: published on 127.0.0.1 of the host.
+    network: str = ""
 
 
 class RecoveryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -25,7 +25,8 @@ log = logging.getLogger("asrpro.images")
 
 UPSTREAM_BASE = "python:3.11-slim"
 LOCAL_BASE = "asrpro/base:bookworm-py311"
-FAMILY_DIRS = {"whisper": REPO_ROOT / "containers" / "whisper", "parakeet": REPO_ROOT / "containers" / "parakeet"}
+FAMILY_DIRS = {name: REPO_ROOT / "containers" / name for name in ("whisper", "parakeet", "stack")}
+STACK = "stack"  # not a model: nats-server, actors and gateway for containers/compose.yml
 PLATFORM_ARGS = [
     "--only-binary=:all:",
     "--python-version",
@@ -39,8 +40,10 @@ PLATFORM_ARGS = [
     "--platform",
     "manylinux2014_x86_64",
 ]
-# What the model server needs from this repo inside the image: the server and the wire contract.
-APP_PACKAGES = ("schemas", "containers")
+# What each image needs from this repo: a model server needs the server and the wire contract.
+APP_PACKAGES = {"whisper": ("schemas", "containers"), "parakeet": ("schemas", "containers")}
+APP_PACKAGES[STACK] = ("schemas", "containers", "actors", "gateway")
+STACK_FILES = ("asrpro.toml", "nats.conf")
 
 
 class ImageBuildError(RuntimeError):
@@ -53,7 +56,8 @@ def model_image(config: Config, model_id: str) -> str:
 
 
 def family_image(config: Config, family: str) -> str:
-    return f"{config.docker.image_prefix}/{family}-server:{config.docker.image_tag}"
+    name = family if family == STACK else f"{family}-server"
+    return f"{config.docker.image_prefix}/{name}:{config.docker.image_tag}"
 
 
 def base_image(client: docker.DockerClient, work: Path) -> str:
@@ -124,14 +128,16 @@ def _wheelhouse(family: str, context: Path) -> None:
     stamp.write_text(digest)
 
 
-def _sync_app(context: Path) -> None:
+def _sync_app(family: str, context: Path) -> None:
     app = context / "app"
     shutil.rmtree(app, ignore_errors=True)
-    for package in APP_PACKAGES:
-        for source in (REPO_ROOT / package).rglob("*.py"):
-            target = app / source.relative_to(REPO_ROOT)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    sources = [s for package in APP_PACKAGES[family] for s in (REPO_ROOT / package).rglob("*.py")]
+    if family == STACK:
+        sources += [REPO_ROOT / name for name in STACK_FILES]
+    for source in sources:
+        target = app / source.relative_to(REPO_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def _context(family: str, work: Path) -> Path:
@@ -141,21 +147,25 @@ def _context(family: str, work: Path) -> Path:
         shutil.copy2(FAMILY_DIRS[family] / name, context / name)
     (context / ".dockerignore").write_text("wheels/.requirements.sha256\n")
     _wheelhouse(family, context)
-    _sync_app(context)
+    _sync_app(family, context)
     return context
 
 
-def build(config: Config, model_ids: list[str], work: Path) -> dict[str, str]:
-    """Build the images of `model_ids` (all models when empty); returns model id → image tag."""
-    unknown = [m for m in model_ids if m not in config.models]
+def build(config: Config, names: list[str], work: Path) -> dict[str, str]:
+    """Build the images of the models in `names` (all models when empty; "stack" for the compose stack).
+
+    Returns model id (or "stack") → image tag."""
+    unknown = [m for m in names if m not in config.models and m != STACK]
     if unknown:
-        raise ImageBuildError(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(sorted(config.models))}")
-    model_ids = model_ids or list(config.models)
+        known = ", ".join([*sorted(config.models), STACK])
+        raise ImageBuildError(f"unknown model(s): {', '.join(unknown)}; known: {known}")
+    model_ids = [m for m in names if m != STACK] or ([] if names else list(config.models))
+    families = {config.models[m].family for m in model_ids} | ({STACK} if STACK in names else set())
     work.mkdir(parents=True, exist_ok=True)
     client = docker.from_env(timeout=600)
     base = base_image(client, work)
     built: dict[str, str] = {}
-    for family in sorted({config.models[m].family for m in model_ids}):
+    for family in sorted(families):
         tag = family_image(config, family)
         context = _context(family, work)
         log.info("building %s from %s", tag, base)
@@ -168,6 +178,8 @@ def build(config: Config, model_ids: list[str], work: Path) -> dict[str, str]:
             if line.startswith("Step "):
                 log.info(line)
         image = client.images.get(tag)
+        if family == STACK:
+            built[STACK] = tag
         for model_id in model_ids:
             if config.models[model_id].family == family:
                 repository, _, version = model_image(config, model_id).rpartition(":")

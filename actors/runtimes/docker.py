@@ -148,13 +148,16 @@ class DockerRuntime(Runtime):
         device_requests = None
         if spec.device_kind == "cuda":
             device_requests = [DeviceRequest(device_ids=[spec.device_index], capabilities=[["gpu"]])]
+        network: dict[str, Any] = {"ports": {CONTAINER_PORT: ("127.0.0.1", None)}}
+        if self.cfg.network:
+            network = {"network": self.cfg.network}
         return client.containers.run(
             model.image,
             detach=True,
             name=name,
             labels={MODEL_LABEL: model.id, DEPLOYMENT_LABEL: self.deployment},
             environment=environment,
-            ports={CONTAINER_PORT: ("127.0.0.1", None)},
+            **network,
             volumes=volumes,
             device_requests=device_requests,
             user="10001:10001",
@@ -166,7 +169,9 @@ class DockerRuntime(Runtime):
             pids_limit=self.cfg.pids_limit,
         )
 
-    def _handle_for(self, container: Container) -> ServerHandle:
+    def _url(self, container: Container) -> str:
+        if self.cfg.network:
+            return f"http://{container.name}:{CONTAINER_PORT.split('/')[0]}"
         # Docker assigns the host port as the container starts: wait for it to appear.
         deadline = time.monotonic() + 10
         while True:
@@ -177,13 +182,16 @@ class DockerRuntime(Runtime):
             if container.status in ("exited", "dead") or time.monotonic() > deadline:
                 raise RuntimeError(f"container {container.name} has no published port (status {container.status})")
             time.sleep(0.05)
-        port = bindings[0]["HostPort"]
+        return f"http://127.0.0.1:{bindings[0]['HostPort']}"
+
+    def _handle_for(self, container: Container) -> ServerHandle:
+        url = self._url(container)
         assert self._loop is not None
         mounts = [f"{m['Source']} -> {m['Destination']}" for m in container.attrs.get("Mounts", [])]
         handle = ServerHandle(
             note=f"weights mounted from the host: {', '.join(mounts)}" if mounts else "",
             model=container.labels[MODEL_LABEL],
-            url=f"http://127.0.0.1:{port}",
+            url=url,
             runtime=self.name,
             container_id=container.id,
             exited=self._loop.create_future(),
