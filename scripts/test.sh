@@ -16,8 +16,8 @@ apt_install() {
 }
 
 # sox cuts and joins test recordings; docker.io is the Docker Engine for the docker tests;
-# debootstrap makes the images' base where no container registry answers.
-apt_install sox docker.io debootstrap
+# debootstrap makes the images' base where no container registry answers; docker-compose runs containers/compose.yml.
+apt_install sox docker.io debootstrap docker-compose
 
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd" >&2
