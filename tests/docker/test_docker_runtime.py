@@ -141,3 +141,17 @@ async def test_parakeet_weights_directory_missing_on_host(
     with pytest.raises(AsrError) as err:
         await ensure(as_proxy, "parakeet-tdt-0.6b")
     assert f"host directory {missing} does not exist" in err.value.message
+
+
+async def test_killed_container_is_reported_crashed_at_once(
+    model_images, docker_client, deployment, start_actor, as_proxy, events
+) -> None:
+    log = await events(MODEL)
+    await start_lifecycle(start_actor, deployment)
+    status = await ensure(as_proxy)
+    docker_client.containers.get(status.container_id).kill()
+    crashed = await log.wait_for("crashed", timeout=15)
+    assert crashed.exit_code == 137 and "SIGKILL" in crashed.reason  # type: ignore[union-attr]
+    again = await ensure(as_proxy)  # the next request gets a fresh container
+    assert again.container_id != status.container_id and again.cold_start
+    assert [c.id for c in containers_of(docker_client, deployment)] == [again.container_id]
