@@ -209,6 +209,8 @@ class Actor:
             event_subject = getattr(fn, _EVENTS, None)
             if event_subject:
                 await self.nc.subscribe(event_subject, cb=self._event_callback(fn))
+        # Subscriptions reach the server asynchronously: once start() returns, requests must find us.
+        await self.nc.flush()
         self.log.info("%s serving", self.name, extra={"instance": self.instance})
 
     def _event_callback(self, fn: Callable[[Event], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:

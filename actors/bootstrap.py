@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nats.aio.client import Client
-from nats.js.api import ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from actors.config import Config
@@ -24,6 +24,8 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         await js.add_stream(stream)
     except BadRequestError:
         await js.update_stream(stream)
+    for bucket, what in ((subjects.GPU_BUCKET, "GPU allocations"), (subjects.SERVERS_BUCKET, "running model servers")):
+        await js.create_key_value(KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE))
     await js.create_object_store(
         subjects.AUDIO_BUCKET,
         ObjectStoreConfig(

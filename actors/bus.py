@@ -74,13 +74,13 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
         return
     code = headers[codec.ERROR_CODE_HEADER]
     message = headers.get(codec.ERROR_HEADER, "")
-    retry_after = None
+    retry_after, kind = None, ""
     try:
         body = codec.decode(data, errors.ErrorReply, codec.content_type(headers))
-        message, retry_after = body.message or message, body.retry_after
+        message, retry_after, kind = body.message or message, body.retry_after, body.kind
     except codec.DecodeError:
         pass
-    raise AsrError(code, message, retry_after)
+    raise AsrError(code, message, retry_after, kind)
 
 
 async def request(

@@ -51,7 +51,10 @@ class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     inactivity_timeout: float = 300.0
     startup_timeout: float = 60.0
     health_check_interval: float = 30.0
-    max_parallel: int = 4  # concurrent requests forwarded to one model server
+    max_parallel: int = 4  # concurrent requests forwarded to one model server (a model may override)
+    max_queue: int = 64  # requests waiting per model beyond max_parallel; more get 429 (a model may override)
+    max_concurrent_containers: int = 0  # model servers running at once; 0 = no limit
+    preload: list[str] = []  # models started at boot
 
 
 class GpuDeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +66,9 @@ class GpuDeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class GpuConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     detect: bool = True  # ask NVML; a non-empty `devices` list overrides detection
     devices: list[GpuDeviceConfig] = []
+    # Account GPU memory on the configured devices but run the servers on the CPU: for planning a GPU
+    # layout on a machine without one, and for tests.
+    accounting_only: bool = False
 
 
 class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +103,10 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sample_rate: int = 16000
     compute_type: str = "int8"
     aliases: list[str] = []
+    inactivity_timeout: float | None = None  # seconds; None = lifecycle.inactivity_timeout; -1 = never
+    cpu_fallback: bool = False  # run on the CPU (int8) when no GPU has room, instead of waiting
+    max_parallel: int | None = None
+    max_queue: int | None = None
 
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

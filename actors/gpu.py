@@ -1,11 +1,39 @@
-"""GPU actor: the GPU inventory (NVML, or configured) and memory accounting per model."""
+"""GPU actor: the GPU inventory (NVML, or configured) and memory accounting per model.
+
+The allocation table lives in the JetStream key-value bucket ASR_GPU and every change is a
+compare-and-set on it, so several gpu actors (or one restarted) never give the same memory twice.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
 from actors.base import Actor, endpoint
 from actors.config import Config
-from schemas import subjects
-from schemas.gpu import Allocate, Allocation, GpuDevice, GpuStatus, GpuStatusRequest, Release, Released
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.gpu import (
+    Allocate,
+    Allocation,
+    AllocationTable,
+    Bind,
+    GpuDevice,
+    GpuStatus,
+    GpuStatusRequest,
+    Release,
+    Released,
+)
+
+TABLE_KEY = "allocations"
+MEASURE_INTERVAL_S = 10.0
+_encode = msgspec.msgpack.Encoder().encode
+_decode_table = msgspec.msgpack.Decoder(AllocationTable).decode
 
 
 def detect_nvml() -> tuple[list[GpuDevice], str]:
@@ -37,6 +65,26 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
         pynvml.nvmlShutdown()
 
 
+def nvml_process_memory() -> dict[int, int]:
+    """pid -> MB of GPU memory in use, over every device ({} without NVML)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return {}
+    try:
+        used: dict[int, int] = {}
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.usedGpuMemory:
+                    used[proc.pid] = used.get(proc.pid, 0) + int(proc.usedGpuMemory // 2**20)
+        return used
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def inventory(config: Config) -> tuple[str, list[GpuDevice], str]:
     if config.gpu.devices:
         devices = [
@@ -49,56 +97,156 @@ def inventory(config: Config) -> tuple[str, list[GpuDevice], str]:
     return ("nvml" if devices else "none"), devices, reason
 
 
+def allocated_mb(table: AllocationTable, index: int) -> int:
+    return sum(a.memory_mb for a in table.allocations.values() if a.device_index == index)
+
+
+def place(table: AllocationTable, devices: list[GpuDevice], model: str, memory_mb: int) -> Allocation | None:
+    """The device with the most free memory that fits `memory_mb`, or None."""
+
+    def free(device: GpuDevice) -> int:
+        return device.total_mb - allocated_mb(table, device.index)
+
+    fitting = [d for d in devices if free(d) >= memory_mb]
+    if not fitting:
+        return None
+    best = max(fitting, key=free)
+    return Allocation(
+        model=model, device=f"cuda:{best.index}", device_index=best.index, memory_mb=memory_mb, at=time.time()
+    )
+
+
 class GpuAllocator(Actor):
-    """GPU inventory and memory allocation: a model gets the device with the most free memory, else the CPU."""
+    """GPU inventory and memory allocation; the model gets the device with the most free memory."""
 
     name = "gpu"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, measure: Callable[[], dict[int, int]] = nvml_process_memory) -> None:
         super().__init__(config)
         self.source, self.devices, self.reason = inventory(config)
-        self.allocations: dict[str, Allocation] = {}
-
-    def _allocated(self, index: int) -> int:
-        return sum(a.memory_mb for a in self.allocations.values() if a.device_index == index)
-
-    def _free(self, device: GpuDevice) -> int:
-        return min(device.free_mb, device.total_mb - self._allocated(device.index))
+        self.measure = measure
+        self.kv: KeyValue | None = None
 
     async def setup(self) -> None:
+        self.kv = await self.bus.jetstream().key_value(subjects.GPU_BUCKET)
         self.log.info("gpu inventory: %s", self.reason, extra={"source": self.source, "devices": len(self.devices)})
+        if self.source == "nvml":
+            self.loop(self._measure_loop())
+
+    async def _read(self) -> tuple[AllocationTable, int | None]:
+        assert self.kv is not None
+        try:
+            entry = await self.kv.get(TABLE_KEY)
+        except KeyNotFoundError:
+            return AllocationTable(), None
+        return (_decode_table(entry.value) if entry.value else AllocationTable()), entry.revision
+
+    async def _change(self, change: Callable[[AllocationTable], object]) -> object:
+        """Apply `change` to the table with compare-and-set, retrying when another gpu actor got there first."""
+        assert self.kv is not None
+        for _ in range(100):
+            table, revision = await self._read()
+            result = change(table)
+            try:
+                if revision is None:
+                    await self.kv.create(TABLE_KEY, _encode(table))
+                else:
+                    await self.kv.update(TABLE_KEY, _encode(table), last=revision)
+                return result
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.005)
+        raise AsrError(errors.UNAVAILABLE, "the allocation table is too contended: try again")
 
     @endpoint(subjects.GPU_ALLOCATE, Allocate)
     async def allocate(self, msg: Allocate) -> Allocation:
-        existing = self.allocations.get(msg.model)
-        if existing is not None:
-            return existing
-        fitting = [d for d in self.devices if msg.memory_mb > 0 and self._free(d) >= msg.memory_mb]
-        if not fitting:
+        if not self.devices or msg.memory_mb <= 0:
             return Allocation(model=msg.model, device="cpu")
-        best = max(fitting, key=self._free)
-        allocation = Allocation(
-            model=msg.model, device=f"cuda:{best.index}", device_index=best.index, memory_mb=msg.memory_mb
+        failure: list[str] = []
+
+        def change(table: AllocationTable) -> Allocation | None:
+            existing = table.allocations.get(msg.model)
+            if existing is not None:
+                return existing
+            need = table.measured_mb.get(msg.model, msg.memory_mb)
+            allocation = place(table, self.devices, msg.model, need)
+            if allocation is None:
+                failure.append(self._no_room(table, msg.model, need))
+                return None
+            table.allocations[msg.model] = allocation
+            return allocation
+
+        result = await self._change(change)
+        if result is None:
+            raise AsrError(errors.NO_ROOM, failure[-1])
+        assert isinstance(result, Allocation)
+        return result
+
+    def _no_room(self, table: AllocationTable, model: str, need: int) -> str:
+        where = "; ".join(
+            f"cuda:{d.index} {d.total_mb - allocated_mb(table, d.index)} of {d.total_mb} MB free" for d in self.devices
         )
-        self.allocations[msg.model] = allocation
-        return allocation
+        return f"no GPU has {need} MB free for {model} ({where})"
 
     @endpoint(subjects.GPU_RELEASE, Release)
     async def release(self, msg: Release) -> Released:
-        return Released(model=msg.model, released=self.allocations.pop(msg.model, None) is not None)
+        def change(table: AllocationTable) -> bool:
+            return table.allocations.pop(msg.model, None) is not None
+
+        return Released(model=msg.model, released=bool(await self._change(change)))
+
+    @endpoint(subjects.GPU_BIND, Bind)
+    async def bind(self, msg: Bind) -> Allocation:
+        def change(table: AllocationTable) -> Allocation | None:
+            allocation = table.allocations.get(msg.model)
+            if allocation is not None:
+                allocation.pid = msg.pid
+            return allocation
+
+        result = await self._change(change)
+        if result is None:
+            raise AsrError(errors.NOT_FOUND, f"{msg.model} has no GPU allocation")
+        assert isinstance(result, Allocation)
+        return result
+
+    async def measure_once(self) -> dict[str, int]:
+        """Record what each allocated server really uses; the next allocation of that model asks for it."""
+        used = await asyncio.to_thread(self.measure)
+
+        def change(table: AllocationTable) -> dict[str, int]:
+            for model, allocation in table.allocations.items():
+                if allocation.pid is not None and used.get(allocation.pid):
+                    table.measured_mb[model] = used[allocation.pid]
+            return dict(table.measured_mb)
+
+        measured = await self._change(change)
+        assert isinstance(measured, dict)
+        return measured
+
+    async def _measure_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MEASURE_INTERVAL_S)
+            try:
+                await self.measure_once()
+            except Exception as exc:
+                self.log.warning("GPU measurement failed: %s", exc)
 
     @endpoint(subjects.GPU_STATUS, GpuStatusRequest)
     async def status(self, _: GpuStatusRequest) -> GpuStatus:
+        table, _rev = await self._read()
         devices = [
             GpuDevice(
                 index=d.index,
                 name=d.name,
                 total_mb=d.total_mb,
-                free_mb=self._free(d),
-                allocated_mb=self._allocated(d.index),
+                free_mb=d.total_mb - allocated_mb(table, d.index),
+                allocated_mb=allocated_mb(table, d.index),
             )
             for d in self.devices
         ]
         return GpuStatus(
-            source=self.source, reason=self.reason, devices=devices, allocations=list(self.allocations.values())
+            source=self.source,
+            reason=self.reason,
+            devices=devices,
+            allocations=list(table.allocations.values()),
+            measured_mb=table.measured_mb,
         )

@@ -1,18 +1,27 @@
-"""Lifecycle actor: starts model servers on demand, watches them, stops them when idle."""
+"""Lifecycle actor: starts model servers on demand, admits them to GPU memory (evicting idle ones,
+least recently used first), watches them, and stops them when idle.
+
+Its record of each running server is kept in the JetStream key-value bucket ASR_SERVERS so that a
+restarted lifecycle actor resumes idle timers of the containers it re-adopts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+import msgspec
+from nats.js.kv import KeyValue
 
 from actors.base import Actor, endpoint, on_event
-from actors.config import Config
+from actors.config import Config, start_budget
+from actors.policy import eviction_order, expires_at, idle_timeout
 from actors.runtimes import LaunchSpec, Runtime, ServerHandle, choose_runtime
 from schemas import errors, subjects
+from schemas.durations import NEVER
 from schemas.errors import AsrError
 from schemas.events import (
     Event,
@@ -24,7 +33,7 @@ from schemas.events import (
     TranscriptionCompleted,
     TranscriptionFailed,
 )
-from schemas.gpu import Allocate, Allocation, Release, Released
+from schemas.gpu import Allocate, Allocation, Bind, Release, Released
 from schemas.lifecycle import (
     EnsureServer,
     LifecycleStatus,
@@ -35,6 +44,9 @@ from schemas.lifecycle import (
 )
 from schemas.registry import GetModel, ModelInfo
 
+RETRY_AFTER_S = 5.0
+_decode_record = msgspec.msgpack.Decoder(ServerStatus).decode
+
 
 @dataclass
 class Server:
@@ -44,11 +56,16 @@ class Server:
     state: str = "starting"
     last_activity: float = field(default_factory=time.time)
     inflight: dict[str, float] = field(default_factory=dict)  # request id -> when it was ensured
+    keep_alive: float | None = None  # the last request's keep_alive, seconds
     stopping: bool = False
+
+    @property
+    def model_id(self) -> str:
+        return self.model.id
 
 
 class Lifecycle(Actor):
-    """Ensure/stop/status of model servers; idle timeout; lifecycle events."""
+    """Ensure/stop/status of model servers; GPU admission and eviction; idle timeout; lifecycle events."""
 
     name = "lifecycle"
 
@@ -59,14 +76,19 @@ class Lifecycle(Actor):
         self.runtime, self.runtime_reason = runtime, runtime_reason
         self.servers: dict[str, Server] = {}
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.capacity_freed = asyncio.Event()
         self.http = httpx.AsyncClient(timeout=5.0)
         self.cfg = config.lifecycle
+        self.startup_timeout = runtime.startup_timeout or self.cfg.startup_timeout
+        self.records: KeyValue | None = None
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
-        self.startup_timeout = self.runtime.startup_timeout or self.cfg.startup_timeout
+        self.records = await self.bus.jetstream().key_value(subjects.SERVERS_BUCKET)
         await self._adopt()
         self.loop(self._reap_idle())
+        for model_id in self.cfg.preload:
+            self.spawn(self._preload(model_id))
 
     async def teardown(self) -> None:
         for server in list(self.servers.values()):
@@ -77,6 +99,7 @@ class Lifecycle(Actor):
     # -- endpoints -----------------------------------------------------------
     @endpoint(subjects.LIFECYCLE_ENSURE, EnsureServer)
     async def ensure(self, msg: EnsureServer) -> ServerStatus:
+        deadline = time.monotonic() + (msg.timeout if msg.timeout is not None else start_budget(self.config))
         model = await self.request(subjects.REGISTRY_GET, GetModel(id=msg.model), ModelInfo, timeout=5.0)
         async with self.locks[model.id]:
             server = self.servers.get(model.id)
@@ -90,8 +113,10 @@ class Lifecycle(Actor):
                 server = None  # its watcher reports the crash; start a fresh one
             cold = server is None
             if server is None:
-                server = await self._start(model, reason="restart" if msg.restart else "request")
+                server = await self._start(model, "restart" if msg.restart else "request", deadline)
             server.last_activity = time.time()
+            if msg.keep_alive is not None:
+                server.keep_alive = msg.keep_alive
             if msg.request_id:
                 server.inflight[msg.request_id] = server.last_activity
             status = self._status(server)
@@ -105,6 +130,11 @@ class Lifecycle(Actor):
             server = self.servers.get(model.id)
             if server is None:
                 return StopReply(model=model.id, stopped=False)
+            if server.inflight and not msg.force:
+                raise AsrError(
+                    errors.CONFLICT,
+                    f"{model.id} is serving {len(server.inflight)} request(s); stop it anyway with force",
+                )
             await self._stop(server, msg.reason or "requested")
             return StopReply(model=model.id, stopped=True)
 
@@ -115,22 +145,83 @@ class Lifecycle(Actor):
 
     @on_event(subjects.EVENTS_PREFIX + "transcribed.>")
     async def on_completed(self, event: Event) -> None:
-        self._done(event)
+        await self._done(event)
 
     @on_event(subjects.EVENTS_PREFIX + "transcription_failed.>")
     async def on_failed(self, event: Event) -> None:
-        self._done(event)
+        await self._done(event)
 
-    def _done(self, event: Event) -> None:
+    async def _done(self, event: Event) -> None:
         # The idle clock runs from the end of the last request, not from its start.
-        if isinstance(event, TranscriptionCompleted | TranscriptionFailed):
-            server = self.servers.get(event.model)
-            if server is not None:
-                server.inflight.pop(event.request_id, None)
-                server.last_activity = time.time()
+        if not isinstance(event, TranscriptionCompleted | TranscriptionFailed):
+            return
+        server = self.servers.get(event.model)
+        if server is None:
+            return
+        server.inflight.pop(event.request_id, None)
+        server.last_activity = time.time()
+        if not server.inflight and self._idle_timeout(server) == 0:
+            self.spawn(self._stop_if_idle(server, "keep_alive"))
+        else:
+            await self._save(server)
 
+    # -- admission -------------------------------------------------------------
+    async def _admit(self, model: ModelInfo, deadline: float) -> Allocation:
+        """GPU memory (and a container slot) for `model`: evict idle servers LRU first, then fall back to
+        the CPU when the model allows it, else wait for room until the caller's deadline."""
+        while True:
+            limit = self.cfg.max_concurrent_containers
+            if limit and len(self.servers) >= limit:
+                if await self._evict_one(model.id):
+                    continue
+                await self._wait_for_room(
+                    model, deadline, f"max_concurrent_containers = {limit} servers run and all are busy"
+                )
+                continue
+            try:
+                return await self.request(
+                    subjects.GPU_ALLOCATE, Allocate(model=model.id, memory_mb=model.gpu_memory_mb), Allocation
+                )
+            except AsrError as exc:
+                if exc.code != errors.NO_ROOM:
+                    # Without the gpu actor the safe choice is the CPU: it can never overcommit GPU memory.
+                    self.log.warning("gpu allocation for %s failed (%s): using the CPU", model.id, exc.message)
+                    return Allocation(model=model.id, device="cpu")
+                if await self._evict_one(model.id):
+                    continue
+                if model.cpu_fallback:
+                    self.log.info("%s on the CPU: %s", model.id, exc.message, extra={"model": model.id})
+                    return Allocation(model=model.id, device="cpu")
+                await self._wait_for_room(model, deadline, exc.message)
+
+    async def _evict_one(self, for_model: str) -> bool:
+        locked = [m for m, lock in self.locks.items() if lock.locked()]
+        for victim in eviction_order(self.servers.values(), for_model, locked):
+            async with self.locks[victim.model_id]:
+                if self.servers.get(victim.model_id) is not victim or victim.inflight:
+                    continue
+                self.log.info("evicting %s to make room for %s", victim.model_id, for_model)
+                await self._stop(victim, "evicted")
+                return True
+        return False
+
+    async def _wait_for_room(self, model: ModelInfo, deadline: float, why: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AsrError(
+                errors.UNAVAILABLE,
+                f"no room for {model.id}: {why}; no idle server to evict and cpu_fallback is off",
+                retry_after=RETRY_AFTER_S,
+            )
+        self.capacity_freed.clear()
+        # Other lifecycle actors free memory too, without telling us: look again at least every second.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.capacity_freed.wait(), min(remaining, 1.0))
+
+    # -- adoption and records ----------------------------------------------------
     async def _adopt(self) -> None:
         """Take over servers of this deployment that outlived a previous lifecycle actor."""
+        records = await self._load_records()
         for handle in await self.runtime.adopt():
             try:
                 model = await self._model_when_ready(handle.model)
@@ -143,10 +234,15 @@ class Lifecycle(Actor):
                 self.log.warning("stopping unhealthy %s instead of adopting it: %s", handle.model, problem)
                 await self.runtime.stop(handle)
                 continue
-            allocation = await self._allocate(model)
+            record = records.pop(model.id, None)
+            allocation = await self._admit(model, time.monotonic())
             server = Server(model=model, handle=handle, allocation=allocation, state="ready")
+            if record is not None:  # resume its idle clock rather than restart it
+                server.last_activity = record.last_activity or server.last_activity
+                server.keep_alive = record.keep_alive
             self.servers[model.id] = server
             self.loop(self._watch(server))
+            await self._save(server)
             self.log.info("adopted %s at %s", model.id, handle.url, extra={"model": model.id})
             await self.publish(
                 ServerReady(
@@ -159,6 +255,32 @@ class Lifecycle(Actor):
                     adopted=True,
                 )
             )
+        for model_id in records:  # recorded, but gone (e.g. local processes die with their lifecycle actor)
+            await self._forget(model_id)
+
+    async def _load_records(self) -> dict[str, ServerStatus]:
+        assert self.records is not None
+        found: dict[str, ServerStatus] = {}
+        with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
+            for key in await self.records.keys():
+                entry = await self.records.get(key)
+                if entry.value:
+                    found[key] = _decode_record(entry.value)
+        return found
+
+    async def _save(self, server: Server) -> None:
+        if self.records is None:
+            return
+        try:
+            await self.records.put(server.model.id, msgspec.msgpack.encode(self._status(server)))
+        except Exception as exc:
+            self.log.warning("could not record %s: %s", server.model.id, exc)
+
+    async def _forget(self, model_id: str) -> None:
+        if self.records is not None:
+            with contextlib.suppress(Exception):
+                await self.records.purge(model_id)
+        await self._release(model_id)
 
     async def _model_when_ready(self, model_id: str, wait: float = 30.0) -> ModelInfo:
         """The registry may start after us (e.g. both restarted at once): wait a little for it."""
@@ -171,13 +293,24 @@ class Lifecycle(Actor):
                     raise
                 await asyncio.sleep(0.5)
 
+    async def _preload(self, model_id: str) -> None:
+        try:
+            await self.ensure(EnsureServer(model=model_id))
+        except AsrError as exc:
+            self.log.warning("preload of %s failed: %s", model_id, exc.message)
+
     # -- starting and stopping -------------------------------------------------
-    async def _start(self, model: ModelInfo, reason: str) -> Server:
+    async def _start(self, model: ModelInfo, reason: str, deadline: float) -> Server:
         await self.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
         t0 = time.monotonic()
-        allocation = await self._allocate(model)
         try:
-            handle = await self.runtime.launch(LaunchSpec(model=model, device=allocation.device))
+            allocation = await self._admit(model, deadline)
+        except AsrError as exc:
+            await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=exc.message))
+            raise
+        run_on = "cpu" if self.config.gpu.accounting_only else allocation.device
+        try:
+            handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on))
         except Exception as exc:
             await self._release(model.id)
             message = f"could not start model server for {model.id} ({self.runtime.name}): {exc}"
@@ -195,6 +328,10 @@ class Lifecycle(Actor):
             raise
         server.state = "ready"
         self.loop(self._watch(server))
+        if allocation.device_index is not None and handle.pid:
+            with contextlib.suppress(AsrError):
+                await self.request(subjects.GPU_BIND, Bind(model=model.id, pid=handle.pid), Allocation)
+        await self._save(server)
         await self.publish(
             ServerReady(
                 model=model.id,
@@ -208,16 +345,6 @@ class Lifecycle(Actor):
         )
         self.log.info("%s ready at %s", model.id, handle.url, extra={"model": model.id, "pid": handle.pid})
         return server
-
-    async def _allocate(self, model: ModelInfo) -> Allocation:
-        try:
-            return await self.request(
-                subjects.GPU_ALLOCATE, Allocate(model=model.id, memory_mb=model.gpu_memory_mb), Allocation
-            )
-        except AsrError as exc:
-            # Without the gpu actor the safe choice is the CPU: it can never overcommit GPU memory.
-            self.log.warning("gpu allocation for %s failed (%s): using the CPU", model.id, exc.message)
-            return Allocation(model=model.id, device="cpu")
 
     async def _release(self, model_id: str) -> None:
         try:
@@ -270,11 +397,13 @@ class Lifecycle(Actor):
             return
         if self.servers.get(server.model.id) is server:
             del self.servers[server.model.id]
-        await self._release(server.model.id)
-        code = server.handle.exit_code
+        await self._forget(server.model.id)
+        self.capacity_freed.set()
         self.log.warning("%s crashed: %s", server.model.id, reason, extra={"model": server.model.id})
         await self.publish(
-            ServerCrashed(model=server.model.id, runtime=self.runtime.name, reason=reason, exit_code=code)
+            ServerCrashed(
+                model=server.model.id, runtime=self.runtime.name, reason=reason, exit_code=server.handle.exit_code
+            )
         )
 
     async def _stop(self, server: Server, reason: str, *, publish: bool = True) -> None:
@@ -286,10 +415,19 @@ class Lifecycle(Actor):
             if self.servers.get(server.model.id) is server:
                 del self.servers[server.model.id]
             server.state = "stopped"
-            await self._release(server.model.id)
+            await self._forget(server.model.id)
+            self.capacity_freed.set()
         if publish:
             await self.publish(ServerStopped(model=server.model.id, runtime=self.runtime.name, reason=reason))
         self.log.info("%s stopped (%s)", server.model.id, reason, extra={"model": server.model.id})
+
+    async def _stop_if_idle(self, server: Server, reason: str) -> None:
+        async with self.locks[server.model.id]:
+            if self.servers.get(server.model.id) is server and not server.inflight:
+                await self._stop(server, reason)
+
+    def _idle_timeout(self, server: Server) -> float:
+        return idle_timeout(server.keep_alive, server.model.inactivity_timeout, self.cfg.inactivity_timeout)
 
     async def _reap_idle(self) -> None:
         tick = min(1.0, self.cfg.inactivity_timeout / 5)
@@ -297,20 +435,19 @@ class Lifecycle(Actor):
         while True:
             await asyncio.sleep(tick)
             now = time.time()
-            for model_id, server in list(self.servers.items()):
+            for server in list(self.servers.values()):
                 # A proxy that died mid-request never reports back: forget such requests eventually.
                 for request_id, since in list(server.inflight.items()):
                     if now - since > stale_after:
                         server.inflight.pop(request_id, None)
                 if server.state != "ready" or server.inflight:
                     continue
-                if now - server.last_activity >= self.cfg.inactivity_timeout:
-                    async with self.locks[model_id]:
-                        if self.servers.get(model_id) is server and not server.inflight:
-                            await self._stop(server, "idle")
+                timeout = self._idle_timeout(server)
+                if timeout != NEVER and now - server.last_activity >= timeout:
+                    await self._stop_if_idle(server, "idle" if server.keep_alive is None else "keep_alive")
 
     def _status(self, server: Server) -> ServerStatus:
-        expires = None if server.inflight else server.last_activity + self.cfg.inactivity_timeout
+        timeout = self._idle_timeout(server)
         return ServerStatus(
             model=server.model.id,
             state=server.state,
@@ -319,7 +456,10 @@ class Lifecycle(Actor):
             pid=server.handle.pid,
             container_id=server.handle.container_id,
             device=server.allocation.device,
+            memory_mb=server.allocation.memory_mb,
             started_at=server.handle.started_at,
             last_activity=server.last_activity,
-            expires_at=expires,
+            expires_at=expires_at(server.last_activity, bool(server.inflight), timeout),
+            inflight=len(server.inflight),
+            keep_alive=timeout,
         )

@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import defaultdict
 
 import httpx
 import msgspec
 
+from actors.admission import ModelQueue
 from actors.base import Actor
-from actors.config import Config, start_budget
+from actors.config import Config
 from schemas import errors, subjects
+from schemas.durations import parse_duration
 from schemas.errors import AsrError
-from schemas.events import TranscriptionCompleted, TranscriptionFailed
+from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
-from schemas.registry import ListModels, ModelList
+from schemas.registry import GetModel, ListModels, ModelInfo, ModelList
 from schemas.transcribe import RESPONSE_FORMATS, TranscribeRequest, TranscriptionResult
 
 # Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
@@ -34,15 +35,14 @@ class ModelProxy(Actor):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.gateway.request_timeout, connect=5.0))
-        self.parallel: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(config.lifecycle.max_parallel)
-        )
+        self.queues: dict[str, ModelQueue] = {}
+        self.models: dict[str, ModelInfo] = {}
 
     async def start(self) -> None:
         await super().start()
         catalogue = await self._catalogue()
-        names = [m.id for m in catalogue.models] + [a for m in catalogue.models for a in m.aliases]
-        names += ["whisper-1", "default"]
+        self.models = {m.id: m for m in catalogue.models} | {a: m for m in catalogue.models for a in m.aliases}
+        names = [*self.models, "whisper-1", "default"]
         for name in names:
             await self.add_endpoint(
                 subjects.transcribe(name),
@@ -50,6 +50,7 @@ class ModelProxy(Actor):
                 TranscribeRequest,
                 queue_group=f"asrpro-proxy-{name}",
             )
+        await self.bus.flush()
         self.log.info("serving %s", ", ".join(subjects.transcribe(n) for n in names))
 
     async def _catalogue(self) -> ModelList:
@@ -71,43 +72,72 @@ class ModelProxy(Actor):
 
         return handle
 
+    async def _resolve(self, name: str) -> ModelInfo:
+        """Aliases of the default model change with it: ask the registry; others come from the catalogue."""
+        model = self.models.get(name)
+        if model is None:
+            model = await self.request(subjects.REGISTRY_GET, GetModel(id=name), ModelInfo)
+        return model
+
+    def _queue(self, model: ModelInfo) -> ModelQueue:
+        queue = self.queues.get(model.id)
+        if queue is None:
+            lifecycle = self.config.lifecycle
+            queue = ModelQueue(
+                model.id, model.max_parallel or lifecycle.max_parallel, model.max_queue or lifecycle.max_queue
+            )
+            self.queues[model.id] = queue
+        return queue
+
     async def transcribe(self, name: str, msg: TranscribeRequest) -> TranscriptionResult:
         msg.request_id = msg.request_id or uuid.uuid4().hex
         t0 = time.monotonic()
-        model = name
+        deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
+        model_id = name
         try:
             if msg.response_format not in RESPONSE_FORMATS:
                 raise AsrError(
                     errors.BAD_REQUEST,
                     f"response_format '{msg.response_format}' is not one of {', '.join(RESPONSE_FORMATS)}",
                 )
+            try:
+                keep_alive = parse_duration(msg.keep_alive)
+            except ValueError as exc:
+                raise AsrError(errors.BAD_REQUEST, str(exc)) from None
+            model = await self._resolve(name)
+            model_id = model.id
             audio = await self._audio(msg)
-            server = await self._ensure(name, msg.request_id, restart=False)
-            model = server.model
-            async with self.parallel[model]:
+            async with self._queue(model).slot(deadline) as queued_s:
+                await self.publish(
+                    TranscriptionStarted(model=model_id, request_id=msg.request_id, audio_bytes=len(audio))
+                )
+                server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
                 try:
-                    result = await self._forward(server, msg, audio)
+                    result = await self._forward(server, msg, audio, deadline)
                 except _SERVER_GONE as exc:
-                    self.log.warning("model server of %s gone (%r): retrying on a fresh one", model, exc)
-                    server = await self._ensure(name, msg.request_id, restart=True)
+                    self.log.warning("model server of %s gone (%r): retrying on a fresh one", model_id, exc)
+                    server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     try:
-                        result = await self._forward(server, msg, audio)
+                        result = await self._forward(server, msg, audio, deadline)
                     except _SERVER_GONE as exc2:
-                        raise AsrError(errors.UNAVAILABLE, f"model server of {model} failed twice: {exc2!r}") from exc2
+                        raise AsrError(
+                            errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2!r}"
+                        ) from exc2
         except AsrError as exc:
             await self.publish(
-                TranscriptionFailed(model=model, request_id=msg.request_id, code=exc.code, reason=exc.message)
+                TranscriptionFailed(model=model_id, request_id=msg.request_id, code=exc.code, reason=exc.message)
             )
             raise
         total = time.monotonic() - t0
-        result.model = model
+        result.model = model_id
         result.timing.total_s = round(total, 4)
+        result.timing.queue_s = round(queued_s, 4)
         result.timing.cold_start = server.cold_start
         result.timing.rtf = round(total / result.duration, 4) if result.duration else 0.0
         result.formatted = render_text(result, msg.response_format)
         await self.publish(
             TranscriptionCompleted(
-                model=model,
+                model=model_id,
                 request_id=msg.request_id,
                 audio_s=result.duration,
                 total_s=result.timing.total_s,
@@ -116,12 +146,20 @@ class ModelProxy(Actor):
         )
         return result
 
-    async def _ensure(self, name: str, request_id: str, *, restart: bool) -> ServerStatus:
+    async def _ensure(
+        self, model_id: str, request_id: str, keep_alive: float | None, deadline: float, *, restart: bool
+    ) -> ServerStatus:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
         return await self.request(
             subjects.LIFECYCLE_ENSURE,
-            EnsureServer(model=name, request_id=request_id, restart=restart),
+            EnsureServer(
+                model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
+            ),
             ServerStatus,
-            timeout=start_budget(self.config),
+            # lifecycle answers 503 itself at the deadline; the extra seconds only cover a lifecycle that died.
+            timeout=remaining + 5,
         )
 
     async def _audio(self, msg: TranscribeRequest) -> bytes:
@@ -143,7 +181,9 @@ class ModelProxy(Actor):
             raise AsrError(errors.BAD_REQUEST, "no audio: the file is empty")
         return audio
 
-    async def _forward(self, server: ServerStatus, msg: TranscribeRequest, audio: bytes) -> TranscriptionResult:
+    async def _forward(
+        self, server: ServerStatus, msg: TranscribeRequest, audio: bytes, deadline: float
+    ) -> TranscriptionResult:
         data = {"response_format": "verbose_json", "temperature": str(msg.temperature)}
         if msg.language:
             data["language"] = msg.language
@@ -151,7 +191,10 @@ class ModelProxy(Actor):
             data["prompt"] = msg.prompt
         try:
             response = await self.http.post(
-                f"{server.url}/transcribe", files={"file": (msg.filename or "audio", audio)}, data=data
+                f"{server.url}/transcribe",
+                files={"file": (msg.filename or "audio", audio)},
+                data=data,
+                timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
             )
         except httpx.TimeoutException as exc:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not answer in time") from exc

@@ -28,6 +28,10 @@ def catalogue(config: Config) -> dict[str, ModelInfo]:
             gpu_memory_mb=m.gpu_memory_mb,
             sample_rate=m.sample_rate,
             compute_type=m.compute_type,
+            inactivity_timeout=m.inactivity_timeout,
+            cpu_fallback=m.cpu_fallback,
+            max_parallel=m.max_parallel,
+            max_queue=m.max_queue,
             aliases=list(m.aliases),
         )
         for model_id, m in config.models.items()

@@ -31,7 +31,7 @@ class ServerReady(_Event, tag="ready"):
 
 class ServerStopped(_Event, tag="stopped"):
     runtime: str
-    reason: str  # idle | requested | shutdown | replaced
+    reason: str  # idle | keep_alive | requested | evicted | shutdown | replaced
 
 
 class ServerFailed(_Event, tag="failed"):
@@ -43,6 +43,11 @@ class ServerCrashed(_Event, tag="crashed"):
     runtime: str
     reason: str
     exit_code: int | None = None
+
+
+class TranscriptionStarted(_Event, tag="transcribing"):
+    request_id: str
+    audio_bytes: int = 0
 
 
 class TranscriptionCompleted(_Event, tag="transcribed"):
@@ -68,6 +73,7 @@ Event = (
     | ServerStopped
     | ServerFailed
     | ServerCrashed
+    | TranscriptionStarted
     | TranscriptionCompleted
     | TranscriptionFailed
     | DefaultModelChanged

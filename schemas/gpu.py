@@ -13,6 +13,20 @@ class Allocation(msgspec.Struct, kw_only=True):
     device: str  # "cpu" or "cuda:<index>"
     device_index: int | None = None
     memory_mb: int = 0
+    pid: int | None = None  # the server's process on the host, once known (for NVML per-process use)
+    at: float = 0.0
+
+
+class AllocationTable(msgspec.Struct, kw_only=True):
+    """The one record all gpu actors update with compare-and-set: no memory is ever given out twice."""
+
+    allocations: dict[str, Allocation] = {}
+    measured_mb: dict[str, int] = {}  # model -> GPU memory its server really used (NVML), replaces the declaration
+
+
+class Bind(msgspec.Struct, kw_only=True):
+    model: str
+    pid: int
 
 
 class Release(msgspec.Struct, kw_only=True):
@@ -41,3 +55,4 @@ class GpuStatus(msgspec.Struct, kw_only=True):
     reason: str
     devices: list[GpuDevice]
     allocations: list[Allocation]
+    measured_mb: dict[str, int] = {}

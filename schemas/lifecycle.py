@@ -9,6 +9,8 @@ class EnsureServer(msgspec.Struct, kw_only=True):
     model: str
     request_id: str = ""
     restart: bool = False  # the caller saw the server fail: check it and replace it if dead
+    keep_alive: float | None = None  # seconds after this request; 0 = stop right after; -1 = never
+    timeout: float | None = None  # how long the caller waits, GPU admission included
 
 
 class ServerStatus(msgspec.Struct, kw_only=True):
@@ -24,11 +26,15 @@ class ServerStatus(msgspec.Struct, kw_only=True):
     expires_at: float | None = None
     error: str = ""
     cold_start: bool = False  # this ensure had to start the server
+    memory_mb: int = 0  # GPU memory allocated to it
+    inflight: int = 0  # requests being served
+    keep_alive: float | None = None  # seconds of idleness before it stops; -1 = never
 
 
 class StopServer(msgspec.Struct, kw_only=True):
     model: str
     reason: str = "requested"
+    force: bool = False  # stop even while requests are in flight (otherwise 409)
 
 
 class StopReply(msgspec.Struct, kw_only=True):

@@ -15,6 +15,10 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     gpu_memory_mb: int = 0
     sample_rate: int = 16000
     compute_type: str = "int8"  # on GPU; a server on CPU always runs int8
+    inactivity_timeout: float | None = None  # None: the lifecycle default; -1: never
+    cpu_fallback: bool = False
+    max_parallel: int | None = None
+    max_queue: int | None = None
     aliases: list[str] = []
 
 

@@ -19,6 +19,7 @@ LIFECYCLE_STATUS = "asr.lifecycle.status"
 GPU_ALLOCATE = "asr.gpu.allocate"
 GPU_RELEASE = "asr.gpu.release"
 GPU_STATUS = "asr.gpu.status"
+GPU_BIND = "asr.gpu.bind"
 
 METRICS_SNAPSHOT = "asr.metrics.snapshot"
 
@@ -30,6 +31,8 @@ EVENTS_ALL = "asr.events.>"
 
 EVENTS_STREAM = "ASR_EVENTS"
 AUDIO_BUCKET = "ASR_AUDIO"
+GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
+SERVERS_BUCKET = "ASR_SERVERS"  # key <model id>: the lifecycle actor's record of a running server
 
 
 def transcribe(model: str) -> str:

@@ -20,6 +20,10 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     response_format: str = "json"
     temperature: float = 0.0
     request_id: str = ""
+    # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,
+    # -1 = never. None: the model's inactivity_timeout.
+    keep_alive: float | str | None = None
+    timeout: float | None = None  # seconds the caller waits, queueing included; None: the gateway's request_timeout
 
 
 class Segment(msgspec.Struct, kw_only=True):
@@ -35,7 +39,8 @@ class Timing(msgspec.Struct, kw_only=True):
     decode_s: float = 0.0
     transcribe_s: float = 0.0
     server_s: float = 0.0  # inside the model server
-    total_s: float = 0.0  # inside the model proxy, cold start included
+    total_s: float = 0.0  # inside the model proxy, queueing and cold start included
+    queue_s: float = 0.0  # waiting for a slot of the model (max_parallel)
     cold_start: bool = False
     rtf: float = 0.0  # total_s / audio duration
 

@@ -78,9 +78,22 @@ async def jetstream(nats_server: Nats) -> Nats:
     return nats_server
 
 
+async def reset_state(nats: Nats) -> None:
+    nc = await nats.connect("admin")
+    try:
+        js = nc.jetstream()
+        for bucket in (subjects.GPU_BUCKET, subjects.SERVERS_BUCKET):
+            await js.purge_stream(f"KV_{bucket}")
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 async def start_actor(jetstream: Nats) -> AsyncIterator[Callable[..., object]]:
-    """Start an actor in this process, connected as its own NATS user; stopped after the test."""
+    """Start an actor in this process, connected as its own NATS user; stopped after the test.
+
+    The durable state (GPU allocations, server records) is wiped first: each test starts from nothing."""
+    await reset_state(jetstream)
     started: list[Actor] = []
 
     async def start(cls: type[Actor], *args: object, **env: str) -> Actor:

@@ -150,7 +150,7 @@ async def test_lifecycle_events_in_order_on_a_nats_subscription(stack: Stack, sh
         while "stopped" not in seen and time.monotonic() < deadline:
             msg = await sub.next_msg(timeout=deadline - time.monotonic())
             seen.append(kind(decode_event(msg)))
-        assert seen == ["starting", "ready", "transcribed", "stopped"]
+        assert seen == ["transcribing", "starting", "ready", "transcribed", "stopped"]
     finally:
         await nc.close()
         await admin.close()

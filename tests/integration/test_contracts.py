@@ -127,8 +127,12 @@ async def test_gpu_configured_inventory_accounts_memory(start_actor, jetstream) 
         assert mid.device == "cuda:1"
         again = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="b", memory_mb=4096), Allocation)
         assert again.device == "cuda:1"  # idempotent per model
-        huge = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="c", memory_mb=9000), Allocation)
-        assert huge.device == "cpu"
+        with pytest.raises(AsrError) as err:
+            await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="c", memory_mb=9000), Allocation)
+        assert err.value.code == "507" and err.value.kind == "no_room"
+        assert "no GPU has 9000 MB free for c (cuda:0 6144 of 16384 MB free; cuda:1 4096 of 8192 MB free)" in str(
+            err.value.message
+        )
         status = await bus.request(gateway, subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
         assert status.source == "config"
         assert [(d.index, d.allocated_mb, d.free_mb) for d in status.devices] == [(0, 10240, 6144), (1, 4096, 4096)]
