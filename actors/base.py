@@ -38,7 +38,7 @@ from actors import bus
 from actors.config import Config
 from schemas import codec, errors, subjects
 from schemas.errors import AsrError
-from schemas.events import Event, kind
+from schemas.events import Event, decode_event, kind
 
 T = TypeVar("T")
 Handler = Callable[[Any], Awaitable[Any]]
@@ -70,16 +70,6 @@ def on_event(subject: str = subjects.EVENTS_ALL) -> Callable[[T], T]:
 
 def endpoint_name(subject: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", subject)
-
-
-_event_decoder = msgspec.msgpack.Decoder(Event)
-_event_json_decoder = msgspec.json.Decoder(Event)
-
-
-def decode_event(msg: Msg) -> Event:
-    if codec.content_type(msg.headers) == codec.JSON:
-        return _event_json_decoder.decode(msg.data)
-    return _event_decoder.decode(msg.data)
 
 
 class Actor:
@@ -216,7 +206,7 @@ class Actor:
     def _event_callback(self, fn: Callable[[Event], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
         async def on_msg(msg: Msg) -> None:
             try:
-                event = decode_event(msg)
+                event = decode_event(msg.data, msg.headers)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self.log.warning("ignoring malformed event on %s: %s", msg.subject, exc)
                 return

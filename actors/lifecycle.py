@@ -172,7 +172,7 @@ class Lifecycle(Actor):
         while True:
             limit = self.cfg.max_concurrent_containers
             if limit and len(self.servers) >= limit:
-                if await self._evict_one(model.id):
+                if await self._evict_one(model.id, holding_gpu=False):
                     continue
                 await self._wait_for_room(
                     model, deadline, f"max_concurrent_containers = {limit} servers run and all are busy"
@@ -187,16 +187,18 @@ class Lifecycle(Actor):
                     # Without the gpu actor the safe choice is the CPU: it can never overcommit GPU memory.
                     self.log.warning("gpu allocation for %s failed (%s): using the CPU", model.id, exc.message)
                     return Allocation(model=model.id, device="cpu")
-                if await self._evict_one(model.id):
+                if await self._evict_one(model.id, holding_gpu=True):
                     continue
                 if model.cpu_fallback:
                     self.log.info("%s on the CPU: %s", model.id, exc.message, extra={"model": model.id})
                     return Allocation(model=model.id, device="cpu")
                 await self._wait_for_room(model, deadline, exc.message)
 
-    async def _evict_one(self, for_model: str) -> bool:
+    async def _evict_one(self, for_model: str, *, holding_gpu: bool) -> bool:
+        """Stop the least recently used idle server; for GPU room only one that holds GPU memory."""
         locked = [m for m, lock in self.locks.items() if lock.locked()]
-        for victim in eviction_order(self.servers.values(), for_model, locked):
+        servers = [s for s in self.servers.values() if s.allocation.memory_mb > 0 or not holding_gpu]
+        for victim in eviction_order(servers, for_model, locked):
             async with self.locks[victim.model_id]:
                 if self.servers.get(victim.model_id) is not victim or victim.inflight:
                     continue

@@ -7,6 +7,8 @@ import time
 
 import msgspec
 
+from schemas import codec
+
 
 class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
     model: str
@@ -82,3 +84,14 @@ Event = (
 
 def kind(event: Event) -> str:
     return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+_msgpack_decoder = msgspec.msgpack.Decoder(Event)
+_json_decoder = msgspec.json.Decoder(Event)
+
+
+def decode_event(data: bytes, headers: dict[str, str] | None = None) -> Event:
+    """An event as published (msgpack, or JSON when its Content-Type says so); msgspec errors on bad input."""
+    if codec.content_type(headers) == codec.JSON:
+        return _json_decoder.decode(data)
+    return _msgpack_decoder.decode(data)

@@ -13,12 +13,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from actors import bus
-from actors.base import Actor, decode_event
+from actors.base import Actor
 from actors.bootstrap import ensure_jetstream
 from actors.config import Config, load_config
 from actors.nats_server import USERS, NatsServer, new_password
 from schemas import subjects
-from schemas.events import Event, kind
+from schemas.events import Event, decode_event, kind
 
 # ../shared/data beside the repository: real recordings with known transcripts (see its README.md).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,7 +67,7 @@ def make_config(nats: Nats, user: str, **env: str) -> Config:
     # Tests of the local runtime stay local even where a Docker daemon answers; docker tests say so.
     environ["ASRPRO_LIFECYCLE__RUNTIME"] = "local"
     environ.update(env)
-    return load_config(REPO / "asrpro.toml", environ=environ)
+    return load_config(environ.pop("ASRPRO_CONFIG", REPO / "asrpro.toml"), environ=environ)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +123,7 @@ class EventLog:
         self._changed = asyncio.Event()
 
     async def on_msg(self, msg: Msg) -> None:
-        self.events.append(decode_event(msg))
+        self.events.append(decode_event(msg.data, msg.headers))
         self._changed.set()
 
     def types(self) -> list[str]:

@@ -15,9 +15,8 @@ import openai
 import pytest
 
 from actors import bus
-from actors.base import decode_event
 from schemas import subjects
-from schemas.events import ServerReady, kind
+from schemas.events import ServerReady, decode_event, kind
 from tests.conftest import JFK_TEXT
 from tests.docker.conftest import containers_of
 from tests.e2e.stack import Stack, start_stack
@@ -70,7 +69,8 @@ async def test_cold_start_readoption_and_shutdown(
         # The supervisor restarts the lifecycle actor, which finds the running container and adopts it.
         deadline = time.monotonic() + 60
         while True:
-            event = decode_event(await sub.next_msg(timeout=deadline - time.monotonic()))
+            msg = await sub.next_msg(timeout=deadline - time.monotonic())
+            event = decode_event(msg.data, msg.headers)
             if isinstance(event, ServerReady):
                 break
             assert kind(event) not in ("starting", "stopped"), event

@@ -17,9 +17,8 @@ import openai
 import pytest
 
 from actors import bus
-from actors.base import decode_event
 from schemas import subjects
-from schemas.events import kind
+from schemas.events import decode_event, kind
 from schemas.lifecycle import StopReply, StopServer
 from tests.conftest import JFK_TEXT
 from tests.e2e.stack import REPO, Stack, start_stack
@@ -149,7 +148,7 @@ async def test_lifecycle_events_in_order_on_a_nats_subscription(stack: Stack, sh
         deadline = time.monotonic() + 30
         while "stopped" not in seen and time.monotonic() < deadline:
             msg = await sub.next_msg(timeout=deadline - time.monotonic())
-            seen.append(kind(decode_event(msg)))
+            seen.append(kind(decode_event(msg.data, msg.headers)))
         assert seen == ["transcribing", "starting", "ready", "transcribed", "stopped"]
     finally:
         await nc.close()

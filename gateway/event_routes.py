@@ -1,0 +1,161 @@
+"""The lifecycle event stream for browsers and dashboards: Server-Sent Events with replay from the
+JetStream stream ASR_EVENTS, and asrpro's frontend WebSocket protocol ({type, data} messages)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from gateway.bus import GatewayBus, get_bus
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.events import Event, decode_event, kind
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+
+router = APIRouter()
+Bus = Annotated[GatewayBus, Depends(get_bus)]
+HEARTBEAT_S = 15.0
+
+# Events as asrpro's frontend names them.
+FRONTEND_TYPES = {
+    "starting": "container_status",
+    "ready": "container_status",
+    "stopped": "container_status",
+    "failed": "container_status",
+    "crashed": "container_status",
+    "transcribing": "transcription_started",
+    "transcribed": "transcription_completed",
+    "transcription_failed": "transcription_error",
+    "default_changed": "system_status",
+}
+
+
+def replay_config(since: str | None) -> ConsumerConfig:
+    """`since` is a stream sequence (0 = from the start) or a time (Unix seconds or ISO 8601); None = live only."""
+    if since is None:
+        return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    try:
+        seq = int(since)
+    except ValueError:
+        pass
+    else:
+        if seq <= 1:
+            return ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq)
+    try:
+        when = datetime.fromtimestamp(float(since), UTC)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise AsrError(
+                errors.BAD_REQUEST, f"since={since!r}: give a sequence number, Unix seconds or an ISO 8601 time"
+            ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=when)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return msgspec.to_builtins(event)  # type: ignore[no-any-return]
+
+
+@router.get("/v1/events")
+async def events(
+    request: Request, nats_bus: Bus, since: str | None = None, model: str | None = None
+) -> StreamingResponse:
+    config = replay_config(since)
+    subject = subjects.events_of_model(model) if model else subjects.EVENTS_ALL
+    js = nats_bus.client.jetstream()
+    sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            while not await request.is_disconnected():
+                try:
+                    msg = await sub.next_msg(timeout=HEARTBEAT_S)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                try:
+                    event = decode_event(msg.data, msg.headers)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                seq = msg.metadata.sequence.stream
+                yield f"id: {seq}\nevent: {kind(event)}\ndata: {json.dumps(event_json(event))}\n\n"
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def frontend_message(event: Event) -> dict[str, Any]:
+    data = event_json(event)
+    data["status"] = data.pop("type")
+    return {"type": FRONTEND_TYPES.get(kind(event), "system_status"), "data": data}
+
+
+@router.websocket("/ws")
+async def websocket(ws: WebSocket) -> None:
+    nats_bus: GatewayBus = ws.app.state.bus
+    await ws.accept()
+    queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
+
+    async def on_msg(msg: Msg) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a stalled browser loses events, not the gateway
+            queue.put_nowait(msg)
+
+    try:
+        sub = await nats_bus.client.subscribe(subjects.EVENTS_ALL, cb=on_msg)
+    except AsrError as exc:
+        await ws.send_json({"type": "system_status", "data": {"status": "unavailable", "reason": exc.message}})
+        await ws.close(code=1011)
+        return
+    await ws.send_json({"type": "system_status", "data": await system_status(nats_bus)})
+
+    async def forward() -> None:
+        while True:
+            msg = await queue.get()
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                await ws.send_json(frontend_message(decode_event(msg.data, msg.headers)))
+
+    sender = asyncio.create_task(forward())
+    try:
+        while True:
+            message = await ws.receive_json()
+            kind_ = message.get("type") if isinstance(message, dict) else None
+            if kind_ == "ping":
+                await ws.send_json({"type": "pong", "data": message.get("data")})
+            elif kind_ == "system_status":
+                await ws.send_json({"type": "system_status", "data": await system_status(nats_bus)})
+            else:
+                await ws.send_json({"type": "error", "data": {"message": f"unknown message type {kind_!r}"}})
+    except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def system_status(nats_bus: GatewayBus) -> dict[str, Any]:
+    try:
+        status = await nats_bus.request(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus, 2.0)
+    except AsrError as exc:
+        return {"status": "degraded", "reason": exc.message}
+    return {
+        "status": "ok",
+        "runtime": status.runtime,
+        "servers": [msgspec.to_builtins(s) for s in status.servers],
+    }
