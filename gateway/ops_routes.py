@@ -13,6 +13,7 @@ from gateway.bus import GatewayBus, get_bus
 from schemas import subjects
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
+from schemas.gpu import GpuStatus, GpuStatusRequest
 from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus, StopReply, StopServer
 from schemas.metrics import MetricsSnapshot, SnapshotRequest
 
@@ -57,6 +58,12 @@ async def metrics(nats_bus: Bus) -> PlainTextResponse:
 async def ps(nats_bus: Bus) -> dict[str, Any]:
     status = await nats_bus.request(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
     return {"runtime": status.runtime, "models": [ps_entry(s) for s in status.servers]}
+
+
+@router.get("/api/gpu")
+async def gpu(nats_bus: Bus) -> dict[str, Any]:
+    status = await nats_bus.request(subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+    return msgspec.to_builtins(status)  # type: ignore[no-any-return]
 
 
 @router.post("/api/ps/{model:path}")

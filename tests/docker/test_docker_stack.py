@@ -33,6 +33,8 @@ def docker_stack(model_images, docker_client, deployment, tmp_path: Path) -> Ite
         ASRPRO_LIFECYCLE__RUNTIME="docker",
         ASRPRO_DOCKER__DEPLOYMENT=deployment,
         ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="60",
+        ASRPRO_GPU__DEVICES='[{index = 0, name = "fake", memory_mb = 8192}]',
+        ASRPRO_GPU__ACCOUNTING_ONLY="true",
     )
     yield s
     s.stop()
@@ -61,6 +63,9 @@ async def test_cold_start_readoption_and_shutdown(
     text = await asyncio.to_thread(transcribe, docker_stack, shared_data / "jfk.flac")
     assert word_error_rate(JFK_TEXT, text) <= 0.1
     [container] = containers_of(docker_client, deployment)
+    async with httpx.AsyncClient() as http:
+        gpu_before = (await http.get(f"{docker_stack.gateway}/api/gpu")).json()
+    assert [(a["model"], a["memory_mb"]) for a in gpu_before["allocations"]] == [(MODEL, 600)]
 
     nc = await bus.connect(docker_stack.nats_url, name="t", user="client", password=docker_stack.client_password)
     try:
@@ -80,6 +85,11 @@ async def test_cold_start_readoption_and_shutdown(
     text = await asyncio.to_thread(transcribe, docker_stack, shared_data / "jfk.flac")
     assert word_error_rate(JFK_TEXT, text) <= 0.1
     assert [c.id for c in containers_of(docker_client, deployment)] == [container.id]
+    async with httpx.AsyncClient() as http:
+        gpu_after = (await http.get(f"{docker_stack.gateway}/api/gpu")).json()
+        ps = (await http.get(f"{docker_stack.gateway}/api/ps")).json()
+    assert gpu_after["allocations"] == gpu_before["allocations"]  # the same allocation, not a second one
+    assert [(m["model"], m["container_id"]) for m in ps["models"]] == [(MODEL, container.id)]
 
     assert docker_stack.stop() == 0
     assert containers_of(docker_client, deployment) == []
