@@ -243,20 +243,7 @@ class Lifecycle(Actor):
                 server.last_activity = record.last_activity or server.last_activity
                 server.keep_alive = record.keep_alive
             self.servers[model.id] = server
-            self.loop(self._watch(server))
-            await self._save(server)
-            self.log.info("adopted %s at %s", model.id, handle.url, extra={"model": model.id})
-            await self.publish(
-                ServerReady(
-                    model=model.id,
-                    runtime=self.runtime.name,
-                    url=handle.url,
-                    pid=handle.pid,
-                    container_id=handle.container_id,
-                    device=allocation.device,
-                    adopted=True,
-                )
-            )
+            await self._ready(server, adopted=True)
         for model_id in records:  # recorded, but gone (e.g. local processes die with their lifecycle actor)
             await self._forget(model_id)
 
@@ -328,25 +315,33 @@ class Lifecycle(Actor):
             await self._stop(server, "failed", publish=False)
             await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=exc.message))
             raise
+        await self._ready(server, startup_s=round(time.monotonic() - t0, 3))
+        return server
+
+    async def _ready(self, server: Server, *, startup_s: float = 0.0, adopted: bool = False) -> None:
+        """A healthy server: watch it, tell the gpu actor its pid (for measuring), record it, announce it."""
         server.state = "ready"
+        handle, allocation = server.handle, server.allocation
         self.loop(self._watch(server))
         if allocation.device_index is not None and handle.pid:
             with contextlib.suppress(AsrError):
-                await self.request(subjects.GPU_BIND, Bind(model=model.id, pid=handle.pid), Allocation)
+                await self.request(subjects.GPU_BIND, Bind(model=server.model_id, pid=handle.pid), Allocation)
         await self._save(server)
         await self.publish(
             ServerReady(
-                model=model.id,
+                model=server.model_id,
                 runtime=self.runtime.name,
                 url=handle.url,
                 pid=handle.pid,
                 container_id=handle.container_id,
                 device=allocation.device,
-                startup_s=round(time.monotonic() - t0, 3),
+                startup_s=startup_s,
+                adopted=adopted,
             )
         )
-        self.log.info("%s ready at %s", model.id, handle.url, extra={"model": model.id, "pid": handle.pid})
-        return server
+        self.log.info(
+            "%s %s at %s", server.model_id, "adopted" if adopted else "ready", handle.url, extra={"pid": handle.pid}
+        )
 
     async def _release(self, model_id: str) -> None:
         try:
