@@ -30,6 +30,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
@@ -108,6 +109,25 @@ class Actor:
             await self.bus.publish(subjects.event(kind(event), event.model), codec.encode(event))
         except Exception as exc:  # an event lost to a bus outage must not fail the work that caused it
             self.log.warning("could not publish %s event: %s", kind(event), exc)
+
+    async def last_events(self, subject: str) -> list[Event]:
+        """The last event of each subject matching `subject`, from the stream ASR_EVENTS: how an actor
+        rebuilds state it keeps from events (e.g. circuit breakers) after a restart."""
+        js = self.bus.jetstream()
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+        sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
+        events: list[Event] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending
+            while pending:
+                msg = await sub.next_msg(timeout=5.0)
+                pending = msg.metadata.num_pending
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    events.append(decode_event(msg.data, msg.headers))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return events
 
     async def request(self, subject: str, message: Any, reply_type: type[T], *, timeout: float = 5.0) -> T:
         return await bus.request(self.bus, subject, message, reply_type, timeout=timeout)

@@ -3,8 +3,10 @@ and typed request/reply with error replies turned back into AsrError."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +38,7 @@ async def connect(
         log.warning("nats error: %s", exc)
 
     async def _on_disconnect() -> None:
+        _connection_lost(nc)
         if not nc.is_closed and not nc.is_draining:
             log.warning("disconnected from nats")
 
@@ -56,7 +59,38 @@ async def connect(
     # nats-py reads these options on each reconnect, so after the first connect we can switch to "forever".
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
+    _lost[nc] = asyncio.Event()
     return nc
+
+
+# Per connection, an event set when it drops: a reply cannot arrive over a connection that is gone
+# (nats-py leaves such requests waiting until their timeout), so requests in flight fail at once instead.
+_lost: weakref.WeakKeyDictionary[Client, asyncio.Event] = weakref.WeakKeyDictionary()
+
+
+def _connection_lost(nc: Client) -> None:
+    event = _lost.get(nc)
+    if event is not None:
+        event.set()
+    _lost[nc] = asyncio.Event()  # for the requests sent after the reconnect
+
+
+async def _unless_lost(nc: Client, request: Any, what: str) -> Any:
+    lost = _lost.get(nc)
+    if lost is None:
+        return await request
+    reply = asyncio.ensure_future(request)
+    dropped = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait([reply, dropped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        dropped.cancel()
+    if reply.done():
+        return reply.result()
+    reply.cancel()
+    raise AsrError(
+        errors.UNAVAILABLE, f"the bus connection dropped while waiting for {what}: it may or may not have been done"
+    )
 
 
 def _with_credentials(url: str, user: str, password: str) -> str:
@@ -97,8 +131,10 @@ async def request(
     if not nc.is_connected:
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
     try:
-        msg = await nc.request(
-            subject, codec.encode(message), timeout=timeout, headers=codec.headers_for(codec.MSGPACK)
+        msg = await _unless_lost(
+            nc,
+            nc.request(subject, codec.encode(message), timeout=timeout, headers=codec.headers_for(codec.MSGPACK)),
+            what,
         )
     except nats.errors.MaxPayloadError:
         raise AsrError(

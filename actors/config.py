@@ -87,8 +87,15 @@ class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class RecoveryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    restart_crashed: bool = True
-    backoff: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 30.0, 60.0])
+    restart_crashed: bool = True  # restart crashed and unhealthy model servers
+    # Seconds before the 1st, 2nd, ... restart of a model; the last value repeats.
+    backoff: list[float] = msgspec.field(default_factory=lambda: [30.0, 60.0, 120.0, 300.0])
+    stable_after: float = 300.0  # a server up this long has recovered: the back-off starts over
+    breaker_failures: int = 5  # failures of a model within breaker_window that open its circuit breaker
+    breaker_window: float = 600.0
+    breaker_cooldown: float = 60.0  # seconds open before a half-open probe; doubles per failed probe
+    breaker_max_cooldown: float = 900.0
+    pull_retries: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 15.0])  # image pulls
 
 
 class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,17 +24,20 @@ from schemas import errors, subjects
 from schemas.durations import NEVER
 from schemas.errors import AsrError
 from schemas.events import (
+    BreakerChanged,
     Event,
     ServerCrashed,
     ServerFailed,
     ServerReady,
     ServerStarting,
     ServerStopped,
+    ServerUnhealthy,
     TranscriptionCompleted,
     TranscriptionFailed,
 )
 from schemas.gpu import Allocate, Allocation, Bind, Release, Released
 from schemas.lifecycle import (
+    BreakerState,
     EnsureServer,
     LifecycleStatus,
     LifecycleStatusRequest,
@@ -58,6 +61,7 @@ class Server:
     inflight: dict[str, float] = field(default_factory=dict)  # request id -> when it was ensured
     keep_alive: float | None = None  # the last request's keep_alive, seconds
     stopping: bool = False
+    unhealthy: str = ""  # what the last failed health check said ('' when healthy)
 
     @property
     def model_id(self) -> str:
@@ -81,12 +85,16 @@ class Lifecycle(Actor):
         self.cfg = config.lifecycle
         self.startup_timeout = runtime.startup_timeout or self.cfg.startup_timeout
         self.records: KeyValue | None = None
+        self.breakers: dict[str, BreakerChanged] = {}  # as the recovery actor announced them
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
         self.records = await self.bus.jetstream().key_value(subjects.SERVERS_BUCKET)
+        for event in await self.last_events(subjects.EVENTS_PREFIX + "breaker.>"):
+            await self.on_breaker(event)
         await self._adopt()
         self.loop(self._reap_idle())
+        self.loop(self._monitor_health())
         for model_id in self.cfg.preload:
             self.spawn(self._preload(model_id))
 
@@ -113,6 +121,7 @@ class Lifecycle(Actor):
                 server = None  # its watcher reports the crash; start a fresh one
             cold = server is None
             if server is None:
+                self._check_breaker(model.id, probe=msg.probe)
                 server = await self._start(model, "restart" if msg.restart else "request", deadline)
             server.last_activity = time.time()
             if msg.keep_alive is not None:
@@ -141,7 +150,36 @@ class Lifecycle(Actor):
     @endpoint(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest)
     async def status(self, msg: LifecycleStatusRequest) -> LifecycleStatus:
         servers = [self._status(s) for s in self.servers.values() if msg.model in (None, s.model.id)]
-        return LifecycleStatus(runtime=self.runtime.name, runtime_reason=self.runtime_reason, servers=servers)
+        breakers = [
+            BreakerState(model=b.model, state=b.state, reason=b.reason, retry_at=b.retry_at)
+            for b in self.breakers.values()
+            if msg.model in (None, b.model)
+        ]
+        return LifecycleStatus(
+            runtime=self.runtime.name, runtime_reason=self.runtime_reason, servers=servers, breakers=breakers
+        )
+
+    @on_event(subjects.EVENTS_PREFIX + "breaker.>")
+    async def on_breaker(self, event: Event) -> None:
+        if isinstance(event, BreakerChanged):
+            if event.state == "closed":
+                self.breakers.pop(event.model, None)
+            else:
+                self.breakers[event.model] = event
+
+    def _check_breaker(self, model_id: str, *, probe: bool) -> None:
+        """An open (or half-open) circuit lets only the recovery actor's probe start the model."""
+        breaker = self.breakers.get(model_id)
+        if breaker is None or probe:
+            return
+        wait = max(1.0, (breaker.retry_at or time.time()) - time.time())
+        raise AsrError(
+            errors.UNAVAILABLE,
+            f"{model_id} is unavailable: its circuit breaker is {breaker.state.replace('_', '-')} after repeated "
+            f"failures ({breaker.reason}); next try in {wait:.0f} s",
+            retry_after=wait,
+            kind="breaker_open",
+        )
 
     @on_event(subjects.EVENTS_PREFIX + "transcribed.>")
     async def on_completed(self, event: Event) -> None:
@@ -295,7 +333,9 @@ class Lifecycle(Actor):
         try:
             allocation = await self._admit(model, deadline)
         except AsrError as exc:
-            await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=exc.message))
+            await self.publish(
+                ServerFailed(model=model.id, runtime=self.runtime.name, reason=exc.message, cause="no_room")
+            )
             raise
         run_on = "cpu" if self.config.gpu.accounting_only else allocation.device
         try:
@@ -422,6 +462,22 @@ class Lifecycle(Actor):
         async with self.locks[server.model.id]:
             if self.servers.get(server.model.id) is server and not server.inflight:
                 await self._stop(server, reason)
+
+    async def _monitor_health(self) -> None:
+        """Ask every ready server's /health each health_check_interval; a failure is announced once
+        (`unhealthy`, with what /health said) and the recovery actor decides what to do."""
+        while True:
+            await asyncio.sleep(self.cfg.health_check_interval)
+            for server in list(self.servers.values()):
+                if server.state != "ready" or server.stopping or self.locks[server.model_id].locked():
+                    continue
+                problem = await self._health_problem(server.handle)
+                if problem and not server.unhealthy:
+                    self.log.warning("%s is unhealthy: %s", server.model_id, problem)
+                    await self.publish(
+                        ServerUnhealthy(model=server.model_id, runtime=self.runtime.name, reason=problem)
+                    )
+                server.unhealthy = problem
 
     def _idle_timeout(self, server: Server) -> float:
         return idle_timeout(server.keep_alive, server.model.inactivity_timeout, self.cfg.inactivity_timeout)

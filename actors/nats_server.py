@@ -66,10 +66,11 @@ class NatsServer:
         self.host, self.port = host, port
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
-        self._ports_dir = tempfile.mkdtemp(prefix="asrpro-nats-")
+        self._ports_dir = ""
 
     def start(self, timeout: float = 15.0) -> str:
         Path(self.store_dir).mkdir(parents=True, exist_ok=True)
+        self._ports_dir = tempfile.mkdtemp(prefix="asrpro-nats-")
         env = dict(os.environ, **{password_env(u): pw for u, pw in self.passwords.items()})
         cmd = [binary(), "-c", self.config_file, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
         cmd += ["--ports_file_dir", self._ports_dir]
@@ -92,6 +93,10 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"nats-server did not listen within {timeout:g} s")
+
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is not None:

@@ -1,65 +1,161 @@
-"""Recovery actor: restarts a model server that crashed, with back-off between attempts."""
+"""Recovery actor: restarts crashed and unhealthy model servers with back-off, and keeps a circuit
+breaker per model so that a model that keeps failing is not started again and again.
+
+Breaker states travel as `breaker` events (closed → open → half_open → closed); the lifecycle actor
+refuses to start a model whose breaker is open, and both actors rebuild the states from the stream
+ASR_EVENTS when they restart.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from dataclasses import dataclass, field
 
 from actors.base import Actor, on_event
 from actors.config import Config, start_budget
 from schemas import subjects
 from schemas.errors import AsrError
-from schemas.events import Event, ServerCrashed, ServerReady
+from schemas.events import (
+    BreakerChanged,
+    Event,
+    RestartScheduled,
+    ServerCrashed,
+    ServerFailed,
+    ServerReady,
+    ServerUnhealthy,
+)
 from schemas.lifecycle import EnsureServer, ServerStatus
 
-# A server that stayed up this long is healthy again: its next crash starts the back-off anew.
-STABLE_AFTER_S = 300.0
+
+@dataclass
+class ModelHealth:
+    failures: deque[float] = field(default_factory=deque)  # when recent failures happened
+    attempts: int = 0  # restarts since the model was last stable
+    ready_since: float | None = None
+    breaker: str = "closed"
+    cooldown: float = 0.0
+    retry_at: float | None = None
+    restarting: bool = False
 
 
 class Recovery(Actor):
-    """Listens for crashed events and asks lifecycle to bring the model back."""
+    """Back-off restarts and per-model circuit breakers, driven by lifecycle events."""
 
     name = "recovery"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.attempts: dict[str, int] = {}
-        self.last_ready: dict[str, float] = {}
-        self.pending: set[str] = set()
+        self.cfg = config.recovery
+        self.models: dict[str, ModelHealth] = {}
 
-    def delay(self, model: str) -> float:
-        schedule = self.config.recovery.backoff or [0.0]
-        return schedule[min(self.attempts.get(model, 0), len(schedule) - 1)]
+    def health(self, model: str) -> ModelHealth:
+        return self.models.setdefault(model, ModelHealth(cooldown=self.cfg.breaker_cooldown))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before restart number `attempt` (1-based); the last back-off value repeats."""
+        schedule = self.cfg.backoff or [0.0]
+        return schedule[min(attempt, len(schedule)) - 1]
+
+    async def setup(self) -> None:
+        # Breakers left open by a previous recovery actor stay open, and their probes are scheduled again.
+        for event in await self.last_events(subjects.EVENTS_PREFIX + "breaker.>"):
+            if isinstance(event, BreakerChanged) and event.state != "closed":
+                h = self.health(event.model)
+                h.breaker, h.retry_at = "open", event.retry_at or time.time()
+                self.spawn(self._probe(event.model))
 
     @on_event(subjects.EVENTS_PREFIX + "ready.>")
     async def on_ready(self, event: Event) -> None:
         if isinstance(event, ServerReady):
-            self.last_ready[event.model] = event.at
+            self.health(event.model).ready_since = event.at
 
     @on_event(subjects.EVENTS_PREFIX + "crashed.>")
-    async def on_crash(self, event: Event) -> None:
-        if not isinstance(event, ServerCrashed) or not self.config.recovery.restart_crashed:
-            return
-        if time.time() - self.last_ready.get(event.model, 0.0) > STABLE_AFTER_S:
-            self.attempts[event.model] = 0
-        if event.model in self.pending:
-            return
-        self.pending.add(event.model)
-        self.spawn(self.restart(event.model, self.delay(event.model), event.reason))
+    async def on_crashed(self, event: Event) -> None:
+        await self._failure(event)
 
-    async def restart(self, model: str, delay: float, reason: str) -> None:
-        self.attempts[model] = self.attempts.get(model, 0) + 1
-        self.log.info("restarting %s in %.1f s after: %s", model, delay, reason, extra={"model": model})
+    @on_event(subjects.EVENTS_PREFIX + "unhealthy.>")
+    async def on_unhealthy(self, event: Event) -> None:
+        await self._failure(event)
+
+    @on_event(subjects.EVENTS_PREFIX + "failed.>")
+    async def on_failed(self, event: Event) -> None:
+        # Only a server that did not come up counts; no GPU room or an open breaker is not the model's fault.
+        if isinstance(event, ServerFailed) and event.cause == "start":
+            await self._failure(event)
+
+    async def _failure(self, event: Event) -> None:
+        if not isinstance(event, ServerCrashed | ServerUnhealthy | ServerFailed):
+            return
+        h = self.health(event.model)
+        now = time.time()
+        if h.ready_since is not None and now - h.ready_since >= self.cfg.stable_after:
+            h.attempts = 0  # it had been stable: this is a new incident, not the next step of the last one
+        h.ready_since = None
+        h.failures.append(now)
+        while h.failures and now - h.failures[0] > self.cfg.breaker_window:
+            h.failures.popleft()
+        if h.breaker != "closed":
+            return  # the probe decides
+        if len(h.failures) >= self.cfg.breaker_failures:
+            await self._open(
+                event.model, f"{len(h.failures)} failures in {self.cfg.breaker_window:g} s, last: {event.reason}"
+            )
+            return
+        if isinstance(event, ServerCrashed | ServerUnhealthy) and self.cfg.restart_crashed and not h.restarting:
+            h.attempts += 1
+            h.restarting = True
+            self.spawn(self._restart(event.model, h.attempts, event.reason))
+
+    async def _restart(self, model: str, attempt: int, reason: str) -> None:
+        h = self.health(model)
+        delay = self.delay(attempt)
+        await self.publish(RestartScheduled(model=model, attempt=attempt, delay_s=delay, reason=reason))
+        self.log.info("restarting %s in %.1f s (attempt %d) after: %s", model, delay, attempt, reason)
         try:
             await asyncio.sleep(delay)
-            status = await self.request(
-                subjects.LIFECYCLE_ENSURE,
-                EnsureServer(model=model, restart=True),
-                ServerStatus,
-                timeout=start_budget(self.config),
-            )
-            self.log.info("restarted %s", model, extra={"model": model, "url": status.url, "pid": status.pid})
+            if h.breaker != "closed":
+                return
+            await self._ensure(model, probe=False)
         except AsrError as exc:
-            self.log.warning("restart of %s failed: %s", model, exc.message, extra={"model": model})
+            self.log.warning("restart of %s failed: %s", model, exc.message)
         finally:
-            self.pending.discard(model)
+            h.restarting = False
+
+    async def _ensure(self, model: str, *, probe: bool) -> ServerStatus:
+        budget = start_budget(self.config)
+        return await self.request(
+            subjects.LIFECYCLE_ENSURE,
+            EnsureServer(model=model, restart=True, probe=probe, timeout=budget),
+            ServerStatus,
+            timeout=budget + 5,
+        )
+
+    async def _open(self, model: str, reason: str) -> None:
+        h = self.health(model)
+        h.breaker = "open"
+        h.retry_at = time.time() + h.cooldown
+        self.log.warning("circuit breaker of %s open for %.0f s: %s", model, h.cooldown, reason)
+        await self.publish(
+            BreakerChanged(model=model, state="open", reason=reason, retry_at=h.retry_at, failures=len(h.failures))
+        )
+        self.spawn(self._probe(model))
+
+    async def _probe(self, model: str) -> None:
+        """After the cooldown, one start attempt: success closes the breaker, failure reopens it for longer."""
+        h = self.health(model)
+        await asyncio.sleep(max(0.0, (h.retry_at or 0.0) - time.time()))
+        h.breaker = "half_open"
+        await self.publish(BreakerChanged(model=model, state="half_open", reason="probing", failures=len(h.failures)))
+        try:
+            await self._ensure(model, probe=True)
+        except AsrError as exc:
+            h.cooldown = min(h.cooldown * 2, self.cfg.breaker_max_cooldown)
+            await self._open(model, f"probe failed: {exc.message}")
+            return
+        h.breaker, h.retry_at, h.attempts = "closed", None, 0
+        h.failures.clear()
+        h.cooldown = self.cfg.breaker_cooldown
+        self.log.info("circuit breaker of %s closed: the probe started it", model)
+        await self.publish(BreakerChanged(model=model, state="closed", reason="probe succeeded"))

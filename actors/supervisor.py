@@ -147,6 +147,16 @@ class Supervisor:
         """Restart children that exit, with back-off, until asked to stop."""
         while not self.stopping:
             now = time.monotonic()
+            if self.nats is not None and self.nats.exited:
+                # Same port, same JetStream directory: clients reconnect and find their streams and buckets.
+                log.warning(
+                    "nats-server exited with code %s: restarting it", self.nats.proc and self.nats.proc.returncode
+                )
+                try:
+                    self.nats.start()
+                except RuntimeError as exc:
+                    log.error("nats-server did not restart: %s", exc)
+                    time.sleep(1.0)
             for child in self.children:
                 if child.proc is None or child.proc.poll() is None:
                     if child.proc is None and now >= child.next_start:

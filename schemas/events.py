@@ -39,12 +39,31 @@ class ServerStopped(_Event, tag="stopped"):
 class ServerFailed(_Event, tag="failed"):
     runtime: str
     reason: str
+    cause: str = "start"  # start (the server did not come up) | no_room (no GPU memory) | breaker (circuit open)
 
 
 class ServerCrashed(_Event, tag="crashed"):
     runtime: str
     reason: str
     exit_code: int | None = None
+
+
+class ServerUnhealthy(_Event, tag="unhealthy"):
+    runtime: str
+    reason: str  # what /health said, or why it did not answer
+
+
+class RestartScheduled(_Event, tag="restart_scheduled"):
+    attempt: int  # 1 for the first restart since the model was last stable
+    delay_s: float
+    reason: str
+
+
+class BreakerChanged(_Event, tag="breaker"):
+    state: str  # closed | open | half_open
+    reason: str = ""
+    retry_at: float | None = None  # when an open breaker will let a probe through
+    failures: int = 0
 
 
 class TranscriptionStarted(_Event, tag="transcribing"):
@@ -75,6 +94,9 @@ Event = (
     | ServerStopped
     | ServerFailed
     | ServerCrashed
+    | ServerUnhealthy
+    | RestartScheduled
+    | BreakerChanged
     | TranscriptionStarted
     | TranscriptionCompleted
     | TranscriptionFailed

@@ -11,6 +11,7 @@ class EnsureServer(msgspec.Struct, kw_only=True):
     restart: bool = False  # the caller saw the server fail: check it and replace it if dead
     keep_alive: float | None = None  # seconds after this request; 0 = stop right after; -1 = never
     timeout: float | None = None  # how long the caller waits, GPU admission included
+    probe: bool = False  # the recovery actor's half-open probe: allowed through an open circuit breaker
 
 
 class ServerStatus(msgspec.Struct, kw_only=True):
@@ -46,7 +47,15 @@ class LifecycleStatusRequest(msgspec.Struct, kw_only=True):
     model: str | None = None
 
 
+class BreakerState(msgspec.Struct, kw_only=True):
+    model: str
+    state: str  # open | half_open (closed breakers are not listed)
+    reason: str
+    retry_at: float | None = None
+
+
 class LifecycleStatus(msgspec.Struct, kw_only=True):
     runtime: str
     runtime_reason: str
     servers: list[ServerStatus]
+    breakers: list[BreakerState] = []

@@ -130,8 +130,10 @@ async def test_killed_server_is_reported_and_restarted_by_recovery(
     assert crashed.exit_code == -9 and "SIGKILL" in crashed.reason
     ready = await log.wait_for("ready", count=2, timeout=60)
     assert isinstance(ready, ServerReady) and ready.pid != first.pid
-    assert log.types() == ["starting", "ready", "crashed", "starting", "ready"]
-    assert log.events[3].reason == "restart"  # type: ignore[union-attr]
+    assert log.types() == ["starting", "ready", "crashed", "restart_scheduled", "starting", "ready"]
+    scheduled = log.events[3]
+    assert (scheduled.attempt, scheduled.delay_s) == (1, 0.2)  # type: ignore[union-attr]
+    assert log.events[4].reason == "restart"  # type: ignore[union-attr]
     second = await ensure(as_proxy)
     assert second.pid == ready.pid and not second.cold_start
 
