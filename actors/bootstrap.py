@@ -24,7 +24,11 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         await js.add_stream(stream)
     except BadRequestError:
         await js.update_stream(stream)
-    for bucket, what in ((subjects.GPU_BUCKET, "GPU allocations"), (subjects.SERVERS_BUCKET, "running model servers")):
+    for bucket, what in (
+        (subjects.GPU_BUCKET, "GPU allocations"),
+        (subjects.SERVERS_BUCKET, "running model servers"),
+        (subjects.SETTINGS_BUCKET, "settings changed at run time"),
+    ):
         await js.create_key_value(KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE))
     await js.create_object_store(
         subjects.AUDIO_BUCKET,

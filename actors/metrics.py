@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from actors.base import Actor, endpoint, on_event
+from actors.base import Actor, endpoint
 from actors.config import Config
 from schemas import subjects
 from schemas.events import (
@@ -16,6 +19,7 @@ from schemas.events import (
     ServerStopped,
     TranscriptionCompleted,
     TranscriptionFailed,
+    decode_event,
     kind,
 )
 from schemas.metrics import MetricsSnapshot, ModelCounters, SnapshotRequest
@@ -46,7 +50,23 @@ class Metrics(Actor):
             registry=self.registry,
         )
 
-    @on_event(subjects.EVENTS_ALL)
+    async def setup(self) -> None:
+        # Counting from the stream rather than from live messages: a restarted metrics actor counts
+        # everything the stream still holds (nats.events_max_age) instead of starting from zero.
+        js = self.bus.jetstream()
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        await js.subscribe(
+            subjects.EVENTS_ALL, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=self._on_msg
+        )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data, msg.headers)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.log.warning("ignoring malformed event on %s: %s", msg.subject, exc)
+            return
+        await self.count(event)
+
     async def count(self, event: Event) -> None:
         self.events_seen += 1
         c = self.models.setdefault(event.model, ModelCounters())

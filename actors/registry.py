@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
 from actors.base import Actor, endpoint
 from actors.config import Config
 from schemas import errors, subjects
@@ -11,6 +14,7 @@ from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefa
 
 # Names that always mean "the current default model": OpenAI clients send whisper-1.
 DEFAULT_ALIASES = ("whisper-1", "default")
+DEFAULT_KEY = "default_model"
 
 
 def catalogue(config: Config) -> dict[str, ModelInfo]:
@@ -48,6 +52,7 @@ class Registry(Actor):
         self.models = catalogue(config)
         self.aliases = {alias: m.id for m in self.models.values() for alias in m.aliases}
         self.default_model = self.resolve(config.registry.default_model).id
+        self.settings: KeyValue
 
     def resolve(self, name: str) -> ModelInfo:
         if name in DEFAULT_ALIASES:
@@ -57,6 +62,16 @@ class Registry(Actor):
             known = ", ".join(sorted(self.models))
             raise AsrError(errors.NOT_FOUND, f"model '{name}' not found; known models: {known}")
         return model
+
+    async def setup(self) -> None:
+        # A default chosen at run time (POST /v1/settings/model) outlives a restart of the registry.
+        self.settings = await self.bus.jetstream().key_value(subjects.SETTINGS_BUCKET)
+        try:
+            saved = (await self.settings.get(DEFAULT_KEY)).value
+        except KeyNotFoundError:
+            return
+        if saved and saved.decode() in self.models:
+            self.default_model = saved.decode()
 
     @endpoint(subjects.REGISTRY_LIST, ListModels)
     async def list_models(self, _: ListModels) -> ModelList:
@@ -70,6 +85,7 @@ class Registry(Actor):
     async def set_default(self, msg: SetDefaultModel) -> ModelInfo:
         model = self.resolve(msg.model_id)
         previous, self.default_model = self.default_model, model.id
+        await self.settings.put(DEFAULT_KEY, model.id.encode())
         if previous != model.id:
             await self.publish(DefaultModelChanged(model=model.id, previous=previous))
         return model

@@ -43,6 +43,10 @@ async def health(nats_bus: Bus) -> JSONResponse:
         )
         body["runtime"] = {"name": status.runtime, "reason": status.runtime_reason}
         body["servers"] = [msgspec.to_builtins(s) for s in status.servers]
+        if status.breakers:
+            body["breakers"] = [msgspec.to_builtins(b) for b in status.breakers]
+            body["status"] = "degraded"
+            body["reason"] = "; ".join(f"{b.model}: circuit breaker {b.state} ({b.reason})" for b in status.breakers)
     except AsrError as exc:
         body.update(status="degraded", reason=exc.message)
     return JSONResponse(body)

@@ -33,6 +33,7 @@ EVENTS_STREAM = "ASR_EVENTS"
 AUDIO_BUCKET = "ASR_AUDIO"
 GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
 SERVERS_BUCKET = "ASR_SERVERS"  # key <model id>: the lifecycle actor's record of a running server
+SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
 
 def transcribe(model: str) -> str:

@@ -82,8 +82,9 @@ async def reset_state(nats: Nats) -> None:
     nc = await nats.connect("admin")
     try:
         js = nc.jetstream()
-        for bucket in (subjects.GPU_BUCKET, subjects.SERVERS_BUCKET):
+        for bucket in (subjects.GPU_BUCKET, subjects.SERVERS_BUCKET, subjects.SETTINGS_BUCKET):
             await js.purge_stream(f"KV_{bucket}")
+        await js.purge_stream(subjects.EVENTS_STREAM)
     finally:
         await nc.close()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
@@ -64,18 +65,38 @@ class DockerRuntime(Runtime):
         self._watcher: threading.Thread | None = None
         self._closed = False
         self.startup_timeout = self.cfg.container_timeout
+        self.pull_retries = config.recovery.pull_retries
+        # The daemon breaker: after a failed connection, fail fast until the next reconnection attempt.
+        self._down_until = 0.0
+        self._down_for = 0.0
+        self._down_reason = ""
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except requests.exceptions.ConnectionError as exc:
+            self._client = None  # the daemon went away under us: reconnect on the next call
+            raise DockerUnavailable(f"Docker daemon unreachable: {exc}") from exc
 
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
+            now = time.monotonic()
+            if now < self._down_until:
+                raise DockerUnavailable(
+                    f"{self._down_reason} (next reconnection attempt in {self._down_until - now:.0f} s)"
+                )
             try:
                 client = docker.from_env(timeout=self.cfg.api_timeout)
                 client.ping()
             except Exception as exc:
-                raise DockerUnavailable(f"Docker daemon unreachable: {exc}") from exc
+                self._down_for = min(max(self._down_for * 2, 1.0), 30.0)
+                self._down_until = now + self._down_for
+                self._down_reason = f"Docker daemon unreachable: {exc}"
+                raise DockerUnavailable(self._down_reason) from exc
+            if self._down_for:
+                log.info("Docker daemon reachable again")
+            self._down_for = 0.0
             self._client = client
         return self._client
 
@@ -105,7 +126,7 @@ class DockerRuntime(Runtime):
                 f"image {image} not found locally and docker.pull_policy = never; build it with `asrpro images build`"
             )
         try:
-            client.images.pull(image)
+            self._pull(client, image)
         except docker.errors.APIError as exc:
             if present:  # pull_policy = always with no registry: the local image still serves
                 log.warning("pull of %s failed (%s); using the local image", image, exc)
@@ -114,6 +135,19 @@ class DockerRuntime(Runtime):
             raise RuntimeError(
                 f"image {image} not found locally and the pull failed ({reason}); build it with `asrpro images build`"
             ) from exc
+
+    def _pull(self, client: docker.DockerClient, image: str) -> None:
+        """Pull, retrying transient registry errors with back-off (recovery.pull_retries)."""
+        for attempt, delay in enumerate([0.0, *self.pull_retries]):
+            time.sleep(delay)
+            try:
+                client.images.pull(image)
+                return
+            except docker.errors.APIError as exc:
+                permanent = isinstance(exc, docker.errors.NotFound) or "no such host" in str(exc)
+                if permanent or attempt == len(self.pull_retries):
+                    raise
+                log.warning("pull of %s failed (%s): retrying in %.0f s", image, exc, self.pull_retries[attempt])
 
     def _launch_sync(self, spec: LaunchSpec) -> Container:
         client = self._docker()

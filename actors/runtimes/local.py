@@ -83,6 +83,7 @@ class LocalRuntime(Runtime):
             return
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
+            proc.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) server must wake up to see the SIGTERM
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
