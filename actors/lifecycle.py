@@ -448,6 +448,10 @@ class Lifecycle(Actor):
         server.state = "stopping"
         try:
             await self.runtime.stop(server.handle)
+        except Exception as exc:
+            # E.g. the Docker daemon is gone: the server is gone for us either way; a leftover container
+            # is removed by name when the model starts again.
+            self.log.warning("stopping %s failed: %s", server.model_id, exc)
         finally:
             if self.servers.get(server.model.id) is server:
                 del self.servers[server.model.id]

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from actors import bus
+from actors import bus, images
 from actors.base import Actor
 from actors.bootstrap import ensure_jetstream
 from actors.config import Config, load_config
 from actors.nats_server import USERS, NatsServer, new_password
+from actors.runtimes.docker import DEPLOYMENT_LABEL, daemon_problem
 from schemas import subjects
 from schemas.events import Event, decode_event, kind
 
@@ -154,3 +157,41 @@ async def events(client: Client) -> AsyncIterator[Callable[[str], Awaitable[Even
     yield follow
     for sub in subs:
         await sub.unsubscribe()
+
+
+# --- Docker: a real Engine and the images, for tests/docker and the chaos suite -------------------
+
+IMAGE_MODELS = ["whisper-tiny.en", "parakeet-tdt-0.6b"]
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    problem = daemon_problem()
+    if problem:
+        message = f"these tests need a Docker Engine: {problem}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def model_images(docker_client: docker.DockerClient, jetstream) -> dict[str, str]:
+    """Build (or find up to date) the whisper and parakeet images, the way a user does."""
+    config = make_config(jetstream, "admin")
+    return images.build(config, IMAGE_MODELS, REPO / ".asrpro" / "images")
+
+
+@pytest.fixture
+def deployment(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A deployment label of its own per test; its containers are removed afterwards, whatever happened."""
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    for container in docker_client.containers.list(all=True, filters={"label": f"{DEPLOYMENT_LABEL}={name}"}):
+        container.remove(force=True)
+
+
+def containers_of(client: docker.DockerClient, deployment: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"{DEPLOYMENT_LABEL}={deployment}"})

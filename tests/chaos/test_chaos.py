@@ -1,0 +1,158 @@
+"""The chaos suite: failures injected under steady load; every request must be answered correctly or
+with a clear error — none lost. The counts are printed at the end (run with -s to see them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.chaos.load import Load, wait_until
+from tests.conftest import REPO
+from tests.e2e.stack import Stack, start_stack
+
+pytestmark = pytest.mark.e2e
+CONFIG = str(REPO / "tests" / "fixtures" / "chaos.toml")
+MODEL = "whisper-tiny.en"
+REPORTS: list[dict[str, object]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_counts() -> Iterator[None]:
+    yield
+    totals = {k: sum(int(r[k]) for r in REPORTS) for k in ("sent", "ok", "clear_error", "lost")}  # type: ignore[call-overload]
+    print("\nchaos suite:")
+    for report in REPORTS:
+        print(json.dumps(report))
+    print(json.dumps({"scenario": "total", **totals}))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("chaos"), ASRPRO_CONFIG=CONFIG)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def audio(shared_data: Path) -> bytes:
+    return (shared_data / "jfk.flac").read_bytes()
+
+
+def healthy(stack: Stack) -> bool:
+    return httpx.get(f"{stack.gateway}/health", timeout=2).json().get("status") == "ok"
+
+
+def process(stack: Stack, *words: bytes) -> int:
+    for pid in stack.leftovers():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(w in cmdline or any(w in part for part in cmdline) for w in words):
+            return pid
+    raise AssertionError(f"no process with {words}")
+
+
+def model_server_pid(stack: Stack) -> int | None:
+    models = httpx.get(f"{stack.gateway}/api/ps", timeout=5).json()["models"]
+    return next((m["pid"] for m in models if m["model"] == MODEL and m["pid"]), None)
+
+
+def finish(load: Load, name: str) -> None:
+    REPORTS.append(load.report(name))
+    assert load.counts["lost"] == 0, load.report(name)
+    assert load.counts["ok"] > 0, load.report(name)
+
+
+def test_kill_model_server_mid_request(stack: Stack, audio: bytes) -> None:
+    with Load(stack.gateway, audio) as load:
+        for _ in range(5):
+            wait_until(lambda: model_server_pid(stack) is not None, what="a model server")
+            time.sleep(0.5)  # requests are in flight now
+            os.kill(model_server_pid(stack), signal.SIGKILL)  # type: ignore[arg-type]
+            time.sleep(1.5)
+        time.sleep(2)
+    finish(load, "kill -9 the model server mid-request, 5 times")
+
+
+@pytest.mark.parametrize("actor", ["registry", "gpu", "metrics", "lifecycle", "recovery", "proxy"])
+def test_kill_each_actor(stack: Stack, audio: bytes, actor: str) -> None:
+    wait_until(lambda: healthy(stack), what="a healthy stack")
+    with Load(stack.gateway, audio) as load:
+        time.sleep(1.0)
+        os.kill(process(stack, b"actor", actor.encode()), signal.SIGKILL)
+        time.sleep(1.0)
+        wait_until(lambda: healthy(stack), what=f"{actor} to be back")
+        wait_until(lambda: load.send() == "ok", timeout=30, what=f"a transcript after {actor} came back")
+    finish(load, f"kill -9 the {actor} actor")
+
+
+def test_restart_nats_server(stack: Stack, audio: bytes) -> None:
+    wait_until(lambda: healthy(stack), what="a healthy stack")
+    with Load(stack.gateway, audio) as load:
+        time.sleep(1.0)
+        os.kill(process(stack, b"nats-server"), signal.SIGKILL)
+        time.sleep(1.0)
+        wait_until(lambda: healthy(stack), what="the bus to return")
+        wait_until(lambda: load.send() == "ok", timeout=30, what="a transcript after the bus returned")
+    finish(load, "restart nats-server (kill -9; the supervisor restarts it)")
+
+
+def test_exhaust_the_gpu_budget(stack: Stack, audio: bytes) -> None:
+    """`huge` never fits the 1 GB GPU and may not fall back to the CPU: its requests get a clear 503 at
+    their deadline while whisper-tiny.en keeps serving."""
+    wait_until(lambda: healthy(stack), what="a healthy stack")
+    with Load(stack.gateway, audio, clients=2) as load:
+        outcomes = [load.send("huge") for _ in range(2)]
+    assert outcomes == ["clear_error", "clear_error"]
+    assert any("no room for huge" in e for e in load.errors), load.errors
+    finish(load, "exhaust the GPU budget")
+
+
+def _dockerd_pid() -> int | None:
+    try:
+        return int(Path("/var/run/docker.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def docker_stack(model_images, tmp_path: Path) -> Iterator[Stack]:
+    if os.geteuid() != 0 or _dockerd_pid() is None:
+        message = "stopping and starting dockerd needs root and a dockerd started on this machine"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    s = start_stack(
+        tmp_path, ASRPRO_CONFIG=CONFIG, ASRPRO_LIFECYCLE__RUNTIME="docker", ASRPRO_DOCKER__DEPLOYMENT="chaos"
+    )
+    yield s
+    s.stop()
+
+
+def test_stop_and_start_dockerd(docker_stack: Stack, audio: bytes, model_images) -> None:
+    stack = docker_stack
+    with Load(stack.gateway, audio, clients=2) as load:
+        wait_until(lambda: load.counts["ok"] > 0, timeout=60, what="a first transcript from a container")
+        pid = _dockerd_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not _docker_answers(), timeout=60, what="dockerd to stop")
+        time.sleep(2.0)
+        with open("/tmp/asrpro-dockerd.log", "ab") as log:
+            subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+        wait_until(_docker_answers, timeout=60, what="dockerd to start again")
+        wait_until(lambda: load.send() == "ok", timeout=60, what="a transcript after dockerd came back")
+    finish(load, "stop and start dockerd")
