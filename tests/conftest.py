@@ -22,6 +22,7 @@ from actors.nats_server import USERS, NatsServer, new_password
 from actors.runtimes.docker import DEPLOYMENT_LABEL, daemon_problem
 from schemas import subjects
 from schemas.events import Event, decode_event, kind
+from schemas.lifecycle import EnsureServer, ServerStatus
 
 # ../shared/data beside the repository: real recordings with known transcripts (see its README.md).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -92,6 +93,23 @@ async def reset_state(nats: Nats) -> None:
         await nc.close()
 
 
+async def discoverable(nats: Nats, actor: Actor) -> None:
+    """Wait until the actor answers its nats.micro PING from another connection, as clients will reach it."""
+    assert actor._service is not None
+    subject = f"$SRV.PING.asrpro-{actor.name}.{actor._service.id}"
+    nc = await nats.connect("admin")
+    try:
+        for _ in range(100):
+            try:
+                await nc.request(subject, b"", timeout=0.2)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"{actor.name} never answered {subject}")
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 async def start_actor(jetstream: Nats) -> AsyncIterator[Callable[..., object]]:
     """Start an actor in this process, connected as its own NATS user; stopped after the test.
@@ -104,11 +122,26 @@ async def start_actor(jetstream: Nats) -> AsyncIterator[Callable[..., object]]:
         actor = cls(make_config(jetstream, cls.name, **env), *args)  # type: ignore[call-arg]
         await actor.start()
         started.append(actor)
+        await discoverable(jetstream, actor)
         return actor
 
     yield start
     for actor in reversed(started):
         await actor.stop()
+
+
+@pytest.fixture
+async def proxy_nc(jetstream: Nats) -> AsyncIterator[Client]:
+    """Connected as the model proxy: what may ask lifecycle to ensure a server."""
+    nc = await jetstream.connect("proxy")
+    yield nc
+    await nc.close()
+
+
+async def ensure(nc: Client, model: str = "whisper-tiny.en", **fields: object) -> ServerStatus:
+    """asr.lifecycle.ensure, as the proxy sends it; cold starts included in the wait."""
+    request = EnsureServer(model=model, **fields)  # type: ignore[arg-type]
+    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, request, ServerStatus, timeout=120)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -83,15 +82,3 @@ class Load:
             **{k: self.counts.get(k, 0) for k in ("sent", "ok", "clear_error", "lost")},
             "errors": dict(self.errors.most_common(5)),
         }
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.chaos.load import Load, wait_until
+from tests.chaos.load import Load
 from tests.conftest import REPO
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 CONFIG = str(REPO / "tests" / "fixtures" / "chaos.toml")

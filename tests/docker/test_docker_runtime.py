@@ -16,22 +16,13 @@ from actors.registry import Registry
 from schemas import subjects
 from schemas.errors import AsrError
 from schemas.events import ServerFailed
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+from tests.conftest import ensure
 from tests.docker.conftest import containers_of
 
 pytestmark = pytest.mark.docker
+
 MODEL = "whisper-tiny.en"
-
-
-@pytest.fixture
-async def as_proxy(jetstream):
-    nc = await jetstream.connect("proxy")
-    yield nc
-    await nc.close()
-
-
-async def ensure(nc, model: str = MODEL) -> ServerStatus:
-    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model), ServerStatus, timeout=120)
 
 
 async def start_lifecycle(start_actor, deployment: str, **env: str) -> Lifecycle:
@@ -41,11 +32,11 @@ async def start_lifecycle(start_actor, deployment: str, **env: str) -> Lifecycle
 
 
 async def test_container_is_hardened_and_serves(
-    model_images, docker_client: docker.DockerClient, deployment, start_actor, as_proxy, events
+    model_images, docker_client: docker.DockerClient, deployment, start_actor, proxy_nc, events
 ) -> None:
     log = await events(MODEL)
     await start_lifecycle(start_actor, deployment, ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="3")
-    status = await ensure(as_proxy)
+    status = await ensure(proxy_nc)
     assert status.runtime == "docker" and status.container_id and status.url.startswith("http://127.0.0.1:")
     [container] = containers_of(docker_client, deployment)
     attrs = docker_client.api.inspect_container(container.id)
@@ -67,7 +58,7 @@ async def test_container_is_hardened_and_serves(
 
 
 async def test_missing_image_with_pull_policy_never_is_a_prompt_503(
-    docker_client, deployment, start_actor, as_proxy, events
+    docker_client, deployment, start_actor, proxy_nc, events
 ) -> None:
     log = await events(MODEL)
     await start_lifecycle(
@@ -78,7 +69,7 @@ async def test_missing_image_with_pull_policy_never_is_a_prompt_503(
     )
     t0 = time.monotonic()
     with pytest.raises(AsrError) as err:
-        await ensure(as_proxy)
+        await ensure(proxy_nc)
     assert time.monotonic() - t0 < 10
     assert err.value.code == "503" and "asrpro/no-such-image:0.0.0" in err.value.message
     assert "pull_policy = never" in err.value.message
@@ -86,12 +77,12 @@ async def test_missing_image_with_pull_policy_never_is_a_prompt_503(
     assert isinstance(failed, ServerFailed) and "asrpro/no-such-image:0.0.0" in failed.reason
 
 
-async def test_unreachable_daemon_is_a_503_with_the_reason(start_actor, as_proxy, jetstream, monkeypatch) -> None:
+async def test_unreachable_daemon_is_a_503_with_the_reason(start_actor, proxy_nc, jetstream, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     await start_lifecycle(start_actor, "unreachable", ASRPRO_DOCKER__CONTAINER_TIMEOUT="10")
     t0 = time.monotonic()
     with pytest.raises(AsrError) as err:
-        await ensure(as_proxy)
+        await ensure(proxy_nc)
     assert time.monotonic() - t0 < 10
     assert err.value.code == "503" and "Docker daemon unreachable" in err.value.message
     # docker was asked for: nothing ran as a local process instead.
@@ -117,14 +108,14 @@ async def test_auto_falls_back_to_local_and_says_why(start_actor, jetstream, mon
 
 
 async def test_parakeet_without_weights_says_what_is_missing(
-    model_images, docker_client, deployment, start_actor, as_proxy, events, tmp_path: Path
+    model_images, docker_client, deployment, start_actor, proxy_nc, events, tmp_path: Path
 ) -> None:
     assert model_images["parakeet-tdt-0.6b"] == "asrpro/parakeet-tdt-0.6b:0.1.0"
     log = await events("parakeet-tdt-0.6b")
     os.chmod(tmp_path, 0o755)  # readable by the container's user; what is missing is the model files
     await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(tmp_path))
     with pytest.raises(AsrError) as err:
-        await ensure(as_proxy, "parakeet-tdt-0.6b")
+        await ensure(proxy_nc, "parakeet-tdt-0.6b")
     message = err.value.message
     assert err.value.code == "503" and "weights not found: looked in /models/parakeet-tdt-0.6b" in message
     assert "encoder-model.onnx" in message and str(tmp_path) in message
@@ -134,24 +125,24 @@ async def test_parakeet_without_weights_says_what_is_missing(
 
 
 async def test_parakeet_weights_directory_missing_on_host(
-    model_images, deployment, start_actor, as_proxy, tmp_path: Path
+    model_images, deployment, start_actor, proxy_nc, tmp_path: Path
 ) -> None:
     missing = tmp_path / "nowhere"
     await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(missing))
     with pytest.raises(AsrError) as err:
-        await ensure(as_proxy, "parakeet-tdt-0.6b")
+        await ensure(proxy_nc, "parakeet-tdt-0.6b")
     assert f"host directory {missing} does not exist" in err.value.message
 
 
 async def test_killed_container_is_reported_crashed_at_once(
-    model_images, docker_client, deployment, start_actor, as_proxy, events
+    model_images, docker_client, deployment, start_actor, proxy_nc, events
 ) -> None:
     log = await events(MODEL)
     await start_lifecycle(start_actor, deployment)
-    status = await ensure(as_proxy)
+    status = await ensure(proxy_nc)
     docker_client.containers.get(status.container_id).kill()
     crashed = await log.wait_for("crashed", timeout=15)
     assert crashed.exit_code == 137 and "SIGKILL" in crashed.reason  # type: ignore[union-attr]
-    again = await ensure(as_proxy)  # the next request gets a fresh container
+    again = await ensure(proxy_nc)  # the next request gets a fresh container
     assert again.container_id != status.container_id and again.cold_start
     assert [c.id for c in containers_of(docker_client, deployment)] == [again.container_id]

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from actors.nats_server import new_password
 from actors.runtimes.local import free_port
 
@@ -62,6 +64,19 @@ class Stack:
 
     def leftovers(self) -> list[int]:
         return [pid for pid in processes_with_env(self.marker) if pid != os.getpid()]
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it is true; an HTTP error while polling counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def start_stack(tmp: Path, **env_overrides: str) -> Stack:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import JFK_TEXT
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, start_stack, wait_until
 from tests.wer import word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -45,13 +45,6 @@ def pid_of(stack: Stack, *words: bytes) -> int:
         if all(w in cmdline for w in words):
             return pid
     raise AssertionError(f"no process with {words}")
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_killed_server_is_restarted_without_a_request(stack: Stack, shared_data: Path) -> None:

@@ -8,7 +8,6 @@ import signal
 
 import httpx
 import pytest
-from nats.aio.client import Client
 
 from actors import bus
 from actors.gpu import GpuAllocator
@@ -18,7 +17,8 @@ from actors.registry import Registry
 from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerCrashed, ServerFailed, ServerReady, ServerStopped, TranscriptionCompleted
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus, StopReply, StopServer
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest, StopReply, StopServer
+from tests.conftest import ensure
 
 MODEL = "whisper-tiny.en"
 
@@ -43,28 +43,17 @@ async def lifecycle_actors(start_actor):
     return start
 
 
-@pytest.fixture
-async def as_proxy(jetstream):
-    nc = await jetstream.connect("proxy")
-    yield nc
-    await nc.close()
-
-
-async def ensure(nc: Client, model: str = MODEL, **kw) -> ServerStatus:
-    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model, **kw), ServerStatus, timeout=90)
-
-
-async def test_server_starts_on_first_request_and_stops_when_idle(lifecycle_actors, as_proxy, events) -> None:
+async def test_server_starts_on_first_request_and_stops_when_idle(lifecycle_actors, proxy_nc, events) -> None:
     log = await events(MODEL)
     await lifecycle_actors(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="2")
-    status = await ensure(as_proxy, "whisper-1")  # the alias resolves to the default model
+    status = await ensure(proxy_nc, "whisper-1")  # the alias resolves to the default model
     assert (status.model, status.state, status.runtime, status.cold_start) == (MODEL, "ready", "local", True)
     assert status.url.startswith("http://127.0.0.1:") and status.pid and alive(status.pid)
     async with httpx.AsyncClient() as http:
         health = (await http.get(f"{status.url}/health")).json()
     assert health["status"] == "ok" and health["model"] == MODEL
 
-    again = await ensure(as_proxy)
+    again = await ensure(proxy_nc)
     assert (again.pid, again.cold_start) == (status.pid, False)
 
     stopped = await log.wait_for("stopped", timeout=15)
@@ -76,22 +65,22 @@ async def test_server_starts_on_first_request_and_stops_when_idle(lifecycle_acto
     assert not alive(status.pid)
 
 
-async def test_requests_in_flight_hold_off_the_idle_stop(lifecycle_actors, as_proxy, events) -> None:
+async def test_requests_in_flight_hold_off_the_idle_stop(lifecycle_actors, proxy_nc, events) -> None:
     log = await events(MODEL)
     await lifecycle_actors(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="1")
-    status = await ensure(as_proxy, request_id="busy-1")
+    status = await ensure(proxy_nc, request_id="busy-1")
     await asyncio.sleep(2.5)  # well past the timeout, but the request never reported back
     assert "stopped" not in log.types() and alive(status.pid)
     done = TranscriptionCompleted(model=MODEL, request_id="busy-1", audio_s=1, total_s=1)
-    await as_proxy.publish(subjects.event("transcribed", MODEL), encode(done))
+    await proxy_nc.publish(subjects.event("transcribed", MODEL), encode(done))
     await log.wait_for("stopped", timeout=10)
 
 
-async def test_missing_weights_fail_with_the_reason(lifecycle_actors, as_proxy, events) -> None:
+async def test_missing_weights_fail_with_the_reason(lifecycle_actors, proxy_nc, events) -> None:
     log = await events("whisper-base")
     await lifecycle_actors()
     with pytest.raises(AsrError) as err:
-        await ensure(as_proxy, "whisper-base")
+        await ensure(proxy_nc, "whisper-base")
     assert err.value.code == "503"
     assert "weights not found" in err.value.message and "models/whisper-base" in err.value.message
     failed = await log.wait_for("failed")
@@ -99,10 +88,10 @@ async def test_missing_weights_fail_with_the_reason(lifecycle_actors, as_proxy, 
     assert log.types() == ["starting", "failed"]
 
 
-async def test_stop_and_status(lifecycle_actors, as_proxy, jetstream, events) -> None:
+async def test_stop_and_status(lifecycle_actors, proxy_nc, jetstream, events) -> None:
     log = await events(MODEL)
     await lifecycle_actors()
-    status = await ensure(as_proxy)
+    status = await ensure(proxy_nc)
     gateway = await jetstream.connect("gateway")
     try:
         listing = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
@@ -118,12 +107,12 @@ async def test_stop_and_status(lifecycle_actors, as_proxy, jetstream, events) ->
 
 
 async def test_killed_server_is_reported_and_restarted_by_recovery(
-    lifecycle_actors, start_actor, as_proxy, events
+    lifecycle_actors, start_actor, proxy_nc, events
 ) -> None:
     log = await events(MODEL)
     await lifecycle_actors()
     await start_actor(Recovery, ASRPRO_RECOVERY__BACKOFF="[0.2]")
-    first = await ensure(as_proxy)
+    first = await ensure(proxy_nc)
     os.kill(first.pid, signal.SIGKILL)
     crashed = await log.wait_for("crashed")
     assert isinstance(crashed, ServerCrashed)
@@ -134,14 +123,14 @@ async def test_killed_server_is_reported_and_restarted_by_recovery(
     scheduled = log.events[3]
     assert (scheduled.attempt, scheduled.delay_s) == (1, 0.2)  # type: ignore[union-attr]
     assert log.events[4].reason == "restart"  # type: ignore[union-attr]
-    second = await ensure(as_proxy)
+    second = await ensure(proxy_nc)
     assert second.pid == ready.pid and not second.cold_start
 
 
-async def test_shutdown_stops_the_servers_it_started(lifecycle_actors, as_proxy, events) -> None:
+async def test_shutdown_stops_the_servers_it_started(lifecycle_actors, proxy_nc, events) -> None:
     log = await events(MODEL)
     lifecycle = await lifecycle_actors()
-    status = await ensure(as_proxy)
+    status = await ensure(proxy_nc)
     await lifecycle.stop()
     assert not alive(status.pid)
     assert (await log.wait_for("stopped")).reason == "shutdown"  # type: ignore[union-attr]

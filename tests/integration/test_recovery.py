@@ -22,22 +22,12 @@ from actors.registry import Registry
 from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged, RestartScheduled, TranscriptionFailed
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
 from schemas.metrics import MetricsSnapshot, SnapshotRequest
 from schemas.registry import GetModel, ModelInfo, SetDefaultModel
+from tests.conftest import ensure
 
 MODEL = "whisper-tiny.en"
-
-
-@pytest.fixture
-async def proxy_nc(jetstream):
-    nc = await jetstream.connect("proxy")
-    yield nc
-    await nc.close()
-
-
-async def ensure(nc, model: str = MODEL) -> ServerStatus:
-    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model), ServerStatus, timeout=60)
 
 
 async def status(jetstream) -> LifecycleStatus:

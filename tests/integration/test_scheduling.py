@@ -23,9 +23,9 @@ from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerStopped, TranscriptionCompleted
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus
+from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest, ServerStatus
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
-from tests.conftest import REPO, Nats, reset_state
+from tests.conftest import REPO, Nats, ensure, reset_state
 
 CONFIG = str(REPO / "tests" / "fixtures" / "scheduling.toml")
 
@@ -39,17 +39,6 @@ async def scheduler(start_actor):
         return await start_actor(Lifecycle, **env)
 
     return start
-
-
-@pytest.fixture
-async def proxy_nc(jetstream: Nats):
-    nc = await jetstream.connect("proxy")
-    yield nc
-    await nc.close()
-
-
-async def ensure(nc: Client, model: str, **kw) -> ServerStatus:
-    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, EnsureServer(model=model, **kw), ServerStatus, timeout=90)
 
 
 async def done(nc: Client, model: str, request_id: str) -> None:
