@@ -20,6 +20,7 @@ from schemas.errors import AsrError
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
 log = logging.getLogger(__name__)
+NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
 T = TypeVar("T")
 
 
@@ -143,7 +144,9 @@ async def request(
             f"put the audio in the object store bucket {subjects.AUDIO_BUCKET} and send audio_ref",
         ) from None
     except nats.errors.NoRespondersError:
-        raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})") from None
+        raise AsrError(
+            errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})", kind=NO_RESPONDERS
+        ) from None
     except nats.errors.TimeoutError:
         raise AsrError(errors.TIMEOUT, f"{what} did not answer within {timeout:g} s") from None
     except (

@@ -86,6 +86,7 @@ class Lifecycle(Actor):
         self.startup_timeout = runtime.startup_timeout or self.cfg.startup_timeout
         self.records: KeyValue | None = None
         self.breakers: dict[str, BreakerChanged] = {}  # as the recovery actor announced them
+        self.known_models: dict[str, ModelInfo] = {}  # name -> the registry's last answer for it
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
@@ -108,7 +109,7 @@ class Lifecycle(Actor):
     @endpoint(subjects.LIFECYCLE_ENSURE, EnsureServer)
     async def ensure(self, msg: EnsureServer) -> ServerStatus:
         deadline = time.monotonic() + (msg.timeout if msg.timeout is not None else start_budget(self.config))
-        model = await self.request(subjects.REGISTRY_GET, GetModel(id=msg.model), ModelInfo, timeout=5.0)
+        model = await self._model(msg.model)
         async with self.locks[model.id]:
             server = self.servers.get(model.id)
             if server is not None and msg.restart and not server.handle.exited.done():
@@ -134,7 +135,7 @@ class Lifecycle(Actor):
 
     @endpoint(subjects.LIFECYCLE_STOP, StopServer)
     async def stop_server(self, msg: StopServer) -> StopReply:
-        model = await self.request(subjects.REGISTRY_GET, GetModel(id=msg.model), ModelInfo, timeout=5.0)
+        model = await self._model(msg.model)
         async with self.locks[model.id]:
             server = self.servers.get(model.id)
             if server is None:
@@ -308,6 +309,19 @@ class Lifecycle(Actor):
             with contextlib.suppress(Exception):
                 await self.records.purge(model_id)
         await self._release(model_id)
+
+    async def _model(self, name: str) -> ModelInfo:
+        """The model a name means. While the registry restarts, the answer it last gave for that name
+        serves, so that requests for models already known ride through its restart."""
+        try:
+            model = await self.request(subjects.REGISTRY_GET, GetModel(id=name), ModelInfo, timeout=5.0)
+        except AsrError as exc:
+            known = self.known_models.get(name)
+            if known is None or exc.code not in (errors.UNAVAILABLE, errors.TIMEOUT):
+                raise
+            return known
+        self.known_models[name] = model
+        return model
 
     async def _model_when_ready(self, model_id: str, wait: float = 30.0) -> ModelInfo:
         """The registry may start after us (e.g. both restarted at once): wait a little for it."""

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import msgspec
 
+from actors import bus
 from actors.admission import ModelQueue
 from actors.base import Actor
 from actors.config import Config
@@ -24,6 +25,7 @@ from schemas.transcribe import RESPONSE_FORMATS, TranscribeRequest, Transcriptio
 # Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
 _SERVER_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _REGISTRY_WAIT_S = 60.0
+LIFECYCLE_RESTART_WAIT_S = 10.0
 
 
 class ModelProxy(Actor):
@@ -149,18 +151,27 @@ class ModelProxy(Actor):
     async def _ensure(
         self, model_id: str, request_id: str, keep_alive: float | None, deadline: float, *, restart: bool
     ) -> ServerStatus:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
-        return await self.request(
-            subjects.LIFECYCLE_ENSURE,
-            EnsureServer(
-                model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
-            ),
-            ServerStatus,
-            # lifecycle answers 503 itself at the deadline; the extra seconds only cover a lifecycle that died.
-            timeout=remaining + 5,
-        )
+        # A lifecycle actor that is restarting (supervisor back-off) is waited for, briefly: requests ride
+        # through its restart instead of failing.
+        give_up = min(deadline, time.monotonic() + LIFECYCLE_RESTART_WAIT_S)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
+            try:
+                return await self.request(
+                    subjects.LIFECYCLE_ENSURE,
+                    EnsureServer(
+                        model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
+                    ),
+                    ServerStatus,
+                    # lifecycle answers 503 itself at the deadline; the extra seconds cover a lifecycle that died.
+                    timeout=remaining + 5,
+                )
+            except AsrError as exc:
+                if exc.kind != bus.NO_RESPONDERS or time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.25)
 
     async def _audio(self, msg: TranscribeRequest) -> bytes:
         if msg.audio_ref:

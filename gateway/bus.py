@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -14,14 +15,42 @@ from actors import bus
 from actors.config import Config
 from schemas import errors
 from schemas.errors import AsrError
+from schemas.registry import ModelInfo, ModelList
 
 log = logging.getLogger("asrpro.gateway")
 T = TypeVar("T")
 
 
+class Catalogue:
+    """The registry's last answer to asr.registry.list, kept to resolve model names while it restarts."""
+
+    MAX_AGE_S = 30.0
+
+    def __init__(self) -> None:
+        self.listing: ModelList | None = None
+        self.at = 0.0
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.at > self.MAX_AGE_S
+
+    def update(self, listing: ModelList) -> None:
+        self.listing, self.at = listing, time.monotonic()
+
+    def lookup(self, name: str) -> ModelInfo | None:
+        if self.listing is None:
+            return None
+        if name in ("whisper-1", "default"):
+            name = self.listing.default_model
+        for model in self.listing.models:
+            if name == model.id or name in model.aliases:
+                return model
+        return None
+
+
 class GatewayBus:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.catalogue = Catalogue()
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -20,13 +22,27 @@ from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefa
 from schemas.transcribe import RESPONSE_FORMATS, TranscribeRequest, TranscriptionResult
 
 router = APIRouter()
+log = logging.getLogger("asrpro.gateway")
 _MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 Bus = Annotated[GatewayBus, Depends(get_bus)]
 Settings = Annotated[Config, Depends(get_config)]
 
 
 async def resolve(nats_bus: GatewayBus, model: str) -> ModelInfo:
-    return await nats_bus.request(subjects.REGISTRY_GET, GetModel(id=model), ModelInfo)
+    """The model a name means, from the registry; while the registry is down (restarting), from the last
+    catalogue it gave, so that requests ride through its restart."""
+    try:
+        info = await nats_bus.request(subjects.REGISTRY_GET, GetModel(id=model), ModelInfo)
+    except AsrError as exc:
+        known = nats_bus.catalogue.lookup(model) if exc.code in (errors.UNAVAILABLE, errors.TIMEOUT) else None
+        if known is None:
+            raise
+        log.warning("registry unavailable (%s): %s resolved from the last known catalogue", exc.message, model)
+        return known
+    if nats_bus.catalogue.stale():
+        with contextlib.suppress(AsrError):
+            nats_bus.catalogue.update(await nats_bus.request(subjects.REGISTRY_LIST, ListModels(), ModelList))
+    return info
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
@@ -121,4 +137,5 @@ async def set_default(request: Request, nats_bus: Bus) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         raise AsrError(errors.BAD_REQUEST, 'expected a JSON body {"model_id": "<model>"}') from None
     info = await nats_bus.request(subjects.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id=model_id), ModelInfo)
+    nats_bus.catalogue.at = 0.0  # what whisper-1 means changed: refresh the fallback catalogue
     return {"default_model": info.id}
