@@ -15,7 +15,7 @@ def choose_runtime(config: Config) -> tuple[Runtime, str]:
     `docker` is used even when the daemon does not answer: requests then fail with that reason
     instead of silently running models somewhere the operator did not ask for.
     """
-    from actors.runtimes.docker import DockerRuntime, daemon_problem
+    from actors.runtimes.docker import DockerRuntime, daemon_problem, image_problem
 
     wanted = config.lifecycle.runtime
     if wanted == "local":
@@ -23,6 +23,12 @@ def choose_runtime(config: Config) -> tuple[Runtime, str]:
     if wanted == "docker":
         return DockerRuntime(config), "lifecycle.runtime = docker"
     problem = daemon_problem()
+    if not problem:
+        # A daemon without the images would only answer 503s: the embedded default must work out of the box.
+        default = config.registry.default_model
+        model = config.models.get(default)
+        image = (model.image if model else "") or f"{config.docker.image_prefix}/{default}:{config.docker.image_tag}"
+        problem = image_problem(image)
     if problem:
         return LocalRuntime(), f"lifecycle.runtime = auto and {problem}: using local processes"
-    return DockerRuntime(config), "lifecycle.runtime = auto and a Docker daemon answers"
+    return DockerRuntime(config), "lifecycle.runtime = auto, a Docker daemon answers and the images are built"

@@ -46,6 +46,21 @@ def daemon_problem(timeout: float = 3.0) -> str:
     return ""
 
 
+def image_problem(image: str, timeout: float = 3.0) -> str:
+    """'' when `image` exists in the local Docker Engine, else why it cannot be used."""
+    try:
+        client = docker.from_env(timeout=timeout)
+        try:
+            client.images.get(image)
+        finally:
+            client.close()
+    except docker.errors.ImageNotFound:
+        return f"image {image} is not built (asrpro images build)"
+    except Exception as exc:
+        return f"Docker daemon unreachable: {exc}"
+    return ""
+
+
 def container_name(deployment: str, model_id: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"asrpro-{deployment}-{model_id}")
 

@@ -146,3 +146,16 @@ async def test_killed_container_is_reported_crashed_at_once(
     again = await ensure(proxy_nc)  # the next request gets a fresh container
     assert again.container_id != status.container_id and again.cold_start
     assert [c.id for c in containers_of(docker_client, deployment)] == [again.container_id]
+
+
+async def test_auto_uses_local_when_the_images_are_not_built(docker_client, start_actor, jetstream) -> None:
+    await start_actor(Registry)
+    await start_actor(
+        Lifecycle, ASRPRO_LIFECYCLE__RUNTIME="auto", ASRPRO_MODELS__WHISPER_TINY_EN__IMAGE="asrpro/not-built:0"
+    )
+    gateway = await jetstream.connect("gateway")
+    try:
+        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        assert status.runtime == "local" and "image asrpro/not-built:0 is not built" in status.runtime_reason
+    finally:
+        await gateway.close()
