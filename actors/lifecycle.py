@@ -13,13 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
-import msgspec
-from nats.js.kv import KeyValue
 
 from actors.base import Actor, endpoint, on_event
 from actors.config import Config, start_budget
 from actors.policy import eviction_order, expires_at, idle_timeout
 from actors.runtimes import LaunchSpec, Runtime, ServerHandle, choose_runtime
+from actors.server_records import ServerRecords
 from schemas import errors, subjects
 from schemas.durations import NEVER
 from schemas.errors import AsrError
@@ -48,7 +47,6 @@ from schemas.lifecycle import (
 from schemas.registry import GetModel, ModelInfo
 
 RETRY_AFTER_S = 5.0
-_decode_record = msgspec.msgpack.Decoder(ServerStatus).decode
 
 
 @dataclass
@@ -84,13 +82,13 @@ class Lifecycle(Actor):
         self.http = httpx.AsyncClient(timeout=5.0)
         self.cfg = config.lifecycle
         self.startup_timeout = runtime.startup_timeout or self.cfg.startup_timeout
-        self.records: KeyValue | None = None
+        self.records: ServerRecords | None = None
         self.breakers: dict[str, BreakerChanged] = {}  # as the recovery actor announced them
         self.known_models: dict[str, ModelInfo] = {}  # name -> the registry's last answer for it
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
-        self.records = await self.bus.jetstream().key_value(subjects.SERVERS_BUCKET)
+        self.records = await ServerRecords.open(self.bus)
         for event in await self.last_events(subjects.EVENTS_PREFIX + "breaker.>"):
             await self.on_breaker(event)
         await self._adopt()
@@ -262,7 +260,8 @@ class Lifecycle(Actor):
     # -- adoption and records ----------------------------------------------------
     async def _adopt(self) -> None:
         """Take over servers of this deployment that outlived a previous lifecycle actor."""
-        records = await self._load_records()
+        assert self.records is not None
+        records = await self.records.load()
         for handle in await self.runtime.adopt():
             try:
                 model = await self._model_when_ready(handle.model)
@@ -286,28 +285,13 @@ class Lifecycle(Actor):
         for model_id in records:  # recorded, but gone (e.g. local processes die with their lifecycle actor)
             await self._forget(model_id)
 
-    async def _load_records(self) -> dict[str, ServerStatus]:
-        assert self.records is not None
-        found: dict[str, ServerStatus] = {}
-        with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
-            for key in await self.records.keys():
-                entry = await self.records.get(key)
-                if entry.value:
-                    found[key] = _decode_record(entry.value)
-        return found
-
     async def _save(self, server: Server) -> None:
-        if self.records is None:
-            return
-        try:
-            await self.records.put(server.model.id, msgspec.msgpack.encode(self._status(server)))
-        except Exception as exc:
-            self.log.warning("could not record %s: %s", server.model.id, exc)
+        if self.records is not None:
+            await self.records.save(self._status(server))
 
     async def _forget(self, model_id: str) -> None:
         if self.records is not None:
-            with contextlib.suppress(Exception):
-                await self.records.purge(model_id)
+            await self.records.forget(model_id)
         await self._release(model_id)
 
     async def _model(self, name: str) -> ModelInfo:

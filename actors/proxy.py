@@ -40,10 +40,13 @@ class ModelProxy(Actor):
         self.queues: dict[str, ModelQueue] = {}
         self.models: dict[str, ModelInfo] = {}
 
-    async def start(self) -> None:
-        await super().start()
+    async def setup(self) -> None:
+        # Before the service is discoverable: a proxy that answers $SRV.PING serves every model (/health relies on it).
         catalogue = await self._catalogue()
         self.models = {m.id: m for m in catalogue.models} | {a: m for m in catalogue.models for a in m.aliases}
+
+    async def start(self) -> None:
+        await super().start()
         names = [*self.models, "whisper-1", "default"]
         for name in names:
             await self.add_endpoint(

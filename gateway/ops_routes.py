@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
+import nats.errors
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -49,7 +50,18 @@ async def health(nats_bus: Bus) -> JSONResponse:
             body["reason"] = "; ".join(f"{b.model}: circuit breaker {b.state} ({b.reason})" for b in status.breakers)
     except AsrError as exc:
         body.update(status="degraded", reason=exc.message)
+    if body["status"] == "ok" and not await _proxy_answers(nats_bus):
+        body.update(status="degraded", reason="no model proxy answers: transcription requests would fail")
     return JSONResponse(body)
+
+
+async def _proxy_answers(nats_bus: GatewayBus) -> bool:
+    """Is at least one model proxy serving? (nats.micro discovery: PING to the service by name)"""
+    try:
+        await nats_bus.client.request("$SRV.PING.asrpro-proxy", b"", timeout=1.0)
+    except (AsrError, nats.errors.Error):
+        return False
+    return True
 
 
 @router.get("/metrics")
