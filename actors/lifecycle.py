@@ -387,19 +387,26 @@ class Lifecycle(Actor):
         except AsrError as exc:
             self.log.warning("gpu release for %s failed: %s", model_id, exc.message)
 
-    async def _health_problem(self, handle: ServerHandle) -> str:
-        """'' when /health answers ok, else what is wrong."""
+    async def _health(self, handle: ServerHandle, timeout: float = 5.0) -> tuple[str, str]:
+        """(status, detail) from the server's /health: ok, loading, error (detail: what failed), or
+        unreachable (detail: why no answer came)."""
         try:
-            response = await self.http.get(f"{handle.url}/health")
+            response = await self.http.get(f"{handle.url}/health", timeout=timeout)
         except httpx.HTTPError as exc:
-            return f"/health unreachable: {exc!r}"
+            return "unreachable", f"/health unreachable: {exc!r}"
         if response.status_code == 200:
-            return ""
+            return "ok", ""
         try:
             body = response.json()
-            return str(body.get("error") or body.get("status") or response.text)
         except ValueError:
-            return f"/health answered {response.status_code}"
+            return "error", f"/health answered {response.status_code}"
+        status = str(body.get("status") or "error")
+        return status, str(body.get("error") or status)
+
+    async def _health_problem(self, handle: ServerHandle) -> str:
+        """'' when /health answers ok, else what is wrong."""
+        status, detail = await self._health(handle)
+        return "" if status == "ok" else detail
 
     async def _wait_healthy(self, handle: ServerHandle) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -410,16 +417,11 @@ class Lifecycle(Actor):
                     errors.UNAVAILABLE,
                     f"model server for {handle.model} {handle.exited.result()} during start-up (last health: {last})",
                 )
-            try:
-                response = await self.http.get(f"{handle.url}/health", timeout=2.0)
-                if response.status_code == 200:
-                    return
-                body = response.json()
-                if body.get("status") == "error":
-                    raise AsrError(errors.UNAVAILABLE, f"model server for {handle.model} failed: {body.get('error')}")
-                last = str(body.get("status"))
-            except (httpx.HTTPError, ValueError) as exc:
-                last = type(exc).__name__
+            status, last = await self._health(handle, timeout=2.0)
+            if status == "ok":
+                return
+            if status == "error":
+                raise AsrError(errors.UNAVAILABLE, f"model server for {handle.model} failed: {last}")
             await asyncio.sleep(0.1)
         raise AsrError(
             errors.UNAVAILABLE,

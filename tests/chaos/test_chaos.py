@@ -50,17 +50,6 @@ def healthy(stack: Stack) -> bool:
     return httpx.get(f"{stack.gateway}/health", timeout=2).json().get("status") == "ok"
 
 
-def process(stack: Stack, *words: bytes) -> int:
-    for pid in stack.leftovers():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if all(w in cmdline or any(w in part for part in cmdline) for w in words):
-            return pid
-    raise AssertionError(f"no process with {words}")
-
-
 def model_server_pid(stack: Stack) -> int | None:
     models = httpx.get(f"{stack.gateway}/api/ps", timeout=5).json()["models"]
     return next((m["pid"] for m in models if m["model"] == MODEL and m["pid"]), None)
@@ -88,7 +77,7 @@ def test_kill_each_actor(stack: Stack, audio: bytes, actor: str) -> None:
     wait_until(lambda: healthy(stack), what="a healthy stack")
     with Load(stack.gateway, audio) as load:
         time.sleep(1.0)
-        os.kill(process(stack, b"actor", actor.encode()), signal.SIGKILL)
+        os.kill(stack.pid_of("actor", actor), signal.SIGKILL)
         time.sleep(1.0)
         wait_until(lambda: healthy(stack), what=f"{actor} to be back")
         wait_until(lambda: load.send() == "ok", timeout=30, what=f"a transcript after {actor} came back")
@@ -99,7 +88,7 @@ def test_restart_nats_server(stack: Stack, audio: bytes) -> None:
     wait_until(lambda: healthy(stack), what="a healthy stack")
     with Load(stack.gateway, audio) as load:
         time.sleep(1.0)
-        os.kill(process(stack, b"nats-server"), signal.SIGKILL)
+        os.kill(stack.pid_of("nats-server"), signal.SIGKILL)
         time.sleep(1.0)
         wait_until(lambda: healthy(stack), what="the bus to return")
         wait_until(lambda: load.send() == "ok", timeout=30, what="a transcript after the bus returned")

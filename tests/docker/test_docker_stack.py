@@ -46,14 +46,6 @@ def transcribe(stack: Stack, audio: Path) -> str:
         return client.audio.transcriptions.create(model="whisper-1", file=fh).text
 
 
-def lifecycle_pid(stack: Stack) -> int:
-    for pid in stack.leftovers():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"actor" in cmdline and b"lifecycle" in cmdline:
-            return pid
-    raise AssertionError("no lifecycle actor process found")
-
-
 async def test_cold_start_readoption_and_shutdown(
     docker_stack: Stack, docker_client: docker.DockerClient, deployment: str, shared_data: Path
 ) -> None:
@@ -70,7 +62,7 @@ async def test_cold_start_readoption_and_shutdown(
     nc = await bus.connect(docker_stack.nats_url, name="t", user="client", password=docker_stack.client_password)
     try:
         sub = await nc.subscribe(subjects.events_of_model(MODEL))
-        os.kill(lifecycle_pid(docker_stack), signal.SIGKILL)
+        os.kill(docker_stack.pid_of("actor", "lifecycle"), signal.SIGKILL)
         # The supervisor restarts the lifecycle actor, which finds the running container and adopts it.
         deadline = time.monotonic() + 60
         while True:

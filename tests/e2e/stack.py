@@ -65,6 +65,19 @@ class Stack:
     def leftovers(self) -> list[int]:
         return [pid for pid in processes_with_env(self.marker) if pid != os.getpid()]
 
+    def pid_of(self, *words: str) -> int:
+        """The stack's process whose arguments include every word (the program by its file name),
+        e.g. pid_of("nats-server") or pid_of("actor", "lifecycle")."""
+        for pid in self.leftovers():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            names = {*argv, Path(argv[0]).name}
+            if all(word in names for word in words):
+                return pid
+        raise AssertionError(f"no process of the stack runs with {words}")
+
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
     """Poll `predicate` until it is true; an HTTP error while polling counts as not yet."""

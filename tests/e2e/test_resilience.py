@@ -39,14 +39,6 @@ def post(stack: Stack, audio: bytes, **form: str) -> httpx.Response:
     )
 
 
-def pid_of(stack: Stack, *words: bytes) -> int:
-    for pid in stack.leftovers():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if all(w in cmdline for w in words):
-            return pid
-    raise AssertionError(f"no process with {words}")
-
-
 def test_killed_server_is_restarted_without_a_request(stack: Stack, shared_data: Path) -> None:
     assert post(stack, (shared_data / "jfk.flac").read_bytes()).status_code == 200
     [entry] = [m for m in httpx.get(f"{stack.gateway}/api/ps").json()["models"] if m["model"] == MODEL]
@@ -61,7 +53,7 @@ def test_killed_server_is_restarted_without_a_request(stack: Stack, shared_data:
 
 def test_nats_restart_gateway_answers_503_at_once_then_recovers(stack: Stack, shared_data: Path) -> None:
     audio = (shared_data / "jfk.flac").read_bytes()
-    os.kill(pid_of(stack, b"nats-server"), signal.SIGKILL)
+    os.kill(stack.pid_of("nats-server"), signal.SIGKILL)
     t0 = time.monotonic()
     health = httpx.get(f"{stack.gateway}/health", timeout=5)
     down = post(stack, audio)
