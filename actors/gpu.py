@@ -14,8 +14,8 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from actors.base import Actor, endpoint
-from actors.config import Config
+from framework.actor import Actor, endpoint
+from framework.config import Config
 from schemas import errors, subjects
 from schemas.errors import AsrError
 from schemas.gpu import (

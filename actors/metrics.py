@@ -7,8 +7,8 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from actors.base import Actor, endpoint
-from actors.config import Config
+from framework.actor import Actor, endpoint
+from framework.config import Config
 from schemas import subjects
 from schemas.events import (
     Event,

@@ -13,8 +13,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from actors.base import Actor, on_event
-from actors.config import Config, start_budget
+from framework.actor import Actor, on_event
+from framework.config import Config, start_budget
 from schemas import subjects
 from schemas.errors import AsrError
 from schemas.events import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from actors.base import Actor, endpoint
-from actors.config import Config
+from framework.actor import Actor, endpoint
+from framework.config import Config
 from schemas import errors, subjects
 from schemas.errors import AsrError
 from schemas.events import DefaultModelChanged

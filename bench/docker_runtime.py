@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
-from actors import bus  # noqa: E402
+from framework import bus  # noqa: E402
 from schemas import subjects  # noqa: E402
 from schemas.lifecycle import StopReply, StopServer  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
-from actors.runtimes.docker import daemon_problem  # noqa: E402
+from actors.lifecycle.runtimes.docker import daemon_problem  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
 AUDIO = (REPO.parent / "shared" / "data" / "jfk.flac").read_bytes()

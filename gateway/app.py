@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from actors.config import Config
+from framework.config import Config
 from gateway import event_routes, openai_routes, ops_routes
 from gateway.bus import GatewayBus
 from gateway.errors import asr_error_handler

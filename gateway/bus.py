@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from nats.aio.client import Client
 
-from actors import bus
-from actors.config import Config
+from framework import bus
+from framework.config import Config
 from schemas import errors
 from schemas.errors import AsrError
 from schemas.registry import ModelInfo, ModelList

@@ -11,8 +11,8 @@ import msgspec
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from actors import bus
-from actors.config import Config
+from framework import bus
+from framework.config import Config
 from gateway.bus import GatewayBus, get_bus, get_config
 from gateway.errors import error_response
 from schemas import errors, subjects

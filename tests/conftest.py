@@ -10,16 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from actors import bus, images
-from actors.base import Actor
-from actors.bootstrap import ensure_jetstream
-from actors.config import Config, load_config
-from actors.nats_server import USERS, NatsServer, new_password
-from actors.runtimes.docker import DEPLOYMENT_LABEL, daemon_problem
+from actors.lifecycle.runtimes.docker import DEPLOYMENT_LABEL, daemon_problem
+from asrpro import images
+from asrpro.bootstrap import ensure_jetstream
+from asrpro.nats_server import USERS, NatsServer, new_password
+from framework import bus
+from framework.actor import Actor
+from framework.config import Config, load_config
 from schemas import subjects
 from schemas.events import Event, decode_event, kind
 from schemas.lifecycle import EnsureServer, ServerStatus
@@ -93,11 +95,11 @@ async def reset_state(nats: Nats) -> None:
         await nc.close()
 
 
-async def discoverable(nats: Nats, actor: Actor) -> None:
+async def discoverable(server: Nats, actor: Actor) -> None:
     """Wait until the actor answers its nats.micro PING from another connection, as clients will reach it."""
     assert actor._service is not None
     subject = f"$SRV.PING.asrpro-{actor.name}.{actor._service.id}"
-    nc = await nats.connect("admin")
+    nc = await server.connect("admin")
     try:
         for _ in range(100):
             try:

@@ -14,9 +14,9 @@ import docker
 import httpx
 import pytest
 
-from actors import images
-from actors.nats_server import USERS, new_password, password_env
-from actors.runtimes.local import free_port
+from actors.lifecycle.runtimes.local import free_port
+from asrpro import images
+from asrpro.nats_server import USERS, new_password, password_env
 from tests.conftest import JFK_TEXT, REPO, make_config
 from tests.docker.conftest import containers_of
 from tests.wer import word_error_rate

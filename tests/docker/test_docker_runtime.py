@@ -9,10 +9,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.registry import Registry
+from framework import bus
 from schemas import subjects
 from schemas.errors import AsrError
 from schemas.events import ServerFailed

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from actors import bus
+from framework import bus
 from schemas import subjects
 from schemas.events import ServerReady, decode_event, kind
 from tests.conftest import JFK_TEXT

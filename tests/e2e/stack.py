@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from actors.nats_server import new_password
-from actors.runtimes.local import free_port
+from actors.lifecycle.runtimes.local import free_port
+from asrpro.nats_server import new_password
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,7 +108,7 @@ def start_stack(tmp: Path, **env_overrides: str) -> Stack:
     )
     env.update(env_overrides)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "asrpro.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 90

@@ -16,7 +16,7 @@ import msgspec
 import openai
 import pytest
 
-from actors import bus
+from framework import bus
 from schemas import subjects
 from schemas.events import decode_event, kind
 from schemas.lifecycle import StopReply, StopServer
@@ -164,7 +164,7 @@ def test_cli_transcribes_through_gateway_and_over_nats(stack: Stack, shared_data
     env = dict(stack.env, ASRPRO_GATEWAY__PORT=stack.gateway.rsplit(":", 1)[1])
     for extra in ([], ["--nats"]):
         out = subprocess.run(
-            [sys.executable, "-m", "actors.cli", "transcribe", str(shared_data / "jfk.flac"), *extra],
+            [sys.executable, "-m", "asrpro.cli", "transcribe", str(shared_data / "jfk.flac"), *extra],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.metrics import Metrics
 from actors.registry import Registry
+from framework import bus
 from schemas import codec, subjects
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed

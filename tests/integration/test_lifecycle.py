@@ -9,11 +9,11 @@ import signal
 import httpx
 import pytest
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.recovery import Recovery
 from actors.registry import Registry
+from framework import bus
 from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerCrashed, ServerFailed, ServerReady, ServerStopped, TranscriptionCompleted

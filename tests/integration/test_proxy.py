@@ -14,12 +14,12 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.metrics import Metrics
 from actors.proxy import ModelProxy
 from actors.registry import Registry
+from framework import bus
 from schemas import codec, subjects
 from schemas.errors import AsrError
 from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest

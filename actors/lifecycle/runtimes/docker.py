@@ -18,8 +18,8 @@ import requests
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-from actors.config import Config
-from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from framework.config import Config
 
 log = logging.getLogger("asrpro.runtime.docker")
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from actors.processes import terminate
+from framework.processes import terminate
 
 _SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")
 USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")

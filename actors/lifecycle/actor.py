@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from actors.base import Actor, endpoint, on_event
-from actors.config import Config, start_budget
-from actors.policy import eviction_order, expires_at, idle_timeout
-from actors.runtimes import LaunchSpec, Runtime, ServerHandle, choose_runtime
-from actors.server_records import ServerRecords
+from actors.lifecycle.placement import eviction_order, expires_at, idle_timeout
+from actors.lifecycle.records import ServerRecords
+from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle, choose_runtime
+from framework.actor import Actor, endpoint, on_event
+from framework.config import Config, start_budget
 from schemas import errors, subjects
 from schemas.durations import NEVER
 from schemas.errors import AsrError

@@ -9,8 +9,8 @@ import signal
 import socket
 import sys
 
-from actors.processes import die_with_parent
-from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from framework.processes import die_with_parent
 
 
 def free_port() -> int:

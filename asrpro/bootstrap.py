@@ -6,7 +6,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from actors.config import Config
+from framework.config import Config
 from schemas import subjects
 
 

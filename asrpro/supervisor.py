@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from actors import bus
-from actors.bootstrap import ensure_jetstream
-from actors.config import Config
-from actors.nats_server import NatsServer, generate_passwords, password_env
-from actors.processes import die_with_parent, terminate
+from asrpro.bootstrap import ensure_jetstream
+from asrpro.nats_server import NatsServer, generate_passwords, password_env
+from framework import bus
+from framework.config import Config
+from framework.processes import die_with_parent, terminate
 
 log = logging.getLogger("asrpro.supervisor")
 
@@ -104,7 +104,7 @@ class Supervisor:
             url = self.nats.start()
             log.info("nats-server listening on %s", url)
         asyncio.run(self._bootstrap(url, passwords["admin"]))
-        python = [sys.executable, "-m", "actors.cli"]
+        python = [sys.executable, "-m", "asrpro.cli"]
         for name in ACTORS:
             self.children.append(Child(name, [*python, "actor", name], self._child_env(name, url, passwords[name])))
         self.children.append(

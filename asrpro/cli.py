@@ -11,15 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from actors.config import Config, ConfigError, load_config
-from actors.logs import setup_logging
+from framework.config import Config, ConfigError, load_config
+from framework.logs import setup_logging
 
 # Looked up by name so that the command line, not any actor, knows them all.
 ACTOR_CLASSES = {
     "registry": "actors.registry:Registry",
-    "lifecycle": "actors.lifecycle:Lifecycle",
+    "lifecycle": "actors.lifecycle.actor:Lifecycle",
     "gpu": "actors.gpu:GpuAllocator",
-    "proxy": "actors.proxy:ModelProxy",
+    "proxy": "actors.proxy.actor:ModelProxy",
     "recovery": "actors.recovery:Recovery",
     "metrics": "actors.metrics:Metrics",
 }
@@ -31,7 +31,7 @@ def _actor_class(name: str) -> type:
 
 
 def cmd_up(config: Config, args: argparse.Namespace) -> int:
-    from actors.supervisor import Supervisor
+    from asrpro.supervisor import Supervisor
 
     setup_logging("supervisor")
     try:
@@ -98,9 +98,9 @@ def cmd_transcribe(config: Config, args: argparse.Namespace) -> int:
 async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path) -> int:
     import msgspec
 
-    from actors import bus
-    from actors.nats_server import password_env
-    from actors.supervisor import load_credentials
+    from asrpro.nats_server import password_env
+    from asrpro.supervisor import load_credentials
+    from framework import bus
     from schemas.errors import AsrError
     from schemas.transcribe import TranscribeRequest
 
@@ -127,7 +127,7 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
 
 
 def cmd_images(config: Config, args: argparse.Namespace) -> int:
-    from actors import images
+    from asrpro import images
 
     setup_logging("images")
     try:
@@ -145,8 +145,8 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
     """Create the JetStream stream and bucket (what `asrpro up` does itself) for stacks started another way."""
-    from actors import bus
-    from actors.bootstrap import ensure_jetstream
+    from asrpro.bootstrap import ensure_jetstream
+    from framework import bus
 
     async def run() -> None:
         cfg = config.nats
@@ -162,7 +162,7 @@ def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
 
 
 def cmd_passwords(_: Config, __: argparse.Namespace) -> int:
-    from actors.nats_server import USERS, new_password, password_env
+    from asrpro.nats_server import USERS, new_password, password_env
 
     for user in USERS:
         print(f"{password_env(user)}={new_password()}")

@@ -35,8 +35,8 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
-from actors import bus
-from actors.config import Config
+from framework import bus
+from framework.config import Config
 from schemas import codec, errors, subjects
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event, kind

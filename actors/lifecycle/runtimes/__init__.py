@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from actors.config import Config
-from actors.runtimes.base import LaunchSpec, Runtime, ServerHandle
-from actors.runtimes.local import LocalRuntime
+from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.local import LocalRuntime
+from framework.config import Config
 
 __all__ = ["LaunchSpec", "LocalRuntime", "Runtime", "ServerHandle", "choose_runtime"]
 
@@ -15,7 +15,7 @@ def choose_runtime(config: Config) -> tuple[Runtime, str]:
     `docker` is used even when the daemon does not answer: requests then fail with that reason
     instead of silently running models somewhere the operator did not ask for.
     """
-    from actors.runtimes.docker import DockerRuntime, daemon_problem, image_problem
+    from actors.lifecycle.runtimes.docker import DockerRuntime, daemon_problem, image_problem
 
     wanted = config.lifecycle.runtime
     if wanted == "local":

@@ -9,10 +9,10 @@ import uuid
 import httpx
 import msgspec
 
-from actors import bus
-from actors.admission import ModelQueue
-from actors.base import Actor
-from actors.config import Config
+from actors.proxy.queue import ModelQueue
+from framework import bus
+from framework.actor import Actor
+from framework.config import Config
 from schemas import errors, subjects
 from schemas.durations import parse_duration
 from schemas.errors import AsrError

@@ -1,0 +1,5 @@
+"""Lifecycle actor: starts, watches and stops model servers."""
+
+from actors.lifecycle.actor import Lifecycle
+
+__all__ = ["Lifecycle"]
