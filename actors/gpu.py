@@ -16,7 +16,7 @@ from nats.js.kv import KeyValue
 
 from framework.actor import Actor, endpoint
 from framework.config import Config
-from schemas import errors, subjects
+from schemas import endpoints, errors, subjects
 from schemas.errors import AsrError
 from schemas.gpu import (
     Allocate,
@@ -128,7 +128,7 @@ class GpuAllocator(Actor):
         self.kv: KeyValue | None = None
 
     async def setup(self) -> None:
-        self.kv = await self.bus.jetstream().key_value(subjects.GPU_BUCKET)
+        self.kv = await self.connection.jetstream().key_value(subjects.GPU_BUCKET)
         self.log.info("gpu inventory: %s", self.reason, extra={"source": self.source, "devices": len(self.devices)})
         if self.source == "nvml":
             self.loop(self._measure_loop())
@@ -157,7 +157,7 @@ class GpuAllocator(Actor):
                 await asyncio.sleep(0.005)
         raise AsrError(errors.UNAVAILABLE, "the allocation table is too contended: try again")
 
-    @endpoint(subjects.GPU_ALLOCATE, Allocate)
+    @endpoint(endpoints.GPU_ALLOCATE)
     async def allocate(self, msg: Allocate) -> Allocation:
         if not self.devices or msg.memory_mb <= 0:
             return Allocation(model=msg.model, device="cpu")
@@ -187,14 +187,14 @@ class GpuAllocator(Actor):
         )
         return f"no GPU has {need} MB free for {model} ({where})"
 
-    @endpoint(subjects.GPU_RELEASE, Release)
+    @endpoint(endpoints.GPU_RELEASE)
     async def release(self, msg: Release) -> Released:
         def change(table: AllocationTable) -> bool:
             return table.allocations.pop(msg.model, None) is not None
 
         return Released(model=msg.model, released=bool(await self._change(change)))
 
-    @endpoint(subjects.GPU_BIND, Bind)
+    @endpoint(endpoints.GPU_BIND)
     async def bind(self, msg: Bind) -> Allocation:
         def change(table: AllocationTable) -> Allocation | None:
             allocation = table.allocations.get(msg.model)
@@ -230,7 +230,7 @@ class GpuAllocator(Actor):
             except Exception as exc:
                 self.log.warning("GPU measurement failed: %s", exc)
 
-    @endpoint(subjects.GPU_STATUS, GpuStatusRequest)
+    @endpoint(endpoints.GPU_STATUS)
     async def status(self, _: GpuStatusRequest) -> GpuStatus:
         table, _rev = await self._read()
         devices = [

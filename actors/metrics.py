@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import msgspec
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from framework.actor import Actor, endpoint
+from framework.actor import Actor, endpoint, on_event
 from framework.config import Config
-from schemas import subjects
+from schemas import endpoints
 from schemas.events import (
+    EVENT_TYPES,
     Event,
     ServerCrashed,
     ServerFailed,
@@ -19,7 +17,6 @@ from schemas.events import (
     ServerStopped,
     TranscriptionCompleted,
     TranscriptionFailed,
-    decode_event,
     kind,
 )
 from schemas.metrics import MetricsSnapshot, ModelCounters, SnapshotRequest
@@ -50,23 +47,9 @@ class Metrics(Actor):
             registry=self.registry,
         )
 
-    async def setup(self) -> None:
-        # Counting from the stream rather than from live messages: a restarted metrics actor counts
-        # everything the stream still holds (nats.events_max_age) instead of starting from zero.
-        js = self.bus.jetstream()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        await js.subscribe(
-            subjects.EVENTS_ALL, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=self._on_msg
-        )
-
-    async def _on_msg(self, msg: Msg) -> None:
-        try:
-            event = decode_event(msg.data, msg.headers)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.log.warning("ignoring malformed event on %s: %s", msg.subject, exc)
-            return
-        await self.count(event)
-
+    # Counting from the stream rather than from live messages: a restarted metrics actor counts everything
+    # the stream still holds (nats.events_max_age) instead of starting from zero.
+    @on_event(*EVENT_TYPES, replay="all")
     async def count(self, event: Event) -> None:
         self.events_seen += 1
         c = self.models.setdefault(event.model, ModelCounters())
@@ -94,7 +77,7 @@ class Metrics(Actor):
                 c.crashes += 1
             self.server_events.labels(event.model, kind(event)).inc()
 
-    @endpoint(subjects.METRICS_SNAPSHOT, SnapshotRequest)
+    @endpoint(endpoints.METRICS_SNAPSHOT)
     async def snapshot(self, _: SnapshotRequest) -> MetricsSnapshot:
         return MetricsSnapshot(
             models=self.models, events_seen=self.events_seen, prometheus=generate_latest(self.registry).decode()

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 from framework.actor import Actor, on_event
 from framework.config import Config, start_budget
-from schemas import subjects
+from schemas import endpoints
 from schemas.errors import AsrError
 from schemas.events import (
     BreakerChanged,
-    Event,
     RestartScheduled,
     ServerCrashed,
     ServerFailed,
@@ -49,6 +48,7 @@ class Recovery(Actor):
         super().__init__(config)
         self.cfg = config.recovery
         self.models: dict[str, ModelHealth] = {}
+        self.born = time.time()
 
     def health(self, model: str) -> ModelHealth:
         return self.models.setdefault(model, ModelHealth(cooldown=self.cfg.breaker_cooldown))
@@ -58,35 +58,23 @@ class Recovery(Actor):
         schedule = self.cfg.backoff or [0.0]
         return schedule[min(attempt, len(schedule)) - 1]
 
-    async def setup(self) -> None:
-        # Breakers left open by a previous recovery actor stay open, and their probes are scheduled again.
-        for event in await self.last_events(subjects.EVENTS_PREFIX + "breaker.>"):
-            if isinstance(event, BreakerChanged) and event.state != "closed":
-                h = self.health(event.model)
-                h.breaker, h.retry_at = "open", event.retry_at or time.time()
-                self.spawn(self._probe(event.model))
+    @on_event(BreakerChanged, replay="last")
+    async def on_breaker(self, event: BreakerChanged) -> None:
+        """Breakers left open by a previous recovery actor stay open, and their probes are scheduled again."""
+        h = self.health(event.model)
+        if event.state == "closed" or event.at >= self.born or h.breaker != "closed":
+            return  # live announcements are this (or another) recovery actor's own: it already acts on them
+        h.breaker, h.retry_at = "open", event.retry_at or time.time()
+        self.spawn(self._probe(event.model))
 
-    @on_event(subjects.EVENTS_PREFIX + "ready.>")
-    async def on_ready(self, event: Event) -> None:
-        if isinstance(event, ServerReady):
-            self.health(event.model).ready_since = event.at
+    @on_event(ServerReady)
+    async def on_ready(self, event: ServerReady) -> None:
+        self.health(event.model).ready_since = event.at
 
-    @on_event(subjects.EVENTS_PREFIX + "crashed.>")
-    async def on_crashed(self, event: Event) -> None:
-        await self._failure(event)
-
-    @on_event(subjects.EVENTS_PREFIX + "unhealthy.>")
-    async def on_unhealthy(self, event: Event) -> None:
-        await self._failure(event)
-
-    @on_event(subjects.EVENTS_PREFIX + "failed.>")
-    async def on_failed(self, event: Event) -> None:
-        # Only a server that did not come up counts; no GPU room or an open breaker is not the model's fault.
-        if isinstance(event, ServerFailed) and event.cause == "start":
-            await self._failure(event)
-
-    async def _failure(self, event: Event) -> None:
-        if not isinstance(event, ServerCrashed | ServerUnhealthy | ServerFailed):
+    @on_event(ServerCrashed, ServerUnhealthy, ServerFailed)
+    async def on_failure(self, event: ServerCrashed | ServerUnhealthy | ServerFailed) -> None:
+        # A server that did not come up counts; no GPU room or an open breaker is not the model's fault.
+        if isinstance(event, ServerFailed) and event.cause != "start":
             return
         h = self.health(event.model)
         now = time.time()
@@ -126,9 +114,8 @@ class Recovery(Actor):
     async def _ensure(self, model: str, *, probe: bool) -> ServerStatus:
         budget = start_budget(self.config)
         return await self.request(
-            subjects.LIFECYCLE_ENSURE,
+            endpoints.LIFECYCLE_ENSURE,
             EnsureServer(model=model, restart=True, probe=probe, timeout=budget),
-            ServerStatus,
             timeout=budget + 5,
         )
 

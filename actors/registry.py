@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from framework.actor import Actor, endpoint
 from framework.config import Config
-from schemas import errors, subjects
-from schemas.errors import AsrError
+from schemas import endpoints, subjects
 from schemas.events import DefaultModelChanged
-from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel
+from schemas.registry import CATALOGUE_KEY, GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel, resolve
 
-# Names that always mean "the current default model": OpenAI clients send whisper-1.
-DEFAULT_ALIASES = ("whisper-1", "default")
 DEFAULT_KEY = "default_model"
 
 
@@ -47,45 +45,52 @@ class Registry(Actor):
 
     name = "registry"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, settings: KeyValue | None = None) -> None:
         super().__init__(config)
         self.models = catalogue(config)
-        self.aliases = {alias: m.id for m in self.models.values() for alias in m.aliases}
+        self.default_model = ""
         self.default_model = self.resolve(config.registry.default_model).id
-        self.settings: KeyValue
+        self.settings = settings  # None in memory: nothing outlives the process
+
+    def listing(self) -> ModelList:
+        return ModelList(models=list(self.models.values()), default_model=self.default_model)
 
     def resolve(self, name: str) -> ModelInfo:
-        if name in DEFAULT_ALIASES:
-            name = self.default_model
-        model = self.models.get(self.aliases.get(name, name))
-        if model is None:
-            known = ", ".join(sorted(self.models))
-            raise AsrError(errors.NOT_FOUND, f"model '{name}' not found; known models: {known}")
-        return model
+        return resolve(self.listing(), name)
 
     async def setup(self) -> None:
+        if self.nc is None:
+            return
         # A default chosen at run time (POST /v1/settings/model) outlives a restart of the registry.
-        self.settings = await self.bus.jetstream().key_value(subjects.SETTINGS_BUCKET)
+        self.settings = await self.connection.jetstream().key_value(subjects.SETTINGS_BUCKET)
         try:
             saved = (await self.settings.get(DEFAULT_KEY)).value
         except KeyNotFoundError:
-            return
+            saved = None
         if saved and saved.decode() in self.models:
             self.default_model = saved.decode()
+        await self._publish_catalogue()
 
-    @endpoint(subjects.REGISTRY_LIST, ListModels)
+    async def _publish_catalogue(self) -> None:
+        """The one record every resolver watches (framework.catalogue)."""
+        if self.settings is not None:
+            await self.settings.put(CATALOGUE_KEY, msgspec.msgpack.encode(self.listing()))
+
+    @endpoint(endpoints.REGISTRY_LIST)
     async def list_models(self, _: ListModels) -> ModelList:
-        return ModelList(models=list(self.models.values()), default_model=self.default_model)
+        return self.listing()
 
-    @endpoint(subjects.REGISTRY_GET, GetModel)
+    @endpoint(endpoints.REGISTRY_GET)
     async def get_model(self, msg: GetModel) -> ModelInfo:
         return self.resolve(msg.id)
 
-    @endpoint(subjects.REGISTRY_SET_DEFAULT, SetDefaultModel)
+    @endpoint(endpoints.REGISTRY_SET_DEFAULT)
     async def set_default(self, msg: SetDefaultModel) -> ModelInfo:
         model = self.resolve(msg.model_id)
         previous, self.default_model = self.default_model, model.id
-        await self.settings.put(DEFAULT_KEY, model.id.encode())
+        if self.settings is not None:
+            await self.settings.put(DEFAULT_KEY, model.id.encode())
+        await self._publish_catalogue()
         if previous != model.id:
             await self.publish(DefaultModelChanged(model=model.id, previous=previous))
         return model

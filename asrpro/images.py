@@ -41,7 +41,8 @@ PLATFORM_ARGS = [
     "manylinux2014_x86_64",
 ]
 # What each image needs from this repo: a model server needs the server and the wire contract.
-APP_PACKAGES = {"whisper": ("schemas", "containers"), "parakeet": ("schemas", "containers")}
+# The model server needs framework.logs only (its other modules import nothing the image lacks at import time).
+APP_PACKAGES = {"whisper": ("schemas", "framework", "containers"), "parakeet": ("schemas", "framework", "containers")}
 APP_PACKAGES[STACK] = ("schemas", "containers", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")
 

@@ -25,8 +25,8 @@ import docker  # noqa: E402
 import httpx  # noqa: E402
 
 from framework import bus  # noqa: E402
-from schemas import subjects  # noqa: E402
-from schemas.lifecycle import StopReply, StopServer  # noqa: E402
+from schemas import endpoints  # noqa: E402
+from schemas.lifecycle import StopServer  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
 AUDIO = REPO.parent / "shared" / "data" / "jfk.flac"
@@ -64,7 +64,7 @@ def stop_model(stack: Stack) -> None:
 
     async def run() -> None:
         nc = await bus.connect(stack.nats_url, name="bench", user="admin", password=creds["admin"])
-        await bus.request(nc, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=60)
+        await bus.request(nc, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=60)
         await nc.close()
 
     asyncio.run(run())

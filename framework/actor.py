@@ -3,29 +3,35 @@
     class Registry(Actor):
         name = "registry"
 
-        @endpoint(subjects.REGISTRY_GET, GetModel)
+        @endpoint(endpoints.REGISTRY_GET)
         async def get(self, msg: GetModel) -> ModelInfo: ...
 
-        @on_event(subjects.EVENTS_ALL)
-        async def seen(self, event: Event) -> None: ...
+        @on_event(ServerCrashed, ServerUnhealthy)
+        async def failed(self, event: ServerCrashed | ServerUnhealthy) -> None: ...
 
-`run()` connects (fail fast), serves every endpoint as a ``nats.micro`` service
-(discoverable with ``$SRV.PING``), decodes msgpack or JSON by the request's
-Content-Type, turns exceptions into service error replies, runs handlers
-concurrently up to ``max_concurrency``, and drains on SIGTERM/SIGINT.
+An entrypoint only marks the method. The subject and reply type come from the `Rpc` declared in
+`schemas.endpoints`, the request type from the handler's annotation (checked against the `Rpc` when the
+class is defined); `on_event` subscribes to exactly the subjects of the event types it names and calls the
+handler with those types only. `start()` serves everything on NATS (nats.micro services, discoverable with
+``$SRV.PING``); `framework.memory_bus.MemoryBus` serves the same actor in memory for the fast tests.
+Requests are decoded from msgpack or JSON by their Content-Type, exceptions become service error replies,
+handlers run concurrently up to ``max_concurrency``, and SIGTERM/SIGINT drain the actor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import re
 import signal
 import socket
+import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -35,42 +41,101 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
-from framework import bus
+from framework import bus, logs
 from framework.config import Config
 from schemas import codec, errors, subjects
+from schemas.endpoints import Rpc
 from schemas.errors import AsrError
-from schemas.events import Event, decode_event, kind
+from schemas.events import EVENT_TYPES, Event, decode_event, kind, subject_of
 
 T = TypeVar("T")
-Handler = Callable[[Any], Awaitable[Any]]
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
 VERSION = "0.1.0"
+Replay = Literal["none", "last", "all"]
 
-_ENDPOINT = "__asr_endpoint__"
-_EVENTS = "__asr_events__"
+_ENTRYPOINT = "__asr_entrypoint__"
 
 
-def endpoint(subject: str, request_type: type, *, queue_group: str | None = None) -> Callable[[T], T]:
-    """Mark a method as the request/reply handler of `subject`; it returns the reply struct."""
+@dataclass(frozen=True)
+class EndpointSpec:
+    rpc: Rpc[Any, Any]
+    request_type: type
+    queue_group: str | None
+    takes_subject: bool  # the handler wants the subject too (wildcard endpoints: the model is its last part)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    types: tuple[type[Event], ...]
+    replay: Replay
+
+    def subjects(self) -> list[str]:
+        if set(self.types) == set(EVENT_TYPES):
+            return [subjects.EVENTS_ALL]
+        return [subject_of(t) for t in self.types]
+
+
+def _hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, Any]]:
+    params = list(inspect.signature(fn).parameters)[1:]  # without self
+    return params, typing.get_type_hints(fn)
+
+
+def endpoint(rpc: Rpc[Req, Rep], *, queue_group: str | None = None) -> Callable[[T], T]:
+    """Mark a method as the handler of `rpc`. Its first parameter's annotation is the request type and must be
+    what `rpc` carries; it returns `rpc`'s reply type. A second parameter receives the subject."""
 
     def mark(fn: T) -> T:
-        setattr(fn, _ENDPOINT, (subject, request_type, queue_group))
+        params, hints = _hints(fn)  # type: ignore[arg-type]
+        name = getattr(fn, "__qualname__", repr(fn))
+        if not params or hints.get(params[0]) is not rpc.request:
+            found = hints.get(params[0]) if params else None
+            raise TypeError(f"{name} must take {rpc.request.__name__} (what {rpc.subject} carries), not {found}")
+        if hints.get("return") is not rpc.reply:
+            raise TypeError(f"{name} must return {rpc.reply.__name__} (the reply of {rpc.subject})")
+        spec = EndpointSpec(rpc, rpc.request, queue_group, takes_subject=len(params) > 1)
+        setattr(fn, _ENTRYPOINT, spec)
         return fn
 
     return mark
 
 
-def on_event(subject: str = subjects.EVENTS_ALL) -> Callable[[T], T]:
-    """Mark a method as a handler of the lifecycle events published on `subject`."""
+def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[T], T]:
+    """Mark a method as the handler of these event types (each on its own subject, every model).
+
+    replay: "none" — live events only; "last" — first the last event of each subject still in the stream
+    ASR_EVENTS (state kept as events, e.g. circuit breakers, survives a restart), then live ones; "all" —
+    every event the stream holds, then live ones, in order (counters rebuilt from history)."""
+    if not types:
+        raise TypeError("on_event needs at least one event type")
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise TypeError(f"not event types of schemas.events: {unknown}")
 
     def mark(fn: T) -> T:
-        setattr(fn, _EVENTS, subject)
+        params, hints = _hints(fn)  # type: ignore[arg-type]
+        accepted = set(typing.get_args(hints.get(params[0]))) or {hints.get(params[0])} if params else set()
+        if not set(types) <= accepted:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TypeError(f"{name} is annotated {hints.get(params[0]) if params else None}, not {types}")
+        setattr(fn, _ENTRYPOINT, EventSpec(tuple(types), replay))
         return fn
 
     return mark
 
 
 def endpoint_name(subject: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", subject)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", subject.replace(">", "all"))
+
+
+def entrypoints(actor: object) -> list[tuple[Callable[..., Awaitable[Any]], EndpointSpec | EventSpec]]:
+    found = []
+    for attr in dir(type(actor)):
+        fn = getattr(actor, attr, None)
+        spec = getattr(fn, _ENTRYPOINT, None)
+        if spec is not None and fn is not None:
+            found.append((fn, spec))
+    return found
 
 
 class Actor:
@@ -81,7 +146,8 @@ class Actor:
         self.config = config
         self.instance = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
         self.log = logging.getLogger(f"asrpro.{self.name}")
-        self.nc: Client | None = None
+        self.nc: Client | None = None  # on NATS; None when served by a MemoryBus
+        self._memory: Any = None  # the MemoryBus serving this actor, if any
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(self.max_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -96,41 +162,31 @@ class Actor:
     async def teardown(self) -> None:
         """After the endpoints stopped and in-flight requests finished."""
 
-    # -- helpers for subclasses ---------------------------------------------
+    # -- what an actor uses ----------------------------------------------------
     @property
-    def bus(self) -> Client:
-        assert self.nc is not None, "actor is not connected"
+    def connection(self) -> Client:
+        """The NATS connection, for JetStream (KV buckets, object store)."""
+        if self.nc is None:
+            raise RuntimeError(f"{self.name} is not connected to NATS")
         return self.nc
 
     async def publish(self, event: Event) -> None:
         if not event.source:
             event.source = self.instance
+        subject = subject_of(type(event), event.model)
         try:
-            await self.bus.publish(subjects.event(kind(event), event.model), codec.encode(event))
+            if self._memory is not None:
+                await self._memory.publish(subject, codec.encode(event))
+            else:
+                await self.connection.publish(subject, codec.encode(event))
         except Exception as exc:  # an event lost to a bus outage must not fail the work that caused it
             self.log.warning("could not publish %s event: %s", kind(event), exc)
 
-    async def last_events(self, subject: str) -> list[Event]:
-        """The last event of each subject matching `subject`, from the stream ASR_EVENTS: how an actor
-        rebuilds state it keeps from events (e.g. circuit breakers) after a restart."""
-        js = self.bus.jetstream()
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
-        sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
-        events: list[Event] = []
-        try:
-            pending = (await sub.consumer_info()).num_pending
-            while pending:
-                msg = await sub.next_msg(timeout=5.0)
-                pending = msg.metadata.num_pending
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                    events.append(decode_event(msg.data, msg.headers))
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        return events
-
-    async def request(self, subject: str, message: Any, reply_type: type[T], *, timeout: float = 5.0) -> T:
-        return await bus.request(self.bus, subject, message, reply_type, timeout=timeout)
+    async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:
+        if self._memory is not None:
+            result: Rep = await self._memory.request(rpc, message, timeout=timeout)
+            return result
+        return await bus.request(self.connection, rpc, message, timeout=timeout)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run a background task that is awaited on shutdown and whose failure is logged."""
@@ -151,52 +207,48 @@ class Actor:
         if not task.cancelled() and task.exception() is not None:
             self.log.error("background task failed", exc_info=task.exception())
 
-    async def add_endpoint(
-        self, subject: str, handler: Handler, request_type: type, *, queue_group: str | None = None
-    ) -> None:
-        assert self._service is not None
-
-        async def on_request(req: Request) -> None:
-            # nats-py runs one callback at a time per subscription: take a slot, then hand off.
-            await self._slots.acquire()
-            task = self.spawn(self._serve(req, handler, request_type))
-            task.add_done_callback(lambda _: self._slots.release())
-
-        await self._service.add_endpoint(
-            EndpointConfig(
-                name=endpoint_name(subject),
-                subject=subject,
-                handler=on_request,
-                queue_group=queue_group or f"asrpro-{self.name}",
-            )
-        )
-
-    async def _serve(self, req: Request, handler: Handler, request_type: type) -> None:
-        ctype = codec.content_type(req.headers)
+    # -- dispatch (the same on NATS and in memory) ------------------------------
+    async def dispatch(
+        self, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec, subject: str, data: bytes, headers: Any
+    ) -> tuple[bytes, dict[str, str]]:
+        """One request: decode by its Content-Type, run the handler, encode the reply or the error."""
+        ctype = codec.content_type(headers)
+        logs.request_id.set((headers or {}).get(codec.REQUEST_ID_HEADER, ""))
         try:
-            message = codec.decode(req.data, request_type, ctype)
-            reply = await handler(message)
-            await req.respond(codec.encode(reply, ctype), headers=codec.headers_for(ctype))
+            message = codec.decode(data, spec.request_type, ctype)
+            reply = await (handler(message, subject) if spec.takes_subject else handler(message))
+            return codec.encode(reply, ctype), codec.headers_for(ctype)
         except codec.DecodeError as exc:
-            await self._respond_error(req, AsrError(errors.BAD_REQUEST, str(exc)), ctype)
+            error = AsrError(errors.BAD_REQUEST, str(exc))
         except AsrError as exc:
-            await self._respond_error(req, exc, ctype)
+            error = exc
+        except RecursionError:
+            error = AsrError(errors.BAD_REQUEST, "malformed request: nested too deeply")
         except Exception as exc:
-            self.log.exception("handler for %s failed", req.subject)
-            await self._respond_error(req, AsrError(errors.INTERNAL, f"internal error: {exc!r}"), ctype)
+            self.log.exception("handler for %s failed", subject)
+            error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
+        headers_out = codec.headers_for(ctype)
+        headers_out[codec.ERROR_HEADER] = error.message.replace("\n", " ")[:1000]
+        headers_out[codec.ERROR_CODE_HEADER] = error.code
+        return codec.encode(error.reply(), ctype), headers_out
 
-    async def _respond_error(self, req: Request, exc: AsrError, ctype: str) -> None:
+    async def deliver(
+        self, handler: Callable[[Any], Awaitable[None]], spec: EventSpec, msg_subject: str, data: bytes, headers: Any
+    ) -> None:
         try:
-            await req.respond_error(
-                exc.code,
-                exc.message.replace("\n", " ")[:1000],
-                codec.encode(exc.reply(), ctype),
-                codec.headers_for(ctype),
-            )
-        except Exception as send_exc:
-            self.log.warning("could not send error reply on %s: %s", req.subject, send_exc)
+            event = decode_event(data, headers)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.log.warning("ignoring malformed event on %s: %s", msg_subject, exc)
+            return
+        if not isinstance(event, spec.types):
+            self.log.warning("ignoring %s event on %s: not what the subject carries", kind(event), msg_subject)
+            return
+        try:
+            await handler(event)
+        except Exception:
+            self.log.exception("event handler %s failed", getattr(handler, "__name__", handler))
 
-    # -- running -------------------------------------------------------------
+    # -- running on NATS ---------------------------------------------------------
     async def start(self) -> None:
         nats_cfg = self.config.nats
         self.nc = await bus.connect(
@@ -210,32 +262,75 @@ class Actor:
         self._service = await add_service(
             self.nc, name=f"asrpro-{self.name}", version=VERSION, description=self.__doc__ or self.name
         )
-        for attr in dir(type(self)):
-            fn = getattr(self, attr, None)
-            spec = getattr(fn, _ENDPOINT, None)
-            if spec:
-                subject, request_type, queue_group = spec
-                await self.add_endpoint(subject, fn, request_type, queue_group=queue_group)
-            event_subject = getattr(fn, _EVENTS, None)
-            if event_subject:
-                await self.nc.subscribe(event_subject, cb=self._event_callback(fn))
+        for fn, spec in entrypoints(self):
+            if isinstance(spec, EndpointSpec):
+                await self._serve_endpoint(fn, spec)
+            else:
+                await self._follow_events(fn, spec)
         # Subscriptions reach the server asynchronously: once start() returns, requests must find us.
         await self.nc.flush()
         self.log.info("%s serving", self.name, extra={"instance": self.instance})
 
-    def _event_callback(self, fn: Callable[[Event], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
-        async def on_msg(msg: Msg) -> None:
-            try:
-                event = decode_event(msg.data, msg.headers)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.log.warning("ignoring malformed event on %s: %s", msg.subject, exc)
-                return
-            try:
-                await fn(event)
-            except Exception:
-                self.log.exception("event handler %s failed", fn.__name__)
+    async def _serve_endpoint(self, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> None:
+        assert self._service is not None
 
-        return on_msg
+        async def on_request(req: Request) -> None:
+            # nats-py runs one callback at a time per subscription: take a slot, then hand off.
+            await self._slots.acquire()
+            task = self.spawn(self._answer(req, handler, spec))
+            task.add_done_callback(lambda _: self._slots.release())
+
+        await self._service.add_endpoint(
+            EndpointConfig(
+                name=endpoint_name(spec.rpc.subject),
+                subject=spec.rpc.subject,
+                handler=on_request,
+                queue_group=spec.queue_group or f"asrpro-{self.name}",
+            )
+        )
+
+    async def _answer(self, req: Request, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> None:
+        data, headers = await self.dispatch(handler, spec, req.subject, req.data, req.headers)
+        try:
+            await req.respond(data, headers=headers)
+        except Exception as exc:
+            self.log.warning("could not reply on %s: %s", req.subject, exc)
+
+    async def _follow_events(self, handler: Callable[[Any], Awaitable[None]], spec: EventSpec) -> None:
+        nc = self.connection
+
+        async def on_msg(msg: Msg) -> None:
+            await self.deliver(handler, spec, msg.subject, msg.data, msg.headers)
+
+        for subject in spec.subjects():
+            if spec.replay == "all":
+                # An ordered consumer from the stream's first event: history first, then live, one sequence.
+                config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+                await nc.jetstream().subscribe(
+                    subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=on_msg
+                )
+                continue
+            await nc.subscribe(subject, cb=on_msg)
+            if spec.replay == "last":
+                # Subscribed first, then the history: an event in between is seen twice, never missed.
+                for data, headers in await self._last_per_subject(subject):
+                    await self.deliver(handler, spec, subject, data, headers)
+
+    async def _last_per_subject(self, subject: str) -> list[tuple[bytes, Any]]:
+        js = self.connection.jetstream()
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+        sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
+        found: list[tuple[bytes, Any]] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending
+            while pending:
+                msg = await sub.next_msg(timeout=5.0)
+                pending = msg.metadata.num_pending
+                found.append((msg.data, msg.headers))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return found
 
     async def stop(self) -> None:
         if self._stopped:

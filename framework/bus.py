@@ -1,5 +1,5 @@
-"""NATS plumbing shared by actors, the gateway and the command line: connecting
-and typed request/reply with error replies turned back into AsrError."""
+"""NATS plumbing shared by actors, the gateway and the command line: connecting (fail fast, then reconnect
+forever), typed request/reply with error replies turned back into AsrError, and sending audio."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
-from schemas import codec, errors, subjects
+from framework import logs
+from schemas import codec, endpoints, errors, subjects
+from schemas.endpoints import Rpc
 from schemas.errors import AsrError
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
 log = logging.getLogger(__name__)
 NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
-T = TypeVar("T")
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
 
 
 async def connect(
@@ -120,22 +123,28 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
 
 async def request(
     nc: Client,
-    subject: str,
-    message: Any,
-    reply_type: type[T],
+    rpc: Rpc[Req, Rep],
+    message: Req,
     *,
     timeout: float = 5.0,
     what: str = "",
-) -> T:
-    """Typed request/reply. Bus failures become AsrError 503/504 naming what did not answer."""
+    headers: dict[str, str] | None = None,
+) -> Rep:
+    """Typed request/reply: the reply type is the one `rpc` declares. Bus failures become AsrError 503/504
+    naming what did not answer; an error reply becomes the AsrError it describes."""
+    subject = rpc.subject
     what = what or subject
     if not nc.is_connected:
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
+    sent_headers = codec.headers_for(codec.MSGPACK)
+    request_id = logs.request_id.get()
+    if request_id:
+        sent_headers[codec.REQUEST_ID_HEADER] = request_id
+    if headers:
+        sent_headers.update(headers)
     try:
         msg = await _unless_lost(
-            nc,
-            nc.request(subject, codec.encode(message), timeout=timeout, headers=codec.headers_for(codec.MSGPACK)),
-            what,
+            nc, nc.request(subject, codec.encode(message), timeout=timeout, headers=sent_headers), what
         )
     except nats.errors.MaxPayloadError:
         raise AsrError(
@@ -155,11 +164,16 @@ async def request(
         nats.errors.StaleConnectionError,
     ):
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected") from None
-    raise_for_error(msg.headers, msg.data)
+    return decode_reply(rpc, msg.headers, msg.data, what)
+
+
+def decode_reply(rpc: Rpc[Any, Rep], headers: dict[str, str] | None, data: bytes, what: str = "") -> Rep:
+    """The reply `rpc` declares, or the AsrError an error reply describes."""
+    raise_for_error(headers, data)
     try:
-        return codec.decode(msg.data, reply_type, codec.content_type(msg.headers))
+        return codec.decode(data, rpc.reply, codec.content_type(headers))
     except codec.DecodeError as exc:
-        raise AsrError(errors.INTERNAL, f"{what} sent a malformed reply: {exc}") from None
+        raise AsrError(errors.INTERNAL, f"{what or rpc.subject} sent a malformed reply: {exc}") from None
 
 
 # Headroom for headers and the rest of the request struct: a message over max_payload
@@ -174,6 +188,4 @@ async def transcribe(nc: Client, model: str, message: TranscribeRequest, *, time
         name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
         await store.put(name, message.audio)
         message = msgspec.structs.replace(message, audio=b"", audio_ref=name)
-    return await request(
-        nc, subjects.transcribe(model), message, TranscriptionResult, timeout=timeout, what=f"model {model}"
-    )
+    return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")

@@ -1,14 +1,20 @@
-"""One JSON object per log line, so logs of many processes can be merged and queried."""
+"""One JSON object per log line, so logs of many processes (actors, gateway, model servers) can be merged
+and queried; every line written while a request is handled carries its ``request_id``."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
 import sys
 import time
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# The id of the request being handled in this task: set where a request enters (the gateway, an actor's
+# endpoint, the model server) and read by the formatter and by the bus when it sends the next hop.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,7 +23,7 @@ class JsonFormatter(logging.Formatter):
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "component": self.component,
@@ -25,17 +31,20 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        current = request_id.get()
+        if current:
+            entry["request_id"] = current
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def setup_logging(component: str) -> None:
+def setup_logging(component: str, level: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(component))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("ASRPRO_LOG_LEVEL", "INFO").upper())
-    for noisy in ("nats", "httpx", "httpcore", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.setLevel((level or os.environ.get("ASRPRO_LOG_LEVEL", "INFO")).upper())
+    for noisy in ("nats", "httpx", "httpcore", "uvicorn.access", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

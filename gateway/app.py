@@ -11,26 +11,27 @@ from starlette.types import ASGIApp
 
 from framework.config import Config
 from gateway import event_routes, openai_routes, ops_routes
-from gateway.bus import GatewayBus
+from gateway.connection import GatewayConnection
 from gateway.errors import asr_error_handler
 from gateway.limits import UploadLimit
+from gateway.request_id import RequestId
 from schemas.errors import AsrError
 
 
 def create_app(config: Config) -> ASGIApp:
-    nats_bus = GatewayBus(config)
+    connection = GatewayConnection(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await nats_bus.start()
+        await connection.start()
         yield
-        await nats_bus.stop()
+        await connection.stop()
 
     app = FastAPI(title="ASR Pro", version="0.1.0", lifespan=lifespan)
-    app.state.bus = nats_bus
+    app.state.connection = connection
     app.state.config = config
     app.add_exception_handler(AsrError, asr_error_handler)
     for module in (openai_routes, ops_routes, event_routes):
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.
-    return UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024)
+    return RequestId(UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024))

@@ -16,14 +16,14 @@ from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from gateway.bus import GatewayBus, get_bus
-from schemas import errors, subjects
+from gateway.connection import GatewayConnection, get_connection
+from schemas import endpoints, errors, subjects
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event, kind
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+from schemas.lifecycle import LifecycleStatusRequest
 
 router = APIRouter()
-Bus = Annotated[GatewayBus, Depends(get_bus)]
+Connection = Annotated[GatewayConnection, Depends(get_connection)]
 HEARTBEAT_S = 15.0
 
 # Events as asrpro's frontend names them.
@@ -72,11 +72,11 @@ def event_json(event: Event) -> dict[str, Any]:
 
 @router.get("/v1/events")
 async def events(
-    request: Request, nats_bus: Bus, since: str | None = None, model: str | None = None
+    request: Request, conn: Connection, since: str | None = None, model: str | None = None
 ) -> StreamingResponse:
     config = replay_config(since)
     subject = subjects.events_of_model(model) if model else subjects.EVENTS_ALL
-    js = nats_bus.client.jetstream()
+    js = conn.client.jetstream()
     sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
 
     async def stream() -> AsyncIterator[str]:
@@ -108,7 +108,7 @@ def frontend_message(event: Event) -> dict[str, Any]:
 
 @router.websocket("/ws")
 async def websocket(ws: WebSocket) -> None:
-    nats_bus: GatewayBus = ws.app.state.bus
+    conn: GatewayConnection = ws.app.state.connection
     await ws.accept()
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
 
@@ -117,12 +117,12 @@ async def websocket(ws: WebSocket) -> None:
             queue.put_nowait(msg)
 
     try:
-        sub = await nats_bus.client.subscribe(subjects.EVENTS_ALL, cb=on_msg)
+        sub = await conn.client.subscribe(subjects.EVENTS_ALL, cb=on_msg)
     except AsrError as exc:
         await ws.send_json({"type": "system_status", "data": {"status": "unavailable", "reason": exc.message}})
         await ws.close(code=1011)
         return
-    await ws.send_json({"type": "system_status", "data": await system_status(nats_bus)})
+    await ws.send_json({"type": "system_status", "data": await system_status(conn)})
 
     async def forward() -> None:
         while True:
@@ -138,7 +138,7 @@ async def websocket(ws: WebSocket) -> None:
             if kind_ == "ping":
                 await ws.send_json({"type": "pong", "data": message.get("data")})
             elif kind_ == "system_status":
-                await ws.send_json({"type": "system_status", "data": await system_status(nats_bus)})
+                await ws.send_json({"type": "system_status", "data": await system_status(conn)})
             else:
                 await ws.send_json({"type": "error", "data": {"message": f"unknown message type {kind_!r}"}})
     except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
@@ -149,9 +149,9 @@ async def websocket(ws: WebSocket) -> None:
             await sub.unsubscribe()
 
 
-async def system_status(nats_bus: GatewayBus) -> dict[str, Any]:
+async def system_status(conn: GatewayConnection) -> dict[str, Any]:
     try:
-        status = await nats_bus.request(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus, 2.0)
+        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), 2.0)
     except AsrError as exc:
         return {"status": "degraded", "reason": exc.message}
     return {

@@ -10,16 +10,16 @@ import nats.errors
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from gateway.bus import GatewayBus, get_bus
-from schemas import subjects
+from gateway.connection import GatewayConnection, get_connection
+from schemas import endpoints
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
-from schemas.gpu import GpuStatus, GpuStatusRequest
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus, StopReply, StopServer
-from schemas.metrics import MetricsSnapshot, SnapshotRequest
+from schemas.gpu import GpuStatusRequest
+from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
+from schemas.metrics import SnapshotRequest
 
 router = APIRouter()
-Bus = Annotated[GatewayBus, Depends(get_bus)]
+Connection = Annotated[GatewayConnection, Depends(get_connection)]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -34,14 +34,12 @@ def ps_entry(s: ServerStatus) -> dict[str, Any]:
 
 
 @router.get("/health")
-async def health(nats_bus: Bus) -> JSONResponse:
-    if not nats_bus.connected:
+async def health(conn: Connection) -> JSONResponse:
+    if not conn.connected:
         return JSONResponse({"status": "unavailable", "nats": "disconnected"}, status_code=503)
     body: dict[str, Any] = {"status": "ok", "nats": "connected"}
     try:
-        status = await nats_bus.request(
-            subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus, timeout=2.0
-        )
+        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
         body["runtime"] = {"name": status.runtime, "reason": status.runtime_reason}
         body["servers"] = [msgspec.to_builtins(s) for s in status.servers]
         if status.breakers:
@@ -50,53 +48,55 @@ async def health(nats_bus: Bus) -> JSONResponse:
             body["reason"] = "; ".join(f"{b.model}: circuit breaker {b.state} ({b.reason})" for b in status.breakers)
     except AsrError as exc:
         body.update(status="degraded", reason=exc.message)
-    if body["status"] == "ok" and not await _proxy_answers(nats_bus):
+    if body["status"] == "ok" and not await _proxy_answers(conn):
         body.update(status="degraded", reason="no model proxy answers: transcription requests would fail")
     return JSONResponse(body)
 
 
-async def _proxy_answers(nats_bus: GatewayBus) -> bool:
+async def _proxy_answers(conn: GatewayConnection) -> bool:
     """Is at least one model proxy serving? (nats.micro discovery: PING to the service by name)"""
     try:
-        await nats_bus.client.request("$SRV.PING.asrpro-proxy", b"", timeout=1.0)
+        await conn.client.request("$SRV.PING.asrpro-proxy", b"", timeout=1.0)
     except (AsrError, nats.errors.Error):
         return False
     return True
 
 
 @router.get("/metrics")
-async def metrics(nats_bus: Bus) -> PlainTextResponse:
-    snap = await nats_bus.request(subjects.METRICS_SNAPSHOT, SnapshotRequest(), MetricsSnapshot)
+async def metrics(conn: Connection) -> PlainTextResponse:
+    snap = await conn.request(endpoints.METRICS_SNAPSHOT, SnapshotRequest())
     return PlainTextResponse(snap.prometheus, media_type="text/plain; version=0.0.4")
 
 
 @router.get("/api/ps")
-async def ps(nats_bus: Bus) -> dict[str, Any]:
-    status = await nats_bus.request(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+async def ps(conn: Connection) -> dict[str, Any]:
+    status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     return {"runtime": status.runtime, "models": [ps_entry(s) for s in status.servers]}
 
 
 @router.get("/api/gpu")
-async def gpu(nats_bus: Bus) -> dict[str, Any]:
-    status = await nats_bus.request(subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+async def gpu(conn: Connection) -> dict[str, Any]:
+    status = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest())
     return msgspec.to_builtins(status)  # type: ignore[no-any-return]
 
 
 @router.post("/api/ps/{model:path}")
-async def load(model: str, nats_bus: Bus, keep_alive: str | None = None) -> dict[str, Any]:
+async def load(model: str, conn: Connection, keep_alive: str | None = None) -> dict[str, Any]:
     try:
         seconds = parse_duration(keep_alive)
     except ValueError as exc:
         raise AsrError("400", str(exc)) from None
-    status = await nats_bus.request(
-        subjects.LIFECYCLE_ENSURE, EnsureServer(model=model, keep_alive=seconds), ServerStatus, timeout=120
+    model_id = conn.catalogue.resolve(model).id
+    status = await conn.request(
+        endpoints.LIFECYCLE_ENSURE, EnsureServer(model=model_id, keep_alive=seconds), timeout=120
     )
     return ps_entry(status)
 
 
 @router.delete("/api/ps/{model:path}")
-async def unload(model: str, nats_bus: Bus, force: Annotated[bool, Query()] = False) -> dict[str, Any]:
-    reply = await nats_bus.request(
-        subjects.LIFECYCLE_STOP, StopServer(model=model, reason="requested", force=force), StopReply, timeout=60
+async def unload(model: str, conn: Connection, force: Annotated[bool, Query()] = False) -> dict[str, Any]:
+    model_id = conn.catalogue.resolve(model).id
+    reply = await conn.request(
+        endpoints.LIFECYCLE_STOP, StopServer(model=model_id, reason="requested", force=force), timeout=60
     )
     return {"model": reply.model, "stopped": reply.stopped}

@@ -18,6 +18,8 @@ JSON = "application/json"
 # Headers of the NATS service API (nats.micro) for error replies.
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+# One id per request, on every hop (NATS header and HTTP header alike): in each log line, and in the HTTP reply.
+REQUEST_ID_HEADER = "X-Request-Id"
 
 T = TypeVar("T")
 

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import time
+from typing import get_args
 
 import msgspec
 
-from schemas import codec
+from schemas import codec, subjects
 
 
 class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
@@ -69,6 +70,7 @@ class BreakerChanged(_Event, tag="breaker"):
 class TranscriptionStarted(_Event, tag="transcribing"):
     request_id: str
     audio_bytes: int = 0
+    keep_alive: float | None = None  # what the request asked for (seconds; -1 never): the lifecycle actor applies it
 
 
 class TranscriptionCompleted(_Event, tag="transcribed"):
@@ -104,8 +106,22 @@ Event = (
 )
 
 
+EVENT_TYPES: tuple[type[Event], ...] = get_args(Event)
+
+
+def tag_of(event_type: type[Event]) -> str:
+    tag = event_type.__struct_config__.tag
+    assert isinstance(tag, str), f"{event_type.__name__} is not a tagged event"
+    return tag
+
+
 def kind(event: Event) -> str:
-    return type(event).__struct_config__.tag  # type: ignore[return-value]
+    return tag_of(type(event))
+
+
+def subject_of(event_type: type[Event], model: str = ">") -> str:
+    """Where events of this type are published (``asr.events.<type>.<model>``); every model by default."""
+    return subjects.event(tag_of(event_type), model)
 
 
 _msgpack_decoder = msgspec.msgpack.Decoder(Event)

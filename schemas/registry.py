@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import msgspec
 
+from schemas import errors
+
 
 class ModelInfo(msgspec.Struct, kw_only=True):
     id: str
@@ -37,3 +39,32 @@ class GetModel(msgspec.Struct, kw_only=True):
 
 class SetDefaultModel(msgspec.Struct, kw_only=True):
     model_id: str
+
+
+# Names that always mean "the current default model": OpenAI clients send whisper-1.
+DEFAULT_ALIASES = ("whisper-1", "default")
+# Key of the catalogue (a ModelList) in the KV bucket ASR_SETTINGS: the registry writes it, the gateway,
+# the proxies and the lifecycle actors watch it and resolve names from their copy.
+CATALOGUE_KEY = "catalogue"
+
+
+def find(listing: ModelList, name: str) -> ModelInfo | None:
+    """The model `name` means: an id, an alias, or one of DEFAULT_ALIASES."""
+    if name in DEFAULT_ALIASES:
+        name = listing.default_model
+    for model in listing.models:
+        if name == model.id:
+            return model
+    for model in listing.models:
+        if name in model.aliases:
+            return model
+    return None
+
+
+def resolve(listing: ModelList, name: str) -> ModelInfo:
+    """As `find`, or 404 naming the known models."""
+    model = find(listing, name)
+    if model is None:
+        known = ", ".join(sorted(m.id for m in listing.models))
+        raise errors.AsrError(errors.NOT_FOUND, f"model '{name}' not found; known models: {known}")
+    return model

@@ -1,8 +1,22 @@
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import msgspec
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+from schemas import errors
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
+
+
+def response_format(value: str | None) -> ResponseFormat:
+    """A response_format as a front door receives it (form field, query parameter); 400 naming the choices."""
+    value = value or "json"
+    for known in RESPONSE_FORMATS:
+        if value == known:
+            return known
+    raise errors.AsrError(errors.BAD_REQUEST, f"response_format '{value}' is not one of {', '.join(RESPONSE_FORMATS)}")
 
 
 class TranscribeRequest(msgspec.Struct, kw_only=True):
@@ -17,7 +31,7 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     filename: str = "audio"
     language: str | None = None
     prompt: str | None = None
-    response_format: str = "json"
+    response_format: ResponseFormat = "json"
     temperature: float = 0.0
     request_id: str = ""
     # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,

@@ -22,7 +22,7 @@ from asrpro.nats_server import USERS, NatsServer, new_password
 from framework import bus
 from framework.actor import Actor
 from framework.config import Config, load_config
-from schemas import subjects
+from schemas import endpoints, subjects
 from schemas.events import Event, decode_event, kind
 from schemas.lifecycle import EnsureServer, ServerStatus
 
@@ -143,7 +143,7 @@ async def proxy_nc(jetstream: Nats) -> AsyncIterator[Client]:
 async def ensure(nc: Client, model: str = "whisper-tiny.en", **fields: object) -> ServerStatus:
     """asr.lifecycle.ensure, as the proxy sends it; cold starts included in the wait."""
     request = EnsureServer(model=model, **fields)  # type: ignore[arg-type]
-    return await bus.request(nc, subjects.LIFECYCLE_ENSURE, request, ServerStatus, timeout=120)
+    return await bus.request(nc, endpoints.LIFECYCLE_ENSURE, request, timeout=120)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The lifecycle actor's durable record of each running model server (JetStream KV bucket ASR_SERVERS):
-what a restarted lifecycle actor needs to resume idle clocks of the containers it re-adopts."""
+what a restarted lifecycle actor needs to resume the idle clocks of the servers it re-adopts, and what the
+model proxies watch to find a ready server without asking the lifecycle actor."""
 
 from __future__ import annotations
 
@@ -18,11 +19,28 @@ _decode = msgspec.msgpack.Decoder(ServerStatus).decode
 
 
 class ServerRecords:
+    """In memory (for the fast tests, and what the KV-backed subclass keeps in step)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, ServerStatus] = {}
+
+    async def load(self) -> dict[str, ServerStatus]:
+        return dict(self.saved)
+
+    async def save(self, status: ServerStatus) -> None:
+        self.saved[status.model] = status
+
+    async def forget(self, model_id: str) -> None:
+        self.saved.pop(model_id, None)
+
+
+class KvServerRecords(ServerRecords):
     def __init__(self, kv: KeyValue) -> None:
+        super().__init__()
         self.kv = kv
 
     @classmethod
-    async def open(cls, nc: Client) -> ServerRecords:
+    async def open(cls, nc: Client) -> KvServerRecords:
         return cls(await nc.jetstream().key_value(subjects.SERVERS_BUCKET))
 
     async def load(self) -> dict[str, ServerStatus]:
@@ -35,11 +53,13 @@ class ServerRecords:
         return found
 
     async def save(self, status: ServerStatus) -> None:
+        await super().save(status)
         try:
             await self.kv.put(status.model, msgspec.msgpack.encode(status))
         except Exception as exc:  # a record lost to a bus outage must not fail the work that caused it
             log.warning("could not record %s: %s", status.model, exc)
 
     async def forget(self, model_id: str) -> None:
+        await super().forget(model_id)
         with contextlib.suppress(Exception):
             await self.kv.purge(model_id)

@@ -1,4 +1,9 @@
-"""Model proxy actor: serves ``asr.transcribe.<model>`` and forwards audio to the model server."""
+"""Model proxy actor: serves ``asr.transcribe.<model>`` and forwards audio to the model server.
+
+A warm request costs no NATS round trip beyond the caller's own: the model name is resolved from the
+watched catalogue, a ready server is found in the watched records of the lifecycle actor (KV ASR_SERVERS),
+and the lifecycle actor learns of the activity from the `transcribing` / `transcribed` events. Only when no
+server is ready (or the one found is gone) does the proxy ask the lifecycle actor to ensure one."""
 
 from __future__ import annotations
 
@@ -6,83 +11,62 @@ import asyncio
 import time
 import uuid
 
-import httpx
-import msgspec
-
 from actors.proxy.queue import ModelQueue
-from framework import bus
-from framework.actor import Actor
+from framework import bus, logs
+from framework.actor import Actor, endpoint
+from framework.catalogue import Catalogue
 from framework.config import Config
-from schemas import errors, subjects
+from framework.kv_view import KvView
+from framework.model_server import ModelServerClient, ServerGone
+from schemas import endpoints, errors, subjects
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
-from schemas.registry import GetModel, ListModels, ModelInfo, ModelList
-from schemas.transcribe import RESPONSE_FORMATS, TranscribeRequest, TranscriptionResult
+from schemas.model_server import TranscribeOptions
+from schemas.registry import ModelInfo
+from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
-# Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
-_SERVER_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-_REGISTRY_WAIT_S = 60.0
+_CATALOGUE_WAIT_S = 60.0
 LIFECYCLE_RESTART_WAIT_S = 10.0
 
 
 class ModelProxy(Actor):
-    """One queue group per model: many proxies share the load of a model."""
+    """One queue group for every model: many proxies share the load."""
 
     name = "proxy"
     max_concurrency = 256
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        catalogue: Catalogue | None = None,
+        model_server: ModelServerClient | None = None,
+        ready: KvView[ServerStatus] | None = None,
+    ) -> None:
         super().__init__(config)
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(config.gateway.request_timeout, connect=5.0))
+        self.catalogue = catalogue or Catalogue()
+        self.model_server = model_server or ModelServerClient(timeout=config.gateway.request_timeout)
+        # The lifecycle actors' records of running servers, by model id.
+        self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
         self.queues: dict[str, ModelQueue] = {}
-        self.models: dict[str, ModelInfo] = {}
 
     async def setup(self) -> None:
-        # Before the service is discoverable: a proxy that answers $SRV.PING serves every model (/health relies on it).
-        catalogue = await self._catalogue()
-        self.models = {m.id: m for m in catalogue.models} | {a: m for m in catalogue.models for a in m.aliases}
-
-    async def start(self) -> None:
-        await super().start()
-        names = [*self.models, "whisper-1", "default"]
-        for name in names:
-            await self.add_endpoint(
-                subjects.transcribe(name),
-                self._handler(name),
-                TranscribeRequest,
-                queue_group=f"asrpro-proxy-{name}",
-            )
-        await self.bus.flush()
-        self.log.info("serving %s", ", ".join(subjects.transcribe(n) for n in names))
-
-    async def _catalogue(self) -> ModelList:
-        deadline = time.monotonic() + _REGISTRY_WAIT_S
-        while True:
-            try:
-                return await self.request(subjects.REGISTRY_LIST, ListModels(), ModelList)
-            except AsrError as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"registry did not answer within {_REGISTRY_WAIT_S:g} s: {exc.message}") from exc
-                await asyncio.sleep(0.5)
+        if self.nc is None:
+            return
+        # Before the service is discoverable: a proxy that answers $SRV.PING can resolve every model
+        # (/health relies on it).
+        await self.catalogue.follow(self.connection, wait=_CATALOGUE_WAIT_S)
+        if self.catalogue.listing is None:
+            raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: is the registry running?")
+        await self.ready.follow(self.connection)
 
     async def teardown(self) -> None:
-        await self.http.aclose()
-
-    def _handler(self, name: str):  # type: ignore[no-untyped-def]
-        async def handle(msg: TranscribeRequest) -> TranscriptionResult:
-            return await self.transcribe(name, msg)
-
-        return handle
-
-    async def _resolve(self, name: str) -> ModelInfo:
-        """Aliases of the default model change with it: ask the registry; others come from the catalogue."""
-        model = self.models.get(name)
-        if model is None:
-            model = await self.request(subjects.REGISTRY_GET, GetModel(id=name), ModelInfo)
-        return model
+        await self.model_server.aclose()
+        await self.catalogue.stop()
+        await self.ready.stop()
 
     def _queue(self, model: ModelInfo) -> ModelQueue:
         queue = self.queues.get(model.id)
@@ -94,40 +78,42 @@ class ModelProxy(Actor):
             self.queues[model.id] = queue
         return queue
 
-    async def transcribe(self, name: str, msg: TranscribeRequest) -> TranscriptionResult:
-        msg.request_id = msg.request_id or uuid.uuid4().hex
+    @endpoint(endpoints.TRANSCRIBE, queue_group="asrpro-proxy")
+    async def transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+        msg.request_id = msg.request_id or logs.request_id.get() or uuid.uuid4().hex
+        logs.request_id.set(msg.request_id)
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
-        model_id = name
+        model_id = subjects.model_from_transcribe(subject)
+        cold = False
         try:
-            if msg.response_format not in RESPONSE_FORMATS:
-                raise AsrError(
-                    errors.BAD_REQUEST,
-                    f"response_format '{msg.response_format}' is not one of {', '.join(RESPONSE_FORMATS)}",
-                )
             try:
                 keep_alive = parse_duration(msg.keep_alive)
             except ValueError as exc:
                 raise AsrError(errors.BAD_REQUEST, str(exc)) from None
-            model = await self._resolve(name)
+            model = self.catalogue.resolve(model_id)
             model_id = model.id
             audio = await self._audio(msg)
             async with self._queue(model).slot(deadline) as queued_s:
                 await self.publish(
-                    TranscriptionStarted(model=model_id, request_id=msg.request_id, audio_bytes=len(audio))
+                    TranscriptionStarted(
+                        model=model_id, request_id=msg.request_id, audio_bytes=len(audio), keep_alive=keep_alive
+                    )
                 )
-                server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
+                server = self._ready_server(model_id)
+                if server is None:
+                    server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
+                    cold = server.cold_start
                 try:
                     result = await self._forward(server, msg, audio, deadline)
-                except _SERVER_GONE as exc:
-                    self.log.warning("model server of %s gone (%r): retrying on a fresh one", model_id, exc)
+                except ServerGone as exc:
+                    self.log.warning("%s: retrying on a fresh server", exc)
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
+                    cold = cold or server.cold_start
                     try:
                         result = await self._forward(server, msg, audio, deadline)
-                    except _SERVER_GONE as exc2:
-                        raise AsrError(
-                            errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2!r}"
-                        ) from exc2
+                    except ServerGone as exc2:
+                        raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
         except AsrError as exc:
             await self.publish(
                 TranscriptionFailed(model=model_id, request_id=msg.request_id, code=exc.code, reason=exc.message)
@@ -137,7 +123,7 @@ class ModelProxy(Actor):
         result.model = model_id
         result.timing.total_s = round(total, 4)
         result.timing.queue_s = round(queued_s, 4)
-        result.timing.cold_start = server.cold_start
+        result.timing.cold_start = cold
         result.timing.rtf = round(total / result.duration, 4) if result.duration else 0.0
         result.formatted = render_text(result, msg.response_format)
         await self.publish(
@@ -146,10 +132,14 @@ class ModelProxy(Actor):
                 request_id=msg.request_id,
                 audio_s=result.duration,
                 total_s=result.timing.total_s,
-                cold_start=server.cold_start,
+                cold_start=cold,
             )
         )
         return result
+
+    def _ready_server(self, model_id: str) -> ServerStatus | None:
+        status = self.ready.values.get(model_id)
+        return status if status is not None and status.state == "ready" and status.url else None
 
     async def _ensure(
         self, model_id: str, request_id: str, keep_alive: float | None, deadline: float, *, restart: bool
@@ -163,11 +153,10 @@ class ModelProxy(Actor):
                 raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
             try:
                 return await self.request(
-                    subjects.LIFECYCLE_ENSURE,
+                    endpoints.LIFECYCLE_ENSURE,
                     EnsureServer(
                         model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
                     ),
-                    ServerStatus,
                     # lifecycle answers 503 itself at the deadline; the extra seconds cover a lifecycle that died.
                     timeout=remaining + 5,
                 )
@@ -179,7 +168,7 @@ class ModelProxy(Actor):
     async def _audio(self, msg: TranscribeRequest) -> bytes:
         if msg.audio_ref:
             try:
-                store = await self.bus.jetstream().object_store(subjects.AUDIO_BUCKET)
+                store = await self.connection.jetstream().object_store(subjects.AUDIO_BUCKET)
                 obj = await store.get(msg.audio_ref)
             except Exception as exc:
                 raise AsrError(
@@ -198,31 +187,8 @@ class ModelProxy(Actor):
     async def _forward(
         self, server: ServerStatus, msg: TranscribeRequest, audio: bytes, deadline: float
     ) -> TranscriptionResult:
-        data = {"response_format": "verbose_json", "temperature": str(msg.temperature)}
-        if msg.language:
-            data["language"] = msg.language
-        if msg.prompt:
-            data["prompt"] = msg.prompt
-        try:
-            response = await self.http.post(
-                f"{server.url}/transcribe",
-                files={"file": (msg.filename or "audio", audio)},
-                data=data,
-                timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
-            )
-        except httpx.TimeoutException as exc:
-            raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not answer in time") from exc
-        if response.status_code != 200:
-            raise AsrError(str(response.status_code), _error_message(response))
-        try:
-            return msgspec.json.decode(response.content, type=TranscriptionResult)
-        except msgspec.DecodeError as exc:
-            raise AsrError(errors.INTERNAL, f"model server of {server.model} sent a malformed result: {exc}") from exc
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:500] or f"model server answered HTTP {response.status_code}"
+        # The server always answers verbose_json; the proxy renders the format the caller asked for.
+        options = TranscribeOptions(
+            response_format="verbose_json", language=msg.language, prompt=msg.prompt, temperature=msg.temperature
+        )
+        return await self.model_server.transcribe(server.url, server.model, audio, msg.filename, options, deadline)

@@ -8,9 +8,9 @@ import sys
 
 import uvicorn
 
-from containers.model_server import logs
 from containers.model_server.app import create_app
 from containers.model_server.settings import DEFAULT_ENGINE, DEFAULT_MODEL_ID, EngineSettings
+from framework.logs import setup_logging
 
 
 def _env(*names: str) -> str | None:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     host = args.host or _env("HOST") or "127.0.0.1"
     port = _int(parser, args.port, "PORT", 9000)
-    logs.configure(args.log_level or _env("LOG_LEVEL") or "info")
+    setup_logging("model-server", args.log_level or _env("LOG_LEVEL") or "info")
     # log_config=None keeps uvicorn from replacing the JSON logging set up above; its own loggers stay at warning.
     # uvicorn handles SIGTERM/SIGINT: it stops accepting, lets in-flight requests finish, and exits 0.
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None, access_log=False)

@@ -19,8 +19,10 @@ from containers.model_server import pipeline
 from containers.model_server.audio import AudioDecodeError
 from containers.model_server.settings import EngineSettings
 from containers.model_server.state import Loader, ModelState, load_from_settings
-from schemas import errors
-from schemas.transcribe import RESPONSE_FORMATS
+from framework import logs
+from schemas import codec, errors
+from schemas.model_server import FILE_FIELD, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, ErrorDetail, TranscribeOptions
+from schemas.transcribe import response_format
 
 log = logging.getLogger("model_server")
 
@@ -34,12 +36,11 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _error_response(exc: errors.AsrError) -> Response:
-    body = {"code": exc.code, "message": exc.message}
+    body = ErrorBody(error=ErrorDetail(code=exc.code, message=exc.message, retry_after=exc.retry_after))
     headers = None
     if exc.retry_after is not None:
-        body["retry_after"] = exc.retry_after
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return _json({"error": body}, int(exc.code), headers)
+    return _json(body, int(exc.code), headers)
 
 
 def create_app(engine_settings: EngineSettings, loader: Loader = load_from_settings) -> FastAPI:
@@ -78,21 +79,22 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
         log.exception("unexpected error")
         return _error_response(errors.AsrError(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
-    @app.get("/health")
+    @app.get(HEALTH_PATH)
     async def health() -> Response:
         report = state.health()
         return _json(report, 200 if report.status == "ok" else 503)
 
-    @app.post("/transcribe")
+    @app.post(TRANSCRIBE_PATH)
     async def transcribe(request: Request) -> Response:
         received_at = time.perf_counter()
+        logs.request_id.set(request.headers.get(codec.REQUEST_ID_HEADER, ""))
         engine = state.engine
         if engine is None:
             if state.status == "loading":
                 raise errors.AsrError(errors.UNAVAILABLE, "model is still loading", retry_after=LOADING_RETRY_S)
             raise errors.AsrError(errors.UNAVAILABLE, f"model failed to load: {state.error}")
         async with request.form() as form:
-            upload = form.get("file")
+            upload = form.get(FILE_FIELD)
             if not isinstance(upload, UploadFile):
                 raise errors.AsrError(errors.BAD_REQUEST, "missing form field 'file' (the audio to transcribe)")
             options = _options(form)
@@ -118,13 +120,7 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
     return app
 
 
-def _options(form: FormData) -> pipeline.Options:
-    response_format = _text_field(form, "response_format") or "json"
-    if response_format not in RESPONSE_FORMATS:
-        raise errors.AsrError(
-            errors.BAD_REQUEST,
-            f"unsupported response_format {response_format!r}; use one of: {', '.join(RESPONSE_FORMATS)}",
-        )
+def _options(form: FormData) -> TranscribeOptions:
     raw_temperature = _text_field(form, "temperature") or "0"
     try:
         temperature = float(raw_temperature)
@@ -132,8 +128,8 @@ def _options(form: FormData) -> pipeline.Options:
         raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be a number, got {raw_temperature!r}") from None
     if not 0.0 <= temperature <= 1.0:
         raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
-    return pipeline.Options(
-        response_format=response_format,
+    return TranscribeOptions(
+        response_format=response_format(_text_field(form, "response_format")),
         language=_text_field(form, "language") or None,
         prompt=_text_field(form, "prompt") or None,
         temperature=temperature,

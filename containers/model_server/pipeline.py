@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from containers.model_server import audio
 from containers.model_server.engines import Engine
 from schemas.formats import render_text
+from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Timing, TranscriptionResult
 
 
-@dataclass(frozen=True, kw_only=True)
-class Options:
-    response_format: str = "json"
-    language: str | None = None
-    prompt: str | None = None
-    temperature: float = 0.0
-
-
 def transcribe(
-    engine: Engine, data: bytes, filename: str, options: Options, *, model_id: str, received_at: float
+    engine: Engine, data: bytes, filename: str, options: TranscribeOptions, *, model_id: str, received_at: float
 ) -> TranscriptionResult:
     """``received_at`` is the request's perf_counter start, so server_s includes the upload and any queueing."""
     started = time.perf_counter()

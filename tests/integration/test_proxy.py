@@ -20,10 +20,10 @@ from actors.metrics import Metrics
 from actors.proxy import ModelProxy
 from actors.registry import Registry
 from framework import bus
-from schemas import codec, subjects
+from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
-from schemas.metrics import MetricsSnapshot, SnapshotRequest
+from schemas.lifecycle import LifecycleStatusRequest
+from schemas.metrics import SnapshotRequest
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 from tests.conftest import JFK_TEXT
 from tests.wer import word_error_rate
@@ -102,7 +102,7 @@ async def test_large_audio_goes_through_the_object_store(
 
 async def test_audio_ref_that_does_not_exist_is_a_clear_error(system, client: Client) -> None:
     with pytest.raises(AsrError) as err:
-        await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio_ref="nope"), TranscriptionResult)
+        await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio_ref="nope"))
     assert err.value.code == "400" and "audio_ref 'nope' not found" in err.value.message
 
 
@@ -110,41 +110,35 @@ async def test_bad_input_gets_clear_errors_and_proxy_keeps_serving(system, clien
     cases = [
         (TranscribeRequest(audio=b""), "400", "empty"),
         (TranscribeRequest(audio=b"this is not audio at all", filename="notes.wav"), "415", "could not decode audio"),
-        (TranscribeRequest(audio=jfk, response_format="docx"), "400", "response_format 'docx'"),
+        (TranscribeRequest(audio=jfk, response_format="docx"), "400", "'docx' - at `$.response_format`"),
     ]
     for request, code, text in cases:
         with pytest.raises(AsrError) as err:
-            await bus.request(client, subjects.transcribe(MODEL), request, TranscriptionResult, timeout=90)
+            await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), request, timeout=90)
         assert err.value.code == code and text in err.value.message, err.value.message
     reply = await client.request(subjects.transcribe(MODEL), b"\x00garbage", timeout=10)
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
-    result = await bus.request(
-        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
-    )
+    result = await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=jfk), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
 
 
 async def test_killed_server_next_request_still_succeeds(system, client: Client, jfk: bytes, jetstream) -> None:
-    first = await bus.request(
-        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
-    )
-    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    first = await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=jfk), timeout=90)
+    status = await bus.request(client, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     pid = status.servers[0].pid
     assert pid and first.text
     os.kill(pid, signal.SIGKILL)
-    result = await bus.request(
-        client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90
-    )
+    result = await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=jfk), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
-    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    status = await bus.request(client, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     assert status.servers[0].pid != pid
 
 
 async def test_server_killed_mid_request_is_retried(system, client: Client, long_audio: bytes, events) -> None:
     log = await events(MODEL)
     warm = TranscribeRequest(audio=long_audio[:100_000], filename="warm.wav")
-    await bus.request(client, subjects.transcribe(MODEL), warm, TranscriptionResult, timeout=90)
-    status = await bus.request(client, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+    await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), warm, timeout=90)
+    status = await bus.request(client, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     pid = status.servers[0].pid
     request = TranscribeRequest(audio=long_audio, filename="jfk4.wav")
     pending = asyncio.ensure_future(bus.transcribe(client, MODEL, request, timeout=120))
@@ -157,13 +151,13 @@ async def test_server_killed_mid_request_is_retried(system, client: Client, long
 
 
 async def test_metrics_count_requests_through_the_proxy(system, client: Client, jfk: bytes, jetstream) -> None:
-    await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio=jfk), TranscriptionResult, timeout=90)
+    await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=jfk), timeout=90)
     with pytest.raises(AsrError):
-        await bus.request(client, subjects.transcribe(MODEL), TranscribeRequest(audio=b"x"), TranscriptionResult)
+        await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=b"x"))
     gateway = await jetstream.connect("gateway")
     try:
         for _ in range(50):
-            snap = await bus.request(gateway, subjects.METRICS_SNAPSHOT, SnapshotRequest(), MetricsSnapshot)
+            snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             counters = snap.models.get(MODEL)
             if counters and counters.requests >= 2:
                 break

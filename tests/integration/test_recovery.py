@@ -19,12 +19,12 @@ from actors.metrics import Metrics
 from actors.recovery import Recovery
 from actors.registry import Registry
 from framework import bus
-from schemas import encode, subjects
+from schemas import encode, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged, RestartScheduled, TranscriptionFailed
 from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
-from schemas.metrics import MetricsSnapshot, SnapshotRequest
-from schemas.registry import GetModel, ModelInfo, SetDefaultModel
+from schemas.metrics import SnapshotRequest
+from schemas.registry import GetModel, SetDefaultModel
 from tests.conftest import ensure
 
 MODEL = "whisper-tiny.en"
@@ -33,7 +33,7 @@ MODEL = "whisper-tiny.en"
 async def status(jetstream) -> LifecycleStatus:
     nc = await jetstream.connect("gateway")
     try:
-        return await bus.request(nc, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        return await bus.request(nc, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     finally:
         await nc.close()
 
@@ -127,7 +127,7 @@ async def test_registry_and_metrics_rebuild_their_state_after_a_restart(start_ac
     metrics = await start_actor(Metrics)
     gateway = await jetstream.connect("gateway")
     try:
-        await bus.request(gateway, subjects.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"), ModelInfo)
+        await bus.request(gateway, endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"))
         failed = TranscriptionFailed(model="m", request_id="r", code="415", reason="x")
         proxy = await jetstream.connect("proxy")  # the gateway may not publish events; the proxy does
         await proxy.publish(subjects.event("transcription_failed", "m"), encode(failed))
@@ -136,11 +136,9 @@ async def test_registry_and_metrics_rebuild_their_state_after_a_restart(start_ac
         await metrics.stop()
         await start_actor(Registry)
         await start_actor(Metrics)
-        assert (
-            await bus.request(gateway, subjects.REGISTRY_GET, GetModel(id="whisper-1"), ModelInfo)
-        ).id == "whisper-base"
+        assert (await bus.request(gateway, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))).id == "whisper-base"
         for _ in range(50):
-            snap = await bus.request(gateway, subjects.METRICS_SNAPSHOT, SnapshotRequest(), MetricsSnapshot)
+            snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             if "m" in snap.models:
                 break
             await asyncio.sleep(0.05)

@@ -19,11 +19,11 @@ from actors.lifecycle import Lifecycle
 from actors.proxy import ModelProxy
 from actors.registry import Registry
 from framework import bus
-from schemas import encode, subjects
+from schemas import encode, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import ServerStopped, TranscriptionCompleted
-from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest, ServerStatus
+from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release
+from schemas.lifecycle import LifecycleStatusRequest, ServerStatus
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 from tests.conftest import REPO, Nats, ensure, reset_state
 
@@ -50,7 +50,7 @@ async def done(nc: Client, model: str, request_id: str) -> None:
 async def gpu_status(nats: Nats) -> GpuStatus:
     nc = await nats.connect("gateway")
     try:
-        return await bus.request(nc, subjects.GPU_STATUS, GpuStatusRequest(), GpuStatus)
+        return await bus.request(nc, endpoints.GPU_STATUS, GpuStatusRequest())
     finally:
         await nc.close()
 
@@ -58,7 +58,7 @@ async def gpu_status(nats: Nats) -> GpuStatus:
 async def running(nats: Nats) -> dict[str, ServerStatus]:
     nc = await nats.connect("gateway")
     try:
-        status = await bus.request(nc, subjects.LIFECYCLE_STATUS, LifecycleStatusRequest(), LifecycleStatus)
+        status = await bus.request(nc, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
         return {s.model: s for s in status.servers}
     finally:
         await nc.close()
@@ -163,7 +163,7 @@ async def test_two_gpu_actor_processes_never_allocate_the_same_memory(jetstream:
         async def allocate(i: int) -> Allocation | AsrError:
             try:
                 return await bus.request(
-                    lifecycle, subjects.GPU_ALLOCATE, Allocate(model=f"m{i}", memory_mb=4096), Allocation, timeout=10
+                    lifecycle, endpoints.GPU_ALLOCATE, Allocate(model=f"m{i}", memory_mb=4096), timeout=10
                 )
             except AsrError as exc:
                 return exc
@@ -186,15 +186,15 @@ async def test_gpu_actor_restart_keeps_allocations(start_actor, jetstream: Nats)
     first = await start_actor(GpuAllocator, ASRPRO_CONFIG=CONFIG)
     lifecycle = await jetstream.connect("lifecycle")
     try:
-        a = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="x", memory_mb=10000), Allocation)
+        a = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="x", memory_mb=10000))
         await first.stop()
         await start_actor(GpuAllocator, ASRPRO_CONFIG=CONFIG)
         status = await gpu_status(jetstream)
         assert [(x.model, x.memory_mb) for x in status.allocations] == [("x", 10000)]
-        again = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="x", memory_mb=10000), Allocation)
+        again = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="x", memory_mb=10000))
         assert again.device == a.device and again.at == a.at  # the same allocation, not a second one
         with pytest.raises(AsrError):
-            await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="y", memory_mb=10000), Allocation)
+            await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="y", memory_mb=10000))
     finally:
         await lifecycle.close()
 
@@ -205,15 +205,15 @@ async def test_measured_memory_replaces_the_declaration(start_actor, jetstream: 
     gpu.measure = lambda: {4242: 3000}
     lifecycle = await jetstream.connect("lifecycle")
     try:
-        await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="z", memory_mb=12288), Allocation)
-        await bus.request(lifecycle, subjects.GPU_BIND, Bind(model="z", pid=4242), Allocation)
+        await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="z", memory_mb=12288))
+        await bus.request(lifecycle, endpoints.GPU_BIND, Bind(model="z", pid=4242))
         assert await gpu.measure_once() == {"z": 3000}
-        await bus.request(lifecycle, subjects.GPU_RELEASE, Release(model="z"), Released)
+        await bus.request(lifecycle, endpoints.GPU_RELEASE, Release(model="z"))
     finally:
         await lifecycle.close()
     lifecycle = await jetstream.connect("lifecycle")
     try:
-        again = await bus.request(lifecycle, subjects.GPU_ALLOCATE, Allocate(model="z", memory_mb=12288), Allocation)
+        again = await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="z", memory_mb=12288))
         assert again.memory_mb == 3000
     finally:
         await lifecycle.close()
@@ -241,9 +241,7 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
     await start_actor(
         ModelProxy, ASRPRO_CONFIG=CONFIG, ASRPRO_MODELS__SMALL__MAX_PARALLEL="1", ASRPRO_MODELS__SMALL__MAX_QUEUE="1"
     )
-    await bus.request(
-        client, subjects.transcribe("small"), TranscribeRequest(audio=long_audio), TranscriptionResult, timeout=60
-    )
+    await bus.request(client, endpoints.TRANSCRIBE.at("small"), TranscribeRequest(audio=long_audio), timeout=60)
 
     async def send(timeout: float | None = None) -> TranscriptionResult | AsrError:
         try:

@@ -1,53 +1,29 @@
-"""The gateway's NATS connection; it keeps trying in the background when the bus is down at start."""
+"""The gateway's NATS connection (it keeps trying in the background when the bus is down at start) and its
+watched copy of the model catalogue, from which it resolves every model name once, at the edge."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from nats.aio.client import Client
 
 from framework import bus
+from framework.catalogue import Catalogue
 from framework.config import Config
 from schemas import errors
+from schemas.endpoints import Rpc
 from schemas.errors import AsrError
-from schemas.registry import ModelInfo, ModelList
 
 log = logging.getLogger("asrpro.gateway")
-T = TypeVar("T")
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
 
 
-class Catalogue:
-    """The registry's last answer to asr.registry.list, kept to resolve model names while it restarts."""
-
-    MAX_AGE_S = 30.0
-
-    def __init__(self) -> None:
-        self.listing: ModelList | None = None
-        self.at = 0.0
-
-    def stale(self) -> bool:
-        return time.monotonic() - self.at > self.MAX_AGE_S
-
-    def update(self, listing: ModelList) -> None:
-        self.listing, self.at = listing, time.monotonic()
-
-    def lookup(self, name: str) -> ModelInfo | None:
-        if self.listing is None:
-            return None
-        if name in ("whisper-1", "default"):
-            name = self.listing.default_model
-        for model in self.listing.models:
-            if name == model.id or name in model.aliases:
-                return model
-        return None
-
-
-class GatewayBus:
+class GatewayConnection:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.catalogue = Catalogue()
@@ -66,6 +42,8 @@ class GatewayBus:
         self.nc = await bus.connect(
             cfg.url, name="asrpro-gateway", user=cfg.user, password=cfg.password, connect_timeout=cfg.connect_timeout
         )
+        # Not waiting for the registry here: until the catalogue arrives, transcriptions get 503 naming it.
+        await self.catalogue.follow(self.nc, wait=2.0)
 
     async def _keep_trying(self) -> None:
         while self.nc is None:
@@ -76,6 +54,7 @@ class GatewayBus:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+        await self.catalogue.stop()
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -91,13 +70,15 @@ class GatewayBus:
             raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
         return self.nc
 
-    async def request(self, subject: str, message: Any, reply_type: type[T], timeout: float = 5.0) -> T:
-        return await bus.request(self.client, subject, message, reply_type, timeout=timeout)
+    async def request(self, rpc: Rpc[Req, Rep], message: Req, timeout: float = 5.0) -> Rep:
+        return await bus.request(self.client, rpc, message, timeout=timeout)
 
 
-def get_bus(request: Request) -> GatewayBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
+def get_connection(request: Request) -> GatewayConnection:
+    connection: GatewayConnection = request.app.state.connection
+    return connection
 
 
 def get_config(request: Request) -> Config:
-    return request.app.state.config  # type: ignore[no-any-return]
+    config: Config = request.app.state.config
+    return config

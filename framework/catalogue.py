@@ -1,0 +1,57 @@
+"""The model catalogue as one watched record: the registry writes it to the KV bucket ASR_SETTINGS (key
+``catalogue``); the gateway, the model proxies and the lifecycle actors each keep a copy that a KV watch
+updates, and resolve model names from it without asking anyone. Names are resolved once, at the edge."""
+
+from __future__ import annotations
+
+import time
+
+from nats.aio.client import Client
+
+from framework.kv_view import KvView
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.registry import CATALOGUE_KEY, ModelInfo, ModelList, find, resolve
+
+
+class Catalogue:
+    def __init__(self, listing: ModelList | None = None) -> None:
+        self._view: KvView[ModelList] = KvView(subjects.SETTINGS_BUCKET, CATALOGUE_KEY, ModelList)
+        self._fixed = listing  # a catalogue given outright (tests, tools) instead of watched
+
+    @property
+    def listing(self) -> ModelList | None:
+        return self._view.values.get(CATALOGUE_KEY, self._fixed)
+
+    def resolve(self, name: str) -> ModelInfo:
+        """The model `name` means; 404 naming the known ones; 503 before the registry published anything."""
+        listing = self.listing
+        if listing is None:
+            raise AsrError(errors.UNAVAILABLE, "the model catalogue is not known yet: is the registry running?")
+        return resolve(listing, name)
+
+    def find(self, name: str) -> ModelInfo | None:
+        listing = self.listing
+        return find(listing, name) if listing is not None else None
+
+    @property
+    def default_model(self) -> str:
+        listing = self.listing
+        return listing.default_model if listing is not None else ""
+
+    async def follow(self, nc: Client, *, wait: float = 60.0) -> None:
+        """Start watching the record; return once a first catalogue is known (or after `wait` seconds: the
+        registry may start after us)."""
+        deadline = time.monotonic() + wait
+        await self._view.follow(nc, wait=wait)
+        while self.listing is None and time.monotonic() < deadline:
+            await self._view.changed_or(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    async def wait_for_default(self, model_id: str, *, timeout: float) -> None:
+        """Until the watched copy says `model_id` is the default (just set through the registry)."""
+        deadline = time.monotonic() + timeout
+        while self.default_model != model_id and time.monotonic() < deadline:
+            await self._view.changed_or(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    async def stop(self) -> None:
+        await self._view.stop()

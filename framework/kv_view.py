@@ -1,0 +1,90 @@
+"""A live copy of keys of a JetStream KV bucket, kept by a KV watch: how actors share state without asking
+each other (the catalogue, the ready model servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+T = TypeVar("T")
+log = logging.getLogger("asrpro.kv")
+# A watch that saw nothing for this long is started again: a watch can be lost with a server restart,
+# and starting again costs one message per key.
+RESYNC_S = 30.0
+
+
+class KvView(Generic[T]):
+    def __init__(self, bucket: str, keys: str, value_type: type[T]) -> None:
+        self.bucket, self.keys = bucket, keys
+        self.values: dict[str, T] = {}
+        self.known = asyncio.Event()  # set once the first full view arrived
+        self._changed = asyncio.Event()
+        self._decode: Callable[[bytes], T] = msgspec.msgpack.Decoder(value_type).decode
+        self._task: asyncio.Task[None] | None = None
+
+    async def follow(self, nc: Client, *, wait: float = 10.0) -> None:
+        """Start watching; return once the bucket's current values are in (or after `wait` seconds)."""
+        kv = await nc.jetstream().key_value(self.bucket)
+        self._task = asyncio.create_task(self._watch(kv))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.known.wait(), wait)
+
+    async def _watch(self, kv: KeyValue) -> None:
+        while True:
+            try:
+                await self._watch_once(kv)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of %s interrupted (%s): watching again", self.bucket, exc)
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(self, kv: KeyValue) -> None:
+        watcher = await kv.watch(self.keys)
+        seen: set[str] | None = set()  # keys delivered before the end-of-initial-values marker
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=RESYNC_S)
+                except nats.errors.TimeoutError:
+                    return
+                if entry is None:  # the current values are all in: drop keys that vanished meanwhile
+                    if seen is not None:
+                        for key in set(self.values) - seen:
+                            del self.values[key]
+                        seen = None
+                    self.known.set()
+                    continue
+                if seen is not None:
+                    seen.add(entry.key)
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    self.values.pop(entry.key, None)
+                    continue
+                try:
+                    self.values[entry.key] = self._decode(entry.value)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    log.warning("ignoring malformed %s/%s: %s", self.bucket, entry.key, exc)
+                self._changed.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def changed_or(self, timeout: float) -> None:
+        """Until the next change, or `timeout` seconds."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -1,0 +1,129 @@
+"""The bus in memory, for the fast tests: the same actors, entrypoints, codec and error replies as on NATS,
+without a server. Events published are kept, so ``replay`` works as on the stream ASR_EVENTS.
+
+    bus = MemoryBus()
+    bus.answer(endpoints.GPU_ALLOCATE, lambda msg: Allocation(model=msg.model, device="cpu"))
+    await bus.start(Lifecycle(config, runtime=FakeRuntime(), ...))
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from framework import bus as nats_bus
+from framework.actor import Actor, EndpointSpec, EventSpec, entrypoints
+from schemas import codec, errors, subjects
+from schemas.endpoints import Rpc
+from schemas.errors import AsrError
+from schemas.events import Event, decode_event
+
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
+Responder = Callable[[bytes, dict[str, str], str], Awaitable[tuple[bytes, dict[str, str]]]]
+Listener = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self.responders: list[tuple[str, Responder]] = []
+        self.listeners: list[tuple[str, Listener]] = []
+        self.history: list[tuple[str, bytes]] = []
+        self.actors: list[Actor] = []
+
+    @property
+    def events(self) -> list[Event]:
+        return [decode_event(data) for _, data in self.history]
+
+    # -- serving ---------------------------------------------------------------
+    async def start(self, actor: Actor) -> Actor:
+        actor._memory = self
+        await actor.setup()
+        for fn, spec in entrypoints(actor):
+            if isinstance(spec, EndpointSpec):
+                self.responders.append((spec.rpc.subject, self._responder(actor, fn, spec)))
+            else:
+                await self._follow(actor, fn, spec)
+        self.actors.append(actor)
+        return actor
+
+    def _responder(self, actor: Actor, fn: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> Responder:
+        async def respond(data: bytes, headers: dict[str, str], subject: str) -> tuple[bytes, dict[str, str]]:
+            return await actor.dispatch(fn, spec, subject, data, headers)
+
+        return respond
+
+    async def _follow(self, actor: Actor, fn: Callable[[Any], Awaitable[None]], spec: EventSpec) -> None:
+        async def listen(subject: str, data: bytes, headers: dict[str, str]) -> None:
+            await actor.deliver(fn, spec, subject, data, headers)
+
+        for pattern in spec.subjects():
+            if spec.replay == "all":
+                for subject, data in list(self.history):
+                    if matches(pattern, subject):
+                        await listen(subject, data, {})
+            elif spec.replay == "last":
+                last: dict[str, bytes] = {}
+                for subject, data in self.history:
+                    if matches(pattern, subject):
+                        last[subject] = data
+                for subject, data in last.items():
+                    await listen(subject, data, {})
+            self.listeners.append((pattern, listen))
+
+    def answer(self, rpc: Rpc[Req, Rep], fn: Callable[[Req], Rep | Awaitable[Rep]]) -> None:
+        """Answer `rpc` with a plain function: a stand-in for an actor a test does not run."""
+
+        async def respond(data: bytes, headers: dict[str, str], subject: str) -> tuple[bytes, dict[str, str]]:
+            ctype = codec.content_type(headers)
+            try:
+                result = fn(codec.decode(data, rpc.request, ctype))
+                reply = await result if inspect.isawaitable(result) else result
+                return codec.encode(reply, ctype), codec.headers_for(ctype)
+            except AsrError as exc:
+                return codec.encode(exc.reply(), ctype), {
+                    **codec.headers_for(ctype),
+                    codec.ERROR_HEADER: exc.message,
+                    codec.ERROR_CODE_HEADER: exc.code,
+                }
+
+        self.responders.insert(0, (rpc.subject, respond))
+
+    # -- what actors (and tests) send --------------------------------------------
+    async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:
+        for pattern, respond in self.responders:
+            if matches(pattern, rpc.subject):
+                data, headers = await asyncio.wait_for(
+                    respond(codec.encode(message), codec.headers_for(codec.MSGPACK), rpc.subject), timeout
+                )
+                return nats_bus.decode_reply(rpc, headers, data)
+        raise AsrError(
+            errors.UNAVAILABLE, f"{rpc.subject} is not available (no responders)", kind=nats_bus.NO_RESPONDERS
+        )
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.history.append((subject, data))
+        for pattern, listen in list(self.listeners):
+            if matches(pattern, subject):
+                await listen(subject, data, {})
+
+    async def stop(self) -> None:
+        for actor in reversed(self.actors):
+            await actor.stop()
+
+
+__all__ = ["MemoryBus", "matches", "subjects"]

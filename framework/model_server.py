@@ -1,0 +1,85 @@
+"""The one client of the model-server HTTP contract (`schemas.model_server`), used by the model proxy
+(transcribe) and the lifecycle actor (health)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import msgspec
+
+from framework import logs
+from schemas import codec, errors
+from schemas.errors import AsrError
+from schemas.model_server import FILE_FIELD, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, Health, TranscribeOptions
+from schemas.transcribe import TranscriptionResult
+
+# Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
+_GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_decode_health = msgspec.json.Decoder(Health).decode
+_decode_result = msgspec.json.Decoder(TranscriptionResult).decode
+_decode_error = msgspec.json.Decoder(ErrorBody).decode
+
+
+class ServerGone(Exception):
+    """The model server did not take the request (refused, reset, closed): the caller may retry elsewhere."""
+
+
+class ModelServerClient:
+    def __init__(self, *, timeout: float = 300.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        # One pooled client: a warm request reuses its keep-alive connection to the server.
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), transport=transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def health(self, url: str, timeout: float = 5.0) -> tuple[str, str]:
+        """(status, detail): ok, loading, error (detail: what failed), or unreachable (detail: why)."""
+        try:
+            response = await self.http.get(url + HEALTH_PATH, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return "unreachable", f"/health unreachable: {exc!r}"
+        if response.status_code == 200:
+            return "ok", ""
+        try:
+            report = _decode_health(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return "error", f"/health answered {response.status_code}"
+        return report.status, report.error or report.status
+
+    async def problem(self, url: str) -> str:
+        """'' when /health answers ok, else what is wrong."""
+        status, detail = await self.health(url)
+        return "" if status == "ok" else detail
+
+    async def transcribe(
+        self, url: str, model: str, audio: bytes, filename: str, options: TranscribeOptions, deadline: float
+    ) -> TranscriptionResult:
+        """POST /transcribe until `deadline` (monotonic). ServerGone when the server is not there; AsrError
+        with the server's own code and message when it refuses the request."""
+        headers = {codec.REQUEST_ID_HEADER: logs.request_id.get()}
+        try:
+            response = await self.http.post(
+                url + TRANSCRIBE_PATH,
+                files={FILE_FIELD: (filename or "audio", audio)},
+                data=options.form(),
+                headers=headers,
+                timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
+            )
+        except httpx.TimeoutException as exc:
+            raise AsrError(errors.TIMEOUT, f"model server of {model} did not answer in time") from exc
+        except _GONE as exc:
+            raise ServerGone(f"model server of {model} at {url} is gone: {exc!r}") from exc
+        if response.status_code != 200:
+            raise AsrError(str(response.status_code), _error_message(response))
+        try:
+            return _decode_result(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise AsrError(errors.INTERNAL, f"model server of {model} sent a malformed result: {exc}") from exc
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return _decode_error(response.content).error.message
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return response.text[:500] or f"model server answered HTTP {response.status_code}"

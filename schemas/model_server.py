@@ -1,0 +1,53 @@
+"""The HTTP contract between the model proxy / lifecycle actor and a model server (process or container).
+
+``GET /health`` answers a `Health` (200 when ok, 503 while loading or after a failed load);
+``POST /transcribe`` takes a multipart form — the audio as ``file`` plus the `TranscribeOptions` fields —
+and answers a `TranscriptionResult` as JSON, or an `ErrorBody` with an HTTP status from `schemas.errors`.
+The caller's request id travels in the ``X-Request-Id`` header.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from schemas.transcribe import ResponseFormat
+
+HEALTH_PATH = "/health"
+TRANSCRIBE_PATH = "/transcribe"
+FILE_FIELD = "file"
+
+HealthStatus = Literal["loading", "ok", "error"]
+
+
+class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
+    status: HealthStatus
+    model: str
+    engine: str
+    device: str
+    compute_type: str
+    load_s: float | None = None
+    error: str | None = None
+
+
+class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The text fields of ``POST /transcribe`` beside the file."""
+
+    response_format: ResponseFormat = "json"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+
+    def form(self) -> dict[str, str]:
+        return {k: str(v) for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
+class ErrorDetail(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    retry_after: float | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: ErrorDetail
