@@ -131,10 +131,10 @@ def endpoint_name(subject: str) -> str:
 def entrypoints(actor: object) -> list[tuple[Callable[..., Awaitable[Any]], EndpointSpec | EventSpec]]:
     found = []
     for attr in dir(type(actor)):
-        fn = getattr(actor, attr, None)
-        spec = getattr(fn, _ENTRYPOINT, None)
-        if spec is not None and fn is not None:
-            found.append((fn, spec))
+        # Looked up on the class: reading every attribute of the instance would run its properties.
+        spec = getattr(inspect.getattr_static(type(actor), attr), _ENTRYPOINT, None)
+        if spec is not None:
+            found.append((getattr(actor, attr), spec))
     return found
 
 

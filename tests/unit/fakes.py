@@ -1,0 +1,108 @@
+"""Stand-ins for the fast tier: a runtime that launches nothing, a model server answered by httpx.MockTransport,
+and configuration built from the repo's file with overrides."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
+from framework.config import Config, load_config
+from framework.model_server import ModelServerClient
+from schemas.model_server import Health
+from schemas.transcribe import Segment, TranscriptionResult
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config(**env: str) -> Config:
+    """The repo's configuration with ASRPRO_* overrides as keyword arguments (values read as TOML)."""
+    return load_config(REPO / "asrpro.toml", environ={"ASRPRO_LIFECYCLE__RUNTIME": "local", **env})
+
+
+class FakeRuntime(Runtime):
+    """Launches nothing: a handle per launch, at http://<model>.fake; `crash()` ends one as a crash would."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.launched: list[LaunchSpec] = []
+        self.stopped: list[str] = []
+        self.running: dict[str, ServerHandle] = {}
+        self.fail_launch: str = ""  # a message: launch raises it
+        self._pids = itertools.count(1000)
+
+    async def launch(self, spec: LaunchSpec) -> ServerHandle:
+        if self.fail_launch:
+            raise RuntimeError(self.fail_launch)
+        self.launched.append(spec)
+        handle = ServerHandle(
+            model=spec.model.id, url=f"http://{spec.model.id}.fake", runtime=self.name, pid=next(self._pids)
+        )
+        self.running[spec.model.id] = handle
+        return handle
+
+    async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
+        self.stopped.append(handle.model)
+        self.running.pop(handle.model, None)
+        if not handle.exited.done():
+            handle.exited.set_result("stopped")
+
+    def crash(self, model: str, reason: str = "exited with code -9 (SIGKILL)") -> None:
+        handle = self.running.pop(model)
+        handle.exit_code = -9
+        handle.exited.set_result(reason)
+
+
+class FakeModelServer:
+    """Every fake server's HTTP side: /health says `health[model]` (ok by default), /transcribe answers a
+    result naming the model; `requests` records what was sent."""
+
+    def __init__(self) -> None:
+        self.health: dict[str, str] = {}
+        self.requests: list[httpx.Request] = []
+        self.respond: Callable[[httpx.Request], httpx.Response] | None = None
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        model = request.url.host.removesuffix(".fake")
+        if self.respond is not None:
+            return self.respond(request)
+        if request.url.path == "/health":
+            status = self.health.get(model, "ok")
+            body = Health(
+                status=status,
+                model=model,
+                engine="fake",
+                device="cpu",
+                compute_type="int8",  # type: ignore[arg-type]
+                error=None if status == "ok" else f"{model} is {status}",
+            )
+            return httpx.Response(200 if status == "ok" else 503, content=msgspec.json.encode(body))
+        result = TranscriptionResult(
+            text=f"transcribed by {model}",
+            language="en",
+            duration=2.0,
+            segments=[Segment(id=0, start=0.0, end=2.0, text=f"transcribed by {model}")],
+        )
+        return httpx.Response(200, content=msgspec.json.encode(result))
+
+    def client(self) -> ModelServerClient:
+        return ModelServerClient(timeout=5.0, transport=httpx.MockTransport(self.handler))
+
+
+def error_response(code: int, message: str) -> httpx.Response:
+    return httpx.Response(code, content=json.dumps({"error": {"code": str(code), "message": message}}).encode())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Until `predicate()` holds (background tasks of an actor run between checks)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)

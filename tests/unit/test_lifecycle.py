@@ -1,0 +1,238 @@
+"""The lifecycle actor in memory: a fake runtime, fake model servers, a stand-in gpu actor, the real actor code."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from actors.lifecycle import Lifecycle
+from actors.registry import catalogue as catalogue_of
+from framework.catalogue import Catalogue
+from framework.memory_bus import MemoryBus
+from schemas import endpoints
+from schemas.errors import AsrError
+from schemas.events import (
+    BreakerChanged,
+    ServerCrashed,
+    ServerReady,
+    ServerStopped,
+    ServerUnhealthy,
+    TranscriptionCompleted,
+    TranscriptionStarted,
+    kind,
+)
+from schemas.gpu import Allocate, Allocation, Release, Released
+from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, StopServer
+from schemas.registry import ModelList
+from tests.unit.fakes import FakeModelServer, FakeRuntime, config, until
+
+
+class Gpu:
+    """A stand-in for the gpu actor: `free_mb` of one device, first come first served."""
+
+    def __init__(self, free_mb: int = 0) -> None:
+        self.free_mb = free_mb
+        self.allocations: dict[str, int] = {}
+
+    def allocate(self, msg: Allocate) -> Allocation:
+        if msg.memory_mb <= 0 or self.free_mb == 0:
+            return Allocation(model=msg.model, device="cpu")
+        used = sum(self.allocations.values())
+        if used + msg.memory_mb > self.free_mb:
+            raise AsrError("507", f"no GPU has {msg.memory_mb} MB free for {msg.model}")
+        self.allocations[msg.model] = msg.memory_mb
+        return Allocation(model=msg.model, device="cuda:0", device_index=0, memory_mb=msg.memory_mb)
+
+    def release(self, msg: Release) -> Released:
+        return Released(model=msg.model, released=self.allocations.pop(msg.model, None) is not None)
+
+
+async def start(gpu: Gpu | None = None, **env: str) -> tuple[MemoryBus, Lifecycle, FakeRuntime, FakeModelServer]:
+    cfg = config(**env)
+    listing = ModelList(models=list(catalogue_of(cfg).values()), default_model=cfg.registry.default_model)
+    bus, runtime, servers = MemoryBus(), FakeRuntime(), FakeModelServer()
+    gpu = gpu or Gpu()
+    bus.answer(endpoints.GPU_ALLOCATE, gpu.allocate)
+    bus.answer(endpoints.GPU_RELEASE, gpu.release)
+    bus.answer(endpoints.GPU_BIND, lambda msg: Allocation(model=msg.model, device="cuda:0"))
+    lifecycle = Lifecycle(cfg, runtime, "fake", catalogue=Catalogue(listing), model_server=servers.client())
+    await bus.start(lifecycle)
+    return bus, lifecycle, runtime, servers
+
+
+def kinds(bus: MemoryBus, model: str | None = None) -> list[str]:
+    return [kind(e) for e in bus.events if model in (None, e.model)]
+
+
+async def test_ensure_starts_once_then_reuses_the_server() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    first = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-1"))
+    second = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert (first.model, first.state, first.cold_start, first.url) == (
+        "whisper-tiny.en",
+        "ready",
+        True,
+        "http://whisper-tiny.en.fake",
+    )
+    assert second.cold_start is False and len(runtime.launched) == 1
+    assert kinds(bus) == ["starting", "ready"]
+    ready = bus.events[-1]
+    assert isinstance(ready, ServerReady) and ready.url == first.url
+    await bus.stop()
+    assert runtime.stopped == ["whisper-tiny.en"] and kinds(bus)[-1] == "stopped"
+
+
+async def test_unknown_model_is_404_naming_the_known_ones() -> None:
+    bus, *_ = await start()
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-huge"))
+    assert err.value.code == "404" and "whisper-tiny.en" in err.value.message
+
+
+async def test_a_server_failing_its_health_check_at_start_is_a_clear_503() -> None:
+    bus, lifecycle, runtime, servers = await start()
+    servers.health["whisper-tiny.en"] = "error"
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert err.value.code == "503" and "whisper-tiny.en is error" in err.value.message
+    assert kinds(bus) == ["starting", "failed"] and runtime.stopped == ["whisper-tiny.en"]
+    assert not lifecycle.servers
+
+
+async def test_requests_reported_by_events_hold_the_server_and_keep_alive_zero_stops_it_after() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    await lifecycle.publish(TranscriptionStarted(model="whisper-tiny.en", request_id="r1", keep_alive=0))
+    assert lifecycle.servers["whisper-tiny.en"].inflight.keys() == {"r1"}
+    # Busy: never stopped, however idle the clock says it is (300 s inactivity_timeout).
+    await lifecycle.reap_idle(now=time.time() + 310)
+    assert "whisper-tiny.en" in lifecycle.servers
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_STOP, StopServer(model="whisper-tiny.en"))
+    assert err.value.code == "409"
+    await lifecycle.publish(TranscriptionCompleted(model="whisper-tiny.en", request_id="r1", audio_s=1, total_s=1))
+    await until(lambda: "whisper-tiny.en" not in lifecycle.servers)
+    stopped = bus.events[-1]
+    assert isinstance(stopped, ServerStopped) and stopped.reason == "keep_alive"
+
+
+async def test_idle_clock_arithmetic() -> None:
+    bus, lifecycle, runtime, _ = await start(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="60")
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", keep_alive=-1))
+    assert status.keep_alive == -1 and status.expires_at is None
+    await lifecycle.reap_idle(now=time.time() + 10_000)
+    assert "whisper-tiny.en" in lifecycle.servers  # keep_alive -1: never
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", keep_alive=30))
+    assert status.expires_at == pytest.approx(status.last_activity + 30)
+    await lifecycle.reap_idle(now=status.last_activity + 29)
+    assert "whisper-tiny.en" in lifecycle.servers
+    await lifecycle.reap_idle(now=status.last_activity + 30)
+    assert "whisper-tiny.en" not in lifecycle.servers
+    assert bus.events[-1].reason == "keep_alive"  # type: ignore[union-attr]
+
+
+async def test_gpu_full_evicts_the_least_recently_used_idle_server() -> None:
+    gpu = Gpu(free_mb=4096)
+    env = {
+        "ASRPRO_MODELS__WHISPER_BASE__WEIGHTS": "x",
+        "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_BASE__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_LARGE_V3__GPU_MEMORY_MB": "2048",
+    }
+    bus, lifecycle, runtime, _ = await start(gpu, **env)
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    lifecycle.servers["whisper-base"].inflight["busy"] = time.time()  # busy: never evicted
+    lifecycle.servers["whisper-tiny.en"].last_activity -= 100
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-large-v3"))
+    assert status.device == "cuda:0"
+    assert set(lifecycle.servers) == {"whisper-base", "whisper-large-v3"}
+    evicted = [e for e in bus.events if isinstance(e, ServerStopped)]
+    assert [(e.model, e.reason) for e in evicted] == [("whisper-tiny.en", "evicted")]
+
+
+async def test_no_room_falls_back_to_the_cpu_or_fails_at_the_deadline() -> None:
+    gpu = Gpu(free_mb=1024)
+    env = {
+        "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_BASE__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_BASE__CPU_FALLBACK": "true",
+        "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
+    }
+    bus, lifecycle, runtime, _ = await start(gpu, **env)
+    on_cpu = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert on_cpu.device == "cpu"
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", timeout=0.2))
+    assert err.value.code == "503" and "no room for whisper-tiny.en" in err.value.message
+    assert err.value.retry_after and "no_room" in [getattr(e, "cause", "") for e in bus.events]
+
+
+async def test_max_concurrent_containers_stops_an_idle_one_first() -> None:
+    bus, lifecycle, runtime, _ = await start(ASRPRO_LIFECYCLE__MAX_CONCURRENT_CONTAINERS="1")
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert list(lifecycle.servers) == ["whisper-base"] and runtime.stopped == ["whisper-tiny.en"]
+    lifecycle.servers["whisper-base"].inflight["busy"] = time.time()
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", timeout=0.2))
+    assert "max_concurrent_containers = 1" in err.value.message
+
+
+async def test_an_open_breaker_refuses_starts_except_the_probe() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    await lifecycle.publish(
+        BreakerChanged(model="whisper-tiny.en", state="open", reason="5 crashes", retry_at=time.time() + 30)
+    )
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert (err.value.code, err.value.kind) == ("503", "breaker_open") and 25 < (err.value.retry_after or 0) <= 30
+    status = await bus.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
+    assert [(b.model, b.state) for b in status.breakers] == [("whisper-tiny.en", "open")]
+    assert (
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", probe=True))
+    ).state == "ready"
+    await lifecycle.publish(BreakerChanged(model="whisper-tiny.en", state="closed"))
+    assert not (await bus.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())).breakers
+
+
+async def test_breakers_are_rebuilt_from_the_last_events_at_start() -> None:
+    cfg = config()
+    bus = MemoryBus()
+    await bus.publish(
+        "asr.events.breaker.whisper-base",
+        __import__("schemas.codec", fromlist=["encode"]).encode(
+            BreakerChanged(model="whisper-base", state="open", reason="crashes", retry_at=time.time() + 60)
+        ),
+    )
+    from schemas.registry import ModelList
+
+    listing = ModelList(models=list(catalogue_of(cfg).values()), default_model="whisper-tiny.en")
+    lifecycle = Lifecycle(
+        cfg, FakeRuntime(), "fake", catalogue=Catalogue(listing), model_server=FakeModelServer().client()
+    )
+    await bus.start(lifecycle)
+    assert set(lifecycle.breakers) == {"whisper-base"}
+
+
+async def test_a_crash_is_announced_and_frees_the_model() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    runtime.crash("whisper-tiny.en")
+    await until(lambda: "crashed" in kinds(bus))
+    crashed = bus.events[-1]
+    assert isinstance(crashed, ServerCrashed) and crashed.exit_code == -9 and "SIGKILL" in crashed.reason
+    assert not lifecycle.servers
+    again = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert again.cold_start and len(runtime.launched) == 2
+
+
+async def test_a_failing_health_check_is_announced_once() -> None:
+    bus, lifecycle, runtime, servers = await start()
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    servers.health["whisper-tiny.en"] = "error"
+    await lifecycle.check_health()
+    await lifecycle.check_health()
+    unhealthy = [e for e in bus.events if isinstance(e, ServerUnhealthy)]
+    assert len(unhealthy) == 1 and "whisper-tiny.en is error" in unhealthy[0].reason

@@ -1,0 +1,75 @@
+"""The one client of the model-server HTTP contract, against httpx.MockTransport."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from framework import logs
+from framework.model_server import ModelServerClient, ServerGone
+from schemas.errors import AsrError
+from schemas.model_server import TranscribeOptions
+from tests.unit.fakes import FakeModelServer, error_response
+
+URL = "http://whisper-tiny.en.fake"
+
+
+async def test_health_states() -> None:
+    servers = FakeModelServer()
+    client = servers.client()
+    assert await client.health(URL) == ("ok", "")
+    servers.health["whisper-tiny.en"] = "loading"
+    assert await client.health(URL) == ("loading", "whisper-tiny.en is loading")
+    servers.health["whisper-tiny.en"] = "error"
+    assert await client.problem(URL) == "whisper-tiny.en is error"
+    servers.respond = lambda _: httpx.Response(500, content=b"not json")
+    assert await client.health(URL) == ("error", "/health answered 500")
+
+
+async def test_unreachable_health_says_why() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = ModelServerClient(transport=httpx.MockTransport(refuse))
+    status, detail = await client.health(URL)
+    assert status == "unreachable" and "connection refused" in detail
+
+
+async def test_transcribe_sends_the_contract_and_the_request_id() -> None:
+    servers = FakeModelServer()
+    logs.request_id.set("req-42")
+    options = TranscribeOptions(response_format="verbose_json", language="en", temperature=0.2)
+    result = await servers.client().transcribe(URL, "whisper-tiny.en", b"RIFF", "a.wav", options, time.monotonic() + 5)
+    assert result.text == "transcribed by whisper-tiny.en"
+    sent = servers.requests[-1]
+    body = sent.content.decode(errors="replace")
+    assert sent.url.path == "/transcribe" and sent.headers["X-Request-Id"] == "req-42"
+    assert 'name="file"; filename="a.wav"' in body and 'name="language"' in body and 'name="prompt"' not in body
+
+
+async def test_refusals_keep_the_servers_code_and_message() -> None:
+    servers = FakeModelServer()
+    servers.respond = lambda _: error_response(415, "could not decode audio: not a media file")
+    with pytest.raises(AsrError) as err:
+        await servers.client().transcribe(URL, "m", b"x", "x", TranscribeOptions(), time.monotonic() + 5)
+    assert (err.value.code, err.value.message) == ("415", "could not decode audio: not a media file")
+
+
+async def test_a_gone_server_is_retryable_a_slow_one_is_a_timeout() -> None:
+    def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("server disconnected", request=request)
+
+    gone = ModelServerClient(transport=httpx.MockTransport(reset))
+    with pytest.raises(ServerGone):
+        await gone.transcribe(URL, "m", b"x", "x", TranscribeOptions(), time.monotonic() + 5)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(AsrError) as err:
+        await ModelServerClient(transport=httpx.MockTransport(slow)).transcribe(
+            URL, "m", b"x", "x", TranscribeOptions(), time.monotonic() + 5
+        )
+    assert err.value.code == "504"
