@@ -27,7 +27,8 @@ ACTOR_CLASSES = {
 
 def _actor_class(name: str) -> type:
     module, _, cls = ACTOR_CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    actor_class: type = getattr(importlib.import_module(module), cls)
+    return actor_class
 
 
 def cmd_up(config: Config, args: argparse.Namespace) -> int:
@@ -127,6 +128,8 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
 
 
 def cmd_images(config: Config, args: argparse.Namespace) -> int:
+    from docker.errors import DockerException
+
     from asrpro import images
 
     setup_logging("images")
@@ -137,7 +140,7 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
         else:
             for row in images.listing(config):
                 print(f"{row['model']:<22} {row['image']:<40} {row['id']:<12} {row['size_mb']:>6} MB")
-    except (images.ImageBuildError, images.docker.errors.DockerException) as exc:
+    except (images.ImageBuildError, DockerException) as exc:
         print(f"asrpro: {exc}", file=sys.stderr)
         return 1
     return 0

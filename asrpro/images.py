@@ -40,9 +40,12 @@ PLATFORM_ARGS = [
     "--platform",
     "manylinux2014_x86_64",
 ]
-# What each image needs from this repo: a model server needs the server and the wire contract.
-# The model server needs framework.logs only (its other modules import nothing the image lacks at import time).
-APP_PACKAGES = {"whisper": ("schemas", "framework", "containers"), "parakeet": ("schemas", "framework", "containers")}
+# What each image needs from this repo. A model server imports the wire contract and framework.logs (the rest
+# of framework is copied along but never imported there: the image has no NATS client).
+APP_PACKAGES: dict[str, tuple[str, ...]] = {
+    "whisper": ("schemas", "framework", "containers"),
+    "parakeet": ("schemas", "framework", "containers"),
+}
 APP_PACKAGES[STACK] = ("schemas", "containers", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")
 

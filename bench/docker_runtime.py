@@ -74,7 +74,8 @@ def run_stack(runtime: str, n: int) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp), ASRPRO_LIFECYCLE__RUNTIME=runtime, ASRPRO_DOCKER__DEPLOYMENT="bench")
         try:
-            cold, warm = [], []
+            cold: list[float] = []
+            warm: list[float] = []
             with httpx.Client(timeout=300) as http:
                 for _ in range(n):
                     stop_model(stack)

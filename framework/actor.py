@@ -49,6 +49,7 @@ from schemas.errors import AsrError
 from schemas.events import EVENT_TYPES, Event, decode_event, kind, subject_of
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 VERSION = "0.1.0"
@@ -81,12 +82,12 @@ def _hints(fn: Callable[..., Any]) -> tuple[list[str], dict[str, Any]]:
     return params, typing.get_type_hints(fn)
 
 
-def endpoint(rpc: Rpc[Req, Rep], *, queue_group: str | None = None) -> Callable[[T], T]:
+def endpoint(rpc: Rpc[Req, Rep], *, queue_group: str | None = None) -> Callable[[F], F]:
     """Mark a method as the handler of `rpc`. Its first parameter's annotation is the request type and must be
     what `rpc` carries; it returns `rpc`'s reply type. A second parameter receives the subject."""
 
-    def mark(fn: T) -> T:
-        params, hints = _hints(fn)  # type: ignore[arg-type]
+    def mark(fn: F) -> F:
+        params, hints = _hints(fn)
         name = getattr(fn, "__qualname__", repr(fn))
         if not params or hints.get(params[0]) is not rpc.request:
             found = hints.get(params[0]) if params else None
@@ -100,7 +101,7 @@ def endpoint(rpc: Rpc[Req, Rep], *, queue_group: str | None = None) -> Callable[
     return mark
 
 
-def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[T], T]:
+def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[F], F]:
     """Mark a method as the handler of these event types (each on its own subject, every model).
 
     replay: "none" — live events only; "last" — first the last event of each subject still in the stream
@@ -112,8 +113,8 @@ def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[T], T]:
     if unknown:
         raise TypeError(f"not event types of schemas.events: {unknown}")
 
-    def mark(fn: T) -> T:
-        params, hints = _hints(fn)  # type: ignore[arg-type]
+    def mark(fn: F) -> F:
+        params, hints = _hints(fn)
         accepted = set(typing.get_args(hints.get(params[0]))) or {hints.get(params[0])} if params else set()
         if not set(types) <= accepted:
             name = getattr(fn, "__qualname__", repr(fn))
@@ -215,7 +216,7 @@ class Actor:
         ctype = codec.content_type(headers)
         logs.request_id.set((headers or {}).get(codec.REQUEST_ID_HEADER, ""))
         try:
-            message = codec.decode(data, spec.request_type, ctype)
+            message: Any = codec.decode(data, spec.request_type, ctype)
             reply = await (handler(message, subject) if spec.takes_subject else handler(message))
             return codec.encode(reply, ctype), codec.headers_for(ctype)
         except codec.DecodeError as exc:

@@ -53,7 +53,7 @@ class KvView(Generic[T]):
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=RESYNC_S)
+                    entry = await watcher.updates(timeout=RESYNC_S)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
@@ -75,7 +75,7 @@ class KvView(Generic[T]):
                 self._changed.set()
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def changed_or(self, timeout: float) -> None:
         """Until the next change, or `timeout` seconds."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from schemas.errors import AsrError
+
+log = logging.getLogger("asrpro.gateway")
 
 _STATUS = {"400", "404", "409", "413", "415", "429", "500", "503", "504"}
 
@@ -24,6 +28,7 @@ def from_asr_error(exc: AsrError) -> JSONResponse:
     return error_response(status, exc.message, retry_after=exc.retry_after)
 
 
-async def asr_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def asr_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AsrError)
+    log.warning("%s %s: %s %s", request.method, request.url.path, exc.code, exc.message, extra={"code": exc.code})
     return from_asr_error(exc)

@@ -68,6 +68,10 @@ async def transcriptions(
     )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
     result = await bus.transcribe(conn.client, info.id, message, timeout=timeout + 5)
+    log.info(
+        "transcribed",
+        extra={"model": info.id, "format": fmt, "audio_s": result.duration, "total_s": result.timing.total_s},
+    )
     return render(result, fmt)
 
 
@@ -98,7 +102,9 @@ def openai_model(m: ModelInfo, default_model: str) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def models(conn: Connection) -> dict[str, Any]:
-    listing = conn.catalogue.listing or await conn.request(endpoints.REGISTRY_LIST, ListModels())
+    listing = conn.catalogue.listing
+    if listing is None:
+        listing = await conn.request(endpoints.REGISTRY_LIST, ListModels())
     return {"object": "list", "data": [openai_model(m, listing.default_model) for m in listing.models]}
 
 

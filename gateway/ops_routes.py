@@ -27,7 +27,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def ps_entry(s: ServerStatus) -> dict[str, Any]:
-    entry = msgspec.to_builtins(s)
+    entry: dict[str, Any] = msgspec.to_builtins(s)
     entry.update(expires_at=_iso(s.expires_at), started_at=_iso(s.started_at), last_activity=_iso(s.last_activity))
     entry.pop("cold_start", None)
     return entry
@@ -77,7 +77,8 @@ async def ps(conn: Connection) -> dict[str, Any]:
 @router.get("/api/gpu")
 async def gpu(conn: Connection) -> dict[str, Any]:
     status = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest())
-    return msgspec.to_builtins(status)  # type: ignore[no-any-return]
+    body: dict[str, Any] = msgspec.to_builtins(status)
+    return body
 
 
 @router.post("/api/ps/{model:path}")

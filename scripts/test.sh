@@ -28,4 +28,32 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-exec .venv/bin/python -m pytest -q "$@"
+
+# With arguments: just pytest with them (e.g. one file while working on it).
+[ $# -gt 0 ] && exec .venv/bin/python -m pytest -q "$@"
+
+# The whole suite, fastest tier first; each tier's time is printed, every tier runs, any failure fails the run.
+failed=()
+tier() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "=== tier $name: $*" >&2
+  if "$@"; then
+    echo "=== tier $name passed in $((SECONDS - start)) s" >&2
+  else
+    echo "=== tier $name FAILED in $((SECONDS - start)) s" >&2
+    failed+=("$name")
+  fi
+}
+tier lint .venv/bin/ruff check .
+tier types .venv/bin/mypy
+tier unit .venv/bin/python -m pytest -q tests/unit
+tier integration .venv/bin/python -m pytest -q tests/integration
+tier e2e .venv/bin/python -m pytest -q tests/e2e
+tier docker .venv/bin/python -m pytest -q tests/docker
+tier chaos .venv/bin/python -m pytest -q tests/chaos
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "=== failed tiers: ${failed[*]}" >&2
+  exit 1
+fi
+echo "=== all tiers passed in $SECONDS s" >&2

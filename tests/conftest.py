@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import docker
 import nats.errors
@@ -121,7 +122,7 @@ async def start_actor(jetstream: Nats) -> AsyncIterator[Callable[..., object]]:
     started: list[Actor] = []
 
     async def start(cls: type[Actor], *args: object, **env: str) -> Actor:
-        actor = cls(make_config(jetstream, cls.name, **env), *args)  # type: ignore[call-arg]
+        actor = cls(make_config(jetstream, cls.name, **env), *args)
         await actor.start()
         started.append(actor)
         await discoverable(jetstream, actor)
@@ -140,9 +141,19 @@ async def proxy_nc(jetstream: Nats) -> AsyncIterator[Client]:
     await nc.close()
 
 
-async def ensure(nc: Client, model: str = "whisper-tiny.en", **fields: object) -> ServerStatus:
+class EnsureFields(TypedDict, total=False):
+    """EnsureServer's optional fields, as keyword arguments of `ensure`."""
+
+    request_id: str
+    restart: bool
+    keep_alive: float | None
+    timeout: float | None
+    probe: bool
+
+
+async def ensure(nc: Client, model: str = "whisper-tiny.en", **fields: Unpack[EnsureFields]) -> ServerStatus:
     """asr.lifecycle.ensure, as the proxy sends it; cold starts included in the wait."""
-    request = EnsureServer(model=model, **fields)  # type: ignore[arg-type]
+    request = EnsureServer(model=model, **fields)
     return await bus.request(nc, endpoints.LIFECYCLE_ENSURE, request, timeout=120)
 
 

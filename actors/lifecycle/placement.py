@@ -26,7 +26,9 @@ RETRY_AFTER_S = 5.0
 class Running(Protocol):
     """What the policies need to know about a running model server."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str: ...
+
     state: str
     last_activity: float
     inflight: dict[str, float]

@@ -115,6 +115,7 @@ class ModelProxy(Actor):
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
         except AsrError as exc:
+            self.log.warning("transcription failed: %s %s", exc.code, exc.message, extra={"model": model_id})
             await self.publish(
                 TranscriptionFailed(model=model_id, request_id=msg.request_id, code=exc.code, reason=exc.message)
             )
@@ -126,6 +127,10 @@ class ModelProxy(Actor):
         result.timing.cold_start = cold
         result.timing.rtf = round(total / result.duration, 4) if result.duration else 0.0
         result.formatted = render_text(result, msg.response_format)
+        self.log.info(
+            "transcribed",
+            extra={"model": model_id, "audio_s": result.duration, "total_s": result.timing.total_s, "cold": cold},
+        )
         await self.publish(
             TranscriptionCompleted(
                 model=model_id,

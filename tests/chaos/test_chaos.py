@@ -24,10 +24,16 @@ MODEL = "whisper-tiny.en"
 REPORTS: list[dict[str, object]] = []
 
 
+def _count(report: dict[str, object], key: str) -> int:
+    value = report[key]
+    assert isinstance(value, int), report  # Load.report's counts
+    return value
+
+
 @pytest.fixture(scope="module", autouse=True)
 def print_counts() -> Iterator[None]:
     yield
-    totals = {k: sum(int(r[k]) for r in REPORTS) for k in ("sent", "ok", "clear_error", "lost")}  # type: ignore[call-overload]
+    totals = {k: sum(_count(r, k) for r in REPORTS) for k in ("sent", "ok", "clear_error", "lost")}
     print("\nchaos suite:")
     for report in REPORTS:
         print(json.dumps(report))
@@ -66,7 +72,9 @@ def test_kill_model_server_mid_request(stack: Stack, audio: bytes) -> None:
         for _ in range(5):
             wait_until(lambda: model_server_pid(stack) is not None, what="a model server")
             time.sleep(0.5)  # requests are in flight now
-            os.kill(model_server_pid(stack), signal.SIGKILL)  # type: ignore[arg-type]
+            pid = model_server_pid(stack)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
             time.sleep(1.5)
         time.sleep(2)
     finish(load, "kill -9 the model server mid-request, 5 times")

@@ -52,7 +52,7 @@ async def test_container_is_hardened_and_serves(
     assert attrs["Config"]["Image"] == model_images[MODEL]
     # The idle timeout removes the container, and the events say so.
     stopped = await log.wait_for("stopped", timeout=30)
-    assert stopped.reason == "idle"  # type: ignore[union-attr]
+    assert stopped.reason == "idle"
     assert log.types() == ["starting", "ready", "stopped"]
     assert containers_of(docker_client, deployment) == []
 
@@ -120,7 +120,7 @@ async def test_parakeet_without_weights_says_what_is_missing(
     assert err.value.code == "503" and "weights not found: looked in /models/parakeet-tdt-0.6b" in message
     assert "encoder-model.onnx" in message and str(tmp_path) in message
     failed = await log.wait_for("failed")
-    assert "encoder-model.onnx" in failed.reason  # type: ignore[union-attr]
+    assert "encoder-model.onnx" in failed.reason
     assert containers_of(docker_client, deployment) == []  # the failed container was removed
 
 
@@ -142,7 +142,7 @@ async def test_killed_container_is_reported_crashed_at_once(
     status = await ensure(proxy_nc)
     docker_client.containers.get(status.container_id).kill()
     crashed = await log.wait_for("crashed", timeout=15)
-    assert crashed.exit_code == 137 and "SIGKILL" in crashed.reason  # type: ignore[union-attr]
+    assert crashed.exit_code == 137 and "SIGKILL" in crashed.reason
     again = await ensure(proxy_nc)  # the next request gets a fresh container
     assert again.container_id != status.container_id and again.cold_start
     assert [c.id for c in containers_of(docker_client, deployment)] == [again.container_id]

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class Stack:
         raise AssertionError(f"no process of the stack runs with {words}")
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
     """Poll `predicate` until it is true; an HTTP error while polling counts as not yet."""
     deadline = time.monotonic() + timeout
     while True:
@@ -92,7 +93,8 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:  # typ
         time.sleep(0.1)
 
 
-def start_stack(tmp: Path, **env_overrides: str) -> Stack:
+def start_stack(tmp: Path, log: Path | None = None, **env_overrides: str) -> Stack:
+    """`asrpro up` with these ASRPRO_* overrides; with `log`, every process's JSON log lines go to that file."""
     marker = f"ASRPRO_TEST_MARKER={secrets.token_hex(6)}"
     client_password = new_password()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASRPRO_")}
@@ -107,8 +109,9 @@ def start_stack(tmp: Path, **env_overrides: str) -> Stack:
         }
     )
     env.update(env_overrides)
+    stderr = log.open("w") if log is not None else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "asrpro.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "asrpro.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 90

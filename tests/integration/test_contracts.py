@@ -15,7 +15,7 @@ from actors.registry import Registry
 from framework import bus
 from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
-from schemas.events import TranscriptionCompleted, TranscriptionFailed
+from schemas.events import TranscriptionCompleted, TranscriptionFailed, subject_of
 from schemas.gpu import Allocate, GpuStatusRequest, Release
 from schemas.metrics import SnapshotRequest
 from schemas.registry import GetModel, ListModels, SetDefaultModel
@@ -44,12 +44,14 @@ async def test_registry_unknown_model_is_404_naming_known_models(start_actor, cl
 async def test_malformed_payload_gets_error_reply_and_actor_keeps_serving(start_actor, client: Client) -> None:
     await start_actor(Registry)
     reply = await client.request(subjects.REGISTRY_GET, b"\xc1 not msgpack", timeout=2)
+    assert reply.headers is not None
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
     assert "malformed GetModel" in reply.headers[codec.ERROR_HEADER]
     body = msgspec.msgpack.decode(reply.data)
     assert body["code"] == "400"
     # Valid msgpack of the wrong shape is just as clearly refused.
     reply = await client.request(subjects.REGISTRY_GET, msgspec.msgpack.encode({"id": 5}), timeout=2)
+    assert reply.headers is not None
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
     model = await bus.request(client, endpoints.REGISTRY_GET, GetModel(id="whisper-base"))
     assert model.id == "whisper-base"
@@ -60,8 +62,10 @@ async def test_json_requests_get_json_replies(start_actor, client: Client) -> No
     headers = {"Content-Type": "application/json"}
     reply = await client.request(subjects.REGISTRY_GET, b'{"id": "whisper-1"}', headers=headers, timeout=2)
     assert json.loads(reply.data)["id"] == "whisper-tiny.en"
+    assert reply.headers is not None
     assert reply.headers["Content-Type"] == "application/json"
     reply = await client.request(subjects.REGISTRY_GET, b"{not json", headers=headers, timeout=2)
+    assert reply.headers is not None
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
     assert json.loads(reply.data)["code"] == "400"
 
@@ -147,7 +151,7 @@ async def test_metrics_counts_events_and_renders_prometheus(start_actor, jetstre
             TranscriptionCompleted(model="m1", request_id="r2", audio_s=4.0, total_s=0.25),
             TranscriptionFailed(model="m1", request_id="r3", code="415", reason="bad audio"),
         ):
-            await proxy.publish(subjects.event(type(event).__struct_config__.tag, "m1"), codec.encode(event))
+            await proxy.publish(subject_of(type(event), "m1"), codec.encode(event))
         await proxy.publish("asr.events.transcribed.m1", b"garbage")  # ignored, does not stop the actor
         await proxy.flush()
         for _ in range(50):

@@ -69,6 +69,7 @@ async def test_requests_in_flight_hold_off_the_idle_stop(lifecycle_actors, proxy
     log = await events(MODEL)
     await lifecycle_actors(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="1")
     status = await ensure(proxy_nc, request_id="busy-1")
+    assert status.pid is not None
     await asyncio.sleep(2.5)  # well past the timeout, but the request never reported back
     assert "stopped" not in log.types() and alive(status.pid)
     done = TranscriptionCompleted(model=MODEL, request_id="busy-1", audio_s=1, total_s=1)
@@ -99,7 +100,7 @@ async def test_stop_and_status(lifecycle_actors, proxy_nc, jetstream, events) ->
         assert listing.servers[0].expires_at and listing.servers[0].pid == status.pid
         reply = await bus.request(gateway, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         assert reply.stopped
-        assert (await log.wait_for("stopped")).reason == "requested"  # type: ignore[union-attr]
+        assert (await log.wait_for("stopped")).reason == "requested"
         reply = await bus.request(gateway, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         assert not reply.stopped
     finally:
@@ -113,6 +114,7 @@ async def test_killed_server_is_reported_and_restarted_by_recovery(
     await lifecycle_actors()
     await start_actor(Recovery, ASRPRO_RECOVERY__BACKOFF="[0.2]")
     first = await ensure(proxy_nc)
+    assert first.pid is not None
     os.kill(first.pid, signal.SIGKILL)
     crashed = await log.wait_for("crashed")
     assert isinstance(crashed, ServerCrashed)
@@ -121,8 +123,8 @@ async def test_killed_server_is_reported_and_restarted_by_recovery(
     assert isinstance(ready, ServerReady) and ready.pid != first.pid
     assert log.types() == ["starting", "ready", "crashed", "restart_scheduled", "starting", "ready"]
     scheduled = log.events[3]
-    assert (scheduled.attempt, scheduled.delay_s) == (1, 0.2)  # type: ignore[union-attr]
-    assert log.events[4].reason == "restart"  # type: ignore[union-attr]
+    assert (scheduled.attempt, scheduled.delay_s) == (1, 0.2)
+    assert log.events[4].reason == "restart"
     second = await ensure(proxy_nc)
     assert second.pid == ready.pid and not second.cold_start
 
@@ -131,6 +133,7 @@ async def test_shutdown_stops_the_servers_it_started(lifecycle_actors, proxy_nc,
     log = await events(MODEL)
     lifecycle = await lifecycle_actors()
     status = await ensure(proxy_nc)
+    assert status.pid is not None
     await lifecycle.stop()
     assert not alive(status.pid)
-    assert (await log.wait_for("stopped")).reason == "shutdown"  # type: ignore[union-attr]
+    assert (await log.wait_for("stopped")).reason == "shutdown"

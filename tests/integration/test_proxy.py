@@ -110,13 +110,15 @@ async def test_bad_input_gets_clear_errors_and_proxy_keeps_serving(system, clien
     cases = [
         (TranscribeRequest(audio=b""), "400", "empty"),
         (TranscribeRequest(audio=b"this is not audio at all", filename="notes.wav"), "415", "could not decode audio"),
-        (TranscribeRequest(audio=jfk, response_format="docx"), "400", "'docx' - at `$.response_format`"),
+        # An invalid format on purpose: the proxy must refuse it.
+        (TranscribeRequest(audio=jfk, response_format="docx"), "400", "'docx' - at `$.response_format`"),  # type: ignore[arg-type]
     ]
     for request, code, text in cases:
         with pytest.raises(AsrError) as err:
             await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), request, timeout=90)
         assert err.value.code == code and text in err.value.message, err.value.message
     reply = await client.request(subjects.transcribe(MODEL), b"\x00garbage", timeout=10)
+    assert reply.headers is not None
     assert reply.headers[codec.ERROR_CODE_HEADER] == "400"
     result = await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=jfk), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
@@ -140,6 +142,7 @@ async def test_server_killed_mid_request_is_retried(system, client: Client, long
     await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), warm, timeout=90)
     status = await bus.request(client, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
     pid = status.servers[0].pid
+    assert pid is not None
     request = TranscribeRequest(audio=long_audio, filename="jfk4.wav")
     pending = asyncio.ensure_future(bus.transcribe(client, MODEL, request, timeout=120))
     await asyncio.sleep(0.8)

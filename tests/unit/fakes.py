@@ -15,7 +15,7 @@ import msgspec
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
 from framework.model_server import ModelServerClient
-from schemas.model_server import Health
+from schemas.model_server import Health, HealthStatus
 from schemas.transcribe import Segment, TranscriptionResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ class FakeModelServer:
     result naming the model; `requests` records what was sent."""
 
     def __init__(self) -> None:
-        self.health: dict[str, str] = {}
+        self.health: dict[str, HealthStatus] = {}
         self.requests: list[httpx.Request] = []
         self.respond: Callable[[httpx.Request], httpx.Response] | None = None
 
@@ -81,7 +81,7 @@ class FakeModelServer:
                 model=model,
                 engine="fake",
                 device="cpu",
-                compute_type="int8",  # type: ignore[arg-type]
+                compute_type="int8",
                 error=None if status == "ok" else f"{model} is {status}",
             )
             return httpx.Response(200 if status == "ok" else 503, content=msgspec.json.encode(body))

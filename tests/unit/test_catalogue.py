@@ -42,9 +42,10 @@ def test_before_the_registry_published_it_is_a_clear_503() -> None:
 
 async def test_the_registry_changes_the_default_and_announces_it() -> None:
     memory = MemoryBus()
-    registry = await memory.start(Registry(config()))
+    registry = Registry(config())
+    await memory.start(registry)
     model = await memory.request(endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"))
-    assert model.id == "whisper-base" and registry.listing().default_model == "whisper-base"  # type: ignore[attr-defined]
+    assert model.id == "whisper-base" and registry.listing().default_model == "whisper-base"
     changed = memory.events[-1]
     assert isinstance(changed, DefaultModelChanged) and changed.previous == "whisper-tiny.en"
     with pytest.raises(AsrError) as err:

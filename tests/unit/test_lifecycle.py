@@ -124,12 +124,14 @@ async def test_idle_clock_arithmetic() -> None:
     await lifecycle.reap_idle(now=time.time() + 10_000)
     assert "whisper-tiny.en" in lifecycle.servers  # keep_alive -1: never
     status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", keep_alive=30))
+    assert status.last_activity is not None
     assert status.expires_at == pytest.approx(status.last_activity + 30)
     await lifecycle.reap_idle(now=status.last_activity + 29)
     assert "whisper-tiny.en" in lifecycle.servers
     await lifecycle.reap_idle(now=status.last_activity + 30)
     assert "whisper-tiny.en" not in lifecycle.servers
-    assert bus.events[-1].reason == "keep_alive"  # type: ignore[union-attr]
+    stopped = bus.events[-1]
+    assert isinstance(stopped, ServerStopped) and stopped.reason == "keep_alive"
 
 
 async def test_gpu_full_evicts_the_least_recently_used_idle_server() -> None:

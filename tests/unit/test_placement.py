@@ -77,8 +77,8 @@ def test_gpu_placement_picks_the_device_with_most_free_memory_or_none() -> None:
         ("-5m", NEVER),
     ],
 )
-def test_keep_alive_durations(value: object, seconds: float | None) -> None:
-    assert parse_duration(value) == seconds  # type: ignore[arg-type]
+def test_keep_alive_durations(value: float | str | None, seconds: float | None) -> None:
+    assert parse_duration(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["soon", "5 minutes", "5x", "m"])

@@ -120,7 +120,7 @@ class DockerRuntime(Runtime):
         self._loop = asyncio.get_running_loop()
         container = await self._run(self._launch_sync, spec)
         try:
-            handle = await self._run(self._handle_for, container)
+            handle: ServerHandle = await self._run(self._handle_for, container)
         except Exception:
             await self._run(self._remove, container.id, 1.0)
             raise
