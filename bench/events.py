@@ -18,6 +18,9 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Event, Process, Queue
+from multiprocessing.queues import Queue as QueueType
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,58 +37,52 @@ AUDIO = (REPO.parent / "shared" / "data" / "jfk.flac").read_bytes()
 LIFECYCLE = {"starting", "ready", "stopped"}
 
 
-class Subscriber:
-    """A plain NATS client on asr.events.*.b in its own thread: the delay of each lifecycle event of model b."""
+def subscribe(url: str, password: str, ready: EventType, stop: EventType, out: QueueType[list[float]]) -> None:
+    """In a process of its own (the load's client threads must not hold its GIL): the delay of each lifecycle
+    event of model b, as a plain NATS client (the `client` user) on asr.events.*.b."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.delays: list[float] = []
-        self.seen = threading.Event()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Subscriber:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._loop and self._stop:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _run(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        nc = await nats.connect(self.stack.nats_url, user="client", password=self.stack.client_password)
+    async def run() -> None:
+        nc = await nats.connect(url, user="client", password=password)
+        delays: list[float] = []
 
         async def on_msg(msg: Msg) -> None:
             received = time.time()
             event = decode_event(msg.data, msg.headers)
             if kind(event) in LIFECYCLE:
-                self.delays.append(received - event.at)
-                self.seen.set()
+                delays.append(received - event.at)
 
         await nc.subscribe("asr.events.*.b", cb=on_msg)
         await nc.flush()
-        self._ready.set()
-        await self._stop.wait()
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
         await nc.close()
+        out.put(delays)
+
+    asyncio.run(run())
 
 
 def cycle(stack: Stack, http: httpx.Client, k: int) -> list[float]:
-    with Subscriber(stack) as sub:
+    ready, stop = Event(), Event()
+    out: QueueType[list[float]] = Queue()
+    proc = Process(target=subscribe, args=(stack.nats_url, stack.client_password, ready, stop, out))
+    proc.start()
+    try:
+        ready.wait(10)
         for _ in range(k):
             http.post(f"{stack.gateway}/api/ps/b").raise_for_status()
             http.delete(f"{stack.gateway}/api/ps/b").raise_for_status()
         time.sleep(0.5)
-        return sub.delays
+        stop.set()
+        delays: list[float] = out.get(timeout=10)
+        return delays
+    finally:
+        proc.join(10)
 
 
 def summary(delays: list[float]) -> dict[str, float]:
     ms = sorted(d * 1000 for d in delays)
-    q = statistics.quantiles(ms, n=100) if len(ms) > 1 else ms * 99
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
     return {
         "events": len(ms),
         "p50_ms": round(statistics.median(ms), 3),

@@ -1,7 +1,8 @@
 """The whole system against the in-process engine, with the same decoding parameters, in one run. Prints JSON.
 
 - latency: jfk.flac N times in-process (the model server's own pipeline: PyAV decode + faster-whisper with the
-  system's decoding parameters) and N times warm through HTTP gateway → NATS → model proxy → model server;
+  system's decoding parameters and engine set-up) and N times warm through HTTP gateway → NATS → model proxy →
+  model server, alternating, with the stack running in both cases;
 - bus traffic: every NATS message during the warm requests, seen by an admin subscriber on `>` and counted per
   request by kind (request/reply round trips by subject, events, JetStream/KV operations);
 - throughput: R requests from C concurrent clients through the system, against the same in-process with the
@@ -36,6 +37,7 @@ from nats.aio.msg import Msg  # noqa: E402
 from asrpro.nats_server import new_password  # noqa: E402
 from containers.model_server import pipeline  # noqa: E402
 from containers.model_server.engines.whisper import WhisperEngine  # noqa: E402
+from containers.model_server.settings import EngineSettings  # noqa: E402
 from schemas.model_server import TranscribeOptions  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
@@ -53,17 +55,6 @@ def in_process_once(model: WhisperEngine, audio: bytes) -> str:
     t0 = time.perf_counter()
     result = pipeline.transcribe(model, audio, AUDIO.name, OPTIONS, model_id="direct", received_at=t0)
     return result.text
-
-
-def direct_latency(n: int, audio: bytes) -> tuple[list[float], str]:
-    model = engine(1)
-    in_process_once(model, audio)  # warm, as the system's server is
-    times, text = [], ""
-    for _ in range(n):
-        t0 = time.perf_counter()
-        text = in_process_once(model, audio)
-        times.append(time.perf_counter() - t0)
-    return times, text
 
 
 def direct_throughput(requests: int, clients: int, audio: bytes) -> dict[str, float]:
@@ -128,7 +119,13 @@ class BusCounter:
         return "other:" + subject
 
 
-def system_latency(stack: Stack, n: int, audio: bytes, admin_password: str) -> tuple[float, list[float], dict, str]:
+def latency(
+    stack: Stack, n: int, audio: bytes, admin_password: str, workers: int
+) -> tuple[float, list[float], list[float], dict[str, float], bool, dict[str, float]]:
+    """Warm requests alternating between in-process and the system, so that both see the same machine
+    (a shared 2-core box drifts by more than the overhead measured)."""
+    model = engine(workers)
+    direct_text = in_process_once(model, audio)
     url = f"{stack.gateway}/v1/audio/transcriptions"
     with httpx.Client(timeout=300) as http, BusCounter(stack.nats_url, admin_password) as bus:
         t0 = time.perf_counter()
@@ -136,18 +133,33 @@ def system_latency(stack: Stack, n: int, audio: bytes, admin_password: str) -> t
         cold = time.perf_counter() - t0
         http.post(url, files={"file": ("jfk.flac", audio)}).raise_for_status()
         time.sleep(3)  # let the first requests' deferred bookkeeping (activity records) land before counting
-        times, text = [], ""
-        bus.counting = True
+        direct, system, texts = [], [], set()
+        front, to_server, in_server = [], [], []
         for _ in range(n):
             t0 = time.perf_counter()
-            response = http.post(url, files={"file": ("jfk.flac", audio)})
+            in_process_once(model, audio)
+            direct.append(time.perf_counter() - t0)
+            bus.counting = True
+            t0 = time.perf_counter()
+            response = http.post(url, files={"file": ("jfk.flac", audio)}, data={"response_format": "verbose_json"})
             response.raise_for_status()
-            times.append(time.perf_counter() - t0)
-            text = response.json()["text"]
-        time.sleep(3)  # what the requests caused after they were answered (events, deferred records) counts too
-        bus.counting = False
+            system.append(time.perf_counter() - t0)
+            time.sleep(0.3)  # what the request caused after its answer (events, deferred records) counts too
+            bus.counting = False
+            body = response.json()
+            texts.add(body["text"])
+            timing = body["timing"]
+            front.append(system[-1] - timing["total_s"])
+            to_server.append(timing["total_s"] - timing["server_s"])
+            in_server.append(timing["server_s"] - timing["decode_s"] - timing["transcribe_s"])
+        time.sleep(3)
     per_request = {k: round(v / n, 2) for k, v in sorted(bus.counts.items())}
-    return cold, times, per_request, text
+    breakdown = {
+        "client_gateway_bus_ms": round(statistics.median(front) * 1000, 1),
+        "proxy_and_http_to_server_ms": round(statistics.median(to_server) * 1000, 1),
+        "model_server_outside_decoding_ms": round(statistics.median(in_server) * 1000, 1),
+    }
+    return cold, direct, system, per_request, texts == {direct_text}, breakdown
 
 
 def system_throughput(stack: Stack, requests: int, clients: int, audio: bytes) -> float:
@@ -166,19 +178,20 @@ def system_throughput(stack: Stack, requests: int, clients: int, audio: bytes) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("-n", type=int, default=10)
+    parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     audio = AUDIO.read_bytes()
 
-    d, direct_text = direct_latency(args.n, audio)
     direct_rates = direct_throughput(args.requests, args.clients, audio)
     admin_password = new_password()
+    # In-process with the engine set up as the model server sets it up (num_workers = its concurrency).
+    workers = EngineSettings().concurrency
     with tempfile.TemporaryDirectory() as tmp:
         stack = start_stack(Path(tmp), ASRPRO_NATS_PW_ADMIN=admin_password)
         try:
-            cold, s, bus_per_request, system_text = system_latency(stack, args.n, audio, admin_password)
+            cold, d, s, bus_per_request, same_text, breakdown = latency(stack, args.n, audio, admin_password, workers)
             system_rate = system_throughput(stack, args.requests, args.clients, audio)
         finally:
             stack.stop()
@@ -192,7 +205,8 @@ def main() -> None:
                 "benchmark": "transcribe_overhead",
                 "audio": AUDIO.name,
                 "decoding": "the model server's pipeline in-process, same parameters (beam_size 1, temperature 0)",
-                "same_text": direct_text == system_text,
+                "same_text": same_text,
+                "direct_num_workers": workers,
                 "n": args.n,
                 "direct_median_s": round(d_med, 4),
                 "system_median_s": round(s_med, 4),
@@ -200,6 +214,7 @@ def main() -> None:
                 "system_cold_first_request_s": round(cold, 4),
                 "ratio_system_vs_direct": round(s_med / d_med, 3),
                 "overhead_median_ms": round((s_med - d_med) * 1000, 1),
+                "overhead_breakdown_median": breakdown,
                 "nats_round_trips_per_request": round_trips,
                 "bus_messages_per_request": bus_per_request,
                 "throughput_requests": args.requests,

@@ -11,7 +11,7 @@ import msgspec
 from framework import logs
 from schemas import codec, errors
 from schemas.errors import AsrError
-from schemas.model_server import FILE_FIELD, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, Health, TranscribeOptions
+from schemas.model_server import FILENAME_PARAM, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, Health, TranscribeOptions
 from schemas.transcribe import TranscriptionResult
 
 # Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
@@ -57,12 +57,12 @@ class ModelServerClient:
     ) -> TranscriptionResult:
         """POST /transcribe until `deadline` (monotonic). ServerGone when the server is not there; AsrError
         with the server's own code and message when it refuses the request."""
-        headers = {codec.REQUEST_ID_HEADER: logs.request_id.get()}
+        headers = {codec.REQUEST_ID_HEADER: logs.request_id.get(), "Content-Type": "application/octet-stream"}
         try:
             response = await self.http.post(
                 url + TRANSCRIBE_PATH,
-                files={FILE_FIELD: (filename or "audio", audio)},
-                data=options.form(),
+                content=audio,
+                params={**options.form(), FILENAME_PARAM: filename or "audio"},
                 headers=headers,
                 timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
             )

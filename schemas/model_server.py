@@ -1,8 +1,10 @@
 """The HTTP contract between the model proxy / lifecycle actor and a model server (process or container).
 
 ``GET /health`` answers a `Health` (200 when ok, 503 while loading or after a failed load);
-``POST /transcribe`` takes a multipart form — the audio as ``file`` plus the `TranscribeOptions` fields —
-and answers a `TranscriptionResult` as JSON, or an `ErrorBody` with an HTTP status from `schemas.errors`.
+``POST /transcribe`` takes the audio either as a multipart form (``file`` plus the `TranscribeOptions` fields,
+handy with ``curl -F``) or raw (any other Content-Type: the body is the audio, the `TranscribeOptions` fields and
+``filename`` are query parameters — what the model proxy sends, with no multipart to build or parse), and
+answers a `TranscriptionResult` as JSON, or an `ErrorBody` with an HTTP status from `schemas.errors`.
 The caller's request id travels in the ``X-Request-Id`` header.
 """
 
@@ -17,6 +19,7 @@ from schemas.transcribe import ResponseFormat
 HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
 FILE_FIELD = "file"
+FILENAME_PARAM = "filename"
 
 HealthStatus = Literal["loading", "ok", "error"]
 

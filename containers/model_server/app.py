@@ -12,7 +12,7 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from containers.model_server import pipeline
@@ -21,7 +21,15 @@ from containers.model_server.settings import EngineSettings
 from containers.model_server.state import Loader, ModelState, load_from_settings
 from framework import logs
 from schemas import codec, errors
-from schemas.model_server import FILE_FIELD, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, ErrorDetail, TranscribeOptions
+from schemas.model_server import (
+    FILE_FIELD,
+    FILENAME_PARAM,
+    HEALTH_PATH,
+    TRANSCRIBE_PATH,
+    ErrorBody,
+    ErrorDetail,
+    TranscribeOptions,
+)
 from schemas.transcribe import response_format
 
 log = logging.getLogger("model_server")
@@ -93,13 +101,21 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
             if state.status == "loading":
                 raise errors.AsrError(errors.UNAVAILABLE, "model is still loading", retry_after=LOADING_RETRY_S)
             raise errors.AsrError(errors.UNAVAILABLE, f"model failed to load: {state.error}")
-        async with request.form() as form:
-            upload = form.get(FILE_FIELD)
-            if not isinstance(upload, UploadFile):
-                raise errors.AsrError(errors.BAD_REQUEST, "missing form field 'file' (the audio to transcribe)")
-            options = _options(form)
-            data = await upload.read()
-            filename = upload.filename or "audio"
+        if request.headers.get("content-type", "").startswith(
+            ("multipart/form-data", "application/x-www-form-urlencoded")
+        ):
+            async with request.form() as form:
+                upload = form.get(FILE_FIELD)
+                if not isinstance(upload, UploadFile):
+                    raise errors.AsrError(errors.BAD_REQUEST, "missing form field 'file' (the audio to transcribe)")
+                options = _options(form)
+                data = await upload.read()
+                filename = upload.filename or "audio"
+        else:
+            # The raw form (what the model proxy sends): no multipart to build and parse for every upload.
+            options = _options(request.query_params)
+            data = await request.body()
+            filename = request.query_params.get(FILENAME_PARAM) or "audio"
         if not data:
             raise errors.AsrError(errors.BAD_REQUEST, f"file {filename!r} is empty")
         try:
@@ -120,7 +136,7 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
     return app
 
 
-def _options(form: FormData) -> TranscribeOptions:
+def _options(form: FormData | QueryParams) -> TranscribeOptions:
     raw_temperature = _text_field(form, "temperature") or "0"
     try:
         temperature = float(raw_temperature)
@@ -136,7 +152,7 @@ def _options(form: FormData) -> TranscribeOptions:
     )
 
 
-def _text_field(form: FormData, name: str) -> str:
+def _text_field(form: FormData | QueryParams, name: str) -> str:
     value = form.get(name)
     if isinstance(value, UploadFile):
         raise errors.AsrError(errors.BAD_REQUEST, f"form field {name!r} must be text, not a file")

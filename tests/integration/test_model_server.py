@@ -112,6 +112,23 @@ def _error(reply: httpx.Response, status: int) -> str:
     return body["message"]
 
 
+def test_the_raw_form_gives_the_same_transcript_as_multipart(client: httpx.Client, shared_data: Path) -> None:
+    audio = (shared_data / "jfk.flac").read_bytes()
+    multipart = _transcribe(client, shared_data / "jfk.flac", response_format="srt")
+    raw = client.post(
+        "/transcribe",
+        content=audio,
+        params={"response_format": "srt", "filename": "jfk.flac"},
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["text"] == multipart.json()["text"] and raw.json()["formatted"] == multipart.json()["formatted"]
+    bad = client.post("/transcribe", content=audio, params={"response_format": "docx"})
+    assert "docx" in _error(bad, 400)
+    empty = client.post("/transcribe", content=b"", params={"filename": "nothing.wav"})
+    assert "empty" in _error(empty, 400)
+
+
 def test_health_reports_the_loaded_model(client: httpx.Client) -> None:
     reply = client.get("/health")
     assert reply.status_code == 200

@@ -46,7 +46,13 @@ async def test_transcribe_sends_the_contract_and_the_request_id() -> None:
     sent = servers.requests[-1]
     body = sent.content.decode(errors="replace")
     assert sent.url.path == "/transcribe" and sent.headers["X-Request-Id"] == "req-42"
-    assert 'name="file"; filename="a.wav"' in body and 'name="language"' in body and 'name="prompt"' not in body
+    assert dict(sent.url.params) == {
+        "response_format": "verbose_json",
+        "language": "en",
+        "temperature": "0.2",
+        "filename": "a.wav",
+    }
+    assert body == "RIFF" and sent.headers["Content-Type"] == "application/octet-stream"
 
 
 async def test_refusals_keep_the_servers_code_and_message() -> None:
