@@ -153,7 +153,7 @@ def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
 
     async def run() -> None:
         cfg = config.nats
-        nc = await bus.connect(cfg.url, name="asrpro-bootstrap", user=cfg.user, password=cfg.password)
+        nc = await bus.connect_as_configured(cfg, "asrpro-bootstrap")
         try:
             await ensure_jetstream(nc, config)
         finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -29,7 +30,7 @@ import re
 import signal
 import socket
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -106,7 +107,11 @@ def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[F], F]:
 
     replay: "none" — live events only; "last" — first the last event of each subject still in the stream
     ASR_EVENTS (state kept as events, e.g. circuit breakers, survives a restart), then live ones; "all" —
-    every event the stream holds, then live ones, in order (counters rebuilt from history)."""
+    every event the stream holds, then live ones, in order (counters rebuilt from history).
+
+    Each type is its own subscription, handled one message at a time: events of one type arrive in order, events
+    of different types only as close to it as the bus makes them, so a handler that depends on the order between
+    types updates its state before its first await."""
     if not types:
         raise TypeError("on_event needs at least one event type")
     unknown = [t for t in types if t not in EVENT_TYPES]
@@ -130,13 +135,15 @@ def endpoint_name(subject: str) -> str:
 
 
 def entrypoints(actor: object) -> list[tuple[Callable[..., Awaitable[Any]], EndpointSpec | EventSpec]]:
+    """Event handlers first, then endpoints: an actor answers requests only once the state it keeps from events
+    (replayed from the stream) is rebuilt."""
     found = []
     for attr in dir(type(actor)):
         # Looked up on the class: reading every attribute of the instance would run its properties.
         spec = getattr(inspect.getattr_static(type(actor), attr), _ENTRYPOINT, None)
         if spec is not None:
             found.append((getattr(actor, attr), spec))
-    return found
+    return sorted(found, key=lambda entry: isinstance(entry[1], EndpointSpec))
 
 
 class Actor:
@@ -196,9 +203,10 @@ class Actor:
         task.add_done_callback(self._task_done)
         return task
 
-    def loop(self, coro: Awaitable[Any]) -> None:
-        """Run a never-ending background loop (timers, watchers); cancelled on shutdown."""
-        task = asyncio.ensure_future(coro)
+    def loop(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a never-ending background loop (timers, watchers); cancelled on shutdown. It gets a context of its
+        own: a loop started while a request is handled must not log under that request's id for ever after."""
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._loops.add(task)
         task.add_done_callback(self._task_done)
 
@@ -214,7 +222,7 @@ class Actor:
     ) -> tuple[bytes, dict[str, str]]:
         """One request: decode by its Content-Type, run the handler, encode the reply or the error."""
         ctype = codec.content_type(headers)
-        logs.request_id.set((headers or {}).get(codec.REQUEST_ID_HEADER, ""))
+        logs.request_id.set(logs.clean_request_id((headers or {}).get(codec.REQUEST_ID_HEADER)))
         try:
             message: Any = codec.decode(data, spec.request_type, ctype)
             reply = await (handler(message, subject) if spec.takes_subject else handler(message))
@@ -228,10 +236,7 @@ class Actor:
         except Exception as exc:
             self.log.exception("handler for %s failed", subject)
             error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
-        headers_out = codec.headers_for(ctype)
-        headers_out[codec.ERROR_HEADER] = error.message.replace("\n", " ")[:1000]
-        headers_out[codec.ERROR_CODE_HEADER] = error.code
-        return codec.encode(error.reply(), ctype), headers_out
+        return bus.error_reply(error, ctype)
 
     async def deliver(
         self, handler: Callable[[Any], Awaitable[None]], spec: EventSpec, msg_subject: str, data: bytes, headers: Any
@@ -251,14 +256,7 @@ class Actor:
 
     # -- running on NATS ---------------------------------------------------------
     async def start(self) -> None:
-        nats_cfg = self.config.nats
-        self.nc = await bus.connect(
-            nats_cfg.url,
-            name=self.instance,
-            user=nats_cfg.user,
-            password=nats_cfg.password,
-            connect_timeout=nats_cfg.connect_timeout,
-        )
+        self.nc = await bus.connect_as_configured(self.config.nats, self.instance)
         await self.setup()
         self._service = await add_service(
             self.nc, name=f"asrpro-{self.name}", version=VERSION, description=self.__doc__ or self.name
@@ -300,22 +298,44 @@ class Actor:
     async def _follow_events(self, handler: Callable[[Any], Awaitable[None]], spec: EventSpec) -> None:
         nc = self.connection
 
-        async def on_msg(msg: Msg) -> None:
-            await self.deliver(handler, spec, msg.subject, msg.data, msg.headers)
-
         for subject in spec.subjects():
             if spec.replay == "all":
                 # An ordered consumer from the stream's first event: history first, then live, one sequence.
+                async def in_order(msg: Msg) -> None:
+                    await self.deliver(handler, spec, msg.subject, msg.data, msg.headers)
+
                 config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
                 await nc.jetstream().subscribe(
-                    subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=on_msg
+                    subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=in_order
                 )
-                continue
-            await nc.subscribe(subject, cb=on_msg)
-            if spec.replay == "last":
-                # Subscribed first, then the history: an event in between is seen twice, never missed.
-                for data, headers in await self._last_per_subject(subject):
-                    await self.deliver(handler, spec, subject, data, headers)
+            else:
+                await self._follow_live(nc, handler, spec, subject)
+
+    async def _follow_live(
+        self, nc: Client, handler: Callable[[Any], Awaitable[None]], spec: EventSpec, subject: str
+    ) -> None:
+        """Live events on `subject`; with replay "last", the last one of each subject from the stream first.
+
+        Subscribed before the history is read, so nothing published meanwhile is missed; live events are held
+        back until the history is delivered, so an old event never lands after a newer one (one seen in both is
+        delivered twice, in order, which state kept from events tolerates)."""
+        held: list[Msg] | None = [] if spec.replay == "last" else None
+
+        async def on_msg(msg: Msg) -> None:
+            if held is not None:
+                held.append(msg)
+                return
+            await self.deliver(handler, spec, msg.subject, msg.data, msg.headers)
+
+        await nc.subscribe(subject, cb=on_msg)
+        if held is None:
+            return
+        for data, headers in await self._last_per_subject(subject):
+            await self.deliver(handler, spec, subject, data, headers)
+        while held:  # nothing awaits between the last check and switching to live delivery
+            msg = held.pop(0)
+            await self.deliver(handler, spec, msg.subject, msg.data, msg.headers)
+        held = None
 
     async def _last_per_subject(self, subject: str) -> list[tuple[bytes, Any]]:
         js = self.connection.jetstream()

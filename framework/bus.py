@@ -16,6 +16,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from framework import logs
+from framework.config import NatsConfig
 from schemas import codec, endpoints, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
@@ -67,6 +68,13 @@ async def connect(
     return nc
 
 
+async def connect_as_configured(nats: NatsConfig, name: str) -> Client:
+    """`connect` with the configured URL, user, password and timeout (what every actor and the gateway do)."""
+    return await connect(
+        nats.url, name=name, user=nats.user, password=nats.password, connect_timeout=nats.connect_timeout
+    )
+
+
 # Per connection, an event set when it drops: a reply cannot arrive over a connection that is gone
 # (nats-py leaves such requests waiting until their timeout), so requests in flight fail at once instead.
 _lost: weakref.WeakKeyDictionary[Client, asyncio.Event] = weakref.WeakKeyDictionary()
@@ -105,6 +113,14 @@ def _with_credentials(url: str, user: str, password: str) -> str:
         return url
     netloc = f"{user}:{password}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def error_reply(exc: AsrError, ctype: str) -> tuple[bytes, dict[str, str]]:
+    """An error reply: the ErrorReply body and the nats.micro service-error headers."""
+    headers = codec.headers_for(ctype)
+    headers[codec.ERROR_HEADER] = exc.message.replace("\r", " ").replace("\n", " ")[:1000]
+    headers[codec.ERROR_CODE_HEADER] = exc.code
+    return codec.encode(exc.reply(), ctype), headers
 
 
 def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:

@@ -27,8 +27,12 @@ class Catalogue:
         """The model `name` means; 404 naming the known ones; 503 before the registry published anything."""
         listing = self.listing
         if listing is None:
-            raise AsrError(errors.UNAVAILABLE, "the model catalogue is not known yet: is the registry running?")
+            raise AsrError(errors.UNAVAILABLE, self.unknown_reason())
         return resolve(listing, name)
+
+    def unknown_reason(self) -> str:
+        why = f" ({self._view.problem})" if self._view.problem else ""
+        return f"the model catalogue is not known yet{why}: is the registry running?"
 
     def find(self, name: str) -> ModelInfo | None:
         listing = self.listing

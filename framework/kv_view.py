@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -29,22 +30,28 @@ class KvView(Generic[T]):
         self._changed = asyncio.Event()
         self._decode: Callable[[bytes], T] = msgspec.msgpack.Decoder(value_type).decode
         self._task: asyncio.Task[None] | None = None
+        self.problem = ""  # why the watch is not running, while it is not ('' when it is)
 
     async def follow(self, nc: Client, *, wait: float = 10.0) -> None:
-        """Start watching; return once the bucket's current values are in (or after `wait` seconds)."""
-        kv = await nc.jetstream().key_value(self.bucket)
-        self._task = asyncio.create_task(self._watch(kv))
+        """Start watching (and keep watching, whatever fails: a missing bucket, a server restart); return once
+        the bucket's current values are in, or after `wait` seconds."""
+        if self._task is None:
+            # A context of its own: the watch outlives whatever request happened to start it.
+            self._task = asyncio.create_task(self._watch(nc), context=contextvars.Context())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.known.wait(), wait)
 
-    async def _watch(self, kv: KeyValue) -> None:
+    async def _watch(self, nc: Client) -> None:
         while True:
             try:
+                kv = await nc.jetstream().key_value(self.bucket)
+                self.problem = ""
                 await self._watch_once(kv)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watch of %s interrupted (%s): watching again", self.bucket, exc)
+                self.problem = f"watch of {self.bucket} failed: {exc!r}"
+                log.warning("%s: watching again", self.problem)
                 await asyncio.sleep(1.0)
 
     async def _watch_once(self, kv: KeyValue) -> None:
@@ -67,11 +74,12 @@ class KvView(Generic[T]):
                     seen.add(entry.key)
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     self.values.pop(entry.key, None)
-                    continue
-                try:
-                    self.values[entry.key] = self._decode(entry.value)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    log.warning("ignoring malformed %s/%s: %s", self.bucket, entry.key, exc)
+                else:
+                    try:
+                        self.values[entry.key] = self._decode(entry.value)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        self.values.pop(entry.key, None)  # an old value is no truer than a malformed one
+                        log.warning("dropping malformed %s/%s: %s", self.bucket, entry.key, exc)
                 self._changed.set()
         finally:
             with contextlib.suppress(Exception):

@@ -7,12 +7,27 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
+import uuid
 
 # The id of the request being handled in this task: set where a request enters (the gateway, an actor's
 # endpoint, the model server) and read by the formatter and by the bus when it sends the next hop.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# What an id from outside may be: it ends up in log lines and in HTTP and NATS headers, so nothing that could
+# forge a line or a header.
+_SENSIBLE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def clean_request_id(value: str | None) -> str:
+    """`value` when it is a sensible request id, else ''."""
+    return value if value and _SENSIBLE.fullmatch(value) else ""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 

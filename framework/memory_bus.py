@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from framework import bus as nats_bus
+from framework import logs
 from framework.actor import Actor, EndpointSpec, EventSpec, entrypoints
-from schemas import codec, errors, subjects
+from schemas import codec, errors
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event
@@ -95,11 +96,7 @@ class MemoryBus:
                 reply = await result if inspect.isawaitable(result) else result
                 return codec.encode(reply, ctype), codec.headers_for(ctype)
             except AsrError as exc:
-                return codec.encode(exc.reply(), ctype), {
-                    **codec.headers_for(ctype),
-                    codec.ERROR_HEADER: exc.message,
-                    codec.ERROR_CODE_HEADER: exc.code,
-                }
+                return nats_bus.error_reply(exc, ctype)
 
         self.responders.insert(0, (rpc.subject, respond))
 
@@ -107,9 +104,10 @@ class MemoryBus:
     async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:
         for pattern, respond in self.responders:
             if matches(pattern, rpc.subject):
-                data, headers = await asyncio.wait_for(
-                    respond(codec.encode(message), codec.headers_for(codec.MSGPACK), rpc.subject), timeout
-                )
+                headers = codec.headers_for(codec.MSGPACK)
+                if logs.request_id.get():
+                    headers[codec.REQUEST_ID_HEADER] = logs.request_id.get()
+                data, headers = await asyncio.wait_for(respond(codec.encode(message), headers, rpc.subject), timeout)
                 return nats_bus.decode_reply(rpc, headers, data)
         raise AsrError(
             errors.UNAVAILABLE, f"{rpc.subject} is not available (no responders)", kind=nats_bus.NO_RESPONDERS
@@ -124,6 +122,3 @@ class MemoryBus:
     async def stop(self) -> None:
         for actor in reversed(self.actors):
             await actor.stop()
-
-
-__all__ = ["MemoryBus", "matches", "subjects"]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import time
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -11,7 +13,17 @@ import msgspec
 from framework import logs
 from schemas import codec, errors
 from schemas.errors import AsrError
-from schemas.model_server import FILENAME_PARAM, HEALTH_PATH, TRANSCRIBE_PATH, ErrorBody, Health, TranscribeOptions
+from schemas.model_server import (
+    FILE_FIELD,
+    FILENAME_PARAM,
+    HEALTH_PATH,
+    MAX_QUERY_BYTES,
+    MODEL_HEADER,
+    TRANSCRIBE_PATH,
+    ErrorBody,
+    Health,
+    TranscribeOptions,
+)
 from schemas.transcribe import TranscriptionResult
 
 # Errors that mean "the server is gone", not "the audio is bad": worth one retry on a fresh server.
@@ -57,19 +69,27 @@ class ModelServerClient:
     ) -> TranscriptionResult:
         """POST /transcribe until `deadline` (monotonic). ServerGone when the server is not there; AsrError
         with the server's own code and message when it refuses the request."""
-        headers = {codec.REQUEST_ID_HEADER: logs.request_id.get(), "Content-Type": "application/octet-stream"}
+        headers = {codec.REQUEST_ID_HEADER: logs.request_id.get(), MODEL_HEADER: model}
+        fields = options.form()
+        if len(urlencode(fields)) <= MAX_QUERY_BYTES:
+            # The raw form: no multipart to build here and parse there for every upload.
+            request: dict[str, Any] = {"content": audio, "params": {**fields, FILENAME_PARAM: filename or "audio"}}
+            headers["Content-Type"] = "application/octet-stream"
+        else:  # a long prompt does not fit a request line
+            request = {"files": {FILE_FIELD: (filename or "audio", audio)}, "data": fields}
         try:
             response = await self.http.post(
                 url + TRANSCRIBE_PATH,
-                content=audio,
-                params={**options.form(), FILENAME_PARAM: filename or "audio"},
                 headers=headers,
                 timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
+                **request,
             )
         except httpx.TimeoutException as exc:
             raise AsrError(errors.TIMEOUT, f"model server of {model} did not answer in time") from exc
         except _GONE as exc:
             raise ServerGone(f"model server of {model} at {url} is gone: {exc!r}") from exc
+        if response.status_code == 409:  # the address now belongs to another model's server (a stale record)
+            raise ServerGone(f"the server at {url} is not {model}'s: {_error_message(response)}")
         if response.status_code != 200:
             raise AsrError(str(response.status_code), _error_message(response))
         try:

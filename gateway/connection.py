@@ -38,10 +38,7 @@ class GatewayConnection:
             self._task = asyncio.create_task(self._keep_trying())
 
     async def _connect(self) -> None:
-        cfg = self.config.nats
-        self.nc = await bus.connect(
-            cfg.url, name="asrpro-gateway", user=cfg.user, password=cfg.password, connect_timeout=cfg.connect_timeout
-        )
+        self.nc = await bus.connect_as_configured(self.config.nats, "asrpro-gateway")
         # Not waiting for the registry here: until the catalogue arrives, transcriptions get 503 naming it.
         await self.catalogue.follow(self.nc, wait=2.0)
 

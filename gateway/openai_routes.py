@@ -13,7 +13,6 @@ from framework import bus, logs
 from framework.config import Config
 from gateway.connection import GatewayConnection, get_config, get_connection
 from gateway.errors import error_response
-from gateway.request_id import new_request_id
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
@@ -50,6 +49,7 @@ async def transcriptions(
         parse_duration(keep_alive)
     except ValueError as exc:
         return error_response(400, str(exc))
+    nc = conn.client  # 503 at once while the bus is down, before anything else is said
     info = conn.catalogue.resolve(model or model_q or "whisper-1")
     audio = await file.read()
     if not audio:
@@ -62,12 +62,12 @@ async def transcriptions(
         prompt=prompt or None,
         response_format=fmt,
         temperature=temperature,
-        request_id=logs.request_id.get() or new_request_id(),
+        request_id=logs.request_id.get() or logs.new_request_id(),
         keep_alive=keep_alive or None,
         timeout=timeout,
     )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
-    result = await bus.transcribe(conn.client, info.id, message, timeout=timeout + 5)
+    result = await bus.transcribe(nc, info.id, message, timeout=timeout + 5)
     log.info(
         "transcribed",
         extra={"model": info.id, "format": fmt, "audio_s": result.duration, "total_s": result.timing.total_s},

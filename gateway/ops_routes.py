@@ -48,6 +48,8 @@ async def health(conn: Connection) -> JSONResponse:
             body["reason"] = "; ".join(f"{b.model}: circuit breaker {b.state} ({b.reason})" for b in status.breakers)
     except AsrError as exc:
         body.update(status="degraded", reason=exc.message)
+    if body["status"] == "ok" and conn.catalogue.listing is None:
+        body.update(status="degraded", reason=conn.catalogue.unknown_reason())
     if body["status"] == "ok" and not await _proxy_answers(conn):
         body.update(status="degraded", reason="no model proxy answers: transcription requests would fail")
     return JSONResponse(body)

@@ -4,21 +4,12 @@ returned in the response's ``X-Request-Id`` header."""
 
 from __future__ import annotations
 
-import re
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from framework import logs
 from schemas import codec
 
 _HEADER = codec.REQUEST_ID_HEADER.lower().encode()
-# What a caller's id may be: it ends up in logs and headers, so nothing that could forge a line or a header.
-_SENSIBLE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 class RequestId:
@@ -30,7 +21,7 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(_HEADER, b"").decode("latin-1")
-        request_id = given if _SENSIBLE.fullmatch(given) else new_request_id()
+        request_id = logs.clean_request_id(given) or logs.new_request_id()
         logs.request_id.set(request_id)
 
         async def send_with_id(message: Message) -> None:

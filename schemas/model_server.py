@@ -20,6 +20,11 @@ HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
 FILE_FIELD = "file"
 FILENAME_PARAM = "filename"
+# The model the caller means to reach: a server of another model answers 409 (the caller's record is stale).
+MODEL_HEADER = "X-Model-Id"
+# Options longer than this (a long prompt) go in a multipart body instead of the query string (HTTP servers cap
+# the request line and headers, at 16 KiB in h11).
+MAX_QUERY_BYTES = 4096
 
 HealthStatus = Literal["loading", "ok", "error"]
 

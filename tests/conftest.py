@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -113,6 +114,24 @@ async def discoverable(server: Nats, actor: Actor) -> None:
         await nc.close()
 
 
+async def instances(server: Nats, name: str, quiet: float = 0.5) -> set[str]:
+    """The ids of the instances of actor `name` that answer a nats.micro PING now (each one answers)."""
+    nc = await server.connect("admin")
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(f"$SRV.PING.asrpro-{name}", b"", reply=inbox)
+        found: set[str] = set()
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=quiet)
+            except nats.errors.TimeoutError:
+                return found
+            found.add(json.loads(msg.data)["id"])
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 async def start_actor(jetstream: Nats) -> AsyncIterator[Callable[..., object]]:
     """Start an actor in this process, connected as its own NATS user; stopped after the test.
@@ -198,6 +217,9 @@ async def events(client: Client) -> AsyncIterator[Callable[[str], Awaitable[Even
     async def follow(model: str) -> EventLog:
         log = EventLog()
         subs.append(await client.subscribe(subjects.events_of_model(model), cb=log.on_msg))
+        # subscribe() only queues the SUB: a round trip makes sure the server has it, so no event
+        # published (on another connection) after follow() returns is missed.
+        await client.flush()
         return log
 
     yield follow

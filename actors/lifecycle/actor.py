@@ -47,6 +47,8 @@ from schemas.registry import ModelInfo
 # Activity is recorded (for idle clocks after a restart) at most this often per server: a burst of requests
 # costs one KV write, not one each.
 RECORD_ACTIVITY_EVERY_S = 2.0
+# Between withdrawing an idle server from the proxies' view and stopping it: far longer than an event takes.
+RETIRE_GRACE_S = 0.3
 
 
 class Lifecycle(Actor):
@@ -74,7 +76,7 @@ class Lifecycle(Actor):
         self.records = records
         self.model_server = model_server or ModelServerClient(timeout=10.0)
         self.probe = HealthProbe(self.model_server, runtime.startup_timeout or self.cfg.startup_timeout)
-        self.placement = Placement(self.fleet, self.cfg.max_concurrent_containers, self._allocate, self._stop)
+        self.placement = Placement(self.fleet, self.cfg.max_concurrent_containers, self._allocate, self._retire)
         self.breakers: dict[str, BreakerChanged] = {}  # as the recovery actor announced them
         self._recording: set[str] = set()  # models with an activity record pending
 
@@ -121,11 +123,7 @@ class Lifecycle(Actor):
             if server is None:
                 self._check_breaker(model.id, probe=msg.probe)
                 server = await self._start(model, "restart" if msg.restart else "request", deadline)
-            server.last_activity = time.time()
-            if msg.keep_alive is not None:
-                server.keep_alive = msg.keep_alive
-            if msg.request_id:
-                server.inflight[msg.request_id] = server.last_activity
+            server.begin(msg.request_id, msg.keep_alive)
             status = self._status(server)
             status.cold_start = cold
             return status
@@ -171,10 +169,8 @@ class Lifecycle(Actor):
         server = self.servers.get(event.model)
         if server is None or server.stopping:
             return
-        server.last_activity = time.time()
-        server.inflight[event.request_id] = server.last_activity
-        if event.keep_alive is not None:
-            server.keep_alive = event.keep_alive
+        server.begin(event.request_id, event.keep_alive)
+        self._record_soon(server)  # a long request is recorded busy: a restarted lifecycle actor must not stop it
 
     @on_event(TranscriptionCompleted, TranscriptionFailed)
     async def on_done(self, event: TranscriptionCompleted | TranscriptionFailed) -> None:
@@ -186,7 +182,11 @@ class Lifecycle(Actor):
         server.last_activity = time.time()
         if not server.inflight and self._idle_timeout(server) == 0:
             self.spawn(self._stop_if_idle(server, "keep_alive"))
-        elif server.model_id not in self._recording:
+        else:
+            self._record_soon(server)
+
+    def _record_soon(self, server: Server) -> None:
+        if server.model_id not in self._recording:
             self._recording.add(server.model_id)
             self.spawn(self._record_activity(server))
 
@@ -233,8 +233,11 @@ class Lifecycle(Actor):
             allocation = await self.placement.admit(model, time.monotonic())
             server = Server(model=model, handle=handle, allocation=allocation, state="ready")
             if record is not None:  # resume its idle clock rather than restart it
-                server.last_activity = record.last_activity or server.last_activity
                 server.keep_alive = record.keep_alive
+                # Serving when recorded: requests may still run (the proxies do not need us for warm requests),
+                # and their end was reported to the actor that died: the clock starts now.
+                if not record.inflight:
+                    server.last_activity = record.last_activity or server.last_activity
             self.servers[model.id] = server
             await self._ready(server, adopted=True)
         for model_id in records:  # recorded, but gone (e.g. local processes die with their lifecycle actor)
@@ -352,10 +355,25 @@ class Lifecycle(Actor):
             await self.publish(ServerStopped(model=server.model.id, runtime=self.runtime.name, reason=reason))
         self.log.info("%s stopped (%s)", server.model.id, reason, extra={"model": server.model.id})
 
-    async def _stop_if_idle(self, server: Server, reason: str) -> None:
+    async def _stop_if_idle(self, server: Server, reason: str) -> bool:
         async with self.fleet.locks[server.model.id]:
-            if self.servers.get(server.model.id) is server and not server.inflight:
-                await self._stop(server, reason)
+            return await self._retire(server, reason)
+
+    async def _retire(self, server: Server, reason: str) -> bool:
+        """Stop an idle server (idle, keep_alive, evicted) without racing a request that found it ready in the
+        proxies' view: first withdraw it from the view (its record says stopping), then give a request already on
+        its way the time to announce itself (its `transcribing` event), and keep the server if one did."""
+        if self.servers.get(server.model_id) is not server or server.inflight or server.stopping:
+            return False
+        server.state = "stopping"
+        await self._save(server)
+        await asyncio.sleep(RETIRE_GRACE_S)
+        if server.inflight or self.servers.get(server.model_id) is not server:
+            server.state = "ready"
+            await self._save(server)
+            return False
+        await self._stop(server, reason)
+        return True
 
     # -- timers --------------------------------------------------------------------
     async def _monitor_health(self) -> None:

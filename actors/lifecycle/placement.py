@@ -69,12 +69,12 @@ class Placement:
         fleet: Fleet,
         max_containers: int,
         allocate: Callable[[ModelInfo], Awaitable[Allocation]],
-        stop: Callable[[Server, str], Awaitable[None]],
+        retire: Callable[[Server, str], Awaitable[bool]],
     ) -> None:
         self.fleet = fleet
         self.max_containers = max_containers
         self.allocate = allocate
-        self.stop = stop
+        self.retire = retire  # stops an idle server; False when it turned out busy
 
     async def admit(self, model: ModelInfo, deadline: float) -> Allocation:
         while True:
@@ -105,11 +105,9 @@ class Placement:
         servers = [s for s in self.fleet.servers.values() if s.allocation.memory_mb > 0 or not holding_gpu]
         for victim in eviction_order(servers, for_model, self.fleet.locked()):
             async with self.fleet.locks[victim.model_id]:
-                if self.fleet.servers.get(victim.model_id) is not victim or victim.inflight:
-                    continue
-                log.info("evicting %s to make room for %s", victim.model_id, for_model)
-                await self.stop(victim, "evicted")
-                return True
+                if await self.retire(victim, "evicted"):
+                    log.info("evicted %s to make room for %s", victim.model_id, for_model)
+                    return True
         return False
 
     async def wait_for_room(self, model: ModelInfo, deadline: float, why: str) -> None:

@@ -30,6 +30,14 @@ class Server:
     def model_id(self) -> str:
         return self.model.id
 
+    def begin(self, request_id: str, keep_alive: float | None) -> None:
+        """A request for this server: activity, held busy until it is reported done, its keep_alive from now on."""
+        self.last_activity = time.time()
+        if request_id:
+            self.inflight[request_id] = self.last_activity
+        if keep_alive is not None:
+            self.keep_alive = keep_alive
+
     def status(self, runtime: str, idle_timeout: float) -> ServerStatus:
         return ServerStatus(
             model=self.model_id,

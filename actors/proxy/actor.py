@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from actors.proxy.queue import ModelQueue
 from framework import bus, logs
@@ -60,7 +59,7 @@ class ModelProxy(Actor):
         # (/health relies on it).
         await self.catalogue.follow(self.connection, wait=_CATALOGUE_WAIT_S)
         if self.catalogue.listing is None:
-            raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: is the registry running?")
+            raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: {self.catalogue.unknown_reason()}")
         await self.ready.follow(self.connection)
 
     async def teardown(self) -> None:
@@ -80,7 +79,7 @@ class ModelProxy(Actor):
 
     @endpoint(endpoints.TRANSCRIBE, queue_group="asrpro-proxy")
     async def transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
-        msg.request_id = msg.request_id or logs.request_id.get() or uuid.uuid4().hex
+        msg.request_id = logs.clean_request_id(msg.request_id) or logs.request_id.get() or logs.new_request_id()
         logs.request_id.set(msg.request_id)
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
@@ -114,12 +113,16 @@ class ModelProxy(Actor):
                         result = await self._forward(server, msg, audio, deadline)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
-        except AsrError as exc:
-            self.log.warning("transcription failed: %s %s", exc.code, exc.message, extra={"model": model_id})
+        except Exception as exc:
+            # Whatever failed, the lifecycle actor must hear that this request is over (it holds the server busy).
+            error = exc if isinstance(exc, AsrError) else AsrError(errors.INTERNAL, f"internal error: {exc!r}")
+            self.log.warning("transcription failed: %s %s", error.code, error.message, extra={"model": model_id})
             await self.publish(
-                TranscriptionFailed(model=model_id, request_id=msg.request_id, code=exc.code, reason=exc.message)
+                TranscriptionFailed(model=model_id, request_id=msg.request_id, code=error.code, reason=error.message)
             )
-            raise
+            if error is exc:
+                raise
+            raise error from exc
         total = time.monotonic() - t0
         result.model = model_id
         result.timing.total_s = round(total, 4)

@@ -25,6 +25,7 @@ from schemas.model_server import (
     FILE_FIELD,
     FILENAME_PARAM,
     HEALTH_PATH,
+    MODEL_HEADER,
     TRANSCRIBE_PATH,
     ErrorBody,
     ErrorDetail,
@@ -95,7 +96,12 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
     @app.post(TRANSCRIBE_PATH)
     async def transcribe(request: Request) -> Response:
         received_at = time.perf_counter()
-        logs.request_id.set(request.headers.get(codec.REQUEST_ID_HEADER, ""))
+        logs.request_id.set(logs.clean_request_id(request.headers.get(codec.REQUEST_ID_HEADER)))
+        wanted = request.headers.get(MODEL_HEADER)
+        if wanted and wanted != engine_settings.model_id:
+            raise errors.AsrError(
+                errors.CONFLICT, f"this server runs {engine_settings.model_id}, not {wanted}", kind="wrong_model"
+            )
         engine = state.engine
         if engine is None:
             if state.status == "loading":

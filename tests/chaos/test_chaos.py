@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.chaos.load import Load
-from tests.conftest import REPO
+from tests.conftest import REPO, containers_of
 from tests.e2e.stack import Stack, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -56,9 +55,10 @@ def healthy(stack: Stack) -> bool:
     return httpx.get(f"{stack.gateway}/health", timeout=2).json().get("status") == "ok"
 
 
-def model_server_pid(stack: Stack) -> int | None:
-    models = httpx.get(f"{stack.gateway}/api/ps", timeout=5).json()["models"]
-    return next((m["pid"] for m in models if m["model"] == MODEL and m["pid"]), None)
+def busy_server_pid(stack: Stack) -> int | None:
+    """The pid of MODEL's server while it has requests in flight (lifecycle counts them), else None."""
+    models = httpx.get(f"{stack.gateway}/api/ps", timeout=5).json().get("models", [])
+    return next((m["pid"] for m in models if m["model"] == MODEL and m["pid"] and m["inflight"]), None)
 
 
 def finish(load: Load, name: str) -> None:
@@ -67,26 +67,46 @@ def finish(load: Load, name: str) -> None:
     assert load.counts["ok"] > 0, load.report(name)
 
 
+def a_busy_server(stack: Stack, other_than: int | None) -> int:
+    """Wait for MODEL's server to have requests in flight, and return its pid; not `other_than`, the
+    server just killed, which /api/ps lists until lifecycle has seen it die."""
+    found: list[int] = []
+
+    def fresh_and_busy() -> bool:
+        pid = busy_server_pid(stack)
+        if pid is None or pid == other_than:
+            return False
+        found.append(pid)
+        return True
+
+    wait_until(fresh_and_busy, timeout=60, what="a model server with requests in flight")
+    return found[-1]
+
+
 def test_kill_model_server_mid_request(stack: Stack, audio: bytes) -> None:
+    killed: int | None = None
     with Load(stack.gateway, audio) as load:
         for _ in range(5):
-            wait_until(lambda: model_server_pid(stack) is not None, what="a model server")
-            time.sleep(0.5)  # requests are in flight now
-            pid = model_server_pid(stack)
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(1.5)
-        time.sleep(2)
+            killed = a_busy_server(stack, other_than=killed)
+            os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: load.send() == "ok", timeout=60, what="a transcript after the last kill")
     finish(load, "kill -9 the model server mid-request, 5 times")
+
+
+def requests_in_flight(stack: Stack) -> bool:
+    return busy_server_pid(stack) is not None
 
 
 @pytest.mark.parametrize("actor", ["registry", "gpu", "metrics", "lifecycle", "recovery", "proxy"])
 def test_kill_each_actor(stack: Stack, audio: bytes, actor: str) -> None:
     wait_until(lambda: healthy(stack), what="a healthy stack")
     with Load(stack.gateway, audio) as load:
-        time.sleep(1.0)
-        os.kill(stack.pid_of("actor", actor), signal.SIGKILL)
-        time.sleep(1.0)
+        wait_until(lambda: requests_in_flight(stack), timeout=60, what="requests in flight")
+        pid = stack.pid_of("actor", actor)
+        os.kill(pid, signal.SIGKILL)
+        # /health says ok at once for most actors (it asks only lifecycle and the proxy): wait for the
+        # supervisor's new process itself, then for the stack to serve.
+        wait_until(lambda: stack.restarted(pid, "actor", actor), what=f"the supervisor to restart {actor}")
         wait_until(lambda: healthy(stack), what=f"{actor} to be back")
         wait_until(lambda: load.send() == "ok", timeout=30, what=f"a transcript after {actor} came back")
     finish(load, f"kill -9 the {actor} actor")
@@ -95,9 +115,11 @@ def test_kill_each_actor(stack: Stack, audio: bytes, actor: str) -> None:
 def test_restart_nats_server(stack: Stack, audio: bytes) -> None:
     wait_until(lambda: healthy(stack), what="a healthy stack")
     with Load(stack.gateway, audio) as load:
-        time.sleep(1.0)
-        os.kill(stack.pid_of("nats-server"), signal.SIGKILL)
-        time.sleep(1.0)
+        wait_until(lambda: requests_in_flight(stack), timeout=60, what="requests in flight")
+        pid = stack.pid_of("nats-server")
+        os.kill(pid, signal.SIGKILL)
+        # Until the gateway notices, /health still says ok: wait for the new nats-server itself.
+        wait_until(lambda: stack.restarted(pid, "nats-server"), what="the supervisor to restart nats-server")
         wait_until(lambda: healthy(stack), what="the bus to return")
         wait_until(lambda: load.send() == "ok", timeout=30, what="a transcript after the bus returned")
     finish(load, "restart nats-server (kill -9; the supervisor restarts it)")
@@ -126,7 +148,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture
-def docker_stack(model_images, tmp_path: Path) -> Iterator[Stack]:
+def docker_stack(model_images, docker_client, tmp_path: Path) -> Iterator[Stack]:
     if os.geteuid() != 0 or _dockerd_pid() is None:
         message = "stopping and starting dockerd needs root and a dockerd started on this machine"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -135,8 +157,14 @@ def docker_stack(model_images, tmp_path: Path) -> Iterator[Stack]:
     s = start_stack(
         tmp_path, ASRPRO_CONFIG=CONFIG, ASRPRO_LIFECYCLE__RUNTIME="docker", ASRPRO_DOCKER__DEPLOYMENT="chaos"
     )
-    yield s
-    s.stop()
+    try:
+        yield s
+    finally:
+        s.stop()
+        # A container the stack could not remove (e.g. it stopped while dockerd was away) would be adopted by
+        # the next run of this deployment: remove whatever is left.
+        for container in containers_of(docker_client, "chaos"):
+            container.remove(force=True)
 
 
 def _process_gone(pid: int) -> bool:

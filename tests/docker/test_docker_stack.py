@@ -62,6 +62,7 @@ async def test_cold_start_readoption_and_shutdown(
     nc = await bus.connect(docker_stack.nats_url, name="t", user="client", password=docker_stack.client_password)
     try:
         sub = await nc.subscribe(subjects.events_of_model(MODEL))
+        await nc.flush()  # subscribed on the server before anything is killed
         os.kill(docker_stack.pid_of("actor", "lifecycle"), signal.SIGKILL)
         # The supervisor restarts the lifecycle actor, which finds the running container and adopts it.
         deadline = time.monotonic() + 60

@@ -66,9 +66,18 @@ class Stack:
     def leftovers(self) -> list[int]:
         return [pid for pid in processes_with_env(self.marker) if pid != os.getpid()]
 
-    def pid_of(self, *words: str) -> int:
-        """The stack's process whose arguments include every word (the program by its file name),
-        e.g. pid_of("nats-server") or pid_of("actor", "lifecycle")."""
+    def wait_no_leftovers(self, timeout: float = 15.0) -> None:
+        """After stop(): every process of the stack exits. Not a fixed grace period: a child that got its
+        SIGTERM from the kernel when its parent went (PR_SET_PDEATHSIG) may still be on its way out."""
+        deadline = time.monotonic() + timeout
+        while (left := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], f"processes of asrpro up left behind: {left}"
+
+    def pids_of(self, *words: str) -> list[int]:
+        """The stack's live processes whose arguments include every word (the program by its file name),
+        e.g. pids_of("nats-server") or pids_of("actor", "lifecycle"); none while it is being restarted."""
+        found = []
         for pid in self.leftovers():
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -76,8 +85,18 @@ class Stack:
                 continue
             names = {*argv, Path(argv[0]).name}
             if all(word in names for word in words):
-                return pid
-        raise AssertionError(f"no process of the stack runs with {words}")
+                found.append(pid)
+        return found
+
+    def pid_of(self, *words: str) -> int:
+        """The one process of pids_of(*words); fails when there is none."""
+        pids = self.pids_of(*words)
+        assert pids, f"no process of the stack runs with {words}"
+        return pids[0]
+
+    def restarted(self, old_pid: int, *words: str) -> bool:
+        """A process with these words runs again, and it is not `old_pid` (the supervisor replaced it)."""
+        return any(pid != old_pid for pid in self.pids_of(*words))
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:

@@ -21,7 +21,7 @@ from schemas import endpoints, subjects
 from schemas.events import decode_event, kind
 from schemas.lifecycle import StopServer
 from tests.conftest import JFK_TEXT
-from tests.e2e.stack import REPO, Stack, start_stack
+from tests.e2e.stack import REPO, Stack, start_stack, wait_until
 from tests.wer import word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     yield s
     assert s.stop() == 0
-    time.sleep(0.5)
-    assert s.leftovers() == [], "processes of asrpro up left behind"
+    s.wait_no_leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +129,12 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
         assert failed.status_code == 503 and "weights not found" in failed.json()["error"]["message"]
     finally:
         r = httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": MODEL})
+        # The tests after this one send no model: the gateway's watched copy must be back to MODEL (the
+        # setting waits for it, but gives up silently after 2 s).
+        wait_until(
+            lambda: httpx.get(f"{stack.gateway}/v1/models/whisper-1").json().get("id") == MODEL,
+            what=f"{MODEL} to be the default again",
+        )
     assert r.json() == {"default_model": MODEL}
     assert httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": "nope"}).status_code == 404
     assert httpx.post(f"{stack.gateway}/v1/settings/model", json={"model": MODEL}).status_code == 400
@@ -141,6 +146,7 @@ async def test_lifecycle_events_in_order_on_a_nats_subscription(stack: Stack, sh
     try:
         await bus.request(admin, endpoints.LIFECYCLE_STOP, StopServer(model=MODEL), timeout=30)
         sub = await nc.subscribe(subjects.events_of_model(MODEL))
+        await nc.flush()  # the server has the subscription before the first event can be published
         async with httpx.AsyncClient(timeout=120) as http:
             with (shared_data / "jfk.flac").open("rb") as fh:
                 r = await http.post(f"{stack.gateway}/v1/audio/transcriptions", files={"file": ("jfk.flac", fh.read())})
@@ -195,5 +201,4 @@ def test_sigterm_leaves_no_process_behind(tmp_path: Path, shared_data: Path) -> 
         assert len(running) >= 10, running
     finally:
         assert s.stop() == 0
-    time.sleep(0.5)
-    assert s.leftovers() == []
+    s.wait_no_leftovers()

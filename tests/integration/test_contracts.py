@@ -154,7 +154,7 @@ async def test_metrics_counts_events_and_renders_prometheus(start_actor, jetstre
             await proxy.publish(subject_of(type(event), "m1"), codec.encode(event))
         await proxy.publish("asr.events.transcribed.m1", b"garbage")  # ignored, does not stop the actor
         await proxy.flush()
-        for _ in range(50):
+        for _ in range(200):  # up to ~10 s: the events reach metrics through the JetStream stream
             snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             if snap.models.get("m1") and snap.models["m1"].requests == 3:
                 break

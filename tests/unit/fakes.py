@@ -36,6 +36,7 @@ class FakeRuntime(Runtime):
         self.stopped: list[str] = []
         self.running: dict[str, ServerHandle] = {}
         self.fail_launch: str = ""  # a message: launch raises it
+        self.adoptable: list[ServerHandle] = []  # what adopt() finds running
         self._pids = itertools.count(1000)
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
@@ -53,6 +54,11 @@ class FakeRuntime(Runtime):
         self.running.pop(handle.model, None)
         if not handle.exited.done():
             handle.exited.set_result("stopped")
+
+    async def adopt(self) -> list[ServerHandle]:
+        for handle in self.adoptable:
+            self.running[handle.model] = handle
+        return list(self.adoptable)
 
     def crash(self, model: str, reason: str = "exited with code -9 (SIGKILL)") -> None:
         handle = self.running.pop(model)

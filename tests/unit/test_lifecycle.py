@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from actors.lifecycle import Lifecycle
+from actors.lifecycle.records import ServerRecords
+from actors.lifecycle.runtimes import ServerHandle
 from actors.registry import catalogue as catalogue_of
 from framework.catalogue import Catalogue
 from framework.memory_bus import MemoryBus
@@ -23,7 +26,7 @@ from schemas.events import (
     kind,
 )
 from schemas.gpu import Allocate, Allocation, Release, Released
-from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, StopServer
+from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
 from schemas.registry import ModelList
 from tests.unit.fakes import FakeModelServer, FakeRuntime, config, until
 
@@ -238,3 +241,41 @@ async def test_a_failing_health_check_is_announced_once() -> None:
     await lifecycle.check_health()
     unhealthy = [e for e in bus.events if isinstance(e, ServerUnhealthy)]
     assert len(unhealthy) == 1 and "whisper-tiny.en is error" in unhealthy[0].reason
+
+
+async def test_a_request_that_arrives_while_an_idle_server_is_withdrawn_keeps_it() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    server = lifecycle.servers["whisper-tiny.en"]
+    retiring = asyncio.ensure_future(lifecycle.reap_idle(now=time.time() + 400))
+    await until(lambda: server.state == "stopping")
+    assert lifecycle.records is not None and lifecycle.records.saved["whisper-tiny.en"].state == "stopping"
+    # A proxy that read the view just before found it ready: its event arrives during the grace period.
+    await lifecycle.publish(TranscriptionStarted(model="whisper-tiny.en", request_id="late"))
+    await retiring
+    assert lifecycle.servers["whisper-tiny.en"] is server and server.state == "ready" and not runtime.stopped
+    assert lifecycle.records.saved["whisper-tiny.en"].state == "ready"
+
+
+async def test_an_adopted_server_recorded_busy_gets_a_fresh_idle_clock() -> None:
+    cfg = config()
+    listing = ModelList(models=list(catalogue_of(cfg).values()), default_model="whisper-tiny.en")
+    runtime = FakeRuntime()
+    handle = ServerHandle(model="whisper-tiny.en", url="http://whisper-tiny.en.fake", runtime="fake", pid=7)
+    runtime.adoptable = [handle]
+    records = ServerRecords()
+    long_ago = time.time() - 10_000
+    await records.save(
+        ServerStatus(model="whisper-tiny.en", state="ready", runtime="fake", last_activity=long_ago, inflight=1)
+    )
+    bus = MemoryBus()
+    bus.answer(endpoints.GPU_ALLOCATE, lambda msg: Allocation(model=msg.model, device="cpu"))
+    bus.answer(endpoints.GPU_RELEASE, lambda msg: Released(model=msg.model, released=False))
+    lifecycle = Lifecycle(
+        cfg, runtime, "fake", catalogue=Catalogue(listing), records=records, model_server=FakeModelServer().client()
+    )
+    await bus.start(lifecycle)
+    adopted = lifecycle.servers["whisper-tiny.en"]
+    assert adopted.last_activity > long_ago + 9_000
+    ready = bus.events[-1]
+    assert isinstance(ready, ServerReady) and ready.adopted

@@ -79,3 +79,27 @@ async def test_a_gone_server_is_retryable_a_slow_one_is_a_timeout() -> None:
             URL, "m", b"x", "x", TranscribeOptions(), time.monotonic() + 5
         )
     assert err.value.code == "504"
+
+
+async def test_a_long_prompt_goes_in_a_multipart_body() -> None:
+    servers = FakeModelServer()
+    options = TranscribeOptions(response_format="verbose_json", prompt="漢字" * 2000)
+    await servers.client().transcribe(URL, "whisper-tiny.en", b"RIFF", "a.wav", options, time.monotonic() + 5)
+    sent = servers.requests[-1]
+    assert sent.headers["Content-Type"].startswith("multipart/form-data") and not sent.url.query
+    assert len(sent.url.raw_path) < 100
+
+
+async def test_a_server_of_another_model_at_the_address_is_gone_not_an_error() -> None:
+    servers = FakeModelServer()
+    servers.respond = lambda _: error_response(409, "this server runs whisper-base, not whisper-tiny.en")
+    with pytest.raises(ServerGone, match=r"not whisper-tiny\.en's"):
+        await servers.client().transcribe(URL, "whisper-tiny.en", b"x", "x", TranscribeOptions(), time.monotonic() + 5)
+    assert servers.requests[-1].headers["X-Model-Id"] == "whisper-tiny.en"
+
+
+def test_request_ids_from_outside_must_be_sensible() -> None:
+    assert logs.clean_request_id("trace-7f3a:9c.2e_x") == "trace-7f3a:9c.2e_x"
+    for hostile in ("", None, "a b", "x\r\nX-Evil: 1", "é", "a" * 129):
+        assert logs.clean_request_id(hostile) == ""
+    assert len(logs.new_request_id()) == 32
