@@ -127,7 +127,8 @@ async def instances(server: Nats, name: str, quiet: float = 0.5) -> set[str]:
                 msg = await sub.next_msg(timeout=quiet)
             except nats.errors.TimeoutError:
                 return found
-            found.add(json.loads(msg.data)["id"])
+            if msg.data:  # not the server's "no responders" status (empty, with a 503 header)
+                found.add(json.loads(msg.data)["id"])
     finally:
         await nc.close()
 
