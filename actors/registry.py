@@ -8,9 +8,21 @@ from nats.js.kv import KeyValue
 
 from framework.actor import Actor, endpoint
 from framework.config import Config
-from schemas import endpoints, subjects
+from framework.kv_view import KvView
+from schemas import endpoints, errors, subjects
 from schemas.events import DefaultModelChanged
-from schemas.registry import CATALOGUE_KEY, GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel, resolve
+from schemas.registry import (
+    CATALOGUE_KEY,
+    INSTALLED_KEY,
+    GetModel,
+    InstalledModels,
+    ListModels,
+    ModelInfo,
+    ModelList,
+    SetDefaultModel,
+    not_installed,
+    resolve,
+)
 
 DEFAULT_KEY = "default_model"
 
@@ -35,6 +47,7 @@ def catalogue(config: Config) -> dict[str, ModelInfo]:
             max_parallel=m.max_parallel,
             max_queue=m.max_queue,
             aliases=list(m.aliases),
+            decoding=m.decoding,
         )
         for model_id, m in config.models.items()
     }
@@ -48,12 +61,24 @@ class Registry(Actor):
     def __init__(self, config: Config, settings: KeyValue | None = None) -> None:
         super().__init__(config)
         self.models = catalogue(config)
+        self.installed: KvView[InstalledModels] = KvView(subjects.SETTINGS_BUCKET, INSTALLED_KEY, InstalledModels)
         self.default_model = ""
         self.default_model = self.resolve(config.registry.default_model).id
         self.settings = settings  # None in memory: nothing outlives the process
 
     def listing(self) -> ModelList:
-        return ModelList(models=list(self.models.values()), default_model=self.default_model)
+        """The catalogue, each model with what the lifecycle actor last reported of its weights."""
+        reported = self.installed.values.get(INSTALLED_KEY, InstalledModels()).models
+        models = []
+        for model in self.models.values():
+            state = reported.get(model.id)
+            if state is not None:
+                where = (
+                    state.where if state.installed else ", missing ".join(filter(None, [state.where, state.missing]))
+                )
+                model = msgspec.structs.replace(model, installed=state.installed, installed_where=where)
+            models.append(model)
+        return ModelList(models=models, default_model=self.default_model)
 
     def resolve(self, name: str) -> ModelInfo:
         return resolve(self.listing(), name)
@@ -69,7 +94,18 @@ class Registry(Actor):
             saved = None
         if saved and saved.decode() in self.models:
             self.default_model = saved.decode()
+        await self.installed.follow(self.connection, wait=2.0)
         await self._publish_catalogue()
+        self.loop(self._follow_installed())
+
+    async def _follow_installed(self) -> None:
+        """The catalogue shows what the lifecycle actor reports installed: publish it again when that changes."""
+        published = self.listing()
+        while True:
+            await self.installed.changed_or(60.0)
+            if self.listing() != published:
+                published = self.listing()
+                await self._publish_catalogue()
 
     async def _publish_catalogue(self) -> None:
         """The one record every resolver watches (framework.catalogue)."""
@@ -87,6 +123,8 @@ class Registry(Actor):
     @endpoint(endpoints.REGISTRY_SET_DEFAULT)
     async def set_default(self, msg: SetDefaultModel) -> ModelInfo:
         model = self.resolve(msg.model_id)
+        if model.installed is False:
+            raise not_installed(model, errors.CONFLICT)
         previous, self.default_model = self.default_model, model.id
         if self.settings is not None:
             await self.settings.put(DEFAULT_KEY, model.id.encode())

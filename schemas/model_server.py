@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.transcribe import ResponseFormat
+from schemas.transcribe import ResponseFormat, Task
 
 HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
@@ -40,15 +40,34 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The text fields of ``POST /transcribe`` beside the file."""
+    """The text fields of ``POST /transcribe`` beside the file: what to decode and how. The caller (the model
+    proxy) sends the model's configured decoding merged with what the request asked for; the defaults are
+    faster-whisper's own."""
 
     response_format: ResponseFormat = "json"
+    task: Task = "transcribe"
     language: str | None = None
     prompt: str | None = None
-    temperature: float = 0.0
+    temperature: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])  # in order
+    beam_size: int = 5
+    condition_on_previous_text: bool = True
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    hotwords: str | None = None
 
     def form(self) -> dict[str, str]:
-        return {k: str(v) for k, v in msgspec.structs.asdict(self).items() if v is not None}
+        """As form fields (and query parameters): lists comma-separated, booleans true/false."""
+        fields = {}
+        for key, value in msgspec.structs.asdict(self).items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                fields[key] = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                fields[key] = "true" if value else "false"
+            else:
+                fields[key] = str(value)
+        return fields
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):

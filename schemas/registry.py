@@ -5,6 +5,17 @@ import msgspec
 from schemas import errors
 
 
+class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How a Whisper model decodes unless a request says otherwise: faster-whisper's own defaults, so that the
+    system transcribes as faster-whisper does. Faster at some cost in accuracy: beam_size = 1, temperature = [0.0]
+    (models.<id>.decoding in the configuration)."""
+
+    beam_size: int = 5
+    temperature: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    condition_on_previous_text: bool = True
+    vad_filter: bool = False
+
+
 class ModelInfo(msgspec.Struct, kw_only=True):
     id: str
     name: str
@@ -22,6 +33,23 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     max_parallel: int | None = None
     max_queue: int | None = None
     aliases: list[str] = []
+    decoding: Decoding = msgspec.field(default_factory=Decoding)
+    # Whether its weights are on the host that runs its model servers, as the lifecycle actor last reported
+    # (None: not reported yet), and where they are (or what is missing).
+    installed: bool | None = None
+    installed_where: str = ""
+
+
+class InstalledState(msgspec.Struct, kw_only=True):
+    installed: bool
+    where: str = ""
+    missing: str = ""
+
+
+class InstalledModels(msgspec.Struct, kw_only=True):
+    """What the lifecycle actor found on its host: KV ASR_SETTINGS key `installed`."""
+
+    models: dict[str, InstalledState] = {}
 
 
 class ListModels(msgspec.Struct, kw_only=True):
@@ -46,6 +74,18 @@ DEFAULT_ALIASES = ("whisper-1", "default")
 # Key of the catalogue (a ModelList) in the KV bucket ASR_SETTINGS: the registry writes it, the gateway,
 # the proxies and the lifecycle actors watch it and resolve names from their copy.
 CATALOGUE_KEY = "catalogue"
+INSTALLED_KEY = "installed"
+NOT_INSTALLED = "model_not_installed"  # AsrError.kind (and OpenAI error code) for a model whose weights are absent
+
+
+def not_installed(model: ModelInfo, status: str = errors.NOT_FOUND) -> errors.AsrError:
+    """A model without weights here is not a failure: it needs `asrpro models pull` (404, so clients do not retry)."""
+    where = f" ({model.installed_where})" if model.installed_where else ""
+    return errors.AsrError(
+        status,
+        f"{model.id} is not installed{where}: run `asrpro models pull {model.id}` on the host of its model servers",
+        kind=NOT_INSTALLED,
+    )
 
 
 def find(listing: ModelList, name: str) -> ModelInfo | None:

@@ -7,6 +7,8 @@ import msgspec
 from schemas import errors
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Task = Literal["transcribe", "translate"]  # translate: into English
+Granularity = Literal["word", "segment"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 
 
@@ -32,7 +34,12 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     language: str | None = None
     prompt: str | None = None
     response_format: ResponseFormat = "json"
-    temperature: float = 0.0
+    # OpenAI's semantics: None or 0 = start at 0 and let the model's fallback ladder raise it; > 0 = that one.
+    temperature: float | None = None
+    task: Task = "transcribe"
+    timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
+    vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
+    hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
     request_id: str = ""
     # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,
     # -1 = never. None: the model's inactivity_timeout.
@@ -47,6 +54,17 @@ class Segment(msgspec.Struct, kw_only=True):
     text: str
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
+    seek: int | None = None
+    tokens: list[int] = []
+    temperature: float | None = None
+    compression_ratio: float | None = None
+
+
+class Word(msgspec.Struct, kw_only=True):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
 
 
 class Timing(msgspec.Struct, kw_only=True):
@@ -64,6 +82,9 @@ class TranscriptionResult(msgspec.Struct, kw_only=True):
     language: str
     duration: float
     segments: list[Segment]
+    words: list[Word] | None = None  # with timestamp_granularities word
+    language_probability: float | None = None
+    task: Task = "transcribe"
     model: str = ""
     timing: Timing = msgspec.field(default_factory=Timing)
     formatted: str | None = None  # the text/srt/vtt rendering when response_format asks for it

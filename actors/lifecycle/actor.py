@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import time
 
+import msgspec
+from nats.js.kv import KeyValue
+
 from actors.lifecycle.health import HealthProbe
 from actors.lifecycle.placement import Placement, idle_timeout
 from actors.lifecycle.records import KvServerRecords, ServerRecords
@@ -17,7 +20,7 @@ from framework.actor import Actor, endpoint, on_event
 from framework.catalogue import Catalogue
 from framework.config import Config, start_budget
 from framework.model_server import ModelServerClient
-from schemas import endpoints, errors
+from schemas import endpoints, errors, subjects
 from schemas.durations import NEVER
 from schemas.errors import AsrError
 from schemas.events import (
@@ -42,11 +45,12 @@ from schemas.lifecycle import (
     StopReply,
     StopServer,
 )
-from schemas.registry import ModelInfo
+from schemas.registry import INSTALLED_KEY, InstalledModels, InstalledState, ModelInfo, not_installed
 
 # Activity is recorded (for idle clocks after a restart) at most this often per server: a burst of requests
 # costs one KV write, not one each.
 RECORD_ACTIVITY_EVERY_S = 2.0
+INSTALLED_CHECK_EVERY_S = 10.0
 # Between withdrawing an idle server from the proxies' view and stopping it: far longer than an event takes.
 RETIRE_GRACE_S = 0.3
 
@@ -79,6 +83,8 @@ class Lifecycle(Actor):
         self.placement = Placement(self.fleet, self.cfg.max_concurrent_containers, self._allocate, self._retire)
         self.breakers: dict[str, BreakerChanged] = {}  # as the recovery actor announced them
         self._recording: set[str] = set()  # models with an activity record pending
+        self.installed = InstalledModels()  # what this host has, as last reported
+        self._settings: KeyValue | None = None
 
     @property
     def servers(self) -> dict[str, Server]:
@@ -90,10 +96,13 @@ class Lifecycle(Actor):
             await self.catalogue.follow(self.connection, wait=30.0)
             if self.records is None:
                 self.records = await KvServerRecords.open(self.connection)
+            self._settings = await self.connection.jetstream().key_value(subjects.SETTINGS_BUCKET)
         self.records = self.records or ServerRecords()
         await self._adopt()
+        await self.report_installed()
         self.loop(self._reap_idle())
         self.loop(self._monitor_health())
+        self.loop(self._watch_installed())
         for model_id in self.cfg.preload:
             self.spawn(self._preload(model_id))
 
@@ -121,6 +130,7 @@ class Lifecycle(Actor):
                 server = None  # its watcher reports the crash; start a fresh one
             cold = server is None
             if server is None:
+                await self._check_installed(model)
                 self._check_breaker(model.id, probe=msg.probe)
                 server = await self._start(model, "restart" if msg.restart else "request", deadline)
             server.begin(msg.request_id, msg.keep_alive)
@@ -197,6 +207,45 @@ class Lifecycle(Actor):
                 await self._save(server)
         finally:
             self._recording.discard(server.model_id)
+
+    # -- installed weights --------------------------------------------------------------
+    async def _check_installed(self, model: ModelInfo) -> None:
+        """No weights here is not a failure of the model: 404 with the hint, never a breaker's business."""
+        state = await asyncio.to_thread(self.runtime.installed, model)
+        if state.installed:
+            return
+        missing = f"{state.where}, missing {state.missing}" if state.where else state.missing
+        error = not_installed(msgspec.structs.replace(model, installed=False, installed_where=missing))
+        await self.publish(
+            ServerFailed(model=model.id, runtime=self.runtime.name, reason=error.message, cause="not_installed")
+        )
+        self.spawn(self.report_installed())
+        raise error
+
+    async def report_installed(self) -> None:
+        """What this host has, for the registry to show (KV ASR_SETTINGS key `installed`), when it changed."""
+        listing = self.catalogue.listing
+        if listing is None:
+            return
+        states = await asyncio.to_thread(lambda: [self.runtime.installed(m) for m in listing.models])
+        found = InstalledModels(
+            models={s.model: InstalledState(installed=s.installed, where=s.where, missing=s.missing) for s in states}
+        )
+        if found == self.installed:
+            return
+        self.installed = found
+        if self._settings is not None:
+            try:
+                await self._settings.put(INSTALLED_KEY, msgspec.msgpack.encode(found))
+            except Exception as exc:  # reported again at the next check
+                self.log.warning("could not report installed models: %s", exc)
+                self.installed = InstalledModels()
+
+    async def _watch_installed(self) -> None:
+        # `asrpro models pull` runs beside us: look again now and then.
+        while True:
+            await asyncio.sleep(INSTALLED_CHECK_EVERY_S)
+            await self.report_installed()
 
     def _check_breaker(self, model_id: str, *, probe: bool) -> None:
         """An open (or half-open) circuit lets only the recovery actor's probe start the model."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue
 from framework import bus, logs
 from framework.actor import Actor, endpoint
@@ -24,7 +25,7 @@ from schemas.events import TranscriptionCompleted, TranscriptionFailed, Transcri
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import TranscribeOptions
-from schemas.registry import ModelInfo
+from schemas.registry import ModelInfo, not_installed
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
 _CATALOGUE_WAIT_S = 60.0
@@ -92,6 +93,9 @@ class ModelProxy(Actor):
                 raise AsrError(errors.BAD_REQUEST, str(exc)) from None
             model = self.catalogue.resolve(model_id)
             model_id = model.id
+            if model.installed is False:
+                raise not_installed(model)
+            options = decoding_for(model, msg, self.catalogue.listing)
             audio = await self._audio(msg)
             async with self._queue(model).slot(deadline) as queued_s:
                 await self.publish(
@@ -104,13 +108,13 @@ class ModelProxy(Actor):
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
                     cold = server.cold_start
                 try:
-                    result = await self._forward(server, msg, audio, deadline)
+                    result = await self._forward(server, options, msg.filename, audio, deadline)
                 except ServerGone as exc:
                     self.log.warning("%s: retrying on a fresh server", exc)
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     cold = cold or server.cold_start
                     try:
-                        result = await self._forward(server, msg, audio, deadline)
+                        result = await self._forward(server, options, msg.filename, audio, deadline)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
         except Exception as exc:
@@ -193,10 +197,6 @@ class ModelProxy(Actor):
         return audio
 
     async def _forward(
-        self, server: ServerStatus, msg: TranscribeRequest, audio: bytes, deadline: float
+        self, server: ServerStatus, options: TranscribeOptions, filename: str, audio: bytes, deadline: float
     ) -> TranscriptionResult:
-        # The server always answers verbose_json; the proxy renders the format the caller asked for.
-        options = TranscribeOptions(
-            response_format="verbose_json", language=msg.language, prompt=msg.prompt, temperature=msg.temperature
-        )
-        return await self.model_server.transcribe(server.url, server.model, audio, msg.filename, options, deadline)
+        return await self.model_server.transcribe(server.url, server.model, audio, filename, options, deadline)

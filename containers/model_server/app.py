@@ -143,19 +143,21 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
 
 
 def _options(form: FormData | QueryParams) -> TranscribeOptions:
-    raw_temperature = _text_field(form, "temperature") or "0"
+    fields: dict[str, object] = {}
+    for name in TranscribeOptions.__struct_fields__:
+        value = _text_field(form, name)
+        if value:
+            fields[name] = [v.strip() for v in value.split(",")] if name == "temperature" else value
+    fields["response_format"] = response_format(str(fields.get("response_format") or "json"))
     try:
-        temperature = float(raw_temperature)
-    except ValueError:
-        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be a number, got {raw_temperature!r}") from None
-    if not 0.0 <= temperature <= 1.0:
-        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
-    return TranscribeOptions(
-        response_format=response_format(_text_field(form, "response_format")),
-        language=_text_field(form, "language") or None,
-        prompt=_text_field(form, "prompt") or None,
-        temperature=temperature,
-    )
+        options = msgspec.convert(fields, TranscribeOptions, strict=False)
+    except msgspec.ValidationError as exc:
+        raise errors.AsrError(errors.BAD_REQUEST, f"bad option: {exc}") from None
+    if not options.temperature or not all(0.0 <= t <= 1.0 for t in options.temperature):
+        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {options.temperature}")
+    if options.beam_size < 1:
+        raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
+    return options
 
 
 def _text_field(form: FormData | QueryParams, name: str) -> str:

@@ -18,16 +18,18 @@ def transcribe(
     started = time.perf_counter()
     samples = audio.decode(data, filename)
     decoded = time.perf_counter()
-    segments, language, duration = engine.transcribe(
-        samples, language=options.language, prompt=options.prompt, temperature=options.temperature
-    )
+    decoded_text = engine.transcribe(samples, options)
     finished = time.perf_counter()
     server_s = finished - received_at
+    duration = decoded_text.duration
     result = TranscriptionResult(
-        text="".join(segment.text for segment in segments).strip(),
-        language=language,
+        text="".join(segment.text for segment in decoded_text.segments).strip(),
+        language=decoded_text.language,
         duration=round(duration, 3),
-        segments=segments,
+        segments=decoded_text.segments,
+        words=decoded_text.words,
+        language_probability=decoded_text.language_probability,
+        task=options.task,
         model=model_id,
         timing=Timing(
             decode_s=round(decoded - started, 4),

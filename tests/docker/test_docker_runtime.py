@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from actors.gpu import GpuAllocator
@@ -17,8 +18,9 @@ from schemas import endpoints
 from schemas.errors import AsrError
 from schemas.events import ServerFailed
 from schemas.lifecycle import LifecycleStatusRequest
-from tests.conftest import ensure
+from tests.conftest import JFK_TEXT, REPO, ensure
 from tests.docker.conftest import containers_of
+from tests.wer import word_error_rate
 
 pytestmark = pytest.mark.docker
 
@@ -55,6 +57,28 @@ async def test_container_is_hardened_and_serves(
     assert stopped.reason == "idle"
     assert log.types() == ["starting", "ready", "stopped"]
     assert containers_of(docker_client, deployment) == []
+
+
+async def test_whisper_base_is_served_from_weights_mounted_read_only(
+    model_images, docker_client: docker.DockerClient, deployment, start_actor, proxy_nc, shared_data: Path
+) -> None:
+    """The second real model: its weights pulled on the host (the test command does), mounted into its container."""
+    await start_lifecycle(start_actor, deployment)
+    status = await ensure(proxy_nc, "whisper-base")
+    assert status.runtime == "docker" and status.container_id
+    [container] = containers_of(docker_client, deployment)
+    [mount] = docker_client.api.inspect_container(container.id)["Mounts"]
+    assert mount["Destination"] == "/models/whisper-base" and mount["RW"] is False
+    assert mount["Source"] == str((REPO / "models" / "whisper-base").resolve())
+    async with httpx.AsyncClient(timeout=60) as http:
+        reply = await http.post(
+            f"{status.url}/transcribe",
+            content=(shared_data / "jfk.flac").read_bytes(),
+            params={"filename": "jfk.flac", "response_format": "verbose_json"},
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["model"] == "whisper-base" and reply.json()["language"] == "en"
+    assert word_error_rate(JFK_TEXT, reply.json()["text"]) <= 0.1
 
 
 async def test_missing_image_with_pull_policy_never_is_a_prompt_503(
@@ -113,6 +137,8 @@ async def test_parakeet_without_weights_says_what_is_missing(
     assert model_images["parakeet-tdt-0.6b"] == "asrpro/parakeet-tdt-0.6b:0.1.0"
     log = await events("parakeet-tdt-0.6b")
     os.chmod(tmp_path, 0o755)  # readable by the container's user; what is missing is the model files
+    (tmp_path / "vocab.txt").write_text("a 0\n")  # looks installed, but the ONNX files are not there
+    os.chmod(tmp_path / "vocab.txt", 0o644)
     await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(tmp_path))
     with pytest.raises(AsrError) as err:
         await ensure(proxy_nc, "parakeet-tdt-0.6b")
@@ -131,7 +157,8 @@ async def test_parakeet_weights_directory_missing_on_host(
     await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(missing))
     with pytest.raises(AsrError) as err:
         await ensure(proxy_nc, "parakeet-tdt-0.6b")
-    assert f"host directory {missing} does not exist" in err.value.message
+    assert (err.value.code, err.value.kind) == ("404", "model_not_installed")
+    assert str(missing) in err.value.message and "asrpro models pull parakeet-tdt-0.6b" in err.value.message
 
 
 async def test_killed_container_is_reported_crashed_at_once(

@@ -21,8 +21,14 @@ MODEL = "whisper-tiny.en"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("resilience")
+    broken = tmp / "broken-whisper-base"  # weights that are there but do not load: a failure of the model
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.bin").write_bytes(b"not a model")
     s = start_stack(
-        tmp_path_factory.mktemp("resilience"),
+        tmp,
+        ASRPRO_MODELS__WHISPER_BASE__WEIGHTS=str(broken),
         ASRPRO_RECOVERY__BACKOFF="[0.2]",
         ASRPRO_RECOVERY__BREAKER_FAILURES="2",
         ASRPRO_RECOVERY__BREAKER_COOLDOWN="600",
@@ -79,9 +85,9 @@ def test_nats_restart_gateway_answers_503_at_once_then_recovers(stack: Stack, sh
 
 def test_health_is_degraded_while_a_breaker_is_open(stack: Stack, shared_data: Path) -> None:
     audio = (shared_data / "jfk.flac").read_bytes()
-    for _ in range(2):  # no weights here: it fails, and two failures open its breaker
+    for _ in range(2):  # broken weights: it fails to start, and two failures open its breaker
         failed = post(stack, audio, model="whisper-base")
-        assert failed.status_code == 503 and "weights not found" in failed.json()["error"]["message"]
+        assert failed.status_code == 503 and "failed" in failed.json()["error"]["message"]
 
     def degraded() -> bool:
         return httpx.get(f"{stack.gateway}/health").json()["status"] == "degraded"

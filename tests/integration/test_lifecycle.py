@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -36,8 +37,8 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 async def lifecycle_actors(start_actor):
     async def start(**env: str):
-        await start_actor(Registry)
-        await start_actor(GpuAllocator)
+        await start_actor(Registry, **env)
+        await start_actor(GpuAllocator, **env)
         return await start_actor(Lifecycle, **env)
 
     return start
@@ -77,15 +78,35 @@ async def test_requests_in_flight_hold_off_the_idle_stop(lifecycle_actors, proxy
     await log.wait_for("stopped", timeout=10)
 
 
-async def test_missing_weights_fail_with_the_reason(lifecycle_actors, proxy_nc, events) -> None:
+async def test_a_model_without_weights_is_not_installed_rather_than_failed(
+    lifecycle_actors, proxy_nc, events, tmp_path: Path
+) -> None:
     log = await events("whisper-base")
-    await lifecycle_actors()
+    nowhere = tmp_path / "nowhere"
+    await lifecycle_actors(ASRPRO_MODELS__WHISPER_BASE__WEIGHTS=str(nowhere))
     with pytest.raises(AsrError) as err:
         await ensure(proxy_nc, "whisper-base")
-    assert err.value.code == "503"
-    assert "weights not found" in err.value.message and "models/whisper-base" in err.value.message
+    assert (err.value.code, err.value.kind) == ("404", "model_not_installed")
+    assert "asrpro models pull whisper-base" in err.value.message and str(nowhere) in err.value.message
     failed = await log.wait_for("failed")
-    assert isinstance(failed, ServerFailed) and "models/whisper-base" in failed.reason
+    assert isinstance(failed, ServerFailed) and failed.cause == "not_installed"
+    assert log.types() == ["failed"]  # nothing was started
+
+
+async def test_weights_that_do_not_load_fail_the_start_with_the_reason(
+    lifecycle_actors, proxy_nc, events, tmp_path: Path
+) -> None:
+    log = await events("whisper-base")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.bin").write_bytes(b"not a model")
+    await lifecycle_actors(ASRPRO_MODELS__WHISPER_BASE__WEIGHTS=str(broken))
+    with pytest.raises(AsrError) as err:
+        await ensure(proxy_nc, "whisper-base")
+    assert err.value.code == "503" and "model server for whisper-base failed" in err.value.message
+    failed = await log.wait_for("failed")
+    assert isinstance(failed, ServerFailed) and failed.cause == "start"
     assert log.types() == ["starting", "failed"]
 
 

@@ -20,10 +20,11 @@ from fastapi.testclient import TestClient
 
 from containers.model_server.app import create_app
 from containers.model_server.engines import WeightsNotFound, load_engine
+from containers.model_server.engines.base import Transcript
 from containers.model_server.engines.parakeet import ParakeetEngine
 from containers.model_server.engines.whisper import resolve_weights
 from containers.model_server.settings import EngineSettings
-from schemas.transcribe import Segment
+from schemas.model_server import TranscribeOptions
 from tests.wer import word_error_rate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -268,8 +269,8 @@ def test_health_is_503_while_the_model_loads() -> None:
     class Instant:
         device, compute_type = "cpu", "int8"
 
-        def transcribe(self, audio: np.ndarray, **_: object) -> tuple[list[Segment], str, float]:
-            return [], "en", len(audio) / 16000
+        def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+            return Transcript([], "en", len(audio) / 16000)
 
     def slow_loader(_: EngineSettings) -> Instant:
         release.wait(10)

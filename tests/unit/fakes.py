@@ -15,7 +15,9 @@ import msgspec
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
 from framework.model_server import ModelServerClient
+from framework.weights import Installed
 from schemas.model_server import Health, HealthStatus
+from schemas.registry import ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ class FakeRuntime(Runtime):
         self.running: dict[str, ServerHandle] = {}
         self.fail_launch: str = ""  # a message: launch raises it
         self.adoptable: list[ServerHandle] = []  # what adopt() finds running
+        self.absent: set[str] = set()  # models whose weights are not here
         self._pids = itertools.count(1000)
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
@@ -54,6 +57,11 @@ class FakeRuntime(Runtime):
         self.running.pop(handle.model, None)
         if not handle.exited.done():
             handle.exited.set_result("stopped")
+
+    def installed(self, model: ModelInfo) -> Installed:
+        if model.id in self.absent:
+            return Installed(model.id, False, f"/weights/{model.id}", missing="model.bin")
+        return Installed(model.id, True, f"/weights/{model.id}")
 
     async def adopt(self) -> list[ServerHandle]:
         for handle in self.adoptable:

@@ -279,3 +279,14 @@ async def test_an_adopted_server_recorded_busy_gets_a_fresh_idle_clock() -> None
     assert adopted.last_activity > long_ago + 9_000
     ready = bus.events[-1]
     assert isinstance(ready, ServerReady) and ready.adopted
+
+
+async def test_a_model_not_installed_is_404_with_the_hint_and_never_started() -> None:
+    bus, lifecycle, runtime, _ = await start()
+    runtime.absent.add("whisper-base")
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert (err.value.code, err.value.kind) == ("404", "model_not_installed")
+    assert "asrpro models pull whisper-base" in err.value.message and "/weights/whisper-base" in err.value.message
+    assert not runtime.launched and kinds(bus) == ["failed"]
+    assert bus.events[-1].cause == "not_installed"  # type: ignore[union-attr]

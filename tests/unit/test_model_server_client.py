@@ -40,18 +40,16 @@ async def test_unreachable_health_says_why() -> None:
 async def test_transcribe_sends_the_contract_and_the_request_id() -> None:
     servers = FakeModelServer()
     logs.request_id.set("req-42")
-    options = TranscribeOptions(response_format="verbose_json", language="en", temperature=0.2)
+    options = TranscribeOptions(response_format="verbose_json", language="en", temperature=[0.2], beam_size=1)
     result = await servers.client().transcribe(URL, "whisper-tiny.en", b"RIFF", "a.wav", options, time.monotonic() + 5)
     assert result.text == "transcribed by whisper-tiny.en"
     sent = servers.requests[-1]
     body = sent.content.decode(errors="replace")
     assert sent.url.path == "/transcribe" and sent.headers["X-Request-Id"] == "req-42"
-    assert dict(sent.url.params) == {
-        "response_format": "verbose_json",
-        "language": "en",
-        "temperature": "0.2",
-        "filename": "a.wav",
-    }
+    params = dict(sent.url.params)
+    assert params["response_format"] == "verbose_json" and params["language"] == "en"
+    assert (params["temperature"], params["beam_size"], params["filename"]) == ("0.2", "1", "a.wav")
+    assert params["word_timestamps"] == "false" and "prompt" not in params
     assert body == "RIFF" and sent.headers["Content-Type"] == "application/octet-stream"
 
 

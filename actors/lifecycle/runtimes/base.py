@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from framework.weights import Installed, check
 from schemas.registry import ModelInfo
 
 
@@ -54,6 +55,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def stop(self, handle: ServerHandle, timeout: float = 10.0) -> None:
         """Stop the server and wait until it is gone."""
+
+    def installed(self, model: ModelInfo) -> Installed:
+        """Whether the model's weights are where this runtime's servers will load them from (blocking: call it in a
+        thread). Here: the weights directory or package on this host."""
+        return check(model.id, model.weights, model.engine)
 
     async def adopt(self) -> list[ServerHandle]:
         """Servers of this deployment already running (after an actor restart)."""

@@ -20,6 +20,8 @@ from docker.types import DeviceRequest
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config
+from framework.weights import PACKAGE_PREFIX, Installed
+from schemas.registry import ModelInfo
 
 log = logging.getLogger("asrpro.runtime.docker")
 
@@ -85,6 +87,13 @@ class DockerRuntime(Runtime):
         self._down_until = 0.0
         self._down_for = 0.0
         self._down_reason = ""
+
+    def installed(self, model: ModelInfo) -> Installed:
+        # A pip-installed model package lives in the image (a missing image is its own, clearer error);
+        # a weights directory is mounted from this host.
+        if model.weights.startswith(PACKAGE_PREFIX):
+            return Installed(model.id, True, f"image {model.image}")
+        return super().installed(model)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

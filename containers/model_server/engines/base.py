@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from schemas.transcribe import Segment
+from schemas.model_server import TranscribeOptions
+from schemas.transcribe import Segment, Word
 
-# segments, detected (or forced) language, audio duration in seconds
-Transcript = tuple[list[Segment], str, float]
+
+@dataclass
+class Transcript:
+    segments: list[Segment]
+    language: str  # detected, or the one asked for
+    duration: float  # seconds of audio
+    language_probability: float | None = None
+    words: list[Word] | None = None  # when word timestamps were asked for
 
 
 class WeightsNotFound(RuntimeError):
@@ -23,9 +31,7 @@ class Engine(Protocol):
     device: str
     compute_type: str
 
-    def transcribe(
-        self, audio: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
-    ) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript: ...
 
 
 def check_readable(directory: Path) -> None:

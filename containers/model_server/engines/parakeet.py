@@ -9,6 +9,7 @@ import numpy as np
 
 from containers.model_server.audio import SAMPLE_RATE
 from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
+from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment
 
 ONNX_ASR_MODEL = "nemo-parakeet-tdt-0.6b-v2"
@@ -50,11 +51,9 @@ class ParakeetEngine:
         self.device = device
         self.compute_type = quantization or "float32"
 
-    def transcribe(
-        self, audio: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
-    ) -> Transcript:
-        # Parakeet v2 is English-only and takes no prompt or temperature; those options are accepted and ignored.
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        # Parakeet v2 is English-only and transcribes only; Whisper's decoding options do not apply to it.
         duration = len(audio) / SAMPLE_RATE
         text = str(self._model.recognize(audio, sample_rate=SAMPLE_RATE)).strip()
         segments = [Segment(id=0, start=0.0, end=round(duration, 3), text=text)] if text else []
-        return segments, "en", duration
+        return Transcript(segments, "en", duration)

@@ -9,7 +9,8 @@ import numpy as np
 from faster_whisper import WhisperModel
 
 from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
-from schemas.transcribe import Segment
+from schemas.model_server import TranscribeOptions
+from schemas.transcribe import Segment, Word
 
 PACKAGE_PREFIX = "package:"
 REQUIRED_FILES = ("config.json", "model.bin")
@@ -46,7 +47,6 @@ class WhisperEngine:
         compute_type: str,
         concurrency: int = 1,
         cpu_threads: int = 0,
-        beam_size: int = 1,
     ) -> None:
         directory = resolve_weights(weights)
         # num_workers is what lets several transcriptions run at once; with 1 they would queue inside CTranslate2.
@@ -58,32 +58,49 @@ class WhisperEngine:
             cpu_threads=cpu_threads,
             local_files_only=True,
         )
-        self._beam_size = beam_size
         self.device = self._model.model.device
         self.compute_type = self._model.model.compute_type
 
-    def transcribe(
-        self, audio: np.ndarray, *, language: str | None, prompt: str | None, temperature: float
-    ) -> Transcript:
-        # One temperature rather than faster-whisper's fallback ladder keeps latency bounded; VAD is off because
-        # it costs time and the callers send speech, not hours of silence.
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
+        faster-whisper's defaults unless configured otherwise, with what the request asked for)."""
         pieces, info = self._model.transcribe(
             audio,
-            language=language,
-            initial_prompt=prompt,
-            temperature=temperature,
-            beam_size=self._beam_size,
-            vad_filter=False,
+            task=options.task,
+            language=options.language,
+            initial_prompt=options.prompt,
+            temperature=options.temperature,
+            beam_size=options.beam_size,
+            condition_on_previous_text=options.condition_on_previous_text,
+            vad_filter=options.vad_filter,
+            word_timestamps=options.word_timestamps,
+            hotwords=options.hotwords,
         )
-        segments = [
-            Segment(
-                id=number,
-                start=round(piece.start, 3),
-                end=round(piece.end, 3),
-                text=piece.text,
-                avg_logprob=piece.avg_logprob,
-                no_speech_prob=piece.no_speech_prob,
+        segments: list[Segment] = []
+        words: list[Word] | None = [] if options.word_timestamps else None
+        for number, piece in enumerate(pieces):
+            segments.append(
+                Segment(
+                    id=number,
+                    start=round(float(piece.start), 3),
+                    end=round(float(piece.end), 3),
+                    text=piece.text,
+                    avg_logprob=float(piece.avg_logprob),
+                    no_speech_prob=float(piece.no_speech_prob),
+                    seek=piece.seek,
+                    tokens=list(piece.tokens),
+                    temperature=None if piece.temperature is None else float(piece.temperature),
+                    compression_ratio=float(piece.compression_ratio),
+                )
             )
-            for number, piece in enumerate(pieces)
-        ]
-        return segments, info.language, info.duration
+            if words is not None:
+                words.extend(
+                    Word(
+                        word=w.word,
+                        start=round(float(w.start), 3),
+                        end=round(float(w.end), 3),
+                        probability=round(float(w.probability), 4),
+                    )
+                    for w in piece.words or []
+                )
+        return Transcript(segments, info.language, info.duration, round(float(info.language_probability), 4), words)

@@ -1,0 +1,39 @@
+"""What the model server is asked to do for a request: the model's configured decoding (faster-whisper's
+defaults unless configured otherwise) merged with what the request asked for, checked first."""
+
+from __future__ import annotations
+
+from schemas import errors
+from schemas.errors import AsrError
+from schemas.languages import check_language, multilingual
+from schemas.model_server import TranscribeOptions
+from schemas.registry import ModelInfo, ModelList
+from schemas.transcribe import TranscribeRequest
+
+
+def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList | None = None) -> TranscribeOptions:
+    """400 for what the model cannot do (a language it lacks, translation by an English-only model, a temperature
+    outside 0 to 1); otherwise the options, the server always answering verbose_json (the proxy renders the rest)."""
+    if msg.task == "translate" and not multilingual(model.languages):
+        able = [m.id for m in (catalogue.models if catalogue else []) if multilingual(m.languages) and m.installed]
+        hint = (
+            f"models that can: {', '.join(able)}" if able else "no installed model can: asrpro models pull whisper-base"
+        )
+        raise AsrError(errors.BAD_REQUEST, f"{model.id} is English-only and cannot translate; {hint}")
+    temperature = msg.temperature
+    if temperature is not None and not 0.0 <= temperature <= 1.0:
+        raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
+    decoding = model.decoding
+    return TranscribeOptions(
+        response_format="verbose_json",
+        task=msg.task,
+        language=check_language(msg.language, model.id, model.languages),
+        prompt=msg.prompt or None,
+        # OpenAI's semantics: 0 or none starts at 0 and lets the fallback ladder raise it; > 0 is that one value.
+        temperature=[temperature] if temperature else list(decoding.temperature),
+        beam_size=decoding.beam_size,
+        condition_on_previous_text=decoding.condition_on_previous_text,
+        vad_filter=decoding.vad_filter if msg.vad_filter is None else msg.vad_filter,
+        word_timestamps="word" in msg.timestamp_granularities,
+        hotwords=msg.hotwords or None,
+    )

@@ -1,0 +1,47 @@
+"""Whether a model's weights are on this host (a fact of the host that runs its model server).
+
+`weights` is ``package:<module>`` (a pip-installed model package: installed when importable) or a directory
+(installed when it holds the engine's required files)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+# What an engine cannot load without.
+REQUIRED_FILES = {"faster-whisper": ("config.json", "model.bin"), "onnx-asr": ("vocab.txt",)}
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass
+class Installed:
+    model: str
+    installed: bool
+    where: str  # the directory or package
+    size_mb: float = 0.0
+    missing: str = ""  # what is absent when not installed
+
+
+def weights_dir(weights: str) -> Path | None:
+    """The directory of a model's weights (None for a pip-installed model package)."""
+    if not weights or weights.startswith(PACKAGE_PREFIX):
+        return None
+    return Path(weights).expanduser()
+
+
+def check(model_id: str, weights: str, engine: str) -> Installed:
+    """Whether the model's weights are on this host, and where."""
+    if weights.startswith(PACKAGE_PREFIX):
+        module = weights.removeprefix(PACKAGE_PREFIX)
+        found = importlib.util.find_spec(module) is not None
+        return Installed(model_id, found, module, missing="" if found else f"python package {module}")
+    directory = weights_dir(weights)
+    if directory is None:
+        return Installed(model_id, False, "", missing=f"models.{model_id}.weights is not set")
+    required = REQUIRED_FILES.get(engine, ("config.json",))
+    missing = [name for name in required if not (directory / name).is_file()]
+    if missing:
+        return Installed(model_id, False, str(directory.resolve()), missing=", ".join(missing))
+    size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    return Installed(model_id, True, str(directory.resolve()), size_mb=round(size / 2**20, 1))

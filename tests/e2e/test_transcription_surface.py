@@ -1,0 +1,186 @@
+"""What OpenAI, speaches and asrpro users send and expect: word timestamps, the full verbose_json, translations,
+decoding options with OpenAI's semantics and errors in OpenAI's shape, and decoding parity with in-process
+faster-whisper. Speech of known words is synthesised with espeak-ng."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from actors.proxy.decoding import decoding_for
+from actors.registry import catalogue
+from containers.model_server import pipeline
+from containers.model_server.engines.whisper import WhisperEngine
+from framework.config import load_config
+from schemas.transcribe import TranscribeRequest
+from tests.conftest import JFK_TEXT, REPO
+from tests.e2e.stack import Stack, start_stack
+from tests.wer import word_error_rate
+
+pytestmark = pytest.mark.e2e
+# What each language's speaker says; whisper-base translates them with these English words (checked by hand).
+SPOKEN = {
+    "es": ("Me gusta el café con leche y chocolate.", {"coffee", "milk", "chocolate"}),
+    "fr": ("J'aime le café et le chocolat.", {"coffee", "chocolate"}),
+    "de": ("Ich trinke gern Kaffee mit Milch.", {"coffee", "milk"}),
+}
+ENGLISH = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please remember to buy bread, eggs and fresh vegetables on your way home.",
+    "The meeting has been moved to Thursday afternoon at three o'clock.",
+]
+
+
+def speak(text: str, voice: str, out: Path) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is needed (apt-get install espeak-ng; the test command installs it)")
+    raw = out.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-s", "120", "-v", voice, "-w", str(raw), text], check=True)
+    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("surface"))
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def oai(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("voices")
+    made = {lang: speak(text, lang, tmp / f"{lang}.wav") for lang, (text, _) in SPOKEN.items()}
+    made.update({f"en{i}": speak(text, "en-us", tmp / f"en{i}.wav") for i, text in enumerate(ENGLISH)})
+    return made
+
+
+def test_word_timestamps_and_the_full_verbose_json(oai: openai.OpenAI, shared_data: Path) -> None:
+    with (shared_data / "jfk.flac").open("rb") as fh:
+        result = oai.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+    words = result.words or []
+    assert [w.word.strip(" ,.") for w in words[:4]] == ["And", "so", "my", "fellow"]
+    starts = [w.start for w in words]
+    assert starts == sorted(starts) and all(w.start <= w.end <= result.duration + 0.5 for w in words)
+    segment = (result.segments or [])[0]
+    assert segment.seek == 0 and segment.tokens and segment.temperature == 0.0 and segment.compression_ratio > 0
+    assert segment.avg_logprob < 0 and 0 <= segment.no_speech_prob <= 1
+    assert result.language == "en"
+
+
+def test_words_only_when_asked(oai: openai.OpenAI, shared_data: Path) -> None:
+    with (shared_data / "jfk.flac").open("rb") as fh:
+        result = oai.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json")
+    assert result.words is None and result.segments
+
+
+@pytest.mark.parametrize("language", sorted(SPOKEN))
+def test_translations_into_english_through_whisper_base(
+    oai: openai.OpenAI, voices: dict[str, Path], language: str
+) -> None:
+    with voices[language].open("rb") as fh:
+        translated = oai.audio.translations.create(model="whisper-base", file=fh)
+    words = set(translated.text.lower().replace(".", " ").replace(",", " ").split())
+    expected = SPOKEN[language][1]
+    assert len(words & expected) >= 2, (translated.text, expected)
+
+
+def test_translations_in_every_format(stack: Stack, voices: dict[str, Path]) -> None:
+    audio = voices["es"].read_bytes()
+    for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
+        reply = httpx.post(
+            f"{stack.gateway}/v1/audio/translations",
+            files={"file": ("es.wav", audio)},
+            data={"model": "whisper-base", "response_format": fmt},
+            timeout=120,
+        )
+        assert reply.status_code == 200, (fmt, reply.text)
+        assert "coffee" in reply.text.lower()
+        if fmt == "verbose_json":
+            assert reply.json()["task"] == "translate"
+
+
+def test_language_detection_in_verbose_json(oai: openai.OpenAI, voices: dict[str, Path]) -> None:
+    for language in ("fr", "de"):
+        with voices[language].open("rb") as fh:
+            result = oai.audio.transcriptions.create(model="whisper-base", file=fh, response_format="verbose_json")
+        assert result.language == language
+
+
+def test_an_english_only_model_cannot_translate_and_says_which_can(stack: Stack, voices: dict[str, Path]) -> None:
+    reply = httpx.post(
+        f"{stack.gateway}/v1/audio/translations",
+        files={"file": ("es.wav", voices["es"].read_bytes())},
+        data={"model": "whisper-tiny.en"},
+    )
+    assert reply.status_code == 400
+    assert "cannot translate" in reply.json()["error"]["message"] and "whisper-base" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"temperature": "1.5"}, "temperature must be between 0 and 1"),
+        ({"language": "xx"}, "not one of Whisper's language codes"),
+        ({"language": "de"}, "whisper-tiny.en knows only en"),
+        ({"timestamp_granularities[]": "letter"}, "'letter' is not 'word' or 'segment'"),
+        ({"vad_filter": "maybe"}, "vad_filter must be true or false"),
+    ],
+)
+def test_bad_options_are_400_in_openais_shape(
+    stack: Stack, shared_data: Path, form: dict[str, str], message: str
+) -> None:
+    reply = httpx.post(
+        f"{stack.gateway}/v1/audio/transcriptions",
+        files={"file": ("jfk.flac", (shared_data / "jfk.flac").read_bytes())},
+        data=form,
+    )
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert message in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_ignored_openai_parameters_are_accepted(stack: Stack, shared_data: Path) -> None:
+    reply = httpx.post(
+        f"{stack.gateway}/v1/audio/transcriptions",
+        files={"file": ("jfk.flac", (shared_data / "jfk.flac").read_bytes())},
+        data={"include[]": "logprobs", "chunking_strategy": "auto", "vad_filter": "true", "hotwords": "Americans"},
+        timeout=120,
+    )
+    assert reply.status_code == 200 and word_error_rate(JFK_TEXT, reply.json()["text"]) <= 0.1
+
+
+def test_decoding_parity_with_in_process_faster_whisper(stack: Stack, voices: dict[str, Path]) -> None:
+    """The system decodes as faster-whisper does with the same parameters: the same words on speech the tests
+    made up, through the whole system and in-process."""
+    config = load_config(REPO / "asrpro.toml", environ={})
+    model = catalogue(config)["whisper-tiny.en"]
+    options = decoding_for(model, TranscribeRequest())
+    assert (options.beam_size, options.temperature) == (5, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])  # faster-whisper's own
+    engine = WhisperEngine(model.weights, device="cpu", compute_type="int8")
+    for i, text in enumerate(ENGLISH):
+        audio = voices[f"en{i}"].read_bytes()
+        direct = pipeline.transcribe(
+            engine, audio, "en.wav", options, model_id="direct", received_at=time.perf_counter()
+        )
+        system = httpx.post(
+            f"{stack.gateway}/v1/audio/transcriptions", files={"file": ("en.wav", audio)}, timeout=120
+        ).json()["text"]
+        assert system == direct.text, (system, direct.text)
+        assert word_error_rate(text, system) <= 0.25, (text, system)
