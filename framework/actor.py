@@ -57,6 +57,29 @@ VERSION = "0.1.0"
 Replay = Literal["none", "last", "all"]
 
 _ENTRYPOINT = "__asr_entrypoint__"
+RawSend = Callable[[bytes, dict[str, str]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _ReplyChannel:
+    send: RawSend
+    ctype: str
+
+
+# Where partial replies of the request being handled go (None: the requester takes one reply only).
+_reply_channel: contextvars.ContextVar[_ReplyChannel | None] = contextvars.ContextVar("reply_channel", default=None)
+
+
+async def send_partial(message: Any) -> bool:
+    """One partial reply to the requester of the request being handled (a streamed reply: every message but the
+    last carries the Asr-Partial header), in the request's encoding. False when there is no one to send it to."""
+    channel = _reply_channel.get()
+    if channel is None:
+        return False
+    headers = codec.headers_for(channel.ctype)
+    headers[codec.PARTIAL_HEADER] = "1"
+    await channel.send(codec.encode(message, channel.ctype), headers)
+    return True
 
 
 @dataclass(frozen=True)
@@ -130,11 +153,34 @@ def on_event(*types: type[Event], replay: Replay = "none") -> Callable[[F], F]:
     return mark
 
 
+@dataclass(frozen=True)
+class MessageSpec:
+    subject: str
+    message_type: type
+
+
+def on_message(subject: str, message_type: type) -> Callable[[F], F]:
+    """Mark a method as the handler of plain (core NATS, not stream) messages on `subject`, decoded as
+    `message_type`; it is called with the message and the subject. For signals that are not history, such as a
+    requester cancelling its request."""
+
+    def mark(fn: F) -> F:
+        params, hints = _hints(fn)
+        if not params or hints.get(params[0]) is not message_type:
+            raise TypeError(f"{getattr(fn, '__qualname__', fn)} must take {message_type.__name__} first")
+        setattr(fn, _ENTRYPOINT, MessageSpec(subject, message_type))
+        return fn
+
+    return mark
+
+
 def endpoint_name(subject: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", subject.replace(">", "all"))
 
 
-def entrypoints(actor: object) -> list[tuple[Callable[..., Awaitable[Any]], EndpointSpec | EventSpec]]:
+def entrypoints(
+    actor: object,
+) -> list[tuple[Callable[..., Awaitable[Any]], EndpointSpec | EventSpec | MessageSpec]]:
     """Event handlers first, then endpoints: an actor answers requests only once the state it keeps from events
     (replayed from the stream) is rebuilt."""
     found = []
@@ -190,6 +236,16 @@ class Actor:
         except Exception as exc:  # an event lost to a bus outage must not fail the work that caused it
             self.log.warning("could not publish %s event: %s", kind(event), exc)
 
+    async def send(self, subject: str, message: Any) -> None:
+        """A plain message (not an event, not kept): progress reports and the like. Lost ones are logged."""
+        try:
+            if self._memory is not None:
+                await self._memory.publish(subject, codec.encode(message))
+            else:
+                await self.connection.publish(subject, codec.encode(message))
+        except Exception as exc:
+            self.log.warning("could not send to %s: %s", subject, exc)
+
     async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:
         if self._memory is not None:
             result: Rep = await self._memory.request(rpc, message, timeout=timeout)
@@ -218,11 +274,19 @@ class Actor:
 
     # -- dispatch (the same on NATS and in memory) ------------------------------
     async def dispatch(
-        self, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec, subject: str, data: bytes, headers: Any
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        spec: EndpointSpec,
+        subject: str,
+        data: bytes,
+        headers: Any,
+        partial: RawSend | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """One request: decode by its Content-Type, run the handler, encode the reply or the error."""
+        """One request: decode by its Content-Type, run the handler, encode the reply or the error. `partial`
+        sends a message to the requester before the reply (streamed replies, `send_partial`)."""
         ctype = codec.content_type(headers)
         logs.request_id.set(logs.clean_request_id((headers or {}).get(codec.REQUEST_ID_HEADER)))
+        _reply_channel.set(_ReplyChannel(partial, ctype) if partial is not None else None)
         try:
             message: Any = codec.decode(data, spec.request_type, ctype)
             reply = await (handler(message, subject) if spec.takes_subject else handler(message))
@@ -264,6 +328,8 @@ class Actor:
         for fn, spec in entrypoints(self):
             if isinstance(spec, EndpointSpec):
                 await self._serve_endpoint(fn, spec)
+            elif isinstance(spec, MessageSpec):
+                await self._follow_messages(fn, spec)
             else:
                 await self._follow_events(fn, spec)
         # Subscriptions reach the server asynchronously: once start() returns, requests must find us.
@@ -289,11 +355,37 @@ class Actor:
         )
 
     async def _answer(self, req: Request, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> None:
-        data, headers = await self.dispatch(handler, spec, req.subject, req.data, req.headers)
+        reply_to = req._msg.reply  # nats.micro keeps the reply subject to itself; streamed replies need it
+
+        async def partial(data: bytes, headers: dict[str, str]) -> None:
+            await self.connection.publish(reply_to, data, headers=headers)
+
+        data, headers = await self.dispatch(
+            handler, spec, req.subject, req.data, req.headers, partial if reply_to else None
+        )
         try:
             await req.respond(data, headers=headers)
         except Exception as exc:
             self.log.warning("could not reply on %s: %s", req.subject, exc)
+
+    async def _follow_messages(self, handler: Callable[..., Awaitable[None]], spec: MessageSpec) -> None:
+        async def on_msg(msg: Msg) -> None:
+            await self.receive(handler, spec, msg.subject, msg.data, msg.headers)
+
+        await self.connection.subscribe(spec.subject, cb=on_msg)
+
+    async def receive(
+        self, handler: Callable[..., Awaitable[None]], spec: MessageSpec, subject: str, data: bytes, headers: Any
+    ) -> None:
+        try:
+            message: Any = codec.decode(data, spec.message_type, codec.content_type(headers))
+        except (codec.DecodeError, RecursionError) as exc:
+            self.log.warning("ignoring malformed message on %s: %s", subject, exc)
+            return
+        try:
+            await handler(message, subject)
+        except Exception:
+            self.log.exception("handler %s failed", getattr(handler, "__name__", handler))
 
     async def _follow_events(self, handler: Callable[[Any], Awaitable[None]], spec: EventSpec) -> None:
         nc = self.connection

@@ -4,9 +4,11 @@ forever), typed request/reply with error replies turned back into AsrError, and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +22,7 @@ from framework.config import NatsConfig
 from schemas import codec, endpoints, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
-from schemas.transcribe import TranscribeRequest, TranscriptionResult
+from schemas.transcribe import CancelTranscription, TranscribeRequest, TranscriptionDelta, TranscriptionResult
 
 log = logging.getLogger(__name__)
 NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
@@ -197,11 +199,61 @@ def decode_reply(rpc: Rpc[Any, Rep], headers: dict[str, str] | None, data: bytes
 _PAYLOAD_HEADROOM = 64 * 1024
 
 
+async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
+    """The request as it can travel: audio too large for one message goes through the object store."""
+    if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
+        return message
+    store = await nc.jetstream().object_store(subjects.AUDIO_BUCKET)
+    name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
+    await store.put(name, message.audio)
+    return msgspec.structs.replace(message, audio=b"", audio_ref=name)
+
+
 async def transcribe(nc: Client, model: str, message: TranscribeRequest, *, timeout: float) -> TranscriptionResult:
-    """Send audio to ``asr.transcribe.<model>``, through the object store when it is too large for one message."""
-    if len(message.audio) > nc.max_payload - _PAYLOAD_HEADROOM:
-        store = await nc.jetstream().object_store(subjects.AUDIO_BUCKET)
-        name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
-        await store.put(name, message.audio)
-        message = msgspec.structs.replace(message, audio=b"", audio_ref=name)
+    """Send audio to ``asr.transcribe.<model>`` and wait for the result."""
+    message = await _fitting(nc, msgspec.structs.replace(message, stream=False))
     return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
+
+
+async def transcribe_stream(
+    nc: Client, model: str, message: TranscribeRequest, *, timeout: float
+) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+    """Send audio to ``asr.transcribe.<model>`` with stream = true: each TranscriptionDelta as the audio is
+    decoded, then the TranscriptionResult (an error reply raises AsrError). `timeout` bounds the whole."""
+    what = f"model {model}"
+    if not nc.is_connected:
+        raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
+    message = await _fitting(nc, msgspec.structs.replace(message, stream=True))
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        headers = codec.headers_for(codec.MSGPACK)
+        if logs.request_id.get():
+            headers[codec.REQUEST_ID_HEADER] = logs.request_id.get()
+        await nc.publish(endpoints.TRANSCRIBE.at(model).subject, codec.encode(message), reply=inbox, headers=headers)
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                msg = await _unless_lost(nc, sub.next_msg(timeout=max(0.001, remaining)), what)
+            except nats.errors.TimeoutError:
+                raise AsrError(errors.TIMEOUT, f"{what} did not finish within {timeout:g} s") from None
+            if not msg.data and msg.headers and msg.headers.get("Status") == "503":
+                raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders)", kind=NO_RESPONDERS)
+            if msg.headers and msg.headers.get(codec.PARTIAL_HEADER):
+                try:
+                    yield codec.decode(msg.data, TranscriptionDelta, codec.content_type(msg.headers))
+                except codec.DecodeError as exc:
+                    raise AsrError(errors.INTERNAL, f"{what} sent a malformed partial reply: {exc}") from None
+                continue
+            yield decode_reply(endpoints.TRANSCRIBE, msg.headers, msg.data, what)
+            return
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def cancel(nc: Client, request_id: str, reason: str = "") -> None:
+    """Tell the proxy serving `request_id` that nobody waits for it any more (it stops and frees the slot)."""
+    with contextlib.suppress(Exception):
+        await nc.publish(subjects.cancel(request_id), codec.encode(CancelTranscription(reason=reason or "gone")))

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from framework import bus as nats_bus
 from framework import logs
-from framework.actor import Actor, EndpointSpec, EventSpec, entrypoints
-from schemas import codec, errors
+from framework.actor import Actor, EndpointSpec, EventSpec, MessageSpec, entrypoints
+from schemas import codec, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event
@@ -44,6 +44,7 @@ class MemoryBus:
         self.responders: list[tuple[str, Responder]] = []
         self.listeners: list[tuple[str, Listener]] = []
         self.history: list[tuple[str, bytes]] = []
+        self.partials: list[tuple[str, bytes, dict[str, str]]] = []  # partial replies, as streamed
         self.actors: list[Actor] = []
 
     @property
@@ -57,6 +58,8 @@ class MemoryBus:
         for fn, spec in entrypoints(actor):
             if isinstance(spec, EndpointSpec):
                 self.responders.append((spec.rpc.subject, self._responder(actor, fn, spec)))
+            elif isinstance(spec, MessageSpec):
+                self.listeners.append((spec.subject, self._receiver(actor, fn, spec)))
             else:
                 await self._follow(actor, fn, spec)
         self.actors.append(actor)
@@ -64,9 +67,18 @@ class MemoryBus:
 
     def _responder(self, actor: Actor, fn: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> Responder:
         async def respond(data: bytes, headers: dict[str, str], subject: str) -> tuple[bytes, dict[str, str]]:
-            return await actor.dispatch(fn, spec, subject, data, headers)
+            async def partial(data: bytes, headers: dict[str, str]) -> None:
+                self.partials.append((subject, data, headers))
+
+            return await actor.dispatch(fn, spec, subject, data, headers, partial)
 
         return respond
+
+    def _receiver(self, actor: Actor, fn: Callable[..., Awaitable[None]], spec: MessageSpec) -> Listener:
+        async def listen(subject: str, data: bytes, headers: dict[str, str]) -> None:
+            await actor.receive(fn, spec, subject, data, headers)
+
+        return listen
 
     async def _follow(self, actor: Actor, fn: Callable[[Any], Awaitable[None]], spec: EventSpec) -> None:
         async def listen(subject: str, data: bytes, headers: dict[str, str]) -> None:
@@ -114,7 +126,8 @@ class MemoryBus:
         )
 
     async def publish(self, subject: str, data: bytes) -> None:
-        self.history.append((subject, data))
+        if subject.startswith(subjects.EVENTS_PREFIX):  # what the stream ASR_EVENTS keeps
+            self.history.append((subject, data))
         for pattern, listen in list(self.listeners):
             if matches(pattern, subject):
                 await listen(subject, data, {})

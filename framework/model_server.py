@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,9 +20,13 @@ from schemas.model_server import (
     HEALTH_PATH,
     MAX_QUERY_BYTES,
     MODEL_HEADER,
+    STREAM_PARAM,
     TRANSCRIBE_PATH,
     ErrorBody,
+    ErrorFrame,
+    Frame,
     Health,
+    ResultFrame,
     TranscribeOptions,
 )
 from schemas.transcribe import TranscriptionResult
@@ -31,6 +36,7 @@ _GONE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.W
 _decode_health = msgspec.json.Decoder(Health).decode
 _decode_result = msgspec.json.Decoder(TranscriptionResult).decode
 _decode_error = msgspec.json.Decoder(ErrorBody).decode
+_decode_frame = msgspec.json.Decoder(Frame).decode
 
 
 class ServerGone(Exception):
@@ -69,33 +75,65 @@ class ModelServerClient:
     ) -> TranscriptionResult:
         """POST /transcribe until `deadline` (monotonic). ServerGone when the server is not there; AsrError
         with the server's own code and message when it refuses the request."""
+        async for frame in self.stream(url, model, audio, filename, options, deadline, stream=False):
+            if isinstance(frame, ResultFrame):
+                return frame.result
+        raise AsrError(errors.INTERNAL, f"model server of {model} ended without a result")
+
+    async def stream(
+        self,
+        url: str,
+        model: str,
+        audio: bytes,
+        filename: str,
+        options: TranscribeOptions,
+        deadline: float,
+        *,
+        stream: bool = True,
+    ) -> AsyncIterator[Frame]:
+        """The frames of the transcription as the server decodes (with stream, else only the result). A caller
+        that stops iterating closes the connection, and the server stops decoding."""
         headers = {codec.REQUEST_ID_HEADER: logs.request_id.get(), MODEL_HEADER: model}
         fields = options.form()
+        params = {STREAM_PARAM: "true"} if stream else {}
         if len(urlencode(fields)) <= MAX_QUERY_BYTES:
             # The raw form: no multipart to build here and parse there for every upload.
-            request: dict[str, Any] = {"content": audio, "params": {**fields, FILENAME_PARAM: filename or "audio"}}
+            request: dict[str, Any] = {"content": audio}
+            params.update(fields, **{FILENAME_PARAM: filename or "audio"})
             headers["Content-Type"] = "application/octet-stream"
         else:  # a long prompt does not fit a request line
             request = {"files": {FILE_FIELD: (filename or "audio", audio)}, "data": fields}
+        timeout = httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0)
         try:
-            response = await self.http.post(
-                url + TRANSCRIBE_PATH,
-                headers=headers,
-                timeout=httpx.Timeout(max(0.1, deadline - time.monotonic()), connect=5.0),
-                **request,
-            )
+            async with self.http.stream(
+                "POST", url + TRANSCRIBE_PATH, params=params, headers=headers, timeout=timeout, **request
+            ) as response:
+                if response.status_code == 409:  # the address now belongs to another model's server (a stale record)
+                    await response.aread()
+                    raise ServerGone(f"the server at {url} is not {model}'s: {_error_message(response)}")
+                if response.status_code != 200:
+                    await response.aread()
+                    raise AsrError(str(response.status_code), _error_message(response))
+                if not stream:
+                    await response.aread()
+                    yield ResultFrame(result=_decode_result(response.content))
+                    return
+                async for frame in _frames(response):
+                    if isinstance(frame, ErrorFrame):
+                        raise AsrError(frame.error.code, frame.error.message)
+                    yield frame
         except httpx.TimeoutException as exc:
             raise AsrError(errors.TIMEOUT, f"model server of {model} did not answer in time") from exc
         except _GONE as exc:
             raise ServerGone(f"model server of {model} at {url} is gone: {exc!r}") from exc
-        if response.status_code == 409:  # the address now belongs to another model's server (a stale record)
-            raise ServerGone(f"the server at {url} is not {model}'s: {_error_message(response)}")
-        if response.status_code != 200:
-            raise AsrError(str(response.status_code), _error_message(response))
-        try:
-            return _decode_result(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise AsrError(errors.INTERNAL, f"model server of {model} sent a malformed result: {exc}") from exc
+
+
+async def _frames(response: httpx.Response) -> AsyncIterator[Frame]:
+    async for line in response.aiter_lines():
+        if line.strip():
+            yield _decode_frame(line)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -23,16 +24,23 @@ def error_response(
     retry_after: float | None = None,
     param: str | None = None,
 ) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code or str(status)}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse({"error": error_object(status, message, code, param)}, status_code=status, headers=headers)
+
+
+def error_object(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"message": message, "type": kind, "param": param, "code": code or str(status)}
+
+
+def status_and_code(exc: AsrError) -> tuple[int, str | None]:
+    status = int(exc.code) if exc.code in _STATUS else 502
+    # A kind more precise than the status (model_not_installed, breaker_open, ...) is the error's code.
+    return status, (exc.kind if exc.kind and exc.kind != KINDS.get(exc.code) else None)
 
 
 def from_asr_error(exc: AsrError) -> JSONResponse:
-    status = int(exc.code) if exc.code in _STATUS else 502
-    # A kind more precise than the status (model_not_installed, breaker_open, ...) is the error's code.
-    code = exc.kind if exc.kind and exc.kind != KINDS.get(exc.code) else None
+    status, code = status_and_code(exc)
     return error_response(status, exc.message, code=code, retry_after=exc.retry_after)
 
 

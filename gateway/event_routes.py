@@ -21,6 +21,7 @@ from schemas import endpoints, errors, subjects
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event, kind
 from schemas.lifecycle import LifecycleStatusRequest
+from schemas.transcribe import TranscriptionProgress
 
 router = APIRouter()
 Connection = Annotated[GatewayConnection, Depends(get_connection)]
@@ -107,6 +108,13 @@ def frontend_message(event: Event) -> dict[str, Any]:
     return {"type": FRONTEND_TYPES.get(kind(event), "system_status"), "data": data}
 
 
+def progress_message(report: TranscriptionProgress) -> dict[str, Any]:
+    """asrpro's frontend shape: progress as an integer percentage, beside the exact figures."""
+    data = msgspec.to_builtins(report)
+    data.update(fraction=report.progress, progress=round(report.progress * 100), status="transcribing")
+    return {"type": "transcription_progress", "data": data}
+
+
 @router.websocket("/ws")
 async def websocket(ws: WebSocket) -> None:
     conn: GatewayConnection = ws.app.state.connection
@@ -119,6 +127,7 @@ async def websocket(ws: WebSocket) -> None:
 
     try:
         sub = await conn.client.subscribe(subjects.EVENTS_ALL, cb=on_msg)
+        progress_sub = await conn.client.subscribe(subjects.PROGRESS_ALL, cb=on_msg)
     except AsrError as exc:
         await ws.send_json({"type": "system_status", "data": {"status": "unavailable", "reason": exc.message}})
         await ws.close(code=1011)
@@ -129,7 +138,10 @@ async def websocket(ws: WebSocket) -> None:
         while True:
             msg = await queue.get()
             with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                await ws.send_json(frontend_message(decode_event(msg.data, msg.headers)))
+                if msg.subject.startswith(subjects.PROGRESS_PREFIX):
+                    await ws.send_json(progress_message(msgspec.msgpack.decode(msg.data, type=TranscriptionProgress)))
+                else:
+                    await ws.send_json(frontend_message(decode_event(msg.data, msg.headers)))
 
     sender = asyncio.create_task(forward())
     try:
@@ -146,8 +158,9 @@ async def websocket(ws: WebSocket) -> None:
         pass
     finally:
         sender.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        for subscription in (sub, progress_sub):
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
 
 async def system_status(conn: GatewayConnection) -> dict[str, Any]:

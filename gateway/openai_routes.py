@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from nats.aio.client import Client
 
 from framework import bus, logs
 from framework.config import Config
 from gateway.connection import GatewayConnection, get_config, get_connection
-from gateway.errors import error_response
+from gateway.errors import error_object, error_response, status_and_code
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
-from schemas.transcribe import Granularity, ResponseFormat, Task, TranscribeRequest, TranscriptionResult
+from schemas.transcribe import (
+    Granularity,
+    ResponseFormat,
+    Task,
+    TranscribeRequest,
+    TranscriptionDelta,
+    TranscriptionResult,
+)
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
 log = logging.getLogger("asrpro.gateway")
+DISCONNECT_CHECK_S = 0.5
+CLIENT_GONE = "499"
 _MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 Connection = Annotated[GatewayConnection, Depends(get_connection)]
 Settings = Annotated[Config, Depends(get_config)]
@@ -36,6 +49,7 @@ Texts = list[str] | None
 
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def transcriptions(
+    request: Request,
     conn: Connection,
     config: Settings,
     file: File_ = None,
@@ -75,11 +89,12 @@ async def transcriptions(
         keep_alive=keep_alive,
         stream=bool(_boolean("stream", stream)),
     )
-    return await serve(conn, config, form)
+    return await serve(request, conn, config, form)
 
 
 @router.post("/v1/audio/translations", response_model=None)
 async def translations(
+    request: Request,
     conn: Connection,
     config: Settings,
     file: File_ = None,
@@ -104,7 +119,7 @@ async def translations(
         keep_alive=keep_alive,
         stream=bool(_boolean("stream", stream)),
     )
-    return await serve(conn, config, form)
+    return await serve(request, conn, config, form)
 
 
 @dataclass(kw_only=True)
@@ -148,7 +163,9 @@ def _boolean(name: str, value: str | None) -> bool | None:
     raise AsrError(errors.BAD_REQUEST, f"{name} must be true or false, got {value!r}")
 
 
-async def serve(conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
+async def serve(request: Request, conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
+    if form.stream and form.fmt not in ("json", "text"):
+        raise AsrError(errors.BAD_REQUEST, f"stream=true goes with response_format json or text, not {form.fmt}")
     if form.file is None:
         return error_response(400, "no file: send the audio as the multipart field 'file'")
     try:
@@ -178,8 +195,14 @@ async def serve(conn: GatewayConnection, config: Config, form: AudioForm) -> Res
         keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
+    if form.stream:
+        return StreamingResponse(
+            server_sent_events(nc, info.id, message, timeout + 5),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
-    result = await bus.transcribe(nc, info.id, message, timeout=timeout + 5)
+    result = await until_disconnected(request, nc, message, bus.transcribe(nc, info.id, message, timeout=timeout + 5))
     log.info(
         "transcribed",
         extra={
@@ -191,6 +214,48 @@ async def serve(conn: GatewayConnection, config: Config, form: AudioForm) -> Res
         },
     )
     return render(result, form.fmt)
+
+
+async def until_disconnected(
+    request: Request, nc: Client, message: TranscribeRequest, work: Awaitable[TranscriptionResult]
+) -> TranscriptionResult:
+    """The result, unless the client goes away first: then the proxy is told to stop (its slot is freed)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait([task], timeout=DISCONNECT_CHECK_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("client went away: cancelling", extra={"model": message.filename})
+                await bus.cancel(nc, message.request_id, "the HTTP client went away")
+                raise AsrError(CLIENT_GONE, "the client went away")
+    finally:
+        task.cancel()
+
+
+async def server_sent_events(nc: Client, model: str, message: TranscribeRequest, timeout: float) -> AsyncIterator[str]:
+    """OpenAI's transcription stream: transcript.text.delta events as segments are decoded, then
+    transcript.text.done; an error after the stream began is an `error` event (the client raises it)."""
+    finished = False
+    try:
+        async for piece in bus.transcribe_stream(nc, model, message, timeout=timeout):
+            if isinstance(piece, TranscriptionDelta):
+                yield _sse({"type": "transcript.text.delta", "delta": piece.text})
+            else:
+                finished = True
+                yield _sse({"type": "transcript.text.done", "text": piece.text})
+    except AsrError as exc:
+        finished = True
+        status, code = status_and_code(exc)
+        yield _sse({"type": "error", "error": error_object(status, exc.message, code)})
+    finally:
+        if not finished:  # the client went away mid-stream
+            await bus.cancel(nc, message.request_id, "the HTTP client went away")
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
 
 
 def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:

@@ -20,6 +20,9 @@ ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 # One id per request, on every hop (NATS header and HTTP header alike): in each log line, and in the HTTP reply.
 REQUEST_ID_HEADER = "X-Request-Id"
+# On a streamed reply (a request with stream = true), every message but the last carries this header: a
+# TranscriptionDelta; the last is the TranscriptionResult (or an error reply).
+PARTIAL_HEADER = "Asr-Partial"
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.transcribe import ResponseFormat, Task
+from schemas.transcribe import ResponseFormat, Segment, Task, TranscriptionResult, Word
 
 HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
@@ -78,3 +78,27 @@ class ErrorDetail(msgspec.Struct, kw_only=True):
 
 class ErrorBody(msgspec.Struct, kw_only=True):
     error: ErrorDetail
+
+
+# ``POST /transcribe?stream=true``: NDJSON, one frame per line — a SegmentFrame per decoded segment, then one
+# ResultFrame (or an ErrorFrame when the decode failed after the response started). A client that goes away
+# stops the decode (within one 30-s window of audio).
+STREAM_PARAM = "stream"
+STREAM_MEDIA_TYPE = "application/x-ndjson"
+
+
+class SegmentFrame(msgspec.Struct, kw_only=True, tag="segment", tag_field="type"):
+    segment: Segment
+    words: list[Word] | None = None
+    duration: float  # of the whole audio, for progress
+
+
+class ResultFrame(msgspec.Struct, kw_only=True, tag="result", tag_field="type"):
+    result: TranscriptionResult
+
+
+class ErrorFrame(msgspec.Struct, kw_only=True, tag="error", tag_field="type"):
+    error: ErrorDetail
+
+
+Frame = SegmentFrame | ResultFrame | ErrorFrame

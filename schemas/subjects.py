@@ -29,6 +29,13 @@ TRANSCRIBE_ALL = "asr.transcribe.>"
 EVENTS_PREFIX = "asr.events."
 EVENTS_ALL = "asr.events.>"
 
+# Progress of a transcription (asr.progress.<model>): live only, outside the stream — progress is not history.
+PROGRESS_PREFIX = "asr.progress."
+PROGRESS_ALL = "asr.progress.>"
+# A requester that gave up (asr.cancel.<request id>): the proxy serving it stops, freeing its slot.
+CANCEL_PREFIX = "asr.cancel."
+CANCEL_ALL = "asr.cancel.>"
+
 EVENTS_STREAM = "ASR_EVENTS"
 AUDIO_BUCKET = "ASR_AUDIO"
 GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
@@ -38,6 +45,14 @@ SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
 def transcribe(model: str) -> str:
     return TRANSCRIBE_PREFIX + model
+
+
+def progress(model: str) -> str:
+    return PROGRESS_PREFIX + model
+
+
+def cancel(request_id: str) -> str:
+    return CANCEL_PREFIX + request_id
 
 
 def model_from_transcribe(subject: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Literal, get_args
 
 import msgspec
@@ -40,6 +41,9 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
+    # Partial results on the reply subject as the audio is decoded (TranscriptionDelta messages with the
+    # Asr-Partial header), then the TranscriptionResult; false: the result alone, in one reply.
+    stream: bool = False
     request_id: str = ""
     # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,
     # -1 = never. None: the model's inactivity_timeout.
@@ -88,3 +92,34 @@ class TranscriptionResult(msgspec.Struct, kw_only=True):
     model: str = ""
     timing: Timing = msgspec.field(default_factory=Timing)
     formatted: str | None = None  # the text/srt/vtt rendering when response_format asks for it
+
+
+class TranscriptionDelta(msgspec.Struct, kw_only=True):
+    """A piece of a streamed transcription: the segment just decoded and how far the audio is done."""
+
+    request_id: str
+    model: str
+    text: str  # the segment's text, as it is to be appended
+    segment: Segment
+    words: list[Word] | None = None
+    progress: float  # 0..1 of the audio's duration
+    elapsed_s: float
+
+
+class TranscriptionProgress(msgspec.Struct, kw_only=True):
+    """Published on asr.progress.<model> at most every 0.5 s per request, streamed or not."""
+
+    model: str
+    request_id: str
+    progress: float  # 0..1: the end of the last decoded segment / the audio's duration
+    done_s: float
+    duration: float
+    elapsed_s: float
+    filename: str = ""
+    at: float = msgspec.field(default_factory=time.time)
+
+
+class CancelTranscription(msgspec.Struct, kw_only=True):
+    """Sent to asr.cancel.<request id> by a requester that gave up."""
+
+    reason: str = "cancelled by the requester"

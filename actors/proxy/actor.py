@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue
 from framework import bus, logs
-from framework.actor import Actor, endpoint
+from framework.actor import Actor, endpoint, on_message, send_partial
 from framework.catalogue import Catalogue
 from framework.config import Config
 from framework.kv_view import KvView
@@ -24,11 +25,19 @@ from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
-from schemas.model_server import TranscribeOptions
+from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.registry import ModelInfo, not_installed
-from schemas.transcribe import TranscribeRequest, TranscriptionResult
+from schemas.transcribe import (
+    CancelTranscription,
+    TranscribeRequest,
+    TranscriptionDelta,
+    TranscriptionProgress,
+    TranscriptionResult,
+)
 
 _CATALOGUE_WAIT_S = 60.0
+PROGRESS_EVERY_S = 0.5
+CANCELLED = "499"  # the requester gave up (nginx's "client closed request")
 LIFECYCLE_RESTART_WAIT_S = 10.0
 
 
@@ -52,6 +61,8 @@ class ModelProxy(Actor):
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
         self.queues: dict[str, ModelQueue] = {}
+        self.running: dict[str, asyncio.Task[Any]] = {}  # request id -> the task serving it
+        self.cancelled: set[str] = set()
 
     async def setup(self) -> None:
         if self.nc is None:
@@ -82,10 +93,27 @@ class ModelProxy(Actor):
     async def transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
         msg.request_id = logs.clean_request_id(msg.request_id) or logs.request_id.get() or logs.new_request_id()
         logs.request_id.set(msg.request_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self.running[msg.request_id] = task
+        try:
+            return await self._transcribe(msg, subject)
+        except asyncio.CancelledError:
+            if msg.request_id not in self.cancelled:
+                raise  # shutting down
+            raise AsrError(
+                CANCELLED, f"request {msg.request_id} was cancelled by its requester", kind="cancelled"
+            ) from None
+        finally:
+            self.running.pop(msg.request_id, None)
+            self.cancelled.discard(msg.request_id)
+
+    async def _transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
         model_id = subjects.model_from_transcribe(subject)
         cold = False
+        relay = Relay(self, msg, model_id, t0)
         try:
             try:
                 keep_alive = parse_duration(msg.keep_alive)
@@ -107,19 +135,25 @@ class ModelProxy(Actor):
                 if server is None:
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
                     cold = server.cold_start
+                relay.model_id = model_id
                 try:
-                    result = await self._forward(server, options, msg.filename, audio, deadline)
+                    result = await self._forward(server, options, msg.filename, audio, deadline, relay)
                 except ServerGone as exc:
                     self.log.warning("%s: retrying on a fresh server", exc)
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     cold = cold or server.cold_start
                     try:
-                        result = await self._forward(server, options, msg.filename, audio, deadline)
+                        result = await self._forward(server, options, msg.filename, audio, deadline, relay)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             # Whatever failed, the lifecycle actor must hear that this request is over (it holds the server busy).
-            error = exc if isinstance(exc, AsrError) else AsrError(errors.INTERNAL, f"internal error: {exc!r}")
+            if isinstance(exc, asyncio.CancelledError):
+                error = AsrError(CANCELLED, "cancelled", kind="cancelled")
+            elif isinstance(exc, AsrError):
+                error = exc
+            else:
+                error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
             self.log.warning("transcription failed: %s %s", error.code, error.message, extra={"model": model_id})
             await self.publish(
                 TranscriptionFailed(model=model_id, request_id=msg.request_id, code=error.code, reason=error.message)
@@ -197,6 +231,81 @@ class ModelProxy(Actor):
         return audio
 
     async def _forward(
-        self, server: ServerStatus, options: TranscribeOptions, filename: str, audio: bytes, deadline: float
+        self,
+        server: ServerStatus,
+        options: TranscribeOptions,
+        filename: str,
+        audio: bytes,
+        deadline: float,
+        relay: Relay,
     ) -> TranscriptionResult:
-        return await self.model_server.transcribe(server.url, server.model, audio, filename, options, deadline)
+        """The model server's frames as they come: progress for everyone, partial replies for a streaming
+        requester, the result at the end; the whole of it bounded by the request's deadline."""
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                frames = self.model_server.stream(server.url, server.model, audio, filename, options, deadline)
+                async for frame in frames:
+                    if isinstance(frame, ResultFrame):
+                        await relay.done(frame.result.duration)
+                        return frame.result
+                    if isinstance(frame, SegmentFrame):
+                        await relay.segment(frame)
+        except TimeoutError:
+            raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
+        raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
+
+    @on_message(subjects.CANCEL_ALL, CancelTranscription)
+    async def on_cancel(self, _: CancelTranscription, subject: str) -> None:
+        request_id = subject[len(subjects.CANCEL_PREFIX) :]
+        task = self.running.get(request_id)
+        if task is not None:
+            self.log.info("cancelled by its requester", extra={"cancelled": request_id})
+            self.cancelled.add(request_id)
+            task.cancel()
+
+
+class Relay:
+    """Where a request's decoding shows: progress on asr.progress.<model> at most every PROGRESS_EVERY_S, and for
+    a requester that asked to stream, each segment as a partial reply (once, even across a retry)."""
+
+    def __init__(self, proxy: ModelProxy, msg: TranscribeRequest, model_id: str, started: float) -> None:
+        self.proxy, self.msg, self.model_id, self.started = proxy, msg, model_id, started
+        self.sent_until = -1.0  # end of the last segment relayed
+        self.last_progress = 0.0
+
+    async def segment(self, frame: SegmentFrame) -> None:
+        end = frame.segment.end
+        if end <= self.sent_until:
+            return  # already relayed before a retry on a fresh server
+        self.sent_until = end
+        progress = min(1.0, end / frame.duration) if frame.duration else 0.0
+        if self.msg.stream:
+            delta = TranscriptionDelta(
+                request_id=self.msg.request_id,
+                model=self.model_id,
+                text=frame.segment.text,
+                segment=frame.segment,
+                words=frame.words,
+                progress=round(progress, 4),
+                elapsed_s=round(time.monotonic() - self.started, 3),
+            )
+            await send_partial(delta)
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            await self._progress(progress, end, frame.duration)
+
+    async def done(self, duration: float) -> None:
+        await self._progress(1.0, duration, duration)
+
+    async def _progress(self, progress: float, done_s: float, duration: float) -> None:
+        report = TranscriptionProgress(
+            model=self.model_id,
+            request_id=self.msg.request_id,
+            progress=round(progress, 4),
+            done_s=round(done_s, 3),
+            duration=round(duration, 3),
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            filename=self.msg.filename,
+        )
+        await self.proxy.send(subjects.progress(self.model_id), report)

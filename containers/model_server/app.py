@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,12 +13,13 @@ import anyio
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from containers.model_server import pipeline
 from containers.model_server.audio import AudioDecodeError
+from containers.model_server.engines import Engine
 from containers.model_server.settings import EngineSettings
 from containers.model_server.state import Loader, ModelState, load_from_settings
 from framework import logs
@@ -26,9 +29,13 @@ from schemas.model_server import (
     FILENAME_PARAM,
     HEALTH_PATH,
     MODEL_HEADER,
+    STREAM_MEDIA_TYPE,
+    STREAM_PARAM,
     TRANSCRIBE_PATH,
     ErrorBody,
     ErrorDetail,
+    ErrorFrame,
+    Frame,
     TranscribeOptions,
 )
 from schemas.transcribe import response_format
@@ -124,6 +131,12 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
             filename = request.query_params.get(FILENAME_PARAM) or "audio"
         if not data:
             raise errors.AsrError(errors.BAD_REQUEST, f"file {filename!r} is empty")
+        if request.query_params.get(STREAM_PARAM, "").lower() == "true":
+            assert limiter is not None
+            return StreamingResponse(
+                _streamed(engine, data, filename, options, engine_settings.model_id, received_at, limiter),
+                media_type=STREAM_MEDIA_TYPE,
+            )
         try:
             result = await anyio.to_thread.run_sync(
                 lambda: pipeline.transcribe(
@@ -142,12 +155,55 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
     return app
 
 
+async def _streamed(
+    engine: Engine,
+    data: bytes,
+    filename: str,
+    options: TranscribeOptions,
+    model_id: str,
+    received_at: float,
+    limiter: anyio.CapacityLimiter,
+) -> AsyncIterator[bytes]:
+    """NDJSON frames as the worker thread decodes; a client that goes away stops the decode at the next segment."""
+    loop = asyncio.get_running_loop()
+    frames: asyncio.Queue[Frame | None] = asyncio.Queue()
+    gone = threading.Event()
+
+    def work() -> None:
+        try:
+            for frame in pipeline.stream(engine, data, filename, options, model_id=model_id, received_at=received_at):
+                if gone.is_set():
+                    log.info("client gone: decoding stopped", extra={"file": filename})
+                    return
+                loop.call_soon_threadsafe(frames.put_nowait, frame)
+        except AudioDecodeError as exc:
+            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.UNSUPPORTED_MEDIA, str(exc)))
+        except Exception as exc:
+            log.exception("streamed decoding failed")
+            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        finally:
+            loop.call_soon_threadsafe(frames.put_nowait, None)
+
+    worker = asyncio.ensure_future(anyio.to_thread.run_sync(work, limiter=limiter))
+    try:
+        while (frame := await frames.get()) is not None:
+            yield msgspec.json.encode(frame) + b"\n"
+    finally:
+        gone.set()  # a finished decode ignores it; one under way stops at its next segment
+        if not worker.done():
+            worker.add_done_callback(lambda task: task.exception())  # retrieved: nothing left to report
+
+
+def _error_frame(code: str, message: str) -> ErrorFrame:
+    return ErrorFrame(error=ErrorDetail(code=code, message=message))
+
+
 def _options(form: FormData | QueryParams) -> TranscribeOptions:
     fields: dict[str, object] = {}
     for name in TranscribeOptions.__struct_fields__:
         value = _text_field(form, name)
         if value:
-            fields[name] = [v.strip() for v in value.split(",")] if name == "temperature" else value
+            fields[name] = _temperatures(value) if name == "temperature" else value
     fields["response_format"] = response_format(str(fields.get("response_format") or "json"))
     try:
         options = msgspec.convert(fields, TranscribeOptions, strict=False)
@@ -158,6 +214,15 @@ def _options(form: FormData | QueryParams) -> TranscribeOptions:
     if options.beam_size < 1:
         raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
     return options
+
+
+def _temperatures(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise errors.AsrError(
+            errors.BAD_REQUEST, f"temperature must be a number (or a comma-separated list), got {value!r}"
+        ) from None
 
 
 def _text_field(form: FormData | QueryParams, name: str) -> str:

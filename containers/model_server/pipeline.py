@@ -1,34 +1,45 @@
-"""One transcription from uploaded bytes to a TranscriptionResult; blocking, so it runs in a worker thread."""
+"""One transcription from uploaded bytes to a TranscriptionResult, segment by segment; blocking, so it runs in a
+worker thread. `stream` yields the frames of ``POST /transcribe?stream=true``; `transcribe` is its last frame."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from containers.model_server import audio
 from containers.model_server.engines import Engine
 from schemas.formats import render_text
-from schemas.model_server import TranscribeOptions
-from schemas.transcribe import Timing, TranscriptionResult
+from schemas.model_server import Frame, ResultFrame, SegmentFrame, TranscribeOptions
+from schemas.transcribe import Segment, Timing, TranscriptionResult, Word
 
 
-def transcribe(
+def stream(
     engine: Engine, data: bytes, filename: str, options: TranscribeOptions, *, model_id: str, received_at: float
-) -> TranscriptionResult:
-    """``received_at`` is the request's perf_counter start, so server_s includes the upload and any queueing."""
+) -> Iterator[Frame]:
+    """A SegmentFrame per segment as the engine decodes it, then the ResultFrame. ``received_at`` is the
+    request's perf_counter start, so server_s includes the upload and any queueing. Stop iterating and the
+    decoding stops (at the end of the 30-s window under way)."""
     started = time.perf_counter()
     samples = audio.decode(data, filename)
     decoded = time.perf_counter()
-    decoded_text = engine.transcribe(samples, options)
+    decoding = engine.decode(samples, options)
+    segments: list[Segment] = []
+    words: list[Word] | None = [] if options.word_timestamps else None
+    for segment, segment_words in decoding.pieces:
+        segments.append(segment)
+        if words is not None and segment_words:
+            words.extend(segment_words)
+        yield SegmentFrame(segment=segment, words=segment_words, duration=round(decoding.duration, 3))
     finished = time.perf_counter()
     server_s = finished - received_at
-    duration = decoded_text.duration
+    duration = decoding.duration
     result = TranscriptionResult(
-        text="".join(segment.text for segment in decoded_text.segments).strip(),
-        language=decoded_text.language,
+        text="".join(segment.text for segment in segments).strip(),
+        language=decoding.language,
         duration=round(duration, 3),
-        segments=decoded_text.segments,
-        words=decoded_text.words,
-        language_probability=decoded_text.language_probability,
+        segments=segments,
+        words=words,
+        language_probability=decoding.language_probability,
         task=options.task,
         model=model_id,
         timing=Timing(
@@ -40,4 +51,13 @@ def transcribe(
         ),
     )
     result.formatted = render_text(result, options.response_format)
-    return result
+    yield ResultFrame(result=result)
+
+
+def transcribe(
+    engine: Engine, data: bytes, filename: str, options: TranscribeOptions, *, model_id: str, received_at: float
+) -> TranscriptionResult:
+    for frame in stream(engine, data, filename, options, model_id=model_id, received_at=received_at):
+        if isinstance(frame, ResultFrame):
+            return frame.result
+    raise RuntimeError("the decoding ended without a result")

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from containers.model_server.app import create_app
 from containers.model_server.engines import WeightsNotFound, load_engine
-from containers.model_server.engines.base import Transcript
+from containers.model_server.engines.base import Decoding
 from containers.model_server.engines.parakeet import ParakeetEngine
 from containers.model_server.engines.whisper import resolve_weights
 from containers.model_server.settings import EngineSettings
@@ -269,8 +269,8 @@ def test_health_is_503_while_the_model_loads() -> None:
     class Instant:
         device, compute_type = "cpu", "int8"
 
-        def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-            return Transcript([], "en", len(audio) / 16000)
+        def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
+            return Decoding("en", len(audio) / 16000, None, iter([]))
 
     def slow_loader(_: EngineSettings) -> Instant:
         release.wait(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +23,25 @@ class Transcript:
     words: list[Word] | None = None  # when word timestamps were asked for
 
 
+@dataclass
+class Decoding:
+    """A transcription under way: what is known before the first segment, and the segments as they are decoded
+    (lazily: stop iterating and the decoding stops)."""
+
+    language: str
+    duration: float
+    language_probability: float | None
+    pieces: Iterator[tuple[Segment, list[Word] | None]]
+
+    def collect(self) -> Transcript:
+        segments, words = [], None
+        for segment, segment_words in self.pieces:
+            segments.append(segment)
+            if segment_words is not None:
+                words = (words or []) + segment_words
+        return Transcript(segments, self.language, self.duration, self.language_probability, words)
+
+
 class WeightsNotFound(RuntimeError):
     """The weights are missing or incomplete; the message says where the server looked and what it lacked."""
 
@@ -31,7 +51,7 @@ class Engine(Protocol):
     device: str
     compute_type: str
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript: ...
+    def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding: ...
 
 
 def check_readable(directory: Path) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from containers.model_server.audio import SAMPLE_RATE
-from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
+from containers.model_server.engines.base import Decoding, WeightsNotFound, check_readable
 from schemas.model_server import TranscribeOptions
-from schemas.transcribe import Segment
+from schemas.transcribe import Segment, Word
 
 ONNX_ASR_MODEL = "nemo-parakeet-tdt-0.6b-v2"
 # onnx-asr's file names for a NeMo TDT export; the .onnx files may also come as int8-quantised variants.
@@ -51,9 +52,13 @@ class ParakeetEngine:
         self.device = device
         self.compute_type = quantization or "float32"
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+    def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         # Parakeet v2 is English-only and transcribes only; Whisper's decoding options do not apply to it.
         duration = len(audio) / SAMPLE_RATE
-        text = str(self._model.recognize(audio, sample_rate=SAMPLE_RATE)).strip()
-        segments = [Segment(id=0, start=0.0, end=round(duration, 3), text=text)] if text else []
-        return Transcript(segments, "en", duration)
+
+        def pieces() -> Iterator[tuple[Segment, list[Word] | None]]:
+            text = str(self._model.recognize(audio, sample_rate=SAMPLE_RATE)).strip()
+            if text:
+                yield Segment(id=0, start=0.0, end=round(duration, 3), text=text), None
+
+        return Decoding("en", duration, None, pieces())

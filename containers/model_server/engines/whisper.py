@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from faster_whisper import WhisperModel
 
-from containers.model_server.engines.base import Transcript, WeightsNotFound, check_readable
+from containers.model_server.engines.base import Decoding, WeightsNotFound, check_readable
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
 
@@ -61,7 +62,7 @@ class WhisperEngine:
         self.device = self._model.model.device
         self.compute_type = self._model.model.compute_type
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+    def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
         faster-whisper's defaults unless configured otherwise, with what the request asked for)."""
         pieces, info = self._model.transcribe(
@@ -76,31 +77,36 @@ class WhisperEngine:
             word_timestamps=options.word_timestamps,
             hotwords=options.hotwords,
         )
-        segments: list[Segment] = []
-        words: list[Word] | None = [] if options.word_timestamps else None
-        for number, piece in enumerate(pieces):
-            segments.append(
-                Segment(
-                    id=number,
-                    start=round(float(piece.start), 3),
-                    end=round(float(piece.end), 3),
-                    text=piece.text,
-                    avg_logprob=float(piece.avg_logprob),
-                    no_speech_prob=float(piece.no_speech_prob),
-                    seek=piece.seek,
-                    tokens=list(piece.tokens),
-                    temperature=None if piece.temperature is None else float(piece.temperature),
-                    compression_ratio=float(piece.compression_ratio),
-                )
-            )
-            if words is not None:
-                words.extend(
-                    Word(
-                        word=w.word,
-                        start=round(float(w.start), 3),
-                        end=round(float(w.end), 3),
-                        probability=round(float(w.probability), 4),
-                    )
-                    for w in piece.words or []
-                )
-        return Transcript(segments, info.language, info.duration, round(float(info.language_probability), 4), words)
+        return Decoding(
+            info.language,
+            info.duration,
+            round(float(info.language_probability), 4),
+            (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
+        )
+
+
+def _segment(number: int, piece: Any, with_words: bool) -> tuple[Segment, list[Word] | None]:
+    segment = Segment(
+        id=number,
+        start=round(float(piece.start), 3),
+        end=round(float(piece.end), 3),
+        text=piece.text,
+        avg_logprob=float(piece.avg_logprob),
+        no_speech_prob=float(piece.no_speech_prob),
+        seek=piece.seek,
+        tokens=list(piece.tokens),
+        temperature=None if piece.temperature is None else float(piece.temperature),
+        compression_ratio=float(piece.compression_ratio),
+    )
+    if not with_words:
+        return segment, None
+    words = [
+        Word(
+            word=w.word,
+            start=round(float(w.start), 3),
+            end=round(float(w.end), 3),
+            probability=round(float(w.probability), 4),
+        )
+        for w in piece.words or []
+    ]
+    return segment, words
