@@ -14,6 +14,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gateway.connection import GatewayConnection, get_connection
@@ -74,30 +75,51 @@ def event_json(event: Event) -> dict[str, Any]:
 
 @router.get("/v1/events")
 async def events(
-    request: Request, conn: Connection, since: str | None = None, model: str | None = None
+    request: Request,
+    conn: Connection,
+    since: str | None = None,
+    model: str | None = None,
+    progress: bool = False,
 ) -> StreamingResponse:
+    """The lifecycle stream as Server-Sent Events (replayed `since`, then live); with `progress=true`, live
+    `progress` events of transcriptions beside them (progress is not history: never replayed, no `id`)."""
     config = replay_config(since)
     subject = subjects.events_of_model(model) if model else subjects.EVENTS_ALL
-    js = conn.client.jetstream()
-    sub = await js.subscribe(subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config)
+    nc = conn.client
+    inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
+
+    async def queued(msg: Msg) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a stalled reader loses messages, not the gateway
+            inbox.put_nowait(msg)
+
+    subs: list[Subscription] = [
+        await nc.jetstream().subscribe(
+            subject, stream=subjects.EVENTS_STREAM, ordered_consumer=True, config=config, cb=queued
+        )
+    ]
+    if progress:
+        subs.append(await nc.subscribe(subjects.progress(model) if model else subjects.PROGRESS_ALL, cb=queued))
 
     async def stream() -> AsyncIterator[str]:
         try:
             while not await request.is_disconnected():
                 try:
-                    msg = await sub.next_msg(timeout=HEARTBEAT_S)
+                    msg = await asyncio.wait_for(inbox.get(), HEARTBEAT_S)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                try:
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    if msg.subject.startswith(subjects.PROGRESS_PREFIX):
+                        report = msgspec.msgpack.decode(msg.data, type=TranscriptionProgress)
+                        yield f"event: progress\ndata: {json.dumps(msgspec.to_builtins(report))}\n\n"
+                        continue
                     event = decode_event(msg.data, msg.headers)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                seq = msg.metadata.sequence.stream
-                yield f"id: {seq}\nevent: {kind(event)}\ndata: {json.dumps(event_json(event))}\n\n"
+                    seq = msg.metadata.sequence.stream
+                    yield f"id: {seq}\nevent: {kind(event)}\ndata: {json.dumps(event_json(event))}\n\n"
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

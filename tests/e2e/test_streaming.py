@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,27 @@ async def test_a_nats_requester_can_cancel(stack: Stack, long_audio: bytes) -> N
         assert "cancelled" in json.loads(reply.data)["message"]
     finally:
         await nc.close()
+
+
+def test_server_sent_events_show_progress_when_asked(stack: Stack, shared_data: Path) -> None:
+    seen: list[str] = []
+    ready = threading.Event()
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{stack.gateway}/v1/events?progress=true&model={MODEL}", timeout=15) as response:
+            ready.set()
+            for line in response.iter_lines():
+                seen.append(line)
+                if line == "event: progress":
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert ready.wait(10)
+    time.sleep(0.3)  # the subscriptions are made before the response starts; a margin for the server's side
+    jfk = (shared_data / "jfk.flac").read_bytes()
+    assert httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files={"file": ("jfk.flac", jfk)}).status_code == 200
+    reader.join(15)
+    assert "event: progress" in seen, seen[-10:]
+    data = json.loads(seen[seen.index("event: progress") + 1].removeprefix("data: "))
+    assert data["model"] == MODEL and 0 < data["progress"] <= 1 and data["filename"] == "jfk.flac"

@@ -16,7 +16,7 @@ from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
 from framework.model_server import ModelServerClient
 from framework.weights import Installed
-from schemas.model_server import Health, HealthStatus
+from schemas.model_server import Health, HealthStatus, ResultFrame, SegmentFrame
 from schemas.registry import ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult
 
@@ -99,13 +99,14 @@ class FakeModelServer:
                 error=None if status == "ok" else f"{model} is {status}",
             )
             return httpx.Response(200 if status == "ok" else 503, content=msgspec.json.encode(body))
+        segments = [Segment(id=i, start=float(i), end=float(i + 1), text=f" part {i} by {model}") for i in range(3)]
         result = TranscriptionResult(
-            text=f"transcribed by {model}",
-            language="en",
-            duration=2.0,
-            segments=[Segment(id=0, start=0.0, end=2.0, text=f"transcribed by {model}")],
+            text="".join(seg.text for seg in segments).strip(), language="en", duration=3.0, segments=segments
         )
-        return httpx.Response(200, content=msgspec.json.encode(result))
+        if request.url.params.get("stream") != "true":
+            return httpx.Response(200, content=msgspec.json.encode(result))
+        frames = [SegmentFrame(segment=seg, duration=3.0) for seg in segments] + [ResultFrame(result=result)]
+        return httpx.Response(200, content=b"".join(msgspec.json.encode(f) + b"\n" for f in frames))
 
     def client(self) -> ModelServerClient:
         return ModelServerClient(timeout=5.0, transport=httpx.MockTransport(self.handler))

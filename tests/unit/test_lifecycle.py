@@ -115,9 +115,10 @@ async def test_requests_reported_by_events_hold_the_server_and_keep_alive_zero_s
         await bus.request(endpoints.LIFECYCLE_STOP, StopServer(model="whisper-tiny.en"))
     assert err.value.code == "409"
     await lifecycle.publish(TranscriptionCompleted(model="whisper-tiny.en", request_id="r1", audio_s=1, total_s=1))
-    await until(lambda: "whisper-tiny.en" not in lifecycle.servers)
+    await until(lambda: "stopped" in kinds(bus))
     stopped = bus.events[-1]
     assert isinstance(stopped, ServerStopped) and stopped.reason == "keep_alive"
+    assert "whisper-tiny.en" not in lifecycle.servers
 
 
 async def test_idle_clock_arithmetic() -> None:

@@ -42,7 +42,7 @@ async def test_transcribe_sends_the_contract_and_the_request_id() -> None:
     logs.request_id.set("req-42")
     options = TranscribeOptions(response_format="verbose_json", language="en", temperature=[0.2], beam_size=1)
     result = await servers.client().transcribe(URL, "whisper-tiny.en", b"RIFF", "a.wav", options, time.monotonic() + 5)
-    assert result.text == "transcribed by whisper-tiny.en"
+    assert result.text == "part 0 by whisper-tiny.en part 1 by whisper-tiny.en part 2 by whisper-tiny.en"
     sent = servers.requests[-1]
     body = sent.content.decode(errors="replace")
     assert sent.url.path == "/transcribe" and sent.headers["X-Request-Id"] == "req-42"

@@ -1,0 +1,58 @@
+"""What the proxy asks the model server for: the model's decoding merged with the request, checked first."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from actors.proxy.decoding import decoding_for
+from actors.registry import catalogue
+from schemas.errors import AsrError
+from schemas.registry import ModelList
+from schemas.transcribe import TranscribeRequest
+from tests.unit.fakes import config
+
+MODELS = catalogue(config())
+TINY, BASE = MODELS["whisper-tiny.en"], msgspec.structs.replace(MODELS["whisper-base"], installed=True)
+LISTING = ModelList(models=[TINY, BASE], default_model=TINY.id)
+
+
+def test_defaults_are_faster_whispers_own() -> None:
+    options = decoding_for(TINY, TranscribeRequest())
+    assert (options.beam_size, options.temperature, options.condition_on_previous_text, options.vad_filter) == (
+        5,
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        True,
+        False,
+    )
+    assert options.response_format == "verbose_json" and options.task == "transcribe" and not options.word_timestamps
+
+
+def test_openai_temperature_semantics() -> None:
+    assert decoding_for(TINY, TranscribeRequest(temperature=0)).temperature == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert decoding_for(TINY, TranscribeRequest(temperature=0.3)).temperature == [0.3]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(AsrError, match="between 0 and 1"):
+            decoding_for(TINY, TranscribeRequest(temperature=bad))
+
+
+def test_configured_decoding_and_request_options() -> None:
+    greedy = catalogue(config(ASRPRO_MODELS__WHISPER_TINY_EN__DECODING="{ beam_size = 1, temperature = [0.0] }"))
+    options = decoding_for(greedy["whisper-tiny.en"], TranscribeRequest(vad_filter=True, hotwords="ComfyUI"))
+    assert (options.beam_size, options.temperature, options.vad_filter, options.hotwords) == (1, [0.0], True, "ComfyUI")
+    assert decoding_for(TINY, TranscribeRequest(timestamp_granularities=["word"])).word_timestamps
+
+
+def test_languages_are_checked() -> None:
+    assert decoding_for(BASE, TranscribeRequest(language="DE")).language == "de"
+    with pytest.raises(AsrError, match="not one of Whisper's language codes") as err:
+        decoding_for(BASE, TranscribeRequest(language="klingon"))
+    assert err.value.code == "400"
+    with pytest.raises(AsrError, match=r"whisper-tiny\.en knows only en, not de"):
+        decoding_for(TINY, TranscribeRequest(language="de"))
+
+
+def test_only_multilingual_models_translate() -> None:
+    assert decoding_for(BASE, TranscribeRequest(task="translate")).task == "translate"
+    with pytest.raises(AsrError, match="cannot translate; models that can: whisper-base"):
+        decoding_for(TINY, TranscribeRequest(task="translate"), LISTING)
