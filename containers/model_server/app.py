@@ -36,6 +36,7 @@ from schemas.model_server import (
     ErrorDetail,
     ErrorFrame,
     Frame,
+    ResultFrame,
     TranscribeOptions,
 )
 from schemas.transcribe import response_format
@@ -187,6 +188,12 @@ async def _streamed(
     worker = asyncio.ensure_future(anyio.to_thread.run_sync(work, limiter=limiter))
     try:
         while (frame := await frames.get()) is not None:
+            if isinstance(frame, ResultFrame):
+                result = frame.result
+                log.info(
+                    "transcribed",
+                    extra={"file": filename, "duration": result.duration, "server_s": result.timing.server_s},
+                )
             yield msgspec.json.encode(frame) + b"\n"
     finally:
         gone.set()  # a finished decode ignores it; one under way stops at its next segment
