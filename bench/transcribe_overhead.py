@@ -120,6 +120,8 @@ class BusCounter:
     @staticmethod
     def kind(msg: Msg) -> str:
         subject = msg.subject
+        if msg.reply and msg.reply.startswith("$JS.ACK"):
+            return "jetstream:consumer deliveries"  # a stream's copy on its way to a consumer (metrics, ...)
         if subject.startswith("_INBOX.") or subject.startswith("$JS.ACK"):
             return "replies"
         if subject.startswith("asr.events."):
