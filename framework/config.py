@@ -46,6 +46,9 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8000
     max_upload_mb: float = 100.0
     request_timeout: float = 300.0
+    # Web origins allowed to call the API from a browser (CORS): the original asrpro desktop app's webview.
+    # Add a development origin (e.g. http://localhost:1420) only knowingly: any local process may serve that port.
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["tauri://localhost", "https://tauri.localhost"])
 
 
 class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

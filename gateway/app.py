@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from framework.config import Config
-from gateway import event_routes, openai_routes, ops_routes
+from gateway import event_routes, openai_routes, ops_routes, options_routes
 from gateway.connection import GatewayConnection
 from gateway.errors import asr_error_handler, validation_error_handler
 from gateway.limits import UploadLimit
@@ -36,9 +37,16 @@ def create_app(config: Config) -> ASGIApp:
     app = FastAPI(title="ASR Pro", version="0.1.0", lifespan=lifespan)
     app.state.connection = connection
     app.state.config = config
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(config.gateway.cors_origins),
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Request-Id", "Retry-After"],
+    )
     app.add_exception_handler(AsrError, asr_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    for module in (openai_routes, ops_routes, event_routes):
+    for module in (openai_routes, ops_routes, event_routes, options_routes):
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.
     return RequestId(UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024))

@@ -18,10 +18,21 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gateway.connection import GatewayConnection, get_connection
-from schemas import endpoints, errors, subjects
+from gateway.status import system_status
+from schemas import errors, subjects
 from schemas.errors import AsrError
-from schemas.events import Event, decode_event, kind
-from schemas.lifecycle import LifecycleStatusRequest
+from schemas.events import (
+    Event,
+    ServerCrashed,
+    ServerFailed,
+    ServerReady,
+    ServerStarting,
+    ServerStopped,
+    TranscriptionCompleted,
+    TranscriptionFailed,
+    decode_event,
+    kind,
+)
 from schemas.transcribe import TranscriptionProgress
 
 router = APIRouter()
@@ -42,8 +53,16 @@ FRONTEND_TYPES = {
 }
 
 
-def replay_config(since: str | None) -> ConsumerConfig:
-    """`since` is a stream sequence (0 = from the start) or a time (Unix seconds or ISO 8601); None = live only."""
+# An integer `since` below this is a stream sequence, above it Unix seconds (2001-09-09 onwards): the stream
+# keeps at most nats.events_max_msgs events, far fewer than a billion, so the two never meet.
+SECONDS_FROM = 1_000_000_000
+
+
+def replay_config(since: str | None, since_seq: int | None = None) -> ConsumerConfig:
+    """`since_seq` is a stream sequence; `since` a sequence (an integer below SECONDS_FROM; 0 = from the start)
+    or a time (Unix seconds, or ISO 8601); neither: live only."""
+    if since_seq is not None:
+        since = str(since_seq)
     if since is None:
         return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
     try:
@@ -51,6 +70,10 @@ def replay_config(since: str | None) -> ConsumerConfig:
     except ValueError:
         pass
     else:
+        if seq >= SECONDS_FROM and since_seq is None:
+            return ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=datetime.fromtimestamp(seq, UTC)
+            )
         if seq <= 1:
             return ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq)
@@ -78,12 +101,15 @@ async def events(
     request: Request,
     conn: Connection,
     since: str | None = None,
+    since_seq: int | None = None,
     model: str | None = None,
     progress: bool = False,
 ) -> StreamingResponse:
     """The lifecycle stream as Server-Sent Events (replayed `since`, then live); with `progress=true`, live
     `progress` events of transcriptions beside them (progress is not history: never replayed, no `id`)."""
-    config = replay_config(since)
+    config = replay_config(since, since_seq)
+    if model is not None:
+        model = conn.catalogue.resolve(model).id  # 404 for what is not a model (and never an invalid subject)
     subject = subjects.events_of_model(model) if model else subjects.EVENTS_ALL
     nc = conn.client
     inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
@@ -125,8 +151,16 @@ async def events(
 
 
 def frontend_message(event: Event) -> dict[str, Any]:
+    """asrpro's frontend shape, `{type, data}`, with the fields its sidecar sent (filename, model, error,
+    result_length, processing_time, container_id, status) beside this system's own."""
     data = event_json(event)
     data["status"] = data.pop("type")
+    if isinstance(event, TranscriptionCompleted):
+        data["processing_time"] = event.total_s
+    elif isinstance(event, TranscriptionFailed):
+        data["error"] = event.reason
+    elif isinstance(event, ServerReady | ServerStopped | ServerStarting | ServerFailed | ServerCrashed):
+        data["container_id"] = getattr(event, "container_id", None) or event.model
     return {"type": FRONTEND_TYPES.get(kind(event), "system_status"), "data": data}
 
 
@@ -151,7 +185,7 @@ async def websocket(ws: WebSocket) -> None:
         sub = await conn.client.subscribe(subjects.EVENTS_ALL, cb=on_msg)
         progress_sub = await conn.client.subscribe(subjects.PROGRESS_ALL, cb=on_msg)
     except AsrError as exc:
-        await ws.send_json({"type": "system_status", "data": {"status": "unavailable", "reason": exc.message}})
+        await ws.send_json({"type": "system_status", "data": {"status": "unhealthy", "reason": exc.message}})
         await ws.close(code=1011)
         return
     await ws.send_json({"type": "system_status", "data": await system_status(conn)})
@@ -168,30 +202,24 @@ async def websocket(ws: WebSocket) -> None:
     sender = asyncio.create_task(forward())
     try:
         while True:
-            message = await ws.receive_json()
+            text = await ws.receive_text()
+            try:
+                message = json.loads(text)
+            except json.JSONDecodeError:
+                # One bad frame is the sender's problem, not a reason to drop the connection.
+                await ws.send_json({"type": "error", "data": {"message": 'not a JSON message: send {"type": ...}'}})
+                continue
             kind_ = message.get("type") if isinstance(message, dict) else None
             if kind_ == "ping":
                 await ws.send_json({"type": "pong", "data": message.get("data")})
-            elif kind_ == "system_status":
+            elif kind_ in ("system_status", "get_status"):
                 await ws.send_json({"type": "system_status", "data": await system_status(conn)})
             else:
                 await ws.send_json({"type": "error", "data": {"message": f"unknown message type {kind_!r}"}})
-    except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         sender.cancel()
         for subscription in (sub, progress_sub):
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
-
-
-async def system_status(conn: GatewayConnection) -> dict[str, Any]:
-    try:
-        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), 2.0)
-    except AsrError as exc:
-        return {"status": "degraded", "reason": exc.message}
-    return {
-        "status": "ok",
-        "runtime": status.runtime,
-        "servers": [msgspec.to_builtins(s) for s in status.servers],
-    }

@@ -40,6 +40,13 @@ class UploadLimit:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if seen > self.limit + self.slack:
+                # The app answered for a body it could not read whole (FastAPI's form parser turns the error
+                # into 400 "error parsing the body"): the answer is the upload limit's.
+                if not started:
+                    started = True
+                    await self._reject(send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 

@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from nats.aio.client import Client
 
 from framework import bus, logs
-from framework.config import Config
+from framework.config import Config, start_budget
 from gateway.connection import GatewayConnection, get_config, get_connection
 from gateway.errors import error_object, error_response, status_and_code
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
+from schemas.lifecycle import EnsureServer, LifecycleStatusRequest
 from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
 from schemas.transcribe import (
     Granularity,
@@ -262,7 +263,23 @@ def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
     if fmt in _MEDIA_TYPES:
         return PlainTextResponse(result.formatted or "", media_type=_MEDIA_TYPES[fmt])
     if fmt == "json":
-        return JSONResponse({"text": result.text})
+        # OpenAI's `text`, and what the original asrpro app's json carried (extra fields do not bother OpenAI
+        # clients): language, its probability, duration, segments, the model, processing time, the backend.
+        return JSONResponse(
+            {
+                "text": result.text,
+                "language": result.language,
+                "language_probability": result.language_probability,
+                "duration": result.duration,
+                "segments": [
+                    {"id": s.id, "start": s.start, "end": s.end, "text": s.text, "confidence": s.avg_logprob}
+                    for s in result.segments
+                ],
+                "model_id": result.model,
+                "processing_time": result.timing.total_s,
+                "backend": "asrpro",
+            }
+        )
     body = msgspec.to_builtins(result)
     body.pop("formatted", None)
     if result.words is None:
@@ -270,20 +287,32 @@ def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
     return JSONResponse(body)
 
 
-def openai_model(m: ModelInfo, default_model: str) -> dict[str, Any]:
+def openai_model(m: ModelInfo, default_model: str, running: set[str]) -> dict[str, Any]:
     return {
         "id": m.id,
         "object": "model",
         "created": 0,
         "owned_by": "asrpro",
+        "ready": m.id in running,  # its server runs now (asrpro's meaning); installed is separate
         "name": m.name,
         "family": m.family,
+        "size": m.size,
         "engine": m.engine,
         "languages": m.languages,
+        "aliases": m.aliases,
         "default": m.id == default_model,
         "installed": m.installed,
         "installed_where": m.installed_where,
     }
+
+
+async def running_models(conn: GatewayConnection) -> set[str]:
+    """Models whose server is ready now (none known while the lifecycle actor does not answer)."""
+    try:
+        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
+    except AsrError:
+        return set()
+    return {s.model for s in status.servers if s.state == "ready"}
 
 
 @router.get("/v1/models")
@@ -291,16 +320,20 @@ async def models(conn: Connection) -> dict[str, Any]:
     listing = conn.catalogue.listing
     if listing is None:
         listing = await conn.request(endpoints.REGISTRY_LIST, ListModels())
-    return {"object": "list", "data": [openai_model(m, listing.default_model) for m in listing.models]}
+    running = await running_models(conn)
+    return {"object": "list", "data": [openai_model(m, listing.default_model, running) for m in listing.models]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, conn: Connection) -> dict[str, Any]:
-    return openai_model(conn.catalogue.resolve(model_id), conn.catalogue.default_model)
+    info = conn.catalogue.resolve(model_id)
+    return openai_model(info, conn.catalogue.default_model, await running_models(conn))
 
 
 @router.post("/v1/settings/model")
-async def set_default(request: Request, conn: Connection) -> dict[str, Any]:
+async def set_default(request: Request, conn: Connection, config: Settings) -> dict[str, Any]:
+    """The default model (what `whisper-1` means), then loaded, as the original asrpro app expects:
+    `{"status": "success" | "error", "model"}` (404 for an unknown model, 409 for one not installed)."""
     try:
         body = await request.json()
         model_id = body["model_id"]
@@ -311,4 +344,10 @@ async def set_default(request: Request, conn: Connection) -> dict[str, Any]:
     info = await conn.request(endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id=model_id))
     # What whisper-1 means changed: the next request through this gateway must see it.
     await conn.catalogue.wait_for_default(info.id, timeout=2.0)
-    return {"default_model": info.id}
+    reply: dict[str, Any] = {"status": "success", "model": info.id, "default_model": info.id}
+    try:
+        budget = start_budget(config)
+        await conn.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model=info.id, timeout=budget), timeout=budget + 5)
+    except AsrError as exc:
+        reply.update(status="error", error=exc.message)
+    return reply

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-import nats.errors
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from gateway.connection import GatewayConnection, get_connection
+from gateway.status import system_status
 from schemas import endpoints
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
@@ -35,39 +36,37 @@ def ps_entry(s: ServerStatus) -> dict[str, Any]:
 
 @router.get("/health")
 async def health(conn: Connection) -> JSONResponse:
-    if not conn.connected:
-        return JSONResponse({"status": "unavailable", "nats": "disconnected"}, status_code=503)
-    body: dict[str, Any] = {"status": "ok", "nats": "connected"}
-    try:
-        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
-        body["runtime"] = {"name": status.runtime, "reason": status.runtime_reason}
-        body["servers"] = [msgspec.to_builtins(s) for s in status.servers]
-        if status.breakers:
-            body["breakers"] = [msgspec.to_builtins(b) for b in status.breakers]
-            body["status"] = "degraded"
-            body["reason"] = "; ".join(f"{b.model}: circuit breaker {b.state} ({b.reason})" for b in status.breakers)
-    except AsrError as exc:
-        body.update(status="degraded", reason=exc.message)
-    if body["status"] == "ok" and conn.catalogue.listing is None:
-        body.update(status="degraded", reason=conn.catalogue.unknown_reason())
-    if body["status"] == "ok" and not await _proxy_answers(conn):
-        body.update(status="degraded", reason="no model proxy answers: transcription requests would fail")
-    return JSONResponse(body)
-
-
-async def _proxy_answers(conn: GatewayConnection) -> bool:
-    """Is at least one model proxy serving? (nats.micro discovery: PING to the service by name)"""
-    try:
-        await conn.client.request("$SRV.PING.asrpro-proxy", b"", timeout=1.0)
-    except (AsrError, nats.errors.Error):
-        return False
-    return True
+    """`healthy` (a model loaded) or `ready` (none loaded): 200; `initializing` or `degraded` (with a reason):
+    200, requests may fail; `unhealthy` (the bus is down): 503. Plus `current_model` (the default model) and
+    `device`, as the original asrpro app reads them."""
+    body = await system_status(conn)
+    return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
 
 
 @router.get("/metrics")
 async def metrics(conn: Connection) -> PlainTextResponse:
+    """The metrics actor's counters (kept from the event stream), and what is true now: GPU memory per device and
+    requests in flight per model."""
     snap = await conn.request(endpoints.METRICS_SNAPSHOT, SnapshotRequest())
-    return PlainTextResponse(snap.prometheus, media_type="text/plain; version=0.0.4")
+    now = CollectorRegistry()
+    allocated = Gauge("asrpro_gpu_memory_allocated_mb", "GPU memory allocated to models", ["device"], registry=now)
+    total = Gauge("asrpro_gpu_memory_total_mb", "GPU memory of the device", ["device"], registry=now)
+    inflight = Gauge("asrpro_requests_inflight", "Requests being served per model", ["model"], registry=now)
+    try:
+        gpu = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)
+        for device in gpu.devices:
+            allocated.labels(f"cuda:{device.index}").set(device.allocated_mb)
+            total.labels(f"cuda:{device.index}").set(device.total_mb)
+    except AsrError:
+        pass  # the gpu actor does not answer: its figures are left out rather than made up
+    try:
+        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
+        for server in status.servers:
+            inflight.labels(server.model).set(server.inflight)
+    except AsrError:
+        pass
+    text = snap.prometheus + generate_latest(now).decode()
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 @router.get("/api/ps")

@@ -70,6 +70,7 @@ class BreakerChanged(_Event, tag="breaker"):
 class TranscriptionStarted(_Event, tag="transcribing"):
     request_id: str
     audio_bytes: int = 0
+    filename: str = ""
     keep_alive: float | None = None  # what the request asked for (seconds; -1 never): the lifecycle actor applies it
 
 
@@ -78,12 +79,16 @@ class TranscriptionCompleted(_Event, tag="transcribed"):
     audio_s: float
     total_s: float
     cold_start: bool = False
+    filename: str = ""
+    result_length: int = 0  # characters of text
+    queue_s: float = 0.0  # waiting for a slot of the model
 
 
 class TranscriptionFailed(_Event, tag="transcription_failed"):
     request_id: str
     code: str
     reason: str
+    filename: str = ""
 
 
 class DefaultModelChanged(_Event, tag="default_changed"):

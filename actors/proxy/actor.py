@@ -128,7 +128,11 @@ class ModelProxy(Actor):
             async with self._queue(model).slot(deadline) as queued_s:
                 await self.publish(
                     TranscriptionStarted(
-                        model=model_id, request_id=msg.request_id, audio_bytes=len(audio), keep_alive=keep_alive
+                        model=model_id,
+                        request_id=msg.request_id,
+                        audio_bytes=len(audio),
+                        keep_alive=keep_alive,
+                        filename=msg.filename,
                     )
                 )
                 server = self._ready_server(model_id)
@@ -156,7 +160,13 @@ class ModelProxy(Actor):
                 error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
             self.log.warning("transcription failed: %s %s", error.code, error.message, extra={"model": model_id})
             await self.publish(
-                TranscriptionFailed(model=model_id, request_id=msg.request_id, code=error.code, reason=error.message)
+                TranscriptionFailed(
+                    model=model_id,
+                    request_id=msg.request_id,
+                    code=error.code,
+                    reason=error.message,
+                    filename=msg.filename,
+                )
             )
             if error is exc:
                 raise
@@ -179,6 +189,9 @@ class ModelProxy(Actor):
                 audio_s=result.duration,
                 total_s=result.timing.total_s,
                 cold_start=cold,
+                filename=msg.filename,
+                result_length=len(result.text),
+                queue_s=result.timing.queue_s,
             )
         )
         return result

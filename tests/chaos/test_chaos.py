@@ -52,7 +52,7 @@ def audio(shared_data: Path) -> bytes:
 
 
 def healthy(stack: Stack) -> bool:
-    return httpx.get(f"{stack.gateway}/health", timeout=2).json().get("status") == "ok"
+    return httpx.get(f"{stack.gateway}/health", timeout=2).json().get("status") in ("healthy", "ready")
 
 
 def busy_server_pid(stack: Stack) -> int | None:

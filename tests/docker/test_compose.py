@@ -66,7 +66,7 @@ def test_compose_stack_transcribes(compose_stack: dict[str, str], docker_client,
     while True:
         try:
             health = httpx.get(f"{gateway}/health", timeout=2).json()
-            if health.get("status") == "ok":
+            if health.get("status") in ("healthy", "ready"):
                 break
         except (httpx.HTTPError, ValueError):
             pass

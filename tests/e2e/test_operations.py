@@ -110,8 +110,15 @@ def test_events_replay_from_sequence_zero(stack: Stack, shared_data: Path) -> No
     # From a later sequence, only what came from it on.
     later = sse_events(stack, f"since={events[-1]['_id']}")
     assert [e["_id"] for e in later] == [events[-1]["_id"]]
+    assert [e["_id"] for e in sse_events(stack, f"since_seq={events[-1]['_id']}")] == [events[-1]["_id"]]
+    # An integer time (Unix seconds) is a time, not a sequence: from a minute ago, the replay has the events.
+    since_time = sse_events(stack, f"since={int(events[-1]['at']) - 60}")
+    assert since_time and since_time[-1]["_id"] == events[-1]["_id"]
     bad = httpx.get(f"{stack.gateway}/v1/events", params={"since": "yesterday"})
     assert bad.status_code == 400 and "since" in bad.json()["error"]["message"]
+    for model in ("no such model", "a.b"):
+        unknown = httpx.get(f"{stack.gateway}/v1/events", params={"model": model})
+        assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_websocket_receives_events_live(stack: Stack, shared_data: Path) -> None:
@@ -119,7 +126,7 @@ async def test_websocket_receives_events_live(stack: Stack, shared_data: Path) -
     url = stack.gateway.replace("http://", "ws://") + "/ws"
     async with websockets.connect(url) as ws:
         hello = json.loads(await ws.recv())
-        assert hello["type"] == "system_status" and hello["data"]["status"] == "ok"
+        assert hello["type"] == "system_status" and hello["data"]["status"] in ("healthy", "ready")
         await ws.send(json.dumps({"type": "ping", "data": 42}))
         assert json.loads(await ws.recv()) == {"type": "pong", "data": 42}
         audio = (shared_data / "jfk.flac").read_bytes()

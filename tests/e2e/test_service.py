@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from framework import bus
 from schemas import endpoints, subjects
@@ -105,6 +106,20 @@ def test_bad_input_gets_documented_status_and_service_keeps_serving(stack: Stack
     assert unknown.json()["error"]["type"] == "invalid_request_error"
     oversize = post(stack, b"\0" * (3 * 2**20))
     assert oversize.status_code == 413 and "2 MB" in oversize.json()["error"]["message"]
+
+    def chunked_upload() -> Iterator[bytes]:  # no Content-Length: the limit is found while the body streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(4):
+            yield b"\0" * 2**20
+        yield b"\r\n--b--\r\n"
+
+    chunked = httpx.post(
+        f"{stack.gateway}/v1/audio/transcriptions",
+        content=chunked_upload(),
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
+    assert chunked.status_code == 413 and "2 MB" in chunked.json()["error"]["message"]
     bad_format = post(stack, b"RIFF", response_format="docx")
     assert bad_format.status_code == 400
     ok = post(stack, (shared_data / "jfk.flac").read_bytes(), name="jfk.flac", model=MODEL)
@@ -116,12 +131,24 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
     assert models["object"] == "list"
     assert {m["id"]: m["default"] for m in models["data"]}[MODEL] is True
     health = httpx.get(f"{stack.gateway}/health").json()
-    assert health["status"] == "ok" and health["runtime"]["name"] == "local"
+    assert health["status"] in ("healthy", "ready") and health["runtime"]["name"] == "local"
     metrics = httpx.get(f"{stack.gateway}/metrics").text
-    assert "asrpro_requests_total" in metrics
+    families = {f.name for f in text_string_to_metric_families(metrics)}  # the exposition parses
+    assert {
+        "asrpro_requests",
+        "asrpro_model_load_seconds",
+        "asrpro_servers_running",
+        "asrpro_requests_inflight",
+        "asrpro_queue_wait_seconds",
+        "asrpro_server_stops",
+    } <= families
 
     r = httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": "whisper-base"})
-    assert r.status_code == 200 and r.json() == {"default_model": "whisper-base"}
+    assert r.status_code == 200 and r.json() == {
+        "status": "success",
+        "model": "whisper-base",
+        "default_model": "whisper-base",
+    }
     try:
         assert httpx.get(f"{stack.gateway}/v1/models/whisper-1").json()["id"] == "whisper-base"
         # whisper-base (multilingual, pulled by the test command) now answers what whisper-1 is sent.
@@ -137,7 +164,7 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
             lambda: httpx.get(f"{stack.gateway}/v1/models/whisper-1").json().get("id") == MODEL,
             what=f"{MODEL} to be the default again",
         )
-    assert r.json() == {"default_model": MODEL}
+    assert r.json()["status"] == "success" and r.json()["model"] == MODEL
     assert httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": "nope"}).status_code == 404
     assert httpx.post(f"{stack.gateway}/v1/settings/model", json={"model": MODEL}).status_code == 400
 

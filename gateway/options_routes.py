@@ -1,0 +1,128 @@
+"""`GET /v1/options`: what this service offers, in the shape the original asrpro app reads — generated from the
+routes really mounted, the formats the model server's decoder (PyAV, FFmpeg inside) really opens, and the
+models really installed."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+
+from framework.config import Config
+from gateway.connection import GatewayConnection, get_config, get_connection
+from gateway.status import system_status
+from schemas import endpoints
+from schemas.errors import AsrError
+from schemas.gpu import GpuStatusRequest
+from schemas.transcribe import RESPONSE_FORMATS
+
+router = APIRouter()
+Connection = Annotated[GatewayConnection, Depends(get_connection)]
+Settings = Annotated[Config, Depends(get_config)]
+
+# Container formats by file extension and MIME type; offered when the decoder knows the container.
+_AUDIO = {
+    ".wav": ("wav", "audio/wav"),
+    ".mp3": ("mp3", "audio/mpeg"),
+    ".flac": ("flac", "audio/flac"),
+    ".ogg": ("ogg", "audio/ogg"),
+    ".opus": ("ogg", "audio/opus"),
+    ".m4a": ("mov", "audio/mp4"),
+    ".aac": ("aac", "audio/aac"),
+    ".aiff": ("aiff", "audio/aiff"),
+    ".wma": ("asf", "audio/x-ms-wma"),
+}
+_VIDEO = {
+    ".mp4": ("mov", "video/mp4"),
+    ".mov": ("mov", "video/quicktime"),
+    ".mkv": ("matroska", "video/x-matroska"),
+    ".webm": ("matroska", "video/webm"),
+    ".avi": ("avi", "video/x-msvideo"),
+    ".flv": ("flv", "video/x-flv"),
+    ".ts": ("mpegts", "video/mp2t"),
+    ".wmv": ("asf", "video/x-ms-wmv"),
+}
+
+
+def _decodable(table: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    known: set[str] | None = None
+    if importlib.util.find_spec("av") is not None:
+        import av
+
+        known = set(av.formats_available)
+    chosen = {ext: mime for ext, (demuxer, mime) in table.items() if known is None or demuxer in known}
+    return {"extensions": sorted(chosen), "mime_types": sorted(set(chosen.values()))}
+
+
+def _parameters(route: APIRoute) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    dependant = route.dependant
+    for field in [*dependant.query_params, *dependant.body_params, *dependant.path_params]:
+        info = field.field_info
+        required = info.is_required()
+        default = None if required or not isinstance(info.default, str | int | float) else info.default
+        found[field.alias] = {
+            "type": "file" if field.name == "file" else "string",
+            "required": required,
+            "description": info.description or "",
+            "options": list(RESPONSE_FORMATS) if field.alias == "response_format" else None,
+            "default": default,
+        }
+    return found
+
+
+def _endpoints(request: Request) -> dict[str, Any]:
+    listed: dict[str, Any] = {}
+    for route in request.app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            key = route.path if route.path not in listed else f"{method} {route.path}"
+            listed[key] = {
+                "method": method,
+                "description": (route.description or route.summary or route.name).strip().split("\n")[0],
+                "parameters": _parameters(route),
+                "responses": {"default": {"description": "JSON (OpenAI's error shape on failure)", "schema": {}}},
+            }
+    return listed
+
+
+@router.get("/v1/options")
+async def options(request: Request, conn: Connection, config: Settings) -> dict[str, Any]:
+    status = await system_status(conn)
+    listing = conn.catalogue.listing
+    installed = [m.id for m in listing.models if m.installed] if listing is not None else []
+    try:
+        gpu = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)
+        gpu_available = bool(gpu.devices) and not config.gpu.accounting_only
+    except AsrError:
+        gpu_available = False
+    base = f"http://{config.gateway.host}:{config.gateway.port}"
+    return {
+        "api_version": "1.0.0",
+        "server": "ASR Pro",
+        "endpoints": _endpoints(request),
+        "supported_formats": {"audio": _decodable(_AUDIO), "video": _decodable(_VIDEO)},
+        "response_formats": list(RESPONSE_FORMATS),
+        "available_models": installed,
+        "default_model": conn.catalogue.default_model or None,
+        "capabilities": {
+            "ffmpeg_support": True,  # PyAV carries FFmpeg's decoders
+            "video_processing": True,
+            "audio_extraction": True,
+            "gpu_acceleration": gpu_available,
+            "current_device": status.get("device") or "unknown",
+            "websocket_support": True,
+            "real_time_progress": True,
+            "streaming": True,
+            "translation": True,
+            "word_timestamps": True,
+        },
+        "examples": {
+            "curl_transcription": f"curl -F file=@audio.mp3 '{base}/v1/audio/transcriptions?model=whisper-base'",
+            "curl_video": f"curl -F file=@video.mp4 '{base}/v1/audio/transcriptions?model=whisper-base'",
+            "websocket": f"ws://{config.gateway.host}:{config.gateway.port}/ws",
+        },
+    }
