@@ -42,7 +42,7 @@ class KvView(Generic[T]):
             await asyncio.wait_for(self.known.wait(), wait)
 
     async def _watch(self, nc: Client) -> None:
-        while True:
+        while not nc.is_closed:
             try:
                 kv = await nc.jetstream().key_value(self.bucket)
                 self.problem = ""

@@ -8,7 +8,6 @@ import importlib.util
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.routing import APIRoute
 
 from framework.config import Config
 from gateway.connection import GatewayConnection, get_config, get_connection
@@ -56,35 +55,54 @@ def _decodable(table: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
     return {"extensions": sorted(chosen), "mime_types": sorted(set(chosen.values()))}
 
 
-def _parameters(route: APIRoute) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    dependant = route.dependant
-    for field in [*dependant.query_params, *dependant.body_params, *dependant.path_params]:
-        info = field.field_info
-        required = info.is_required()
-        default = None if required or not isinstance(info.default, str | int | float) else info.default
-        found[field.alias] = {
-            "type": "file" if field.name == "file" else "string",
-            "required": required,
-            "description": info.description or "",
-            "options": list(RESPONSE_FORMATS) if field.alias == "response_format" else None,
-            "default": default,
-        }
-    return found
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target: Any = spec
+        for part in ref.removeprefix("#/").split("/"):
+            target = target.get(part, {})
+        return target if isinstance(target, dict) else {}
+    return schema
+
+
+def _parameter(name: str, schema: dict[str, Any], required: bool, description: str) -> dict[str, Any]:
+    options = schema.get("enum") or (list(RESPONSE_FORMATS) if name == "response_format" else None)
+    binary = schema.get("format") == "binary" or any(
+        alt.get("format") == "binary" or alt.get("contentMediaType") for alt in schema.get("anyOf", [])
+    )
+    return {
+        "type": "file" if binary or name == "file" else str(schema.get("type") or "string"),
+        "required": required,
+        "description": description or str(schema.get("description") or schema.get("title") or ""),
+        "options": options,
+        "default": schema.get("default"),
+    }
 
 
 def _endpoints(request: Request) -> dict[str, Any]:
+    """The mounted routes as FastAPI's own OpenAPI document describes them."""
+    spec: dict[str, Any] = request.app.openapi()
     listed: dict[str, Any] = {}
-    for route in request.app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        for method in sorted((route.methods or set()) - {"HEAD"}):
-            key = route.path if route.path not in listed else f"{method} {route.path}"
+    for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            parameters = {
+                p["name"]: _parameter(p["name"], p.get("schema", {}), bool(p.get("required")), p.get("description", ""))
+                for p in operation.get("parameters", [])
+            }
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                body = _resolve(spec, media.get("schema", {}))
+                needed = set(body.get("required", []))
+                for name, schema in body.get("properties", {}).items():
+                    parameters.setdefault(name, _parameter(name, schema, name in needed, ""))
+            key = path if path not in listed else f"{method.upper()} {path}"
             listed[key] = {
-                "method": method,
-                "description": (route.description or route.summary or route.name).strip().split("\n")[0],
-                "parameters": _parameters(route),
-                "responses": {"default": {"description": "JSON (OpenAI's error shape on failure)", "schema": {}}},
+                "method": method.upper(),
+                "description": str(operation.get("summary") or operation.get("description") or "").split("\n")[0],
+                "parameters": parameters,
+                "responses": {
+                    code: {"description": str(r.get("description", "")), "schema": {}}
+                    for code, r in operation.get("responses", {}).items()
+                },
             }
     return listed
 

@@ -51,6 +51,7 @@ from schemas.registry import INSTALLED_KEY, InstalledModels, InstalledState, Mod
 # costs one KV write, not one each.
 RECORD_ACTIVITY_EVERY_S = 2.0
 INSTALLED_CHECK_EVERY_S = 10.0
+EXIT_NOTICE_S = 1.0
 # Between withdrawing an idle server from the proxies' view and stopping it: far longer than an event takes.
 RETIRE_GRACE_S = 0.3
 
@@ -123,6 +124,11 @@ class Lifecycle(Actor):
             if server is not None and msg.restart and not server.handle.exited.done():
                 problem = await self.probe.problem(server.handle)
                 if problem:
+                    # One that does not answer may just have died: give its exit a moment to be noticed, so that
+                    # its watcher reports the crash it is instead of this replacing a corpse.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(server.handle.exited), EXIT_NOTICE_S)
+                if problem and not server.handle.exited.done():
                     self.log.warning("replacing unhealthy server of %s: %s", model.id, problem)
                     await self._stop(server, "replaced")
                     server = None

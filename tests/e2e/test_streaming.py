@@ -239,7 +239,7 @@ def test_server_sent_events_show_progress_when_asked(stack: Stack, shared_data: 
             ready.set()
             for line in response.iter_lines():
                 seen.append(line)
-                if line == "event: progress":
+                if line.startswith("data:") and len(seen) > 1 and seen[-2] == "event: progress":
                     return
 
     reader = threading.Thread(target=follow, daemon=True)
