@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from framework.actor import Actor, on_event
+from framework.actor import Actor, endpoint, on_event
 from framework.config import Config, start_budget
 from schemas import endpoints
 from schemas.errors import AsrError
@@ -25,7 +25,7 @@ from schemas.events import (
     ServerReady,
     ServerUnhealthy,
 )
-from schemas.lifecycle import EnsureServer, ServerStatus
+from schemas.lifecycle import BreakerClosed, CloseBreaker, EnsureServer, ServerStatus
 
 
 @dataclass
@@ -129,10 +129,24 @@ class Recovery(Actor):
         )
         self.spawn(self._probe(model))
 
+    @endpoint(endpoints.RECOVERY_CLOSE_BREAKER)
+    async def close_breaker(self, msg: CloseBreaker) -> BreakerClosed:
+        """An operator's word: the model may start again, its failures forgotten; the event says who."""
+        h = self.health(msg.model)
+        was = h.breaker
+        h.breaker, h.retry_at, h.attempts = "closed", None, 0
+        h.failures.clear()
+        h.cooldown = self.cfg.breaker_cooldown
+        self.log.warning("circuit breaker of %s closed by %s (was %s)", msg.model, msg.by, was)
+        await self.publish(BreakerChanged(model=msg.model, state="closed", reason=f"closed by {msg.by}"))
+        return BreakerClosed(model=msg.model, was=was)
+
     async def _probe(self, model: str) -> None:
         """After the cooldown, one start attempt: success closes the breaker, failure reopens it for longer."""
         h = self.health(model)
         await asyncio.sleep(max(0.0, (h.retry_at or 0.0) - time.time()))
+        if h.breaker != "open":
+            return  # an operator closed it meanwhile
         h.breaker = "half_open"
         await self.publish(BreakerChanged(model=model, state="half_open", reason="probing", failures=len(h.failures)))
         try:

@@ -76,7 +76,9 @@ class Registry(Actor):
                 where = (
                     state.where if state.installed else ", missing ".join(filter(None, [state.where, state.missing]))
                 )
-                model = msgspec.structs.replace(model, installed=state.installed, installed_where=where)
+                model = msgspec.structs.replace(
+                    model, installed=state.installed, installed_where=where, size_bytes=state.size_bytes or None
+                )
             models.append(model)
         return ModelList(models=models, default_model=self.default_model)
 

@@ -138,6 +138,7 @@ def _sync_app(family: str, context: Path) -> None:
     sources = [s for package in APP_PACKAGES[family] for s in (REPO_ROOT / package).rglob("*.py")]
     if family == STACK:
         sources += [REPO_ROOT / name for name in STACK_FILES]
+        sources += sorted((REPO_ROOT / "gateway" / "console").glob("*.*"))  # the console's page, script, style
     for source in sources:
         target = app / source.relative_to(REPO_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)

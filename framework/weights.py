@@ -22,6 +22,10 @@ class Installed:
     size_mb: float = 0.0
     missing: str = ""  # what is absent when not installed
 
+    @property
+    def size_bytes(self) -> int:
+        return int(self.size_mb * 2**20)
+
 
 def weights_dir(weights: str) -> Path | None:
     """The directory of a model's weights (None for a pip-installed model package)."""
@@ -44,4 +48,4 @@ def check(model_id: str, weights: str, engine: str) -> Installed:
     if missing:
         return Installed(model_id, False, str(directory.resolve()), missing=", ".join(missing))
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-    return Installed(model_id, True, str(directory.resolve()), size_mb=round(size / 2**20, 1))
+    return Installed(model_id, True, str(directory.resolve()), size_mb=size / 2**20)

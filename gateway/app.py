@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
@@ -23,6 +26,7 @@ from schemas.errors import AsrError
 # Uploads up to this size are parsed in memory; Starlette's default (1 MB) writes every larger file to disk and
 # reads it back, which costs a request of a minute of audio more than the rest of the gateway's work.
 MultiPartParser.spool_max_size = 16 * 2**20
+CONSOLE = Path(__file__).resolve().parent / "console"
 
 
 def create_app(config: Config) -> ASGIApp:
@@ -44,6 +48,13 @@ def create_app(config: Config) -> ASGIApp:
         allow_headers=["*"],
         expose_headers=["X-Request-Id", "Retry-After"],
     )
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The operator's console (the API's own documentation stays at /docs)."""
+        return FileResponse(CONSOLE / "index.html")
+
     app.add_exception_handler(AsrError, asr_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     for module in (openai_routes, ops_routes, event_routes, options_routes):

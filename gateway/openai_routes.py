@@ -245,7 +245,9 @@ async def server_sent_events(nc: Client, model: str, message: TranscribeRequest,
                 yield _sse({"type": "transcript.text.delta", "delta": piece.text})
             else:
                 finished = True
-                yield _sse({"type": "transcript.text.done", "text": piece.text})
+                # OpenAI's done event, plus the segments (so that a page can offer subtitles without a second run).
+                segments = [{"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in piece.segments]
+                yield _sse({"type": "transcript.text.done", "text": piece.text, "segments": segments})
     except AsrError as exc:
         finished = True
         status, code = status_and_code(exc)
@@ -303,6 +305,7 @@ def openai_model(m: ModelInfo, default_model: str, running: set[str]) -> dict[st
         "default": m.id == default_model,
         "installed": m.installed,
         "installed_where": m.installed_where,
+        "size_bytes": m.size_bytes,
     }
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -16,7 +16,7 @@ from schemas import endpoints
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.gpu import GpuStatusRequest
-from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
+from schemas.lifecycle import CloseBreaker, EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
 from schemas.metrics import SnapshotRequest
 
 router = APIRouter()
@@ -102,3 +102,19 @@ async def unload(model: str, conn: Connection, force: Annotated[bool, Query()] =
         endpoints.LIFECYCLE_STOP, StopServer(model=model_id, reason="requested", force=force), timeout=60
     )
     return {"model": reply.model, "stopped": reply.stopped}
+
+
+@router.get("/api/breakers")
+async def breakers(conn: Connection) -> dict[str, Any]:
+    """Open and half-open circuit breakers: why they opened, and when the next probe runs."""
+    status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
+    return {"breakers": [msgspec.to_builtins(b) for b in status.breakers]}
+
+
+@router.post("/api/breakers/{model:path}/close")
+async def close_breaker(model: str, request: Request, conn: Connection) -> dict[str, Any]:
+    """Close a model's breaker by hand (the model may start again at once); the `breaker` event says who."""
+    model_id = conn.catalogue.resolve(model).id
+    who = f"an operator at {request.client.host if request.client else 'unknown'}"
+    reply = await conn.request(endpoints.RECOVERY_CLOSE_BREAKER, CloseBreaker(model=model_id, by=who))
+    return {"model": reply.model, "was": reply.was, "state": "closed"}

@@ -11,7 +11,16 @@ from typing import Generic, TypeVar
 
 from schemas import subjects
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.lifecycle import EnsureServer, LifecycleStatus, LifecycleStatusRequest, ServerStatus, StopReply, StopServer
+from schemas.lifecycle import (
+    BreakerClosed,
+    CloseBreaker,
+    EnsureServer,
+    LifecycleStatus,
+    LifecycleStatusRequest,
+    ServerStatus,
+    StopReply,
+    StopServer,
+)
 from schemas.metrics import MetricsSnapshot, SnapshotRequest
 from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
@@ -55,6 +64,8 @@ GPU_STATUS = Rpc(subjects.GPU_STATUS, GpuStatusRequest, GpuStatus)
 
 METRICS_SNAPSHOT = Rpc(subjects.METRICS_SNAPSHOT, SnapshotRequest, MetricsSnapshot)
 
+RECOVERY_CLOSE_BREAKER = Rpc(subjects.RECOVERY_CLOSE_BREAKER, CloseBreaker, BreakerClosed)
+
 # One endpoint for every model: the model is the subject's last part (ids may contain dots).
 TRANSCRIBE = Rpc(subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult)
 
@@ -70,5 +81,6 @@ ALL = (
     GPU_BIND,
     GPU_STATUS,
     METRICS_SNAPSHOT,
+    RECOVERY_CLOSE_BREAKER,
     TRANSCRIBE,
 )

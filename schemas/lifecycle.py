@@ -30,6 +30,7 @@ class ServerStatus(msgspec.Struct, kw_only=True):
     memory_mb: int = 0  # GPU memory allocated to it
     inflight: int = 0  # requests being served
     keep_alive: float | None = None  # seconds of idleness before it stops; -1 = never
+    rss_mb: float | None = None  # resident memory of the server's process, where its pid is known
 
 
 class StopServer(msgspec.Struct, kw_only=True):
@@ -52,6 +53,18 @@ class BreakerState(msgspec.Struct, kw_only=True):
     state: str  # open | half_open (closed breakers are not listed)
     reason: str
     retry_at: float | None = None
+
+
+class CloseBreaker(msgspec.Struct, kw_only=True):
+    """An operator closes a model's circuit breaker (asr.recovery.close_breaker)."""
+
+    model: str
+    by: str  # who: shown in the `breaker` event
+
+
+class BreakerClosed(msgspec.Struct, kw_only=True):
+    model: str
+    was: str  # the state it had: open | half_open | closed
 
 
 class LifecycleStatus(msgspec.Struct, kw_only=True):

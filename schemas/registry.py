@@ -38,12 +38,14 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     # (None: not reported yet), and where they are (or what is missing).
     installed: bool | None = None
     installed_where: str = ""
+    size_bytes: int | None = None  # of its weights on disk, where installed in a folder
 
 
 class InstalledState(msgspec.Struct, kw_only=True):
     installed: bool
     where: str = ""
     missing: str = ""
+    size_bytes: int = 0
 
 
 class InstalledModels(msgspec.Struct, kw_only=True):

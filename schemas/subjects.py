@@ -23,6 +23,8 @@ GPU_BIND = "asr.gpu.bind"
 
 METRICS_SNAPSHOT = "asr.metrics.snapshot"
 
+RECOVERY_CLOSE_BREAKER = "asr.recovery.close_breaker"
+
 TRANSCRIBE_PREFIX = "asr.transcribe."
 TRANSCRIBE_ALL = "asr.transcribe.>"
 

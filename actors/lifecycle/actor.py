@@ -235,7 +235,12 @@ class Lifecycle(Actor):
             return
         states = await asyncio.to_thread(lambda: [self.runtime.installed(m) for m in listing.models])
         found = InstalledModels(
-            models={s.model: InstalledState(installed=s.installed, where=s.where, missing=s.missing) for s in states}
+            models={
+                s.model: InstalledState(
+                    installed=s.installed, where=s.where, missing=s.missing, size_bytes=s.size_bytes
+                )
+                for s in states
+            }
         )
         if found == self.installed:
             return

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from actors.lifecycle.placement import expires_at
 from actors.lifecycle.runtimes import ServerHandle
@@ -53,7 +54,21 @@ class Server:
             expires_at=expires_at(self.last_activity, bool(self.inflight), idle_timeout),
             inflight=len(self.inflight),
             keep_alive=idle_timeout,
+            rss_mb=rss_mb(self.handle.pid),
         )
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a process on this host (a container's first process included), None when unknown."""
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class Fleet:

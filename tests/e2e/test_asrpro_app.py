@@ -64,8 +64,11 @@ def test_transcription_json_has_the_sidecars_fields(stack: Stack, shared_data: P
     for segment in body["segments"]:
         assert isinstance(segment["text"], str) and isinstance(segment["start"], float)
         assert isinstance(segment["end"], float) and isinstance(segment["confidence"], float | None)
-    ready = {m["id"]: m["ready"] for m in httpx.get(f"{stack.gateway}/v1/models").json()["data"]}
-    assert ready["whisper-base"] is True  # its server runs now
+    listed = {m["id"]: m for m in httpx.get(f"{stack.gateway}/v1/models").json()["data"]}
+    assert listed["whisper-base"]["ready"] is True  # its server runs now
+    assert listed["whisper-base"]["size_bytes"] > 100 * 2**20 and listed["whisper-small"]["size_bytes"] is None
+    running = {m["model"]: m for m in httpx.get(f"{stack.gateway}/api/ps").json()["models"]}
+    assert running["whisper-base"]["rss_mb"] > 50  # what the server really uses
 
 
 def test_setting_the_model_loads_it(stack: Stack) -> None:

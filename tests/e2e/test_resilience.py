@@ -102,3 +102,12 @@ def test_health_is_degraded_while_a_breaker_is_open(stack: Stack, shared_data: P
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 500
     assert "circuit breaker is open" in refused.json()["error"]["message"]
     assert post(stack, audio).status_code == 200  # other models are not affected
+    # An operator sees why, and closes it by hand.
+    listed = httpx.get(f"{stack.gateway}/api/breakers").json()["breakers"]
+    assert [(b["model"], b["state"]) for b in listed] == [("whisper-base", "open")] and listed[0]["reason"]
+    closed = httpx.post(f"{stack.gateway}/api/breakers/whisper-base/close")
+    assert closed.status_code == 200 and closed.json() == {"model": "whisper-base", "was": "open", "state": "closed"}
+    wait_until(lambda: httpx.get(f"{stack.gateway}/health").json()["status"] in ("healthy", "ready"), what="closed")
+    assert httpx.get(f"{stack.gateway}/api/breakers").json()["breakers"] == []
+    again = post(stack, audio, model="whisper-base")  # tried again at once (and fails again: the weights are broken)
+    assert again.status_code == 503 and "circuit breaker" not in again.json()["error"]["message"]

@@ -9,7 +9,7 @@ from framework.memory_bus import MemoryBus
 from schemas import codec, endpoints
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged, RestartScheduled, ServerCrashed, ServerFailed, ServerReady, ServerUnhealthy
-from schemas.lifecycle import EnsureServer, ServerStatus
+from schemas.lifecycle import CloseBreaker, EnsureServer, ServerStatus
 from tests.unit.fakes import config, until
 
 FAST = {
@@ -106,3 +106,16 @@ async def test_an_open_breaker_left_by_a_previous_recovery_actor_is_probed() -> 
     await bus.start(Recovery(config(**FAST)))
     await until(lambda: breakers(bus)[-1] == "closed")
     assert [e.probe for e in lifecycle.ensures] == [True]
+
+
+async def test_an_operator_closes_a_breaker_and_the_event_says_who() -> None:
+    bus, recovery, lifecycle = await start(ASRPRO_RECOVERY__BREAKER_COOLDOWN="60")
+    lifecycle.failing = True
+    for _ in range(3):
+        await recovery.publish(ServerFailed(model="m", runtime="fake", reason="did not come up"))
+    assert breakers(bus) == ["open"]
+    reply = await bus.request(endpoints.RECOVERY_CLOSE_BREAKER, CloseBreaker(model="m", by="alice"))
+    assert (reply.model, reply.was) == ("m", "open")
+    closed = bus.events[-1]
+    assert isinstance(closed, BreakerChanged) and closed.state == "closed" and closed.reason == "closed by alice"
+    assert recovery.health("m").breaker == "closed" and not recovery.health("m").failures

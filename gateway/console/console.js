@@ -1,0 +1,231 @@
+// The operator's console: plain JavaScript against the gateway's own API (no build step, no dependency).
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "" : String(text);
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, action) {
+  const b = document.createElement("button");
+  b.textContent = label;
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    try { await action(); } finally { b.disabled = false; await refresh(); }
+  });
+  return b;
+}
+
+async function json(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+let expiries = [];
+
+async function refresh() {
+  try {
+    const health = await json("/health");
+    $("#health").textContent = health.status;
+    $("#health").className = "badge " + health.status;
+    $("#device").textContent = health.device || "";
+  } catch (e) { $("#health").textContent = "unreachable"; }
+
+  try {
+    const models = (await json("/v1/models")).data;
+    const body = $("#models tbody");
+    body.replaceChildren();
+    const select = $("#upload-model");
+    const chosen = select.value;
+    select.replaceChildren();
+    for (const m of models) {
+      const row = document.createElement("tr");
+      row.dataset.model = m.id;
+      cell(row, m.id);
+      cell(row, m.installed === false ? "no" : "yes");
+      cell(row, m.ready ? "yes" : "no");
+      cell(row, m.default ? "default" : "");
+      const actions = cell(row, "");
+      if (!m.default && m.installed !== false) {
+        actions.appendChild(button("make default", () =>
+          json("/v1/settings/model", {method: "POST", headers: {"Content-Type": "application/json"},
+                                      body: JSON.stringify({model_id: m.id})})));
+      }
+      body.appendChild(row);
+      if (m.installed !== false) {
+        const option = document.createElement("option");
+        option.value = m.id;
+        option.textContent = m.id + (m.default ? " (default)" : "");
+        select.appendChild(option);
+      }
+    }
+    if (chosen) select.value = chosen;
+  } catch (e) { /* shown by the health badge */ }
+
+  try {
+    const ps = await json("/api/ps");
+    const body = $("#servers tbody");
+    body.replaceChildren();
+    expiries = [];
+    for (const s of ps.models) {
+      const row = document.createElement("tr");
+      row.dataset.model = s.model;
+      cell(row, s.model);
+      cell(row, s.runtime);
+      cell(row, s.container_id ? s.container_id.slice(0, 12) : s.pid);
+      cell(row, s.device);
+      cell(row, (s.rss_mb ? s.rss_mb + " MB" : "") + (s.memory_mb ? " / GPU " + s.memory_mb + " MB" : ""));
+      cell(row, s.inflight);
+      const countdown = cell(row, "");
+      expiries.push([countdown, s.expires_at ? Date.parse(s.expires_at) : null]);
+      cell(row, "").appendChild(button("unload", () =>
+        json("/api/ps/" + encodeURIComponent(s.model) + "?force=true", {method: "DELETE"})));
+      body.appendChild(row);
+    }
+    tick();
+  } catch (e) { /* the lifecycle actor may be restarting */ }
+
+  try {
+    const gpu = await json("/api/gpu");
+    const box = $("#gpus");
+    box.replaceChildren();
+    if (!gpu.devices.length) box.textContent = "no GPU: " + gpu.reason;
+    for (const d of gpu.devices) {
+      const line = document.createElement("div");
+      line.textContent = `cuda:${d.index} ${d.name}: ${d.allocated_mb} of ${d.total_mb} MB allocated`;
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      const fill = document.createElement("div");
+      fill.style.width = Math.min(100, 100 * d.allocated_mb / Math.max(1, d.total_mb)) + "%";
+      bar.appendChild(fill);
+      box.append(line, bar);
+    }
+  } catch (e) { $("#gpus").textContent = "the gpu actor does not answer"; }
+
+  try {
+    const list = $("#breakers");
+    list.replaceChildren();
+    for (const b of (await json("/api/breakers")).breakers) {
+      const item = document.createElement("li");
+      item.textContent = `${b.model}: ${b.state} (${b.reason}) `;
+      item.appendChild(button("close", () =>
+        json("/api/breakers/" + encodeURIComponent(b.model) + "/close", {method: "POST"})));
+      list.appendChild(item);
+    }
+    if (!list.children.length) list.textContent = "none open";
+  } catch (e) { /* as above */ }
+}
+
+function tick() {
+  const now = Date.now();
+  for (const [td, at] of expiries) {
+    td.textContent = at === null ? "—" : Math.max(0, Math.round((at - now) / 1000)) + " s";
+  }
+}
+
+function event(text) {
+  const item = document.createElement("li");
+  item.textContent = new Date().toLocaleTimeString() + " " + text;
+  $("#events").prepend(item);
+  while ($("#events").children.length > 200) $("#events").lastChild.remove();
+}
+
+function connect() {
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  ws.onmessage = (message) => {
+    const {type, data} = JSON.parse(message.data);
+    if (type === "transcription_progress") {
+      if (data.filename === uploading) {
+        $("#progress").value = data.progress;
+        $("#progress-text").textContent = data.progress + " %";
+      }
+      return;
+    }
+    if (type === "pong" || type === "system_status") return;
+    event(`${data.status || type} ${data.model || ""} ${data.reason || data.error || ""}`.trim());
+    if (type === "container_status") refresh();
+  };
+  ws.onclose = () => setTimeout(connect, 2000);
+}
+
+let uploading = null;
+
+function stamp(seconds, separator) {
+  const ms = Math.round(seconds * 1000);
+  const pad = (n, w) => String(n).padStart(w, "0");
+  return `${pad(Math.floor(ms / 3600000), 2)}:${pad(Math.floor(ms / 60000) % 60, 2)}:` +
+         `${pad(Math.floor(ms / 1000) % 60, 2)}${separator}${pad(ms % 1000, 3)}`;
+}
+
+function subtitles(segments) {
+  const srt = segments.map((s, i) =>
+    `${i + 1}\n${stamp(s.start, ",")} --> ${stamp(s.end, ",")}\n${s.text.trim()}\n`).join("\n");
+  const vtt = "WEBVTT\n\n" + segments.map((s) =>
+    `${stamp(s.start, ".")} --> ${stamp(s.end, ".")}\n${s.text.trim()}\n`).join("\n");
+  return [srt, vtt];
+}
+
+async function transcribe(submit) {
+  submit.preventDefault();
+  const file = $("#file").files[0];
+  if (!file) return;
+  uploading = file.name;
+  $("#transcript").textContent = "";
+  $("#upload-error").textContent = "";
+  $("#downloads").hidden = true;
+  $("#progress").value = 0;
+  $("#progress-text").textContent = "";
+  const form = new FormData();
+  form.append("file", file);
+  form.append("model", $("#upload-model").value);
+  form.append("stream", "true");
+  const path = $("#translate").checked ? "/v1/audio/translations" : "/v1/audio/transcriptions";
+  try {
+    const response = await fetch(path, {method: "POST", body: form});
+    if (!response.ok) throw new Error((await response.json()).error.message);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("");
+        if (!data) continue;
+        const piece = JSON.parse(data);
+        if (piece.type === "transcript.text.delta") $("#transcript").textContent += piece.delta;
+        if (piece.type === "transcript.text.done") {
+          $("#transcript").textContent = piece.text;
+          $("#progress").value = 100;
+          $("#progress-text").textContent = "done";
+          const [srt, vtt] = subtitles(piece.segments || []);
+          $("#download-srt").href = URL.createObjectURL(new Blob([srt], {type: "application/x-subrip"}));
+          $("#download-vtt").href = URL.createObjectURL(new Blob([vtt], {type: "text/vtt"}));
+          $("#downloads").hidden = false;
+        }
+        if (piece.type === "error") throw new Error(piece.error.message);
+      }
+    }
+  } catch (e) {
+    $("#upload-error").textContent = String(e.message || e);
+  } finally {
+    uploading = null;
+    refresh();
+  }
+}
+
+$("#upload").addEventListener("submit", transcribe);
+connect();
+refresh();
+setInterval(refresh, 5000);
+setInterval(tick, 1000);

@@ -1,0 +1,103 @@
+"""The web console in a real headless Chromium (Debian's chromium and chromium-driver, driven by selenium):
+what an operator sees and does. Screenshots land in .asrpro/test-artefacts/ (not in git)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.conftest import REPO
+from tests.e2e.stack import Stack, start_stack
+
+pytestmark = pytest.mark.e2e
+ARTEFACTS = REPO / ".asrpro" / "test-artefacts"
+MODEL = "whisper-tiny.en"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("console"))
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        message = "the console tests need Debian's chromium and chromium-driver (the test command installs them)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    yield session
+    session.quit()
+
+
+def wait(browser: WebDriver, condition: object, timeout: float = 30) -> None:
+    WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)  # type: ignore[arg-type]
+
+
+def test_the_console_lists_models_transcribes_shows_events_and_unloads(
+    stack: Stack, browser: WebDriver, shared_data: Path
+) -> None:
+    browser.get(stack.gateway + "/")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#models tr[data-model="{MODEL}"]'))
+    assert browser.find_element(By.ID, "health").text in ("healthy", "ready")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+    assert {row.get_attribute("data-model") for row in rows} >= {MODEL, "whisper-base", "whisper-large-v3"}
+    browser.save_screenshot(str(ARTEFACTS / "console-models.png"))
+
+    # An upload through the page: live progress and streamed text, then the transcript and subtitle downloads.
+    browser.find_element(By.ID, "file").send_keys(str(shared_data / "jfk.flac"))
+    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    browser.find_element(By.ID, "transcribe").click()
+    wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
+    transcript = browser.find_element(By.ID, "transcript").text
+    assert "fellow Americans" in transcript and "your country" in transcript
+    assert browser.find_element(By.ID, "upload-error").text == ""
+    assert (browser.find_element(By.ID, "download-srt").get_attribute("href") or "").startswith("blob:")
+    assert browser.find_element(By.ID, "progress").get_attribute("value") == "100"
+
+    # The event feed saw the model come up; the servers table shows it running.
+    wait(browser, lambda b: "ready" in b.find_element(By.ID, "events").text)
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#servers tr[data-model="{MODEL}"]'))
+    browser.save_screenshot(str(ARTEFACTS / "console-transcribed.png"))
+
+    # Unload from the page.
+    row = browser.find_element(By.CSS_SELECTOR, f'#servers tr[data-model="{MODEL}"]')
+    row.find_element(By.TAG_NAME, "button").click()
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, f'#servers tr[data-model="{MODEL}"]'))
+    wait(browser, lambda b: "stopped" in b.find_element(By.ID, "events").text)
+    browser.save_screenshot(str(ARTEFACTS / "console-unloaded.png"))
+
+
+def test_the_api_docs_stay_at_docs(stack: Stack, browser: WebDriver) -> None:
+    browser.get(stack.gateway + "/docs")
+    wait(browser, lambda b: "ASR Pro" in b.title)
