@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -52,6 +53,7 @@ async def metrics(conn: Connection) -> PlainTextResponse:
     allocated = Gauge("asrpro_gpu_memory_allocated_mb", "GPU memory allocated to models", ["device"], registry=now)
     total = Gauge("asrpro_gpu_memory_total_mb", "GPU memory of the device", ["device"], registry=now)
     inflight = Gauge("asrpro_requests_inflight", "Requests being served per model", ["model"], registry=now)
+    uptime = Gauge("asrpro_server_uptime_seconds", "Seconds since the running server started", ["model"], registry=now)
     try:
         gpu = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)
         for device in gpu.devices:
@@ -63,6 +65,8 @@ async def metrics(conn: Connection) -> PlainTextResponse:
         status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
         for server in status.servers:
             inflight.labels(server.model).set(server.inflight)
+            if server.started_at:
+                uptime.labels(server.model).set(max(0.0, time.time() - server.started_at))
     except AsrError:
         pass
     text = snap.prometheus + generate_latest(now).decode()
@@ -72,7 +76,12 @@ async def metrics(conn: Connection) -> PlainTextResponse:
 @router.get("/api/ps")
 async def ps(conn: Connection) -> dict[str, Any]:
     status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
-    return {"runtime": status.runtime, "models": [ps_entry(s) for s in status.servers]}
+    try:  # GPU memory the gpu actor measured (NVML, per process) where it did
+        measured = (await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)).measured_mb
+    except AsrError:
+        measured = {}
+    entries = [ps_entry(s) | {"gpu_measured_mb": measured.get(s.model)} for s in status.servers]
+    return {"runtime": status.runtime, "models": entries}
 
 
 @router.get("/api/gpu")
