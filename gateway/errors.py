@@ -8,10 +8,19 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
 
 from schemas.errors import KINDS, AsrError
 
 log = logging.getLogger("asrpro.gateway")
+# What this gateway process refused itself (bad form, unknown model, too large, ...), for /metrics.
+GATEWAY_METRICS = CollectorRegistry()
+REJECTED = Counter(
+    "asrpro_gateway_rejected",
+    "Requests the gateway answered with a 4xx, by status and code",
+    ["status", "code"],
+    registry=GATEWAY_METRICS,
+)
 
 _STATUS = {"400", "404", "409", "413", "415", "429", "500", "503", "504"}
 
@@ -25,6 +34,8 @@ def error_response(
     param: str | None = None,
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    if status < 500:
+        REJECTED.labels(str(status), code or str(status)).inc()
     return JSONResponse({"error": error_object(status, message, code, param)}, status_code=status, headers=headers)
 
 

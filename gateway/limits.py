@@ -7,6 +7,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import REJECTED
+
 
 class BodyTooLarge(Exception):
     pass
@@ -66,6 +68,7 @@ class UploadLimit:
                 "code": "413",
             }
         }
+        REJECTED.labels("413", "413").inc()
         payload = json.dumps(body).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

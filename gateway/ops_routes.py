@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from gateway.connection import GatewayConnection, get_connection
+from gateway.errors import GATEWAY_METRICS
 from gateway.status import system_status
 from schemas import endpoints
 from schemas.durations import parse_duration
@@ -69,7 +70,7 @@ async def metrics(conn: Connection) -> PlainTextResponse:
                 uptime.labels(server.model).set(max(0.0, time.time() - server.started_at))
     except AsrError:
         pass
-    text = snap.prometheus + generate_latest(now).decode()
+    text = snap.prometheus + generate_latest(now).decode() + generate_latest(GATEWAY_METRICS).decode()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -142,6 +142,7 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
         "asrpro_queue_wait_seconds",
         "asrpro_server_stops",
         "asrpro_server_uptime_seconds",
+        "asrpro_gateway_rejected",
     } <= families
 
     r = httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": "whisper-base"})
