@@ -310,7 +310,9 @@ class Actor:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.log.warning("ignoring malformed event on %s: %s", msg_subject, exc)
             return
-        if not isinstance(event, spec.types):
+        # The subject says who could publish it (nats.conf lets each actor publish only its own event types):
+        # a payload that claims another type or model than its subject is a forgery, or a mistake.
+        if not isinstance(event, spec.types) or msg_subject != subject_of(type(event), event.model):
             self.log.warning("ignoring %s event on %s: not what the subject carries", kind(event), msg_subject)
             return
         try:

@@ -49,6 +49,9 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Web origins allowed to call the API from a browser (CORS): the original asrpro desktop app's webview.
     # Add a development origin (e.g. http://localhost:1420) only knowingly: any local process may serve that port.
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["tauri://localhost", "https://tauri.localhost"])
+    # Host names the gateway answers to besides loopback (and the address it binds): anything else is refused
+    # (DNS rebinding). Add the name clients use when the gateway is reached over the network.
+    allowed_hosts: list[str] = []
 
 
 class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -337,6 +337,9 @@ async def model(model_id: str, conn: Connection) -> dict[str, Any]:
 async def set_default(request: Request, conn: Connection, config: Settings) -> dict[str, Any]:
     """The default model (what `whisper-1` means), then loaded, as the original asrpro app expects:
     `{"status": "success" | "error", "model"}` (404 for an unknown model, 409 for one not installed)."""
+    if "json" not in request.headers.get("content-type", ""):
+        # Not text/plain: a web page may send that to any site without asking first.
+        raise AsrError(errors.UNSUPPORTED_MEDIA, 'send JSON: Content-Type application/json, {"model_id": "<model>"}')
     try:
         body = await request.json()
         model_id = body["model_id"]

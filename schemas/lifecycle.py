@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 
@@ -9,8 +11,9 @@ class EnsureServer(msgspec.Struct, kw_only=True):
     model: str
     request_id: str = ""
     restart: bool = False  # the caller saw the server fail: check it and replace it if dead
-    keep_alive: float | None = None  # seconds after this request; 0 = stop right after; -1 = never
-    timeout: float | None = None  # how long the caller waits, GPU admission included
+    # seconds after this request; 0 = stop right after; -1 = never (at most a week otherwise)
+    keep_alive: Annotated[float, msgspec.Meta(ge=-1.0, le=7 * 24 * 3600.0)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0.0, le=86400.0)] | None = None  # the caller's wait, admission included
     probe: bool = False  # the recovery actor's half-open probe: allowed through an open circuit breaker
 
 

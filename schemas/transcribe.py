@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -36,7 +36,7 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     prompt: str | None = None
     response_format: ResponseFormat = "json"
     # OpenAI's semantics: None or 0 = start at 0 and let the model's fallback ladder raise it; > 0 = that one.
-    temperature: float | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     task: Task = "transcribe"
     timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
@@ -48,7 +48,8 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,
     # -1 = never. None: the model's inactivity_timeout.
     keep_alive: float | str | None = None
-    timeout: float | None = None  # seconds the caller waits, queueing included; None: the gateway's request_timeout
+    # seconds the caller waits, queueing included; None: the gateway's request_timeout
+    timeout: Annotated[float, msgspec.Meta(gt=0.0, le=86400.0)] | None = None
 
 
 class Segment(msgspec.Struct, kw_only=True):

@@ -183,3 +183,33 @@ async def test_the_websocket_speaks_the_sidecars_messages(stack: Stack, long_fla
     assert completed["model"] == "whisper-tiny.en"
     error = seen["transcription_error"][0]
     assert error["filename"] == "bad.wav" and "decode" in str(error["error"]) and error["model"] == "whisper-tiny.en"
+
+
+def test_hostile_hosts_and_origins_are_refused(stack: Stack) -> None:
+    rebound = httpx.get(f"{stack.gateway}/v1/models", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "not served here" in rebound.json()["error"]["message"]
+    cross_site = httpx.post(
+        f"{stack.gateway}/v1/settings/model",
+        json={"model_id": "whisper-base"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross_site.status_code == 403 and cross_site.json()["error"]["type"] == "invalid_request_error"
+    other_port = httpx.delete(f"{stack.gateway}/api/ps/whisper-tiny.en", headers={"Origin": "http://127.0.0.1:9"})
+    assert other_port.status_code == 403  # another local web server's page is another origin
+    plain = httpx.post(
+        f"{stack.gateway}/v1/settings/model",
+        content=b'{"model_id": "whisper-base"}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415
+    assert httpx.get(f"{stack.gateway}/health", headers={"Origin": "https://evil.example"}).status_code == 200
+    assert httpx.get(f"{stack.gateway}/v1/models").status_code == 200  # native clients (no Origin) as before
+
+
+async def test_a_hostile_page_cannot_open_the_websocket(stack: Stack) -> None:
+    ws_url = stack.gateway.replace("http://", "ws://") + "/ws"
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        async with websockets.connect(ws_url, origin=websockets.Origin("https://evil.example")):
+            pass
+    async with websockets.connect(ws_url, origin=websockets.Origin("tauri://localhost")) as ws:
+        assert json.loads(await ws.recv())["type"] == "system_status"

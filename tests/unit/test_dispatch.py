@@ -127,7 +127,8 @@ async def test_events_reach_only_the_handlers_of_their_type() -> None:
     await memory.publish("asr.events.crashed.m", codec.encode(ServerReady(model="m", runtime="local", url="u")))
     await memory.publish("asr.events.crashed.m", b"\xc1not an event")
     assert [type(e) for e in echo.failures] == [ServerCrashed]
-    assert [type(e) for e in echo.everything] == [ServerCrashed, ServerReady, ServerReady]
+    # ... nor to any other: a payload whose type is not its subject's is a forgery (or a mistake).
+    assert [type(e) for e in echo.everything] == [ServerCrashed, ServerReady]
     assert echo.failures[0].source == echo.instance
 
 
@@ -145,3 +146,16 @@ def test_subject_matching() -> None:
     assert endpoints.TRANSCRIBE.at("whisper-tiny.en").subject == "asr.transcribe.whisper-tiny.en"
     with pytest.raises(ValueError):
         endpoints.GPU_STATUS.at("x")
+
+
+def test_numbers_are_bounded_at_the_schema_so_nats_and_http_agree() -> None:
+    from schemas.lifecycle import EnsureServer
+    from schemas.transcribe import TranscribeRequest
+
+    for bad in ({"temperature": float("nan")}, {"temperature": 2.0}, {"timeout": float("inf")}, {"timeout": -1.0}):
+        with pytest.raises(codec.DecodeError):
+            codec.decode(msgspec.msgpack.encode(bad), TranscribeRequest)
+    for bad_ensure in ({"model": "m", "keep_alive": float("inf")}, {"model": "m", "keep_alive": 1e12}):
+        with pytest.raises(codec.DecodeError):
+            codec.decode(msgspec.msgpack.encode(bad_ensure), EnsureServer)
+    assert codec.decode(msgspec.msgpack.encode({"temperature": 0.2, "timeout": 30.0}), TranscribeRequest).timeout == 30

@@ -85,3 +85,10 @@ def test_keep_alive_durations(value: float | str | None, seconds: float | None) 
 def test_bad_durations_name_the_accepted_forms(value: str) -> None:
     with pytest.raises(ValueError, match="use seconds"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e309", float("inf"), float("nan"), "9999999999h", 604801])
+def test_keep_alive_is_finite_and_at_most_a_week(value: float | str) -> None:
+    with pytest.raises(ValueError, match="keep_alive"):
+        parse_duration(value)
+    assert parse_duration(604800) == 604800 and parse_duration("-inf") == NEVER
