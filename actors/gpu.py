@@ -85,6 +85,25 @@ def nvml_process_memory() -> dict[int, int]:
         pynvml.nvmlShutdown()
 
 
+def nvml_utilization() -> dict[int, int]:
+    """Device index -> GPU utilisation in percent ({} without NVML). Not run here: no GPU on these machines."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return {}
+    try:
+        return {
+            index: int(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(index)).gpu)
+            for index in range(pynvml.nvmlDeviceGetCount())
+        }
+    except Exception:
+        return {}
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def inventory(config: Config) -> tuple[str, list[GpuDevice], str]:
     if config.gpu.devices:
         devices = [
@@ -233,6 +252,7 @@ class GpuAllocator(Actor):
     @endpoint(endpoints.GPU_STATUS)
     async def status(self, _: GpuStatusRequest) -> GpuStatus:
         table, _rev = await self._read()
+        busy = await asyncio.to_thread(nvml_utilization) if self.source == "nvml" else {}
         devices = [
             GpuDevice(
                 index=d.index,
@@ -240,6 +260,7 @@ class GpuAllocator(Actor):
                 total_mb=d.total_mb,
                 free_mb=d.total_mb - allocated_mb(table, d.index),
                 allocated_mb=allocated_mb(table, d.index),
+                utilization_pct=busy.get(d.index),
             )
             for d in self.devices
         ]

@@ -19,6 +19,7 @@ from schemas.events import (
     ServerStopped,
     TranscriptionCompleted,
     TranscriptionFailed,
+    TranscriptionStarted,
     kind,
 )
 from schemas.metrics import MetricsSnapshot, ModelCounters, SnapshotRequest
@@ -71,6 +72,12 @@ class Metrics(Actor):
         self.rejected = Counter(
             "asrpro_requests_rejected", "Requests refused, by HTTP status and kind", ["model", "code"], registry=r
         )
+        self.queue_depth = Gauge(
+            "asrpro_queue_depth",
+            "Requests waiting for a slot of the model, as a proxy last reported",
+            ["model"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "asrpro_queue_wait_seconds",
             "Time a request waited for a slot of its model",
@@ -93,12 +100,15 @@ class Metrics(Actor):
             self.audio.labels(event.model).inc(event.audio_s)
             self.latency.labels(event.model).observe(event.total_s)
             self.queue_wait.labels(event.model).observe(event.queue_s)
+            self.queue_depth.labels(event.model).set(event.waiting)
         elif isinstance(event, TranscriptionFailed):
             c.requests += 1
             c.errors += 1
             self.requests.labels(event.model, "error").inc()
             if event.code.startswith("4"):
                 self.rejected.labels(event.model, event.code).inc()
+        elif isinstance(event, TranscriptionStarted):
+            self.queue_depth.labels(event.model).set(event.waiting)
         elif isinstance(event, RestartScheduled):
             self.restarts.labels(event.model).inc()
         elif isinstance(event, BreakerChanged):

@@ -53,6 +53,7 @@ async def metrics(conn: Connection) -> PlainTextResponse:
     now = CollectorRegistry()
     allocated = Gauge("asrpro_gpu_memory_allocated_mb", "GPU memory allocated to models", ["device"], registry=now)
     total = Gauge("asrpro_gpu_memory_total_mb", "GPU memory of the device", ["device"], registry=now)
+    busy = Gauge("asrpro_gpu_utilization_percent", "GPU utilisation (NVML), where measured", ["device"], registry=now)
     inflight = Gauge("asrpro_requests_inflight", "Requests being served per model", ["model"], registry=now)
     uptime = Gauge("asrpro_server_uptime_seconds", "Seconds since the running server started", ["model"], registry=now)
     try:
@@ -60,6 +61,8 @@ async def metrics(conn: Connection) -> PlainTextResponse:
         for device in gpu.devices:
             allocated.labels(f"cuda:{device.index}").set(device.allocated_mb)
             total.labels(f"cuda:{device.index}").set(device.total_mb)
+            if device.utilization_pct is not None:
+                busy.labels(f"cuda:{device.index}").set(device.utilization_pct)
     except AsrError:
         pass  # the gpu actor does not answer: its figures are left out rather than made up
     try:

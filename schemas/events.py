@@ -70,6 +70,7 @@ class BreakerChanged(_Event, tag="breaker"):
 class TranscriptionStarted(_Event, tag="transcribing"):
     request_id: str
     audio_bytes: int = 0
+    waiting: int = 0  # requests still waiting for a slot of the model at this proxy
     filename: str = ""
     keep_alive: float | None = None  # what the request asked for (seconds; -1 never): the lifecycle actor applies it
 
@@ -82,6 +83,7 @@ class TranscriptionCompleted(_Event, tag="transcribed"):
     filename: str = ""
     result_length: int = 0  # characters of text
     queue_s: float = 0.0  # waiting for a slot of the model
+    waiting: int = 0  # requests waiting for a slot of the model at this proxy when this one finished
 
 
 class TranscriptionFailed(_Event, tag="transcription_failed"):

@@ -48,6 +48,7 @@ class GpuDevice(msgspec.Struct, kw_only=True):
     total_mb: int
     free_mb: int  # as the source reports it (NVML) or total minus allocations (configured)
     allocated_mb: int = 0
+    utilization_pct: int | None = None  # NVML's GPU utilisation, where NVML is the source
 
 
 class GpuStatus(msgspec.Struct, kw_only=True):

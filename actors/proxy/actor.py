@@ -133,6 +133,7 @@ class ModelProxy(Actor):
                         audio_bytes=len(audio),
                         keep_alive=keep_alive,
                         filename=msg.filename,
+                        waiting=self._queue(model).waiting,
                     )
                 )
                 server = self._ready_server(model_id)
@@ -192,6 +193,7 @@ class ModelProxy(Actor):
                 filename=msg.filename,
                 result_length=len(result.text),
                 queue_s=result.timing.queue_s,
+                waiting=self._queue(model).waiting,
             )
         )
         return result

@@ -16,6 +16,7 @@ from schemas.events import (
     ServerStopped,
     TranscriptionCompleted,
     TranscriptionFailed,
+    TranscriptionStarted,
     subject_of,
 )
 from schemas.metrics import SnapshotRequest
@@ -30,7 +31,8 @@ async def test_the_exposition_has_what_operators_expect() -> None:
     for event in (
         ServerStarting(model=M, runtime="local"),
         ServerReady(model=M, runtime="local", url="u", startup_s=1.7),
-        TranscriptionCompleted(model=M, request_id="a", audio_s=11.0, total_s=0.4, queue_s=0.02),
+        TranscriptionStarted(model=M, request_id="a", waiting=3),
+        TranscriptionCompleted(model=M, request_id="a", audio_s=11.0, total_s=0.4, queue_s=0.02, waiting=2),
         TranscriptionFailed(model=M, request_id="b", code="415", reason="could not decode audio"),
         TranscriptionFailed(model=M, request_id="c", code="503", reason="breaker"),
         ServerStopped(model=M, runtime="local", reason="idle"),
@@ -52,4 +54,5 @@ async def test_the_exposition_has_what_operators_expect() -> None:
     assert samples[("asrpro_server_restarts_total", (("model", M),))] == 1
     assert samples[("asrpro_breaker_open", (("model", M),))] == 1
     assert samples[("asrpro_queue_wait_seconds_count", (("model", M),))] == 1
-    assert snapshot.models[M].crashes == 1 and snapshot.events_seen == 9
+    assert samples[("asrpro_queue_depth", (("model", M),))] == 2
+    assert snapshot.models[M].crashes == 1 and snapshot.events_seen == 10
