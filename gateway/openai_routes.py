@@ -167,6 +167,8 @@ def _boolean(name: str, value: str | None) -> bool | None:
 async def serve(request: Request, conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
     if form.stream and form.fmt not in ("json", "text"):
         raise AsrError(errors.BAD_REQUEST, f"stream=true goes with response_format json or text, not {form.fmt}")
+    if form.temperature is not None and not 0.0 <= form.temperature <= 1.0:
+        raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {form.temperature:g}")
     if form.file is None:
         return error_response(400, "no file: send the audio as the multipart field 'file'")
     try:
