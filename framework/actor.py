@@ -227,17 +227,11 @@ class Actor:
     async def publish(self, event: Event) -> None:
         if not event.source:
             event.source = self.instance
-        subject = subject_of(type(event), event.model)
-        try:
-            if self._memory is not None:
-                await self._memory.publish(subject, codec.encode(event))
-            else:
-                await self.connection.publish(subject, codec.encode(event))
-        except Exception as exc:  # an event lost to a bus outage must not fail the work that caused it
-            self.log.warning("could not publish %s event: %s", kind(event), exc)
+        await self.send(subject_of(type(event), event.model), event)
 
     async def send(self, subject: str, message: Any) -> None:
-        """A plain message (not an event, not kept): progress reports and the like. Lost ones are logged."""
+        """A message on a core subject (events, progress reports). One lost to a bus outage is logged: it must not
+        fail the work that caused it."""
         try:
             if self._memory is not None:
                 await self._memory.publish(subject, codec.encode(message))

@@ -154,10 +154,7 @@ async def request(
     what = what or subject
     if not nc.is_connected:
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
-    sent_headers = codec.headers_for(codec.MSGPACK)
-    request_id = logs.request_id.get()
-    if request_id:
-        sent_headers[codec.REQUEST_ID_HEADER] = request_id
+    sent_headers = request_headers()
     if headers:
         sent_headers.update(headers)
     try:
@@ -183,6 +180,14 @@ async def request(
     ):
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected") from None
     return decode_reply(rpc, msg.headers, msg.data, what)
+
+
+def request_headers() -> dict[str, str]:
+    """The headers of a request this process sends: msgpack, and the id of the request being handled."""
+    headers = codec.headers_for(codec.MSGPACK)
+    if logs.request_id.get():
+        headers[codec.REQUEST_ID_HEADER] = logs.request_id.get()
+    return headers
 
 
 def decode_reply(rpc: Rpc[Any, Rep], headers: dict[str, str] | None, data: bytes, what: str = "") -> Rep:
@@ -228,10 +233,8 @@ async def transcribe_stream(
     sub = await nc.subscribe(inbox)
     deadline = asyncio.get_running_loop().time() + timeout
     try:
-        headers = codec.headers_for(codec.MSGPACK)
-        if logs.request_id.get():
-            headers[codec.REQUEST_ID_HEADER] = logs.request_id.get()
-        await nc.publish(endpoints.TRANSCRIBE.at(model).subject, codec.encode(message), reply=inbox, headers=headers)
+        subject = endpoints.TRANSCRIBE.at(model).subject
+        await nc.publish(subject, codec.encode(message), reply=inbox, headers=request_headers())
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             try:

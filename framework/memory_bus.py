@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from framework import bus as nats_bus
-from framework import logs
 from framework.actor import Actor, EndpointSpec, EventSpec, MessageSpec, entrypoints
 from schemas import codec, errors, subjects
 from schemas.endpoints import Rpc
@@ -116,10 +115,8 @@ class MemoryBus:
     async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:
         for pattern, respond in self.responders:
             if matches(pattern, rpc.subject):
-                headers = codec.headers_for(codec.MSGPACK)
-                if logs.request_id.get():
-                    headers[codec.REQUEST_ID_HEADER] = logs.request_id.get()
-                data, headers = await asyncio.wait_for(respond(codec.encode(message), headers, rpc.subject), timeout)
+                sent = nats_bus.request_headers()
+                data, headers = await asyncio.wait_for(respond(codec.encode(message), sent, rpc.subject), timeout)
                 return nats_bus.decode_reply(rpc, headers, data)
         raise AsrError(
             errors.UNAVAILABLE, f"{rpc.subject} is not available (no responders)", kind=nats_bus.NO_RESPONDERS

@@ -230,7 +230,7 @@ async def until_disconnected(
             if done:
                 return task.result()
             if await request.is_disconnected():
-                log.info("client went away: cancelling", extra={"model": message.filename})
+                log.info("client went away: cancelling", extra={"file": message.filename})
                 await bus.cancel(nc, message.request_id, "the HTTP client went away")
                 raise AsrError(CLIENT_GONE, "the client went away")
     finally:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.transcribe import ResponseFormat, Segment, Task, TranscriptionResult, Word
+from schemas.transcribe import FALLBACK_TEMPERATURES, ResponseFormat, Segment, Task, TranscriptionResult, Word
 
 HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
@@ -48,7 +48,7 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     task: Task = "transcribe"
     language: str | None = None
     prompt: str | None = None
-    temperature: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])  # in order
+    temperature: list[float] = msgspec.field(default_factory=lambda: list(FALLBACK_TEMPERATURES))  # in order
     beam_size: int = 5
     condition_on_previous_text: bool = True
     vad_filter: bool = False

@@ -3,6 +3,7 @@ from __future__ import annotations
 import msgspec
 
 from schemas import errors
+from schemas.transcribe import FALLBACK_TEMPERATURES
 
 
 class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -11,7 +12,7 @@ class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     (models.<id>.decoding in the configuration)."""
 
     beam_size: int = 5
-    temperature: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    temperature: list[float] = msgspec.field(default_factory=lambda: list(FALLBACK_TEMPERATURES))
     condition_on_previous_text: bool = True
     vad_filter: bool = False
 

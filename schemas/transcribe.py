@@ -10,6 +10,8 @@ from schemas import errors
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Task = Literal["transcribe", "translate"]  # translate: into English
 Granularity = Literal["word", "segment"]
+# faster-whisper's fallback ladder: a decode that fails its compression/log-prob checks is retried hotter.
+FALLBACK_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 
 

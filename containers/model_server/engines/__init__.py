@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from containers.model_server.engines.base import Decoding, Engine, Transcript, WeightsNotFound
+from containers.model_server.engines.base import Decoding, Engine, WeightsNotFound
 
 KNOWN_ENGINES = ("faster-whisper", "onnx-asr")
 
-__all__ = ["KNOWN_ENGINES", "Decoding", "Engine", "Transcript", "WeightsNotFound", "load_engine"]
+__all__ = ["KNOWN_ENGINES", "Decoding", "Engine", "WeightsNotFound", "load_engine"]
 
 
 def load_engine(

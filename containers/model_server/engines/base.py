@@ -15,15 +15,6 @@ from schemas.transcribe import Segment, Word
 
 
 @dataclass
-class Transcript:
-    segments: list[Segment]
-    language: str  # detected, or the one asked for
-    duration: float  # seconds of audio
-    language_probability: float | None = None
-    words: list[Word] | None = None  # when word timestamps were asked for
-
-
-@dataclass
 class Decoding:
     """A transcription under way: what is known before the first segment, and the segments as they are decoded
     (lazily: stop iterating and the decoding stops)."""
@@ -32,14 +23,6 @@ class Decoding:
     duration: float
     language_probability: float | None
     pieces: Iterator[tuple[Segment, list[Word] | None]]
-
-    def collect(self) -> Transcript:
-        segments, words = [], None
-        for segment, segment_words in self.pieces:
-            segments.append(segment)
-            if segment_words is not None:
-                words = (words or []) + segment_words
-        return Transcript(segments, self.language, self.duration, self.language_probability, words)
 
 
 class WeightsNotFound(RuntimeError):
