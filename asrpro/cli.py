@@ -54,14 +54,47 @@ def cmd_actor(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(config: Config, _: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.app import create_app
+    from gateway.server import serve
 
     setup_logging("gateway")
-    uvicorn.run(
-        create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", log_config=None
-    )
+    try:
+        serve(config)
+    except ConfigError as exc:
+        logging.getLogger("asrpro.gateway").error("%s", exc)
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_keys(config: Config, args: argparse.Namespace) -> int:
+    """API keys in gateway.api_keys_file: stored as digests, so a key is shown once, when it is made."""
+    import secrets
+
+    from gateway.auth import parse_keys_file, write_key_line
+
+    path = Path(config.gateway.api_keys_file)
+    if args.action == "add":
+        key = "asr-" + secrets.token_urlsafe(32)
+        write_key_line(path, key, args.scope)
+        print(key)
+        print(f"asrpro: {args.scope} key added to {path}; it is not stored anywhere in plain text", file=sys.stderr)
+        return 0
+    text = path.read_text() if path.exists() else ""
+    entries = parse_keys_file(text, str(path))
+    if args.action == "list":
+        for hexdigest, scope in entries:
+            print(f"sha256:{hexdigest[:12]}…  {scope}")
+        return 0
+    prefix = (args.digest or "").removeprefix("sha256:").lower()
+    matching = [h for h, _ in entries if prefix and h.startswith(prefix)]
+    if len(matching) != 1:
+        print(
+            f"asrpro: {len(matching)} keys match {args.digest!r}; give more digits (asrpro keys list)", file=sys.stderr
+        )
+        return 1
+    kept = [line for line in text.splitlines() if matching[0] not in line.lower()]
+    path.write_text("".join(f"{line}\n" for line in kept))
+    print(f"asrpro: key sha256:{matching[0][:12]}… removed from {path}", file=sys.stderr)
     return 0
 
 
@@ -209,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
     sub.add_parser("bootstrap", help="create the JetStream stream and bucket").set_defaults(fn=cmd_bootstrap)
     sub.add_parser("passwords", help="print new NATS passwords as KEY=VALUE lines").set_defaults(fn=cmd_passwords)
+    keys = sub.add_parser("keys", help="add, list or remove HTTP API keys (gateway.api_keys_file)")
+    keys.add_argument("action", choices=["add", "list", "remove"])
+    keys.add_argument("digest", nargs="?", help="remove: the key's digest or its first digits (from list)")
+    keys.add_argument("--scope", choices=["transcribe", "admin"], default="transcribe")
+    keys.set_defaults(fn=cmd_keys)
     img = sub.add_parser("images", help="build or list the model server images")
     img.add_argument("action", choices=["build", "list"])
     img.add_argument("models", nargs="*", help="model ids, or 'stack' for the compose stack (default: all models)")

@@ -90,6 +90,9 @@ class Supervisor:
         return env
 
     def start(self) -> None:
+        from gateway.auth import check_exposure
+
+        log.info("gateway access: %s", check_exposure(self.config))  # an open gateway refuses before anything starts
         passwords = self._passwords()
         url = self.config.nats.url
         if self.config.nats.embedded:

@@ -52,6 +52,16 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Host names the gateway answers to besides loopback (and the address it binds): anything else is refused
     # (DNS rebinding). Add the name clients use when the gateway is reached over the network.
     allowed_hosts: list[str] = []
+    # API keys (`Authorization: Bearer <key>`): `api_keys` may transcribe, list models and read events;
+    # `admin_keys` may also load/unload models, set the default model and use /api/. `api_keys_file` holds
+    # `sha256:<hex> <scope>` lines (written by `asrpro keys add`) and is re-read when it changes.
+    api_keys: list[str] = []
+    admin_keys: list[str] = []
+    api_keys_file: str = ".asrpro/api_keys"
+    # With no key configured, a non-loopback `host` is refused unless this is set (something else guards it).
+    allow_unauthenticated: bool = False
+    header_timeout: float = 10.0  # seconds a client may take to send a request's headers
+    max_connections: int = 1000  # open HTTP connections at once; more are refused with 503
 
 
 class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

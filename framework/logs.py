@@ -29,6 +29,14 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+# A credential in a URL (`?token=` on /ws and /v1/events) must not reach a log file, whoever logs the URL.
+_SECRET_IN_URL = re.compile(r"((?:^|[?&\s])(?:token|api_key|access_token)=)[^&\s\"']+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _SECRET_IN_URL.sub(r"\1[redacted]", text)
+
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -44,7 +52,7 @@ class JsonFormatter(logging.Formatter):
             "component": self.component,
             "pid": record.process,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         current = request_id.get()
         if current:
@@ -52,7 +60,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 def setup_logging(component: str, level: str | None = None) -> None:

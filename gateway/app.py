@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from framework.config import Config
 from gateway import event_routes, openai_routes, ops_routes, options_routes
+from gateway.auth import ApiKeys, KeyRing
 from gateway.browsers import BrowserGuard
 from gateway.connection import GatewayConnection
 from gateway.errors import asr_error_handler, validation_error_handler
@@ -63,7 +64,8 @@ def create_app(config: Config) -> ASGIApp:
     # The limit is on the file; multipart framing and form fields get a little slack on top.
     limited = UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024)
     gw = config.gateway
+    keyed = ApiKeys(limited, KeyRing(config.gateway))
     guarded = BrowserGuard(
-        limited, allowed_hosts=list(gw.allowed_hosts), cors_origins=list(gw.cors_origins), bound_host=gw.host
+        keyed, allowed_hosts=list(gw.allowed_hosts), cors_origins=list(gw.cors_origins), bound_host=gw.host
     )
     return RequestId(guarded)

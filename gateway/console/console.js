@@ -20,8 +20,24 @@ function button(label, action) {
   return b;
 }
 
+// The API key, when the gateway requires one: kept in this browser only, sent as a Bearer header (and as
+// ?token= on the WebSocket, which cannot carry headers).
+const apiKey = () => localStorage.getItem("asrpro-api-key") || "";
+
+function authorized(options) {
+  const headers = Object.assign({}, (options || {}).headers);
+  if (apiKey()) headers.Authorization = "Bearer " + apiKey();
+  return Object.assign({}, options, {headers});
+}
+
+async function send(path, options) {
+  const response = await fetch(path, authorized(options));
+  if (response.status === 401) $("#key-needed").hidden = false;
+  return response;
+}
+
 async function json(path, options) {
-  const response = await fetch(path, options);
+  const response = await send(path, options);
   const body = await response.json();
   if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
   return body;
@@ -137,7 +153,8 @@ function event(text) {
 }
 
 function connect() {
-  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  const token = apiKey() ? "?token=" + encodeURIComponent(apiKey()) : "";
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + token);
   ws.onmessage = (message) => {
     const {type, data} = JSON.parse(message.data);
     if (type === "transcription_progress") {
@@ -187,7 +204,7 @@ async function transcribe(submit) {
   form.append("stream", "true");
   const path = $("#translate").checked ? "/v1/audio/translations" : "/v1/audio/transcriptions";
   try {
-    const response = await fetch(path, {method: "POST", body: form});
+    const response = await send(path, {method: "POST", body: form});
     if (!response.ok) throw new Error((await response.json()).error.message);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -225,6 +242,12 @@ async function transcribe(submit) {
 }
 
 $("#upload").addEventListener("submit", transcribe);
+$("#api-key").value = apiKey();
+$("#api-key").addEventListener("change", () => {
+  localStorage.setItem("asrpro-api-key", $("#api-key").value.trim());
+  $("#key-needed").hidden = true;
+  refresh();
+});
 connect();
 refresh();
 setInterval(refresh, 5000);

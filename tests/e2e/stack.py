@@ -122,6 +122,8 @@ def start_stack(tmp: Path, log: Path | None = None, **env_overrides: str) -> Sta
             "ASRPRO_NATS__URL": f"nats://127.0.0.1:{free_port()}",
             "ASRPRO_GATEWAY__PORT": str(free_port()),
             "ASRPRO_NATS__STORE_DIR": str(tmp / "state"),
+            # Not the repository's .asrpro/api_keys: a developer's own keys must not change what a test sees.
+            "ASRPRO_GATEWAY__API_KEYS_FILE": str(tmp / "api_keys"),
             "ASRPRO_NATS__CLIENT_PASSWORD": client_password,
             "ASRPRO_LIFECYCLE__RUNTIME": "local",
             marker.split("=")[0]: marker.split("=")[1],

@@ -1,0 +1,199 @@
+"""API keys with scopes. A `transcribe` key may transcribe, list models and read events; an `admin` key may also
+load and unload models, change the default model and use everything under /api/. With no key configured the
+gateway trusts whoever reaches it, which is why it then binds loopback only (see `check_exposure`).
+
+Keys are kept as SHA-256 digests and compared in constant time; a key is never logged. Browsers cannot set
+headers on a WebSocket or an EventSource, so /ws and /v1/events also take the key as `?token=`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from framework.config import Config, ConfigError, GatewayConfig
+from gateway.errors import REJECTED
+
+log = logging.getLogger("asrpro.gateway")
+KeyScope = Literal["transcribe", "admin"]
+SCOPES: tuple[KeyScope, ...] = ("transcribe", "admin")
+_LINE = re.compile(r"^sha256:([0-9a-fA-F]{64})\s+(transcribe|admin)\s*$")
+# Reachable without a key: liveness for load balancers, the console's static page (it asks for a key itself)
+# and the API's documentation. CORS preflights carry no credentials by design.
+_PUBLIC_PATHS = ("/health", "/", "/favicon.ico", "/docs", "/openapi.json", "/redoc")
+_PUBLIC_PREFIXES = ("/console/",)
+_TOKEN_PATHS = ("/ws", "/v1/events")
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_keys_file(text: str, where: str) -> list[tuple[str, KeyScope]]:
+    """`sha256:<hex> <scope>` per line; blank lines and `#` comments are skipped."""
+    keys: list[tuple[str, KeyScope]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise ConfigError(f"{where}:{number}: expected 'sha256:<64 hex digits> transcribe|admin'")
+        keys.append((match.group(1).lower(), "admin" if match.group(2) == "admin" else "transcribe"))
+    return keys
+
+
+class KeyRing:
+    """The configured keys; the keys file is read again when it changes, so keys are added and revoked
+    without a restart."""
+
+    def __init__(self, gateway: GatewayConfig) -> None:
+        self._inline = [(digest(k), "transcribe") for k in gateway.api_keys] + [
+            (digest(k), "admin") for k in gateway.admin_keys
+        ]
+        self._file = Path(gateway.api_keys_file) if gateway.api_keys_file else None
+        self._stamp: tuple[int, int] | None = None
+        self._from_file: list[tuple[str, KeyScope]] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self._file is None:
+            return
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            self._stamp, self._from_file = None, []
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            self._from_file = parse_keys_file(self._file.read_text(), str(self._file))
+        except (ConfigError, OSError) as exc:
+            # A broken edit must not open the gateway: keep the keys read last time.
+            log.error("keys file not reloaded: %s", exc)
+        self._stamp = stamp
+
+    @property
+    def entries(self) -> list[tuple[str, KeyScope]]:
+        return [*self._inline, *self._from_file]  # type: ignore[list-item]
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def scope_of(self, key: str) -> KeyScope | None:
+        presented = digest(key)
+        found: KeyScope | None = None
+        # Every entry is compared, so the time taken says nothing about which key (if any) was close.
+        for known, scope in self.entries:
+            if hmac.compare_digest(known, presented) and found != "admin":
+                found = scope
+        return found
+
+
+def needed_scope(method: str, path: str) -> KeyScope | None:
+    """The scope a route needs; None for the public ones."""
+    if method == "OPTIONS" or path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES):
+        return None
+    if path.startswith("/api/") or (path == "/v1/settings/model" and method != "GET"):
+        return "admin"
+    return "transcribe"
+
+
+def _presented_key(scope: Scope) -> str | None:
+    headers = dict(scope.get("headers") or [])
+    value = headers.get(b"authorization", b"").decode("latin-1").strip()
+    if value:
+        kind, _, credential = value.partition(" ")
+        return credential.strip() if kind.lower() == "bearer" else ""
+    if scope["path"] in _TOKEN_PATHS:
+        for name, token in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if name == "token":
+                return token
+    return None
+
+
+class ApiKeys:
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self.keys.refresh()
+        needed = needed_scope(scope.get("method", "GET"), scope["path"])
+        if needed is None or not self.keys:
+            await self.app(scope, receive, send)
+            return
+        key = _presented_key(scope)
+        granted = self.keys.scope_of(key) if key else None
+        if granted is None:
+            what = "no API key given" if key is None else "the API key is not valid"
+            message = f"{what}: send 'Authorization: Bearer <key>' (gateway.api_keys)"
+            await _refuse(scope, send, 401, message, "invalid_api_key")
+            return
+        if needed == "admin" and granted != "admin":
+            message = "this API key may not do that: an admin key is needed (gateway.admin_keys)"
+            await _refuse(scope, send, 403, message, "insufficient_scope")
+            return
+        scope.setdefault("state", {})["api_scope"] = granted
+        await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
+    REJECTED.labels(str(status), code).inc()
+    log.warning("%s %s: %s %s", scope.get("method", "WS"), scope["path"], status, message)
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    kind = "invalid_request_error" if status == 401 else "permission_error"
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="asrpro"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: Config) -> str:
+    """Refuses an open gateway on a network address; returns the line the gateway logs about access."""
+    gateway = config.gateway
+    keys = KeyRing(gateway)
+    if keys:
+        return f"API keys required ({len(keys.entries)} configured)"
+    if _is_loopback(gateway.host):
+        return "no API keys configured: only this machine can reach the gateway, and every local process is trusted"
+    if gateway.allow_unauthenticated:
+        return f"no API keys configured and gateway.allow_unauthenticated: anyone reaching {gateway.host} is trusted"
+    raise ConfigError(
+        f"gateway.host = {gateway.host!r} is not a loopback address and no API key is configured: anyone on the "
+        "network could use and administer the service. Add keys (`asrpro keys add --scope admin`, gateway.api_keys, "
+        "gateway.admin_keys) or set gateway.allow_unauthenticated = true if something else guards the port."
+    )
+
+
+def write_key_line(path: Path, key: str, scope: KeyScope) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as out:
+        out.write(f"sha256:{digest(key)} {scope}\n")

@@ -1,0 +1,60 @@
+"""API key logic: the keys file's format, which route needs which scope, and when a gateway may run open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from framework.config import Config, ConfigError, GatewayConfig
+from framework.logs import redact
+from gateway.auth import KeyRing, check_exposure, digest, needed_scope, parse_keys_file, write_key_line
+
+
+def test_keys_file_lines_and_errors() -> None:
+    line = f"sha256:{digest('k1')} admin"
+    assert parse_keys_file(f"# comment\n\n{line}\n", "f") == [(digest("k1"), "admin")]
+    with pytest.raises(ConfigError, match="f:1"):
+        parse_keys_file("k1 admin", "f")
+    with pytest.raises(ConfigError):
+        parse_keys_file(f"sha256:{digest('k1')} root", "f")
+
+
+def test_scopes_of_routes() -> None:
+    assert needed_scope("GET", "/health") is None
+    assert needed_scope("OPTIONS", "/v1/audio/transcriptions") is None
+    assert needed_scope("POST", "/v1/audio/transcriptions") == "transcribe"
+    assert needed_scope("GET", "/v1/events") == "transcribe"
+    assert needed_scope("GET", "/api/ps") == "admin"
+    assert needed_scope("DELETE", "/api/ps/x") == "admin"
+    assert needed_scope("POST", "/v1/settings/model") == "admin"
+
+
+def test_key_ring_reads_file_changes_and_keeps_old_keys_on_a_broken_edit(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    ring = KeyRing(GatewayConfig(api_keys=["plain"], api_keys_file=str(keys_file)))
+    assert ring.scope_of("plain") == "transcribe" and ring.scope_of("other") is None
+    write_key_line(keys_file, "boss", "admin")
+    ring.refresh()
+    assert ring.scope_of("boss") == "admin"
+    keys_file.write_text("garbage that is longer than before\n")
+    ring.refresh()
+    assert ring.scope_of("boss") == "admin"
+
+
+def test_open_gateway_only_on_loopback_or_when_allowed(tmp_path: Path) -> None:
+    def config(**gateway: object) -> Config:
+        return msgspec.convert({"gateway": {"api_keys_file": str(tmp_path / "none"), **gateway}}, Config)
+
+    assert "only this machine" in check_exposure(config(host="127.0.0.1"))
+    assert "only this machine" in check_exposure(config(host="::1"))
+    with pytest.raises(ConfigError, match="allow_unauthenticated"):
+        check_exposure(config(host="0.0.0.0"))
+    assert "trusted" in check_exposure(config(host="0.0.0.0", allow_unauthenticated=True))
+    assert "required" in check_exposure(config(host="0.0.0.0", api_keys=["k"]))
+
+
+def test_tokens_in_urls_are_redacted() -> None:
+    assert redact("GET /ws?token=s3cret&x=1") == "GET /ws?token=[redacted]&x=1"
+    assert redact('"url": "/v1/events?since=0&token=abc"') == '"url": "/v1/events?since=0&token=[redacted]"'
