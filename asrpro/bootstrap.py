@@ -1,13 +1,19 @@
-"""JetStream resources every deployment needs: the event stream and the audio bucket (idempotent)."""
+"""JetStream resources every deployment needs: the event stream, the KV buckets and one audio bucket per user
+that sends audio (idempotent)."""
 
 from __future__ import annotations
+
+import logging
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from asrpro.nats_users import DEFAULT_APP, UserStore
 from framework.config import Config
 from schemas import subjects
+
+log = logging.getLogger("asrpro.bootstrap")
 
 
 async def ensure_jetstream(nc: Client, config: Config) -> None:
@@ -30,9 +36,20 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         (subjects.SETTINGS_BUCKET, "settings changed at run time"),
     ):
         await js.create_key_value(KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE))
-    await js.create_object_store(
-        subjects.AUDIO_BUCKET,
-        ObjectStoreConfig(
-            description="audio too large for one NATS message", ttl=config.nats.audio_ttl, storage=StorageType.FILE
-        ),
+    owners = ["gateway", DEFAULT_APP, *(app.name for app in UserStore(config.nats.store_dir).load())]
+    for owner in owners:
+        await ensure_audio_bucket(nc, config, owner)
+
+
+async def ensure_audio_bucket(nc: Client, config: Config, owner: str) -> None:
+    """`owner`'s own bucket for audio too large for one message: bounded, so no sender fills the disk for all."""
+    bucket = ObjectStoreConfig(
+        description=f"audio of {owner} too large for one NATS message",
+        ttl=config.nats.audio_ttl,
+        max_bytes=int((config.nats.gateway_audio_max_mb if owner == "gateway" else config.nats.audio_max_mb) * 2**20),
+        storage=StorageType.FILE,
     )
+    try:
+        await nc.jetstream().create_object_store(subjects.audio_bucket(owner), bucket)
+    except BadRequestError as exc:  # made before with other limits: it still works, the old limits stay
+        log.warning("audio bucket of %s kept as it was: %s", owner, exc)

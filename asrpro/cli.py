@@ -223,6 +223,76 @@ def cmd_bootstrap(config: Config, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(config: Config, args: argparse.Namespace) -> int:
+    """Applications' NATS users: each its own password, inbox and audio bucket (see asrpro.nats_users)."""
+    from asrpro.nats_users import DEFAULT_APP, UserStore
+
+    store = UserStore(config.nats.store_dir)
+    if args.action == "list":
+        print(f"{DEFAULT_APP:<24} events      (built in: nats.client_password)")
+        for app in store.load():
+            print(f"{app.name:<24} {app.scope:<11} {store.credentials_path(app.name)}")
+        return 0
+    if not args.name:
+        print(f"asrpro: name the application, e.g. asrpro users {args.action} my-app", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "add":
+            user = store.add(args.name, args.scope)
+            where = store.credentials_path(user.name)
+            store.write_credentials(user, config.nats.url)
+            print(f"asrpro: {user.scope} user '{user.name}' added; its credentials are in {where} (mode 0600)")
+        else:
+            store.remove(args.name)
+            print(f"asrpro: user '{args.name}' removed; its connections are closed", file=sys.stderr)
+    except ValueError as exc:
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(_apply_users(config, args))
+
+
+async def _apply_users(config: Config, args: argparse.Namespace) -> int:
+    """A running embedded nats-server re-reads its users (connections and requests in flight stay); a new
+    application gets its audio bucket."""
+    from asrpro.bootstrap import ensure_audio_bucket
+    from asrpro.nats_server import write_config
+    from asrpro.nats_users import reload_server
+    from asrpro.supervisor import load_credentials
+    from framework import bus
+
+    passwords = load_credentials(config)
+    if not passwords:
+        print("asrpro: takes effect at the next `asrpro up`", file=sys.stderr)
+        return 0
+    write_config(config.nats.config_file, config.nats.store_dir, passwords["client"])
+
+    if not reload_server(config.nats.store_dir):
+        print("asrpro: no embedded nats-server runs: takes effect at the next `asrpro up`", file=sys.stderr)
+        return 0
+    if args.action == "add":
+        nc = await bus.connect(config.nats.url, name="asrpro-users", user="admin", password=passwords["admin"])
+        try:
+            await ensure_audio_bucket(nc, config, args.name)
+        finally:
+            await nc.close()
+    print("asrpro: the running nats-server has re-read its users", file=sys.stderr)
+    return 0
+
+
+def cmd_nats(config: Config, args: argparse.Namespace) -> int:
+    """nats-server with this deployment's rendered configuration (compose runs the bus this way); the actors'
+    passwords come from ASRPRO_NATS_PW_<USER> as for `asrpro up`."""
+    from asrpro.nats_server import binary, password_env, write_config
+
+    client_password = os.environ.get(password_env("client")) or config.nats.client_password
+    if not client_password:
+        print(f"asrpro: set {password_env('client')} (asrpro passwords)", file=sys.stderr)
+        return 2
+    rendered = write_config(config.nats.config_file, config.nats.store_dir, client_password)
+    os.execv(binary(), [binary(), "-c", str(rendered), *args.server_args])
+    return 0
+
+
 def cmd_passwords(_: Config, __: argparse.Namespace) -> int:
     from asrpro.nats_server import USERS, new_password, password_env
 
@@ -247,6 +317,14 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("digest", nargs="?", help="remove: the key's digest or its first digits (from list)")
     keys.add_argument("--scope", choices=["transcribe", "admin"], default="transcribe")
     keys.set_defaults(fn=cmd_keys)
+    server = sub.add_parser("nats", help="run nats-server with the rendered configuration (arguments pass on)")
+    server.add_argument("server_args", nargs=argparse.REMAINDER)
+    server.set_defaults(fn=cmd_nats)
+    users = sub.add_parser("users", help="add, list or remove applications' NATS users")
+    users.add_argument("action", choices=["add", "list", "remove"])
+    users.add_argument("name", nargs="?")
+    users.add_argument("--scope", choices=["transcribe", "events", "admin"], default="transcribe")
+    users.set_defaults(fn=cmd_users)
     img = sub.add_parser("images", help="build or list the model server images")
     img.add_argument("action", choices=["build", "list"])
     img.add_argument("models", nargs="*", help="model ids, or 'stack' for the compose stack (default: all models)")

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,10 +15,19 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from asrpro.nats_users import PID_FILE, RENDERED, UserStore, render, write_private
 from framework.processes import terminate
 
 _SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")
 USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")
+
+
+def write_config(template: str, store_dir: str, client_password: str) -> Path:
+    """Render the template with this deployment's applications (see asrpro.nats_users) into the store dir."""
+    apps = UserStore(store_dir).with_default(client_password)
+    path = Path(store_dir) / RENDERED
+    write_private(path, render(Path(template).read_text(), apps).encode())
+    return path
 
 
 def password_env(user: str) -> str:
@@ -72,8 +82,9 @@ class NatsServer:
         Path(self.store_dir).mkdir(parents=True, exist_ok=True)
         self._ports_dir = tempfile.mkdtemp(prefix="asrpro-nats-")
         env = dict(os.environ, **{password_env(u): pw for u, pw in self.passwords.items()})
-        cmd = [binary(), "-c", self.config_file, "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
-        cmd += ["--ports_file_dir", self._ports_dir]
+        rendered = write_config(self.config_file, self.store_dir, self.passwords["client"])
+        cmd = [binary(), "-c", str(rendered), "-a", self.host, "-p", str(self.port), "-js", "-sd", self.store_dir]
+        cmd += ["--ports_file_dir", self._ports_dir, "--pid", str(Path(self.store_dir) / PID_FILE)]
         # Own session: signals meant for `asrpro up` must not stop the bus before the actors drained.
         self.log_file = Path(self.store_dir) / "nats-server.log"
         with self.log_file.open("ab") as log:
@@ -93,6 +104,12 @@ class NatsServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"nats-server did not listen within {timeout:g} s")
+
+    def reload(self) -> None:
+        """Re-render the configuration and have the server re-read it, connections and requests kept."""
+        write_config(self.config_file, self.store_dir, self.passwords["client"])
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     @property
     def exited(self) -> bool:

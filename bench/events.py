@@ -42,7 +42,7 @@ def subscribe(url: str, password: str, ready: EventType, stop: EventType, out: Q
     event of model b, as a plain NATS client (the `client` user) on asr.events.*.b."""
 
     async def run() -> None:
-        nc = await nats.connect(url, user="client", password=password)
+        nc = await nats.connect(url, user="client", password=password, inbox_prefix="_INBOX.client")
         delays: list[float] = []
 
         async def on_msg(msg: Msg) -> None:

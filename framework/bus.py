@@ -56,6 +56,8 @@ async def connect(
     nc = await nats.connect(
         _with_credentials(url, user, password),
         name=name,
+        # Replies (and JetStream deliveries) come to _INBOX.<user>.*, the only inboxes this user may read.
+        inbox_prefix=subjects.inbox_prefix(user) if user else subjects.INBOX_ROOT,
         connect_timeout=connect_timeout,
         max_reconnect_attempts=1,
         reconnect_time_wait=0.2,
@@ -67,6 +69,7 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = 0.5
     _lost[nc] = asyncio.Event()
+    _user[nc] = user
     return nc
 
 
@@ -80,6 +83,7 @@ async def connect_as_configured(nats: NatsConfig, name: str) -> Client:
 # Per connection, an event set when it drops: a reply cannot arrive over a connection that is gone
 # (nats-py leaves such requests waiting until their timeout), so requests in flight fail at once instead.
 _lost: weakref.WeakKeyDictionary[Client, asyncio.Event] = weakref.WeakKeyDictionary()
+_user: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()  # whose audio bucket to use
 
 
 def _connection_lost(nc: Client) -> None:
@@ -165,7 +169,7 @@ async def request(
         raise AsrError(
             errors.TOO_LARGE,
             f"message to {subject} is larger than the bus allows ({nc.max_payload} bytes): "
-            f"put the audio in the object store bucket {subjects.AUDIO_BUCKET} and send audio_ref",
+            "put the audio in your object store bucket ASR_AUDIO_<user> and send audio_bucket and audio_ref",
         ) from None
     except nats.errors.NoRespondersError:
         raise AsrError(
@@ -208,10 +212,11 @@ async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     """The request as it can travel: audio too large for one message goes through the object store."""
     if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
         return message
-    store = await nc.jetstream().object_store(subjects.AUDIO_BUCKET)
+    bucket = subjects.audio_bucket(_user.get(nc) or "anonymous")
+    store = await nc.jetstream().object_store(bucket)
     name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
     await store.put(name, message.audio)
-    return msgspec.structs.replace(message, audio=b"", audio_ref=name)
+    return msgspec.structs.replace(message, audio=b"", audio_ref=name, audio_bucket=bucket)
 
 
 async def transcribe(nc: Client, model: str, message: TranscribeRequest, *, timeout: float) -> TranscriptionResult:
@@ -256,7 +261,8 @@ async def transcribe_stream(
             await sub.unsubscribe()
 
 
-async def cancel(nc: Client, request_id: str, reason: str = "") -> None:
-    """Tell the proxy serving `request_id` that nobody waits for it any more (it stops and frees the slot)."""
+async def cancel(nc: Client, message: TranscribeRequest, reason: str = "") -> None:
+    """Tell the proxy serving `message` that nobody waits for it any more (it stops and frees the slot)."""
+    cancellation = CancelTranscription(reason=reason or "gone", token=message.cancel_token)
     with contextlib.suppress(Exception):
-        await nc.publish(subjects.cancel(request_id), codec.encode(CancelTranscription(reason=reason or "gone")))
+        await nc.publish(subjects.cancel(message.request_id), codec.encode(cancellation))

@@ -231,7 +231,7 @@ async def until_disconnected(
                 return task.result()
             if await request.is_disconnected():
                 log.info("client went away: cancelling", extra={"file": message.filename})
-                await bus.cancel(nc, message.request_id, "the HTTP client went away")
+                await bus.cancel(nc, message, "the HTTP client went away")
                 raise AsrError(CLIENT_GONE, "the client went away")
     finally:
         task.cancel()
@@ -256,7 +256,7 @@ async def server_sent_events(nc: Client, model: str, message: TranscribeRequest,
         yield _sse({"type": "error", "error": error_object(status, exc.message, code)})
     finally:
         if not finished:  # the client went away mid-stream
-            await bus.cancel(nc, message.request_id, "the HTTP client went away")
+            await bus.cancel(nc, message, "the HTTP client went away")
 
 
 def _sse(data: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Annotated, Literal, get_args
 
@@ -27,12 +28,14 @@ def response_format(value: str | None) -> ResponseFormat:
 class TranscribeRequest(msgspec.Struct, kw_only=True):
     """Audio to transcribe, sent to ``asr.transcribe.<model>``.
 
-    Small audio travels inline in ``audio``; audio too large for one message is
-    put in the JetStream object store bucket ``ASR_AUDIO`` and named by ``audio_ref``.
+    Small audio travels inline in ``audio``; audio too large for one message is put in the sender's own
+    JetStream object store bucket ``ASR_AUDIO_<nats user>`` (``audio_bucket``) and named by ``audio_ref``
+    (an unguessable name: it is what lets the proxy read it).
     """
 
     audio: bytes = b""
     audio_ref: str | None = None
+    audio_bucket: str | None = None
     filename: str = "audio"
     language: str | None = None
     prompt: str | None = None
@@ -47,6 +50,9 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     # Asr-Partial header), then the TranscriptionResult; false: the result alone, in one reply.
     stream: bool = False
     request_id: str = ""
+    # What a CancelTranscription for this request must carry: request ids may be chosen by callers (and so be
+    # guessed by others), this is not. A request sent without one cannot be cancelled.
+    cancel_token: str = msgspec.field(default_factory=lambda: secrets.token_hex(16))
     # How long the model stays loaded after this request: seconds or "30s"/"5m"/"1h"; 0 = stop right after,
     # -1 = never. None: the model's inactivity_timeout.
     keep_alive: float | str | None = None
@@ -126,3 +132,4 @@ class CancelTranscription(msgspec.Struct, kw_only=True):
     """Sent to asr.cancel.<request id> by a requester that gave up."""
 
     reason: str = "cancelled by the requester"
+    token: str = ""  # the request's cancel_token

@@ -8,6 +8,8 @@ server is ready (or the one found is gone) does the proxy ask the lifecycle acto
 from __future__ import annotations
 
 import asyncio
+import hmac
+import re
 import time
 from typing import Any
 
@@ -61,7 +63,7 @@ class ModelProxy(Actor):
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
         self.queues: dict[str, ModelQueue] = {}
-        self.running: dict[str, asyncio.Task[Any]] = {}  # request id -> the task serving it
+        self.running: dict[str, tuple[asyncio.Task[Any], str]] = {}  # request id -> its task and cancel token
         self.cancelled: set[str] = set()
 
     async def setup(self) -> None:
@@ -95,7 +97,7 @@ class ModelProxy(Actor):
         logs.request_id.set(msg.request_id)
         task = asyncio.current_task()
         if task is not None:
-            self.running[msg.request_id] = task
+            self.running[msg.request_id] = (task, msg.cancel_token)
         try:
             return await self._transcribe(msg, subject)
         except asyncio.CancelledError:
@@ -228,13 +230,17 @@ class ModelProxy(Actor):
 
     async def _audio(self, msg: TranscribeRequest) -> bytes:
         if msg.audio_ref:
+            bucket = msg.audio_bucket or ""
+            if not _AUDIO_BUCKET.fullmatch(bucket):
+                raise AsrError(
+                    errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's ASR_AUDIO_<user>), not {bucket!r}"
+                )
             try:
-                store = await self.connection.jetstream().object_store(subjects.AUDIO_BUCKET)
+                store = await self.connection.jetstream().object_store(bucket)
                 obj = await store.get(msg.audio_ref)
             except Exception as exc:
                 raise AsrError(
-                    errors.BAD_REQUEST,
-                    f"audio_ref '{msg.audio_ref}' not found in bucket {subjects.AUDIO_BUCKET}: {exc}",
+                    errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc}"
                 ) from exc
             # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
             self.spawn(store.delete(msg.audio_ref))
@@ -270,13 +276,17 @@ class ModelProxy(Actor):
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
 
     @on_message(subjects.CANCEL_ALL, CancelTranscription)
-    async def on_cancel(self, _: CancelTranscription, subject: str) -> None:
+    async def on_cancel(self, cancellation: CancelTranscription, subject: str) -> None:
         request_id = subject[len(subjects.CANCEL_PREFIX) :]
-        task = self.running.get(request_id)
-        if task is not None:
+        task, token = self.running.get(request_id, (None, ""))
+        # Only the requester knows the token: another application cannot cancel a request by guessing its id.
+        if task is not None and token and hmac.compare_digest(token.encode(), cancellation.token.encode()):
             self.log.info("cancelled by its requester", extra={"cancelled": request_id})
             self.cancelled.add(request_id)
             task.cancel()
+
+
+_AUDIO_BUCKET = re.compile(re.escape(subjects.AUDIO_BUCKET_PREFIX) + subjects.USER_NAME)
 
 
 class Relay:

@@ -78,7 +78,7 @@ def test_the_openai_client_gets_not_found_at_once(stack: Stack, shared_data: Pat
 
 
 async def test_a_nats_client_gets_the_same_answer(stack: Stack, shared_data: Path) -> None:
-    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password)
+    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client")
     try:
         body = {"audio": "", "audio_ref": None, "filename": "jfk.flac"}
         reply = await nc.request(

@@ -109,7 +109,7 @@ def test_errors_after_the_stream_began_are_error_events(oai: openai.OpenAI) -> N
 
 
 async def test_a_plain_nats_client_streams_or_not(stack: Stack, shared_data: Path) -> None:
-    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password)
+    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client")
     body = {"audio": base64.b64encode((shared_data / "jfk.flac").read_bytes()).decode(), "filename": "jfk.flac"}
     json_headers = {"Content-Type": "application/json"}
     try:
@@ -134,7 +134,7 @@ async def test_a_plain_nats_client_streams_or_not(stack: Stack, shared_data: Pat
 
 
 async def test_progress_is_published_for_every_request(stack: Stack, long_audio: bytes) -> None:
-    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password)
+    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client")
     reports: list[dict[str, object]] = []
 
     async def on_msg(msg: Msg) -> None:
@@ -206,7 +206,7 @@ def test_a_client_that_goes_away_mid_stream_frees_the_slot(stack: Stack, long_au
 
 
 async def test_a_nats_requester_can_cancel(stack: Stack, long_audio: bytes) -> None:
-    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password)
+    nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client")
     try:
         body = {"audio": base64.b64encode(long_audio).decode(), "filename": "long.wav", "request_id": "cancel-me"}
         request = asyncio.ensure_future(

@@ -14,11 +14,6 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from actors.gpu import GpuAllocator
-from actors.lifecycle import Lifecycle
-from actors.metrics import Metrics
-from actors.proxy import ModelProxy
-from actors.registry import Registry
 from framework import bus
 from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
@@ -29,21 +24,6 @@ from tests.conftest import JFK_TEXT
 from tests.wer import word_error_rate
 
 MODEL = "whisper-tiny.en"
-
-
-@pytest.fixture
-async def system(start_actor):
-    await start_actor(Registry)
-    await start_actor(GpuAllocator)
-    await start_actor(Metrics)
-    lifecycle = await start_actor(Lifecycle)
-    await start_actor(ModelProxy)
-    return lifecycle
-
-
-@pytest.fixture(scope="session")
-def jfk(shared_data: Path) -> bytes:
-    return (shared_data / "jfk.flac").read_bytes()
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +65,7 @@ async def test_large_audio_goes_through_the_object_store(
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
     admin = await jetstream.connect("admin")  # listing a bucket is not the client user's business
     try:
-        store = await admin.jetstream().object_store(subjects.AUDIO_BUCKET)
+        store = await admin.jetstream().object_store(subjects.audio_bucket("client"))
         for _ in range(100):  # up to ~10 s: the proxy deletes the upload once it has read it
             try:
                 left = [o for o in await store.list(ignore_deletes=True) if o.name.endswith("jfk.flac")]
@@ -102,8 +82,17 @@ async def test_large_audio_goes_through_the_object_store(
 
 async def test_audio_ref_that_does_not_exist_is_a_clear_error(system, client: Client) -> None:
     with pytest.raises(AsrError) as err:
-        await bus.request(client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio_ref="nope"))
+        await bus.request(
+            client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio_ref="nope", audio_bucket="ASR_AUDIO_client")
+        )
     assert err.value.code == "400" and "audio_ref 'nope' not found" in err.value.message
+    with pytest.raises(AsrError) as err:  # a bucket that is no one's audio bucket is not read at all
+        await bus.request(
+            client,
+            endpoints.TRANSCRIBE.at(MODEL),
+            TranscribeRequest(audio_ref="catalogue", audio_bucket="ASR_SETTINGS"),
+        )
+    assert err.value.code == "400" and "audio_bucket" in err.value.message
 
 
 async def test_bad_input_gets_clear_errors_and_proxy_keeps_serving(system, client: Client, jfk: bytes) -> None:

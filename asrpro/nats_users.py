@@ -1,0 +1,225 @@
+"""Applications' NATS users and the nats-server configuration that holds them.
+
+The repository's nats.conf is a template: it defines the actors' users; `render` adds, at its `# @...`
+marker lines, one user per application, the object store subjects of each owner's audio bucket and the inboxes
+actors answer into. Every user reads replies only under its own inbox prefix, `_INBOX.<user>.`.
+
+Scopes of an application (each includes the one before):
+- transcribe: send audio (inline or through its own bucket ASR_AUDIO_<name>), cancel its own requests, list
+  models and their status; nothing of other applications.
+- events: also follow the event stream and live progress (which shows every application's filenames).
+- admin: also what the gateway's admin key may do: load/unload models, set the default, close breakers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from schemas import subjects
+
+AppScope = Literal["transcribe", "events", "admin"]
+APP_SCOPES: tuple[AppScope, ...] = ("transcribe", "events", "admin")
+ACTOR_USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "admin")
+# The application user `asrpro up` always has: the operator's own (the CLI's `transcribe --nats`, following
+# events); scope `events`. Give every other application its own user.
+DEFAULT_APP = "client"
+_NAME = re.compile(subjects.USER_NAME)
+PID_FILE = "nats-server.pid"
+# Who sends requests to actors (and so whose inboxes the actors answer into), besides the applications. An
+# explicit right rather than allow_responses alone: nats-server's config reload (adding a user) forgets the
+# response permissions of requests in flight, and their replies would be refused. Publishing into an inbox
+# is harmless without knowing its random name, which only its owner (who alone may subscribe there) sees.
+REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery")
+RENDERED = "nats-server.conf"
+
+
+class AppUser(msgspec.Struct, kw_only=True):
+    name: str
+    scope: AppScope = "transcribe"
+    password: str = ""
+
+
+class Credentials(msgspec.Struct, kw_only=True):
+    """What an application needs to connect: written 0600 for it by `asrpro users add`."""
+
+    url: str
+    user: str
+    password: str
+    inbox_prefix: str  # nats-py: nats.connect(..., inbox_prefix=...); other clients have the same option
+    audio_bucket: str
+    scope: AppScope
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or name in ACTOR_USERS:
+        raise ValueError(
+            f"'{name}' cannot be an application's name: lower-case letters, digits, '-' and '_', starting with a "
+            f"letter, at most 32, and none of {', '.join(ACTOR_USERS)}"
+        )
+    return name
+
+
+def bucket_subjects(bucket: str, *, write: bool) -> list[str]:
+    """What a user needs to use object store bucket `bucket`: the owner puts and deletes, the proxy reads and
+    deletes. Neither may list another bucket or read it by sequence."""
+    stream = f"OBJ_{bucket}"
+    read = [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$O.{bucket}.M.>",
+    ]
+    return [*read, f"$O.{bucket}.C.>"] if write else read
+
+
+def app_permissions(user: AppUser) -> dict[str, object]:
+    publish = [
+        "asr.transcribe.>",
+        "asr.cancel.>",
+        "asr.registry.list",
+        "asr.registry.get",
+        "asr.lifecycle.status",
+        "$JS.API.STREAM.NAMES",  # nats-py finds a bucket's stream by name before it reads (names only, no data)
+        *bucket_subjects(subjects.audio_bucket(user.name), write=True),
+    ]
+    subscribe = [f"{subjects.inbox_prefix(user.name)}.>"]
+    if user.scope in ("events", "admin"):
+        stream = subjects.EVENTS_STREAM
+        publish += [
+            f"$JS.API.STREAM.INFO.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.ACK.{stream}.>",
+            f"$JS.FC.{stream}.>",
+        ]
+        subscribe += [subjects.EVENTS_ALL, subjects.PROGRESS_ALL]
+    if user.scope == "admin":
+        publish += [
+            "asr.registry.>",
+            "asr.lifecycle.>",
+            "asr.gpu.status",
+            "asr.metrics.snapshot",
+            subjects.RECOVERY_CLOSE_BREAKER,
+            "$SRV.>",
+        ]
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+
+
+def render(template: str, apps: list[AppUser]) -> str:
+    """The template with the applications' users and every owner's audio bucket subjects filled in."""
+    owners = ["gateway", *(app.name for app in apps)]
+
+    def quoted(items: list[str], indent: str) -> str:
+        return "\n".join(f"{indent}{json.dumps(item)}" for item in items)
+
+    out = []
+    for line in template.splitlines():
+        marker = line.strip()
+        indent = line[: len(line) - len(line.lstrip())]
+        if marker == "# @audio:gateway":
+            out.append(quoted(bucket_subjects(subjects.audio_bucket("gateway"), write=True), indent))
+        elif marker == "# @audio:proxy":
+            reads = [s for owner in owners for s in bucket_subjects(subjects.audio_bucket(owner), write=False)]
+            out.append(quoted(reads, indent))
+        elif marker == "# @replies":
+            out.append(quoted([f"{subjects.inbox_prefix(user)}.>" for user in [*REQUESTERS, *owners[1:]]], indent))
+        elif marker == "# @applications":
+            for app in apps:
+                entry = {"user": app.name, "password": app.password, "permissions": app_permissions(app)}
+                out.append(indent + json.dumps(entry))
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+class UserStore:
+    """The applications of one deployment: `<store_dir>/users.json` (0600), passwords in plain text like the
+    actors' credentials file beside it — both are as secret as the nats-server configuration they produce."""
+
+    def __init__(self, store_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(store_dir)
+        self.path = self.dir / "users.json"
+
+    def load(self) -> list[AppUser]:
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=list[AppUser])
+        except FileNotFoundError:
+            return []
+
+    def save(self, apps: list[AppUser]) -> None:
+        write_private(self.path, msgspec.json.format(msgspec.json.encode(apps)))
+
+    def with_default(self, default_password: str) -> list[AppUser]:
+        """Every application, the default `client` first (its password is the deployment's client password)."""
+        return [AppUser(name=DEFAULT_APP, scope="events", password=default_password), *self.load()]
+
+    def add(self, name: str, scope: AppScope) -> AppUser:
+        check_name(name)
+        if name == DEFAULT_APP:
+            raise ValueError(f"'{DEFAULT_APP}' always exists (nats.client_password)")
+        apps = self.load()
+        if any(app.name == name for app in apps):
+            raise ValueError(f"application '{name}' exists already (asrpro users remove {name} first)")
+        user = AppUser(name=name, scope=scope, password="pw" + secrets.token_hex(16))
+        self.save([*apps, user])
+        return user
+
+    def remove(self, name: str) -> None:
+        apps = self.load()
+        if not any(app.name == name for app in apps):
+            raise ValueError(f"no application '{name}' (asrpro users list)")
+        self.save([app for app in apps if app.name != name])
+        with contextlib.suppress(FileNotFoundError):
+            self.credentials_path(name).unlink()
+
+    def credentials_path(self, name: str) -> Path:
+        return self.dir.parent / "users" / f"{name}.json"
+
+    def write_credentials(self, user: AppUser, url: str) -> Path:
+        creds = Credentials(
+            url=url,
+            user=user.name,
+            password=user.password,
+            inbox_prefix=subjects.inbox_prefix(user.name),
+            audio_bucket=subjects.audio_bucket(user.name),
+            scope=user.scope,
+        )
+        path = self.credentials_path(user.name)
+        write_private(path, msgspec.json.format(msgspec.json.encode(creds)))
+        return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, never readable by others even for a moment."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def reload_server(store_dir: str | os.PathLike[str]) -> bool:
+    """Ask the running embedded nats-server to re-read its configuration (SIGHUP: connections stay, requests in
+    flight go on; a removed user's connections are closed). False when none runs."""
+    try:
+        pid = int((Path(store_dir) / PID_FILE).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True

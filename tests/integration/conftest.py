@@ -1,0 +1,28 @@
+"""Fixtures of the integration tier: the whole actor system in this process on the session's nats-server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.gpu import GpuAllocator
+from actors.lifecycle import Lifecycle
+from actors.metrics import Metrics
+from actors.proxy import ModelProxy
+from actors.registry import Registry
+
+
+@pytest.fixture
+async def system(start_actor):
+    await start_actor(Registry)
+    await start_actor(GpuAllocator)
+    await start_actor(Metrics)
+    lifecycle = await start_actor(Lifecycle)
+    await start_actor(ModelProxy)
+    return lifecycle
+
+
+@pytest.fixture(scope="session")
+def jfk(shared_data: Path) -> bytes:
+    return (shared_data / "jfk.flac").read_bytes()
