@@ -208,7 +208,12 @@ def test_a_client_that_goes_away_mid_stream_frees_the_slot(stack: Stack, long_au
 async def test_a_nats_requester_can_cancel(stack: Stack, long_audio: bytes) -> None:
     nc = await nats.connect(stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client")
     try:
-        body = {"audio": base64.b64encode(long_audio).decode(), "filename": "long.wav", "request_id": "cancel-me"}
+        body = {
+            "audio": base64.b64encode(long_audio).decode(),
+            "filename": "long.wav",
+            "request_id": "cancel-me",
+            "cancel_token": "only-i-know-this",  # a cancel must carry it: others may guess the request id
+        }
         request = asyncio.ensure_future(
             nc.request(
                 f"asr.transcribe.{MODEL}",
@@ -219,9 +224,8 @@ async def test_a_nats_requester_can_cancel(stack: Stack, long_audio: bytes) -> N
         )
         await asyncio.sleep(1.0)
         t0 = time.monotonic()
-        await nc.publish(
-            "asr.cancel.cancel-me", b'{"reason": "changed my mind"}', headers={"Content-Type": "application/json"}
-        )
+        cancel = b'{"reason": "changed my mind", "token": "only-i-know-this"}'
+        await nc.publish("asr.cancel.cancel-me", cancel, headers={"Content-Type": "application/json"})
         reply = await request
         assert time.monotonic() - t0 < 10
         assert reply.headers is not None and reply.headers["Nats-Service-Error-Code"] == "499"
