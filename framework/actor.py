@@ -289,8 +289,6 @@ class Actor:
             error = AsrError(errors.BAD_REQUEST, str(exc))
         except AsrError as exc:
             error = exc
-        except RecursionError:
-            error = AsrError(errors.BAD_REQUEST, "malformed request: nested too deeply")
         except Exception as exc:
             self.log.exception("handler for %s failed", subject)
             error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
@@ -375,7 +373,7 @@ class Actor:
     ) -> None:
         try:
             message: Any = codec.decode(data, spec.message_type, codec.content_type(headers))
-        except (codec.DecodeError, RecursionError) as exc:
+        except codec.DecodeError as exc:
             self.log.warning("ignoring malformed message on %s: %s", subject, exc)
             return
         try:

@@ -65,27 +65,32 @@ def replay_config(since: str | None, since_seq: int | None = None) -> ConsumerCo
         since = str(since_seq)
     if since is None:
         return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    bad = AsrError(
+        errors.BAD_REQUEST, f"since={since[:40]!r}: give a sequence number, Unix seconds or an ISO 8601 time"
+    )
     try:
         seq = int(since)
     except ValueError:
         pass
     else:
-        if seq >= SECONDS_FROM and since_seq is None:
-            return ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=datetime.fromtimestamp(seq, UTC)
-            )
+        if not 0 <= seq < 2**63:
+            raise bad
+        try:
+            if seq >= SECONDS_FROM and since_seq is None:
+                when = datetime.fromtimestamp(seq, UTC)
+                return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=when)
+        except (OverflowError, OSError, ValueError):  # beyond the years a datetime can hold
+            raise bad from None
         if seq <= 1:
             return ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq)
     try:
         when = datetime.fromtimestamp(float(since), UTC)
-    except ValueError:
+    except (OverflowError, OSError, ValueError):
         try:
             when = datetime.fromisoformat(since.replace("Z", "+00:00"))
         except ValueError:
-            raise AsrError(
-                errors.BAD_REQUEST, f"since={since!r}: give a sequence number, Unix seconds or an ISO 8601 time"
-            ) from None
+            raise bad from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=when)
@@ -205,7 +210,7 @@ async def websocket(ws: WebSocket) -> None:
             text = await ws.receive_text()
             try:
                 message = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 # One bad frame is the sender's problem, not a reason to drop the connection.
                 await ws.send_json({"type": "error", "data": {"message": 'not a JSON message: send {"type": ...}'}})
                 continue

@@ -19,7 +19,7 @@ from framework import bus, logs
 from framework.config import Config, start_budget
 from gateway.connection import GatewayConnection, get_config, get_connection
 from gateway.errors import error_object, error_response, status_and_code
-from schemas import endpoints, errors
+from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.lifecycle import EnsureServer, LifecycleStatusRequest
@@ -343,13 +343,10 @@ async def set_default(request: Request, conn: Connection, config: Settings) -> d
         # Not text/plain: a web page may send that to any site without asking first.
         raise AsrError(errors.UNSUPPORTED_MEDIA, 'send JSON: Content-Type application/json, {"model_id": "<model>"}')
     try:
-        body = await request.json()
-        model_id = body["model_id"]
-        if not isinstance(model_id, str):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
+        wanted = codec.decode(await request.body(), SetDefaultModel, codec.JSON)
+    except codec.DecodeError:
         raise AsrError(errors.BAD_REQUEST, 'expected a JSON body {"model_id": "<model>"}') from None
-    info = await conn.request(endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id=model_id))
+    info = await conn.request(endpoints.REGISTRY_SET_DEFAULT, wanted)
     # What whisper-1 means changed: the next request through this gateway must see it.
     await conn.catalogue.wait_for_default(info.id, timeout=2.0)
     reply: dict[str, Any] = {"status": "success", "model": info.id, "default_model": info.id}

@@ -56,6 +56,8 @@ def decode(data: bytes, type_: type[T], ctype: str = MSGPACK) -> T:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         kind = "JSON" if ctype == JSON else "msgpack"
         raise DecodeError(f"malformed {type_.__name__} ({kind}): {exc}") from exc
+    except RecursionError:  # msgspec's answer to hostile nesting, deeper than any message of ours
+        raise DecodeError(f"malformed {type_.__name__}: nested too deeply") from None
 
 
 def headers_for(ctype: str) -> dict[str, str]:
