@@ -116,6 +116,7 @@ def cmd_transcribe(config: Config, args: argparse.Namespace) -> int:
             f"{url}/v1/audio/transcriptions",
             files={"file": (path.name, fh)},
             data=data,
+            headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
             timeout=config.gateway.request_timeout,
         )
     if response.status_code != 200:
@@ -339,6 +340,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", default="text", choices=["json", "text", "srt", "vtt", "verbose_json"])
     tr.add_argument("--language")
     tr.add_argument("--url", help="gateway URL (default from the configuration)")
+    tr.add_argument("--api-key", default=os.environ.get("ASRPRO_API_KEY"), help="gateway API key ($ASRPRO_API_KEY)")
     tr.add_argument("--nats", action="store_true", help="send straight over NATS instead of through the gateway")
     tr.set_defaults(fn=cmd_transcribe)
     return p
