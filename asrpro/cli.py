@@ -92,8 +92,10 @@ def cmd_keys(config: Config, args: argparse.Namespace) -> int:
             f"asrpro: {len(matching)} keys match {args.digest!r}; give more digits (asrpro keys list)", file=sys.stderr
         )
         return 1
+    from framework.private_files import write_private
+
     kept = [line for line in text.splitlines() if matching[0] not in line.lower()]
-    path.write_text("".join(f"{line}\n" for line in kept))
+    write_private(path, "".join(f"{line}\n" for line in kept).encode())
     print(f"asrpro: key sha256:{matching[0][:12]}… removed from {path}", file=sys.stderr)
     return 0
 
@@ -290,7 +292,8 @@ def cmd_nats(config: Config, args: argparse.Namespace) -> int:
         print(f"asrpro: set {password_env('client')} (asrpro passwords)", file=sys.stderr)
         return 2
     rendered = write_config(config.nats.config_file, config.nats.store_dir, client_password)
-    os.execv(binary(), [binary(), "-c", str(rendered), *args.server_args])
+    passed = args.server_args[1:] if args.server_args[:1] == ["--"] else args.server_args
+    os.execv(binary(), [binary(), "-c", str(rendered), *passed])
     return 0
 
 
@@ -318,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("digest", nargs="?", help="remove: the key's digest or its first digits (from list)")
     keys.add_argument("--scope", choices=["transcribe", "admin"], default="transcribe")
     keys.set_defaults(fn=cmd_keys)
-    server = sub.add_parser("nats", help="run nats-server with the rendered configuration (arguments pass on)")
+    server = sub.add_parser("nats", help="run nats-server with the rendered configuration (arguments after -- pass on)")
     server.add_argument("server_args", nargs=argparse.REMAINDER)
     server.set_defaults(fn=cmd_nats)
     users = sub.add_parser("users", help="add, list or remove applications' NATS users")

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asrpro.nats_users import PID_FILE, RENDERED, UserStore, render, write_private
+from asrpro.nats_users import PID_FILE, RENDERED, UserStore, render
+from framework.private_files import write_private
 from framework.processes import terminate
 
 _SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")

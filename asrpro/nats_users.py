@@ -24,6 +24,7 @@ from typing import Literal
 
 import msgspec
 
+from framework.private_files import write_private
 from schemas import subjects
 
 AppScope = Literal["transcribe", "events", "admin"]
@@ -35,9 +36,10 @@ DEFAULT_APP = "client"
 _NAME = re.compile(subjects.USER_NAME)
 PID_FILE = "nats-server.pid"
 # Who sends requests to actors (and so whose inboxes the actors answer into), besides the applications. An
-# explicit right rather than allow_responses alone: nats-server's config reload (adding a user) forgets the
-# response permissions of requests in flight, and their replies would be refused. Publishing into an inbox
-# is harmless without knowing its random name, which only its owner (who alone may subscribe there) sees.
+# explicit right instead of allow_responses: that lets a requester name any subject as its reply (the actor
+# would publish its answer to asr.lifecycle.stop on the requester's behalf), and nats-server's config reload
+# (adding a user) forgets the grants of requests in flight. Publishing into an inbox is harmless without
+# knowing its random name, which only its owner (who alone may subscribe there) sees.
 REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery")
 RENDERED = "nats-server.conf"
 
@@ -69,22 +71,27 @@ def check_name(name: str) -> str:
 
 
 def bucket_subjects(bucket: str, *, write: bool) -> list[str]:
-    """What a user needs to use object store bucket `bucket`: the owner puts and deletes, the proxy reads and
-    deletes. Neither may list another bucket or read it by sequence."""
+    """What a user needs to use object store bucket `bucket`: the owner puts and deletes (write), the proxy reads
+    and deletes. The owner may not create consumers on it: nats-server does not check a push consumer's delivery
+    subject against its creator's permissions, so a consumer would let it publish its bytes anywhere."""
     stream = f"OBJ_{bucket}"
-    read = [
+    common = [
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.MSG.GET.{stream}",
         f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$O.{bucket}.M.>",
+    ]
+    if write:
+        return [*common, f"$O.{bucket}.C.>"]
+    consume = [
         f"$JS.API.CONSUMER.CREATE.{stream}",
         f"$JS.API.CONSUMER.CREATE.{stream}.>",
         f"$JS.API.CONSUMER.DELETE.{stream}.>",
         f"$JS.ACK.{stream}.>",
         f"$JS.FC.{stream}.>",
-        f"$JS.API.STREAM.PURGE.{stream}",
-        f"$O.{bucket}.M.>",
     ]
-    return [*read, f"$O.{bucket}.C.>"] if write else read
+    return [*common, *consume]
 
 
 def app_permissions(user: AppUser) -> dict[str, object]:
@@ -202,16 +209,6 @@ class UserStore:
         path = self.credentials_path(user.name)
         write_private(path, msgspec.json.format(msgspec.json.encode(creds)))
         return path
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, never readable by others even for a moment."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def reload_server(store_dir: str | os.PathLike[str]) -> bool:

@@ -350,6 +350,9 @@ class Actor:
 
     async def _answer(self, req: Request, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> None:
         reply_to = req._msg.reply  # nats.micro keeps the reply subject to itself; streamed replies need it
+        if not bus.asks_for_an_inbox_reply(req._msg):
+            self.log.warning("ignoring a request on %s whose reply subject is not an inbox: %r", req.subject, reply_to)
+            return
 
         async def partial(data: bytes, headers: dict[str, str]) -> None:
             await self.connection.publish(reply_to, data, headers=headers)
@@ -364,7 +367,8 @@ class Actor:
 
     async def _follow_messages(self, handler: Callable[..., Awaitable[None]], spec: MessageSpec) -> None:
         async def on_msg(msg: Msg) -> None:
-            await self.receive(handler, spec, msg.subject, msg.data, msg.headers)
+            if bus.published_directly(msg):
+                await self.receive(handler, spec, msg.subject, msg.data, msg.headers)
 
         await self.connection.subscribe(spec.subject, cb=on_msg)
 
@@ -408,6 +412,8 @@ class Actor:
         held: list[Msg] | None = [] if spec.replay == "last" else None
 
         async def on_msg(msg: Msg) -> None:
+            if not bus.published_directly(msg):
+                return
             if held is not None:
                 held.append(msg)
                 return

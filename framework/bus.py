@@ -121,6 +121,19 @@ def _with_credentials(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def published_directly(msg: Any) -> bool:
+    """An event, progress report or cancel is published without a reply subject. One that carries one was
+    redelivered by a JetStream consumer that someone pointed at this subject (nats-server does not check a push
+    consumer's delivery subject against its creator's permissions) or is a request in disguise: ignore it."""
+    return not msg.reply
+
+
+def asks_for_an_inbox_reply(msg: Any) -> bool:
+    """A request must want its answer in an inbox: a reply subject such as asr.lifecycle.stop would make the
+    answering actor publish there on the requester's behalf."""
+    return bool(msg.reply) and str(msg.reply).startswith(subjects.INBOX_ROOT + ".")
+
+
 def error_reply(exc: AsrError, ctype: str) -> tuple[bytes, dict[str, str]]:
     """An error reply: the ErrorReply body and the nats.micro service-error headers."""
     headers = codec.headers_for(ctype)

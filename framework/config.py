@@ -63,6 +63,7 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # With no key configured, a non-loopback `host` is refused unless this is set (something else guards it).
     allow_unauthenticated: bool = False
     header_timeout: float = 10.0  # seconds a client may take to send a request's headers
+    min_upload_rate: float = 1024.0  # bytes/s a request body must average over every header_timeout seconds
     max_connections: int = 1000  # open HTTP connections at once; more are refused with 503
 
 

@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -116,9 +116,11 @@ def _presented_key(scope: Scope) -> str | None:
         kind, _, credential = value.partition(" ")
         return credential.strip() if kind.lower() == "bearer" else ""
     if scope["path"] in _TOKEN_PATHS:
-        for name, token in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
+            # The name as sent, not percent-decoded: what the log redaction recognises is what is accepted.
+            name, _, token = pair.partition("=")
             if name == "token":
-                return token
+                return unquote_plus(token)
     return None
 
 
@@ -126,6 +128,8 @@ class ApiKeys:
     def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
         self.app = app
         self.keys = keys
+        # Once keys are required they stay required: revoking the last one closes the gateway, it does not open it.
+        self.required = bool(keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -133,7 +137,8 @@ class ApiKeys:
             return
         self.keys.refresh()
         needed = needed_scope(scope.get("method", "GET"), scope["path"])
-        if needed is None or not self.keys:
+        self.required = self.required or bool(self.keys)
+        if needed is None or not self.required:
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope)
@@ -153,7 +158,9 @@ class ApiKeys:
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
     REJECTED.labels(str(status), code).inc()
-    log.warning("%s %s: %s %s", scope.get("method", "WS"), scope["path"], status, message)
+    query = scope.get("query_string", b"").decode("latin-1")
+    where = f"{scope['path']}?{query}" if query else scope["path"]  # a ?token= in it is redacted by the log
+    log.warning("%s %s: %s %s", scope.get("method", "WS"), where, status, message)
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
         return

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from framework import bus
 from gateway.connection import GatewayConnection, get_connection
 from gateway.status import system_status
 from schemas import errors, subjects
@@ -120,6 +121,8 @@ async def events(
     inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
 
     async def queued(msg: Msg) -> None:
+        if msg.subject.startswith(subjects.PROGRESS_PREFIX) and not bus.published_directly(msg):
+            return
         with contextlib.suppress(asyncio.QueueFull):  # a stalled reader loses messages, not the gateway
             inbox.put_nowait(msg)
 
@@ -183,6 +186,8 @@ async def websocket(ws: WebSocket) -> None:
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1000)
 
     async def on_msg(msg: Msg) -> None:
+        if not bus.published_directly(msg):
+            return
         with contextlib.suppress(asyncio.QueueFull):  # a stalled browser loses events, not the gateway
             queue.put_nowait(msg)
 

@@ -8,7 +8,6 @@ server is ready (or the one found is gone) does the proxy ask the lifecycle acto
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 from typing import Any
@@ -63,8 +62,9 @@ class ModelProxy(Actor):
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
         self.queues: dict[str, ModelQueue] = {}
-        self.running: dict[str, tuple[asyncio.Task[Any], str]] = {}  # request id -> its task and cancel token
-        self.cancelled: set[str] = set()
+        # (request id, cancel token) -> the task serving it: ids are chosen by callers and may repeat or be guessed.
+        self.running: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self.cancelled: set[tuple[str, str]] = set()
 
     async def setup(self) -> None:
         if self.nc is None:
@@ -96,19 +96,20 @@ class ModelProxy(Actor):
         msg.request_id = logs.clean_request_id(msg.request_id) or logs.request_id.get() or logs.new_request_id()
         logs.request_id.set(msg.request_id)
         task = asyncio.current_task()
+        key = (msg.request_id, msg.cancel_token)
         if task is not None:
-            self.running[msg.request_id] = (task, msg.cancel_token)
+            self.running[key] = task
         try:
             return await self._transcribe(msg, subject)
         except asyncio.CancelledError:
-            if msg.request_id not in self.cancelled:
+            if key not in self.cancelled:
                 raise  # shutting down
             raise AsrError(
                 CANCELLED, f"request {msg.request_id} was cancelled by its requester", kind="cancelled"
             ) from None
         finally:
-            self.running.pop(msg.request_id, None)
-            self.cancelled.discard(msg.request_id)
+            self.running.pop(key, None)
+            self.cancelled.discard(key)
 
     async def _transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
         t0 = time.monotonic()
@@ -278,11 +279,11 @@ class ModelProxy(Actor):
     @on_message(subjects.CANCEL_ALL, CancelTranscription)
     async def on_cancel(self, cancellation: CancelTranscription, subject: str) -> None:
         request_id = subject[len(subjects.CANCEL_PREFIX) :]
-        task, token = self.running.get(request_id, (None, ""))
         # Only the requester knows the token: another application cannot cancel a request by guessing its id.
-        if task is not None and token and hmac.compare_digest(token.encode(), cancellation.token.encode()):
+        task = self.running.get((request_id, cancellation.token)) if cancellation.token else None
+        if task is not None:
             self.log.info("cancelled by its requester", extra={"cancelled": request_id})
-            self.cancelled.add(request_id)
+            self.cancelled.add((request_id, cancellation.token))
             task.cancel()
 
 

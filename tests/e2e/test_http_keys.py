@@ -137,12 +137,15 @@ async def test_websocket_takes_the_key_as_token(stack: Stack) -> None:
 def test_sse_takes_the_key_as_token_and_logs_never_show_it(stack: Stack, log_file: Path) -> None:
     with httpx.stream("GET", f"{stack.gateway}/v1/events?token={APP_KEY}&since=0", timeout=10) as events:
         assert events.status_code == 200
-    assert_openai_error(httpx.get(f"{stack.gateway}/v1/events?token=wrong", timeout=10), 401, "invalid_api_key")
+    refused = httpx.get(f"{stack.gateway}/v1/events?since=0&token=wrong-token-zz9", timeout=10)
+    assert_openai_error(refused, 401, "invalid_api_key")
     # ?token= is for what browsers cannot give headers to, not for every route.
     assert httpx.get(f"{stack.gateway}/v1/models?token={APP_KEY}").status_code == 401
     time.sleep(0.5)
     logged = log_file.read_text()
     assert APP_KEY not in logged and ADMIN_KEY not in logged
+    # The refusal is logged with its query, and the token in it redacted.
+    assert "wrong-token-zz9" not in logged and "token=[redacted]" in logged
 
 
 def test_a_client_that_never_finishes_its_headers_is_cut_off(stack: Stack) -> None:
@@ -157,6 +160,31 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(stack: Stack) -> No
         assert sock.recv(1024) == b"", "the gateway kept a connection with unfinished headers open"
         sock.close()
     assert httpx.get(f"{stack.gateway}/health").status_code == 200
+
+
+def test_a_client_that_trickles_its_body_is_cut_off(stack: Stack) -> None:
+    port = int(stack.gateway.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {APP_KEY}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    sock.settimeout(0.5)
+    closed = False
+    for _ in range(40):  # 20 s of one byte every half second: far below gateway.min_upload_rate
+        try:
+            sock.sendall(b"x")
+            if sock.recv(1024) == b"":
+                closed = True
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            closed = True
+            break
+    sock.close()
+    assert closed, "the gateway kept a connection whose body trickles in"
 
 
 @pytest.mark.parametrize("command", [["gateway"], ["up"]])

@@ -6,6 +6,7 @@ reload) keeps requests in flight. Against a real nats-server with the rendered c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from asrpro.bootstrap import ensure_audio_bucket
 from asrpro.nats_users import UserStore
@@ -22,10 +24,13 @@ from framework import bus
 from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged
+from schemas.lifecycle import LifecycleStatusRequest
 from schemas.transcribe import CancelTranscription, TranscribeRequest
 from tests.conftest import JFK_TEXT, Nats, make_config
 from tests.integration.test_proxy import MODEL
 from tests.wer import word_error_rate
+
+JSON = {"Content-Type": "application/json"}
 
 
 class Violations:
@@ -97,6 +102,7 @@ async def test_mallory_cannot_read_overwrite_or_delete_alices_audio(
     apps,
     jfk: bytes,
     monkeypatch,
+    jetstream: Nats,
 ) -> None:
     alice, mallory, violations = apps
     bucket = subjects.audio_bucket("alice")
@@ -130,7 +136,13 @@ async def test_mallory_cannot_read_overwrite_or_delete_alices_audio(
         )
     assert err.value.code == "400"
     # alice's object is intact, and her own large upload still works end to end.
-    assert (await store.get("recording.flac")).data == jfk
+    # (read back as admin: applications put and delete their uploads but do not read them back — that would need
+    # a consumer, and consumers can be pointed anywhere)
+    admin = await jetstream.connect("admin")
+    try:
+        assert (await (await admin.jetstream().object_store(bucket)).get("recording.flac")).data == jfk
+    finally:
+        await admin.close()
     monkeypatch.setattr(alice, "_max_payload", 192 * 1024 + 1000)
     result = await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="big.flac"), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
@@ -201,3 +213,39 @@ async def test_adding_and_removing_users_keeps_requests_in_flight(
     carol = await connect(jetstream, "carol")
     assert carol.is_connected
     await carol.close()
+
+
+async def test_no_actor_answers_or_acts_on_a_reply_subject_that_is_not_an_inbox(
+    system, apps, jetstream: Nats, jfk: bytes
+) -> None:
+    """A request whose reply subject is, say, asr.lifecycle.stop would make the actor publish its answer there
+    for the requester; a JetStream consumer pointed at a request subject redelivers events as requests."""
+    alice, mallory, _ = apps
+    await add_app(jetstream, "eve", "events")
+    eve = await connect(jetstream, "eve")
+    watcher = await jetstream.connect("admin")
+    seen: list[str] = []
+
+    async def on_msg(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    try:
+        await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="warm.flac"), timeout=90)
+        await watcher.subscribe(subjects.LIFECYCLE_STOP, cb=on_msg)
+        await watcher.flush()
+        get = json.dumps({"id": MODEL}).encode()
+        await mallory.publish(subjects.REGISTRY_GET, get, reply=subjects.LIFECYCLE_STOP, headers=JSON)
+        await mallory.flush()
+        # eve may follow events: she points a consumer of the event stream at asr.lifecycle.stop. Every event
+        # carries `model`, which reads as StopServer{model}.
+        await eve.jetstream().add_consumer(
+            subjects.EVENTS_STREAM,
+            ConsumerConfig(deliver_subject=subjects.LIFECYCLE_STOP, deliver_policy=DeliverPolicy.ALL),
+        )
+        await asyncio.sleep(1.5)
+        assert len(seen) >= 2  # eve's redelivery reached asr.lifecycle.stop (under the events' own subjects)...
+        status = await bus.request(watcher, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=10)
+        assert [s.model for s in status.servers] == [MODEL], "...and no actor acted on it"
+    finally:
+        await eve.close()
+        await watcher.close()

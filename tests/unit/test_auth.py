@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from framework.config import Config, ConfigError, GatewayConfig
 from framework.logs import redact
-from gateway.auth import KeyRing, check_exposure, digest, needed_scope, parse_keys_file, write_key_line
+from gateway.auth import ApiKeys, KeyRing, check_exposure, digest, needed_scope, parse_keys_file, write_key_line
 
 
 def test_keys_file_lines_and_errors() -> None:
@@ -58,3 +61,21 @@ def test_open_gateway_only_on_loopback_or_when_allowed(tmp_path: Path) -> None:
 def test_tokens_in_urls_are_redacted() -> None:
     assert redact("GET /ws?token=s3cret&x=1") == "GET /ws?token=[redacted]&x=1"
     assert redact('"url": "/v1/events?since=0&token=abc"') == '"url": "/v1/events?since=0&token=[redacted]"'
+
+
+async def test_revoking_the_last_key_closes_the_gateway_it_does_not_open_it(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    write_key_line(keys_file, "only-key", "admin")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guarded = ApiKeys(app, KeyRing(GatewayConfig(api_keys_file=str(keys_file))))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://t") as http:
+        assert (await http.get("/api/ps", headers={"Authorization": "Bearer only-key"})).status_code == 200
+        keys_file.write_text("")
+        os.utime(keys_file, ns=(1, 1))  # a different stamp even within the file system's time resolution
+        assert (await http.get("/api/ps", headers={"Authorization": "Bearer only-key"})).status_code == 401
+        assert (await http.get("/api/ps")).status_code == 401
+        assert (await http.get("/health")).status_code == 200
