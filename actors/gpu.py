@@ -7,8 +7,10 @@ compare-and-set on it, so several gpu actors (or one restarted) never give the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -36,8 +38,20 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_table = msgspec.msgpack.Decoder(AllocationTable).decode
 
 
+def _nvml() -> Any:
+    """pynvml, initialised; None without the library or a driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    return pynvml
+
+
 def detect_nvml() -> tuple[list[GpuDevice], str]:
-    """Devices NVML reports; ([], reason) when there is no driver or no GPU."""
+    """Devices NVML reports; ([], reason) when there is no driver or no GPU. A device NVML cannot read (fallen
+    off the bus, an XID error) is left out with the reason, not allowed to stop the others."""
     try:
         import pynvml
     except ImportError:
@@ -47,11 +61,15 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
     except pynvml.NVMLError as exc:
         return [], f"NVML unavailable ({exc}): running on CPU"
     try:
-        devices = []
+        devices, skipped = [], []
         for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                name = pynvml.nvmlDeviceGetName(handle)
+            except pynvml.NVMLError as exc:
+                skipped.append(f"cuda:{index} ({exc})")
+                continue
             devices.append(
                 GpuDevice(
                     index=index,
@@ -60,46 +78,45 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
                     free_mb=int(memory.free // 2**20),
                 )
             )
-        return devices, f"NVML: {len(devices)} device(s)"
+        return devices, f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
     finally:
         pynvml.nvmlShutdown()
 
 
-def nvml_process_memory() -> dict[int, int]:
-    """pid -> MB of GPU memory in use, over every device ({} without NVML)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
+def nvml_memory() -> dict[int, dict[int, int]]:
+    """Device index -> {pid -> MB in use}, with the device's whole use under pid 0 ({} without NVML). A device
+    that cannot be read is skipped."""
+    pynvml = _nvml()
+    if pynvml is None:
         return {}
     try:
-        used: dict[int, int] = {}
+        found: dict[int, dict[int, int]] = {}
         for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                if proc.usedGpuMemory:
-                    used[proc.pid] = used.get(proc.pid, 0) + int(proc.usedGpuMemory // 2**20)
-        return used
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                used = {0: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20)}
+                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.usedGpuMemory and proc.pid:
+                        used[proc.pid] = used.get(proc.pid, 0) + int(proc.usedGpuMemory // 2**20)
+            except pynvml.NVMLError:
+                continue
+            found[index] = used
+        return found
     finally:
         pynvml.nvmlShutdown()
 
 
 def nvml_utilization() -> dict[int, int]:
     """Device index -> GPU utilisation in percent ({} without NVML). Not run here: no GPU on these machines."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
+    pynvml = _nvml()
+    if pynvml is None:
         return {}
     try:
-        return {
-            index: int(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(index)).gpu)
-            for index in range(pynvml.nvmlDeviceGetCount())
-        }
-    except Exception:
-        return {}
+        busy = {}
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            with contextlib.suppress(pynvml.NVMLError):
+                busy[index] = int(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(index)).gpu)
+        return busy
     finally:
         pynvml.nvmlShutdown()
 
@@ -124,7 +141,7 @@ def place(table: AllocationTable, devices: list[GpuDevice], model: str, memory_m
     """The device with the most free memory that fits `memory_mb`, or None."""
 
     def free(device: GpuDevice) -> int:
-        return device.total_mb - allocated_mb(table, device.index)
+        return device.total_mb - allocated_mb(table, device.index) - table.external_mb.get(device.index, 0)
 
     fitting = [d for d in devices if free(d) >= memory_mb]
     if not fitting:
@@ -140,7 +157,7 @@ class GpuAllocator(Actor):
 
     name = "gpu"
 
-    def __init__(self, config: Config, measure: Callable[[], dict[int, int]] = nvml_process_memory) -> None:
+    def __init__(self, config: Config, measure: Callable[[], dict[int, dict[int, int]]] = nvml_memory) -> None:
         super().__init__(config)
         self.source, self.devices, self.reason = inventory(config)
         self.measure = measure
@@ -202,7 +219,10 @@ class GpuAllocator(Actor):
 
     def _no_room(self, table: AllocationTable, model: str, need: int) -> str:
         where = "; ".join(
-            f"cuda:{d.index} {d.total_mb - allocated_mb(table, d.index)} of {d.total_mb} MB free" for d in self.devices
+            f"cuda:{d.index} {d.total_mb - allocated_mb(table, d.index) - table.external_mb.get(d.index, 0)} of "
+            f"{d.total_mb} MB free"
+            + (f" ({table.external_mb[d.index]} MB used outside asrpro)" if table.external_mb.get(d.index) else "")
+            for d in self.devices
         )
         return f"no GPU has {need} MB free for {model} ({where})"
 
@@ -228,13 +248,19 @@ class GpuAllocator(Actor):
         return result
 
     async def measure_once(self) -> dict[str, int]:
-        """Record what each allocated server really uses; the next allocation of that model asks for it."""
-        used = await asyncio.to_thread(self.measure)
+        """Record what each allocated server really uses (the next allocation of that model asks for that), and
+        per device what other processes use (placement leaves it alone)."""
+        per_device = await asyncio.to_thread(self.measure)
+        used = {pid: mb for device in per_device.values() for pid, mb in device.items() if pid}
 
         def change(table: AllocationTable) -> dict[str, int]:
             for model, allocation in table.allocations.items():
                 if allocation.pid is not None and used.get(allocation.pid):
                     table.measured_mb[model] = used[allocation.pid]
+            ours = {a.pid for a in table.allocations.values() if a.pid}
+            for index, device in per_device.items():
+                mine = sum(mb for pid, mb in device.items() if pid in ours)
+                table.external_mb[index] = max(0, device.get(0, 0) - mine)
             return dict(table.measured_mb)
 
         measured = await self._change(change)

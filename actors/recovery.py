@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from framework.actor import Actor, endpoint, on_event
 from framework.config import Config, start_budget
 from schemas import endpoints
-from schemas.errors import AsrError
+from schemas.errors import GPU_UNUSABLE_KIND, NO_ROOM_KIND, AsrError
 from schemas.events import (
     BreakerChanged,
     RestartScheduled,
@@ -152,7 +152,9 @@ class Recovery(Actor):
         try:
             await self._ensure(model, probe=True)
         except AsrError as exc:
-            h.cooldown = min(h.cooldown * 2, self.cfg.breaker_max_cooldown)
+            # No GPU room (or a GPU this runtime cannot use) says nothing about the model: try again as soon.
+            if exc.kind not in (NO_ROOM_KIND, GPU_UNUSABLE_KIND):
+                h.cooldown = min(h.cooldown * 2, self.cfg.breaker_max_cooldown)
             await self._open(model, f"probe failed: {exc.message}")
             return
         h.breaker, h.retry_at, h.attempts = "closed", None, 0

@@ -38,6 +38,7 @@ def catalogue(config: Config) -> dict[str, ModelInfo]:
             engine=m.engine,
             languages=list(m.languages),
             image=m.image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}",
+            cuda_image=m.cuda_image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}-cuda",
             weights=m.weights,
             gpu_memory_mb=m.gpu_memory_mb,
             sample_rate=m.sample_rate,

@@ -171,7 +171,7 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
     setup_logging("images")
     try:
         if args.action == "build":
-            built = images.build(config, args.models, Path(config.docker.build_dir))
+            built = images.build(config, args.models, Path(config.docker.build_dir), cuda=args.cuda)
             print(json.dumps(built, indent=2))
         else:
             for row in images.listing(config):
@@ -297,6 +297,14 @@ def cmd_nats(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    from asrpro import doctor
+
+    results = doctor.collect(config)
+    print(json.dumps(doctor.as_json(results), indent=2) if args.json else doctor.render(results))
+    return 1 if any(r.ok is False for r in results) else 0
+
+
 def cmd_passwords(_: Config, __: argparse.Namespace) -> int:
     from asrpro.nats_server import USERS, new_password, password_env
 
@@ -316,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
     sub.add_parser("bootstrap", help="create the JetStream stream and bucket").set_defaults(fn=cmd_bootstrap)
     sub.add_parser("passwords", help="print new NATS passwords as KEY=VALUE lines").set_defaults(fn=cmd_passwords)
+    doc = sub.add_parser("doctor", help="what this machine can do and what is missing, with the fixes")
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(fn=cmd_doctor)
     keys = sub.add_parser("keys", help="add, list or remove HTTP API keys (gateway.api_keys_file)")
     keys.add_argument("action", choices=["add", "list", "remove"])
     keys.add_argument("digest", nargs="?", help="remove: the key's digest or its first digits (from list)")
@@ -332,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="build or list the model server images")
     img.add_argument("action", choices=["build", "list"])
     img.add_argument("models", nargs="*", help="model ids, or 'stack' for the compose stack (default: all models)")
+    img.add_argument("--cuda", action="store_true", help="the CUDA variants (<image>-cuda), for servers on a GPU")
     img.set_defaults(fn=cmd_images)
     models = sub.add_parser("models", help="list models and whether their weights are here, or pull weights")
     models.add_argument("action", choices=["list", "pull"])

@@ -36,6 +36,8 @@ PLATFORM_ARGS = [
     "--platform",
     "manylinux_2_28_x86_64",
     "--platform",
+    "manylinux_2_27_x86_64",  # NVIDIA's CUDA wheels
+    "--platform",
     "manylinux_2_17_x86_64",
     "--platform",
     "manylinux2014_x86_64",
@@ -54,14 +56,22 @@ class ImageBuildError(RuntimeError):
     pass
 
 
-def model_image(config: Config, model_id: str) -> str:
+CUDA_SUFFIX = "-cuda"
+# Families with a CUDA variant: its requirements-cuda.txt is added to requirements.txt. Parakeet's would swap
+# onnxruntime for onnxruntime-gpu, which also needs cuDNN 9, cuFFT and the CUDA runtime (~1.5 GB): not built yet.
+CUDA_FAMILIES = ("whisper",)
+
+
+def model_image(config: Config, model_id: str, cuda: bool = False) -> str:
     model = config.models[model_id]
+    if cuda:
+        return model.cuda_image or f"{config.docker.image_prefix}/{model_id}:{config.docker.image_tag}{CUDA_SUFFIX}"
     return model.image or f"{config.docker.image_prefix}/{model_id}:{config.docker.image_tag}"
 
 
-def family_image(config: Config, family: str) -> str:
+def family_image(config: Config, family: str, cuda: bool = False) -> str:
     name = family if family == STACK else f"{family}-server"
-    return f"{config.docker.image_prefix}/{name}:{config.docker.image_tag}"
+    return f"{config.docker.image_prefix}/{name}:{config.docker.image_tag}{CUDA_SUFFIX if cuda else ''}"
 
 
 def base_image(client: docker.DockerClient, work: Path) -> str:
@@ -116,7 +126,7 @@ def _digest(paths: Iterable[Path]) -> str:
 
 
 def _wheelhouse(family: str, context: Path) -> None:
-    requirements = FAMILY_DIRS[family] / "requirements.txt"
+    requirements = context / "requirements.txt"  # the family's, with the CUDA additions for a CUDA variant
     wheels = context / "wheels"
     stamp = wheels / ".requirements.sha256"
     digest = _digest([requirements])
@@ -145,19 +155,23 @@ def _sync_app(family: str, context: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _context(family: str, work: Path) -> Path:
-    context = work / "build" / family
+def _context(family: str, work: Path, cuda: bool = False) -> Path:
+    context = work / "build" / (family + (CUDA_SUFFIX if cuda else ""))
     context.mkdir(parents=True, exist_ok=True)
-    for name in ("Dockerfile", "requirements.txt"):
-        shutil.copy2(FAMILY_DIRS[family] / name, context / name)
+    shutil.copy2(FAMILY_DIRS[family] / "Dockerfile", context / "Dockerfile")
+    requirements = (FAMILY_DIRS[family] / "requirements.txt").read_text()
+    if cuda:
+        requirements += (FAMILY_DIRS[family] / "requirements-cuda.txt").read_text()
+    (context / "requirements.txt").write_text(requirements)
     (context / ".dockerignore").write_text("wheels/.requirements.sha256\n")
     _wheelhouse(family, context)
     _sync_app(family, context)
     return context
 
 
-def build(config: Config, names: list[str], work: Path) -> dict[str, str]:
-    """Build the images of the models in `names` (all models when empty; "stack" for the compose stack).
+def build(config: Config, names: list[str], work: Path, cuda: bool = False) -> dict[str, str]:
+    """Build the images of the models in `names` (all models when empty; "stack" for the compose stack); with
+    `cuda`, their CUDA variants (`<image>-cuda`, the CUDA libraries inside) instead.
 
     Returns model id (or "stack") → image tag."""
     unknown = [m for m in names if m not in config.models and m != STACK]
@@ -166,13 +180,19 @@ def build(config: Config, names: list[str], work: Path) -> dict[str, str]:
         raise ImageBuildError(f"unknown model(s): {', '.join(unknown)}; known: {known}")
     model_ids = [m for m in names if m != STACK] or ([] if names else list(config.models))
     families = {config.models[m].family for m in model_ids} | ({STACK} if STACK in names else set())
+    if cuda:
+        unsupported = sorted(families - set(CUDA_FAMILIES))
+        if unsupported and names:
+            raise ImageBuildError(f"no CUDA image for {', '.join(unsupported)} yet (only {', '.join(CUDA_FAMILIES)})")
+        families &= set(CUDA_FAMILIES)
+        model_ids = [m for m in model_ids if config.models[m].family in CUDA_FAMILIES]
     work.mkdir(parents=True, exist_ok=True)
     client = docker.from_env(timeout=600)
     base = base_image(client, work)
     built: dict[str, str] = {}
     for family in sorted(families):
-        tag = family_image(config, family)
-        context = _context(family, work)
+        tag = family_image(config, family, cuda)
+        context = _context(family, work, cuda)
         log.info("building %s from %s", tag, base)
         for chunk in client.api.build(
             path=str(context), tag=tag, buildargs={"BASE_IMAGE": base}, network_mode="none", rm=True, decode=True
@@ -187,7 +207,7 @@ def build(config: Config, names: list[str], work: Path) -> dict[str, str]:
             built[STACK] = tag
         for model_id in model_ids:
             if config.models[model_id].family == family:
-                repository, _, version = model_image(config, model_id).rpartition(":")
+                repository, _, version = model_image(config, model_id, cuda).rpartition(":")
                 image.tag(repository, version)
                 built[model_id] = f"{repository}:{version}"
     return built
@@ -196,8 +216,10 @@ def build(config: Config, names: list[str], work: Path) -> dict[str, str]:
 def listing(config: Config) -> list[dict[str, str]]:
     client = docker.from_env(timeout=30)
     rows = []
-    for model_id in config.models:
-        name = model_image(config, model_id)
+    wanted = [(m, False) for m in config.models]
+    wanted += [(m, True) for m, model in config.models.items() if model.family in CUDA_FAMILIES]
+    for model_id, cuda in wanted:
+        name = model_image(config, model_id, cuda)
         try:
             image = client.images.get(name)
             rows.append(

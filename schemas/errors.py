@@ -50,3 +50,5 @@ KINDS = {
     TIMEOUT: "timeout",
     NO_ROOM: "no_room",
 }
+NO_ROOM_KIND = "no_room"  # a 503 because no GPU has room (yet): not the model's fault
+GPU_UNUSABLE_KIND = "gpu_unusable"  # placed on a GPU this runtime cannot use (no CUDA image, libraries, toolkit)

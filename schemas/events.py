@@ -40,7 +40,9 @@ class ServerStopped(_Event, tag="stopped"):
 class ServerFailed(_Event, tag="failed"):
     runtime: str
     reason: str
-    cause: str = "start"  # start (the server did not come up) | no_room (no GPU memory) | breaker (circuit open)
+    # start (the server did not come up) | no_room (no GPU memory) | breaker (circuit open) | gpu (placed on a GPU
+    # this runtime cannot use: no CUDA image, libraries or container toolkit)
+    cause: str = "start"
 
 
 class ServerCrashed(_Event, tag="crashed"):

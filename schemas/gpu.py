@@ -22,6 +22,9 @@ class AllocationTable(msgspec.Struct, kw_only=True):
 
     allocations: dict[str, Allocation] = {}
     measured_mb: dict[str, int] = {}  # model -> GPU memory its server really used (NVML), replaces the declaration
+    # device index -> MB in use by processes that are not asrpro's model servers (a desktop's Xorg, other jobs),
+    # from NVML: placement leaves it alone.
+    external_mb: dict[int, int] = {}
 
 
 class Bind(msgspec.Struct, kw_only=True):

@@ -25,6 +25,7 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     engine: str  # faster-whisper | onnx-asr
     languages: list[str] = []
     image: str = ""
+    cuda_image: str = ""  # the image for a server placed on a GPU (CUDA libraries inside)
     weights: str = ""  # "package:<module>" or a directory
     gpu_memory_mb: int = 0
     sample_rate: int = 16000

@@ -22,7 +22,7 @@ from framework.config import Config, start_budget
 from framework.model_server import ModelServerClient
 from schemas import endpoints, errors, subjects
 from schemas.durations import NEVER
-from schemas.errors import AsrError
+from schemas.errors import GPU_UNUSABLE_KIND, AsrError
 from schemas.events import (
     BreakerChanged,
     ServerCrashed,
@@ -328,6 +328,22 @@ class Lifecycle(Actor):
         except AsrError as exc:
             self.log.warning("gpu release for %s failed: %s", model_id, exc.message)
 
+    async def _gpu_usable(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[Allocation, str]:
+        """The GPU placement when this runtime can run the model there; else the CPU (cpu_fallback, with the reason
+        in a `starting` event) or a clear 503 naming the fix — not a start that fails once per retry."""
+        problem = await self.runtime.gpu_problem(model)
+        if not problem:
+            return allocation, run_on
+        await self._release(model.id)
+        if model.cpu_fallback:
+            self.log.warning("%s on the CPU: %s", model.id, problem, extra={"model": model.id})
+            reason = f"on the CPU instead of {run_on}: {problem}"
+            await self.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
+            return Allocation(model=model.id, device="cpu"), "cpu"
+        message = f"{model.id} was placed on {run_on} but cannot run there: {problem}"
+        await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=message, cause="gpu"))
+        raise AsrError(errors.UNAVAILABLE, message, kind=GPU_UNUSABLE_KIND)
+
     # -- starting and stopping -------------------------------------------------
     async def _start(self, model: ModelInfo, reason: str, deadline: float) -> Server:
         await self.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
@@ -340,6 +356,8 @@ class Lifecycle(Actor):
             )
             raise
         run_on = "cpu" if self.config.gpu.accounting_only else allocation.device
+        if run_on.startswith("cuda"):
+            allocation, run_on = await self._gpu_usable(model, allocation, run_on)
         try:
             handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on))
         except Exception as exc:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from schemas import errors
 from schemas.durations import NEVER
-from schemas.errors import AsrError
+from schemas.errors import NO_ROOM_KIND, AsrError
 from schemas.gpu import Allocation
 from schemas.registry import ModelInfo
 
@@ -117,6 +117,7 @@ class Placement:
                 errors.UNAVAILABLE,
                 f"no room for {model.id}: {why}; no idle server to evict and cpu_fallback is off",
                 retry_after=RETRY_AFTER_S,
+                kind=NO_ROOM_KIND,
             )
         self.fleet.capacity_freed.clear()
         # Other lifecycle actors free memory too, without telling us: look again at least every second.

@@ -138,7 +138,9 @@ async def test_parakeet_without_weights_says_what_is_missing(
     log = await events("parakeet-tdt-0.6b")
     os.chmod(tmp_path, 0o755)  # readable by the container's user; what is missing is the model files
     (tmp_path / "vocab.txt").write_text("a 0\n")  # looks installed, but the ONNX files are not there
-    os.chmod(tmp_path / "vocab.txt", 0o644)
+    (tmp_path / "config.json").write_text('{"features_size": 128}')
+    for name in ("vocab.txt", "config.json"):
+        os.chmod(tmp_path / name, 0o644)
     await start_lifecycle(start_actor, deployment, ASRPRO_MODELS__PARAKEET_TDT_0_6B__WEIGHTS=str(tmp_path))
     with pytest.raises(AsrError) as err:
         await ensure(proxy_nc, "parakeet-tdt-0.6b")

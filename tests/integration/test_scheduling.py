@@ -204,12 +204,14 @@ async def test_gpu_actor_restart_keeps_allocations(start_actor, jetstream: Nats)
 async def test_measured_memory_replaces_the_declaration(start_actor, jetstream: Nats) -> None:
     """NVML per-process use is read by a function the actor is given; here a fixed reading stands in for NVML."""
     gpu = await start_actor(GpuAllocator, ASRPRO_CONFIG=CONFIG)
-    gpu.measure = lambda: {4242: 3000}
+    gpu.measure = lambda: {0: {0: 5000, 4242: 3000}}  # device 0: 5000 MB in use, 3000 of them by pid 4242
     lifecycle = await jetstream.connect("lifecycle")
     try:
         await bus.request(lifecycle, endpoints.GPU_ALLOCATE, Allocate(model="z", memory_mb=12288))
         await bus.request(lifecycle, endpoints.GPU_BIND, Bind(model="z", pid=4242))
         assert await gpu.measure_once() == {"z": 3000}
+        table, _ = await gpu._read()
+        assert table.external_mb == {0: 2000}  # the rest is someone else's: placement leaves it alone
         await bus.request(lifecycle, endpoints.GPU_RELEASE, Release(model="z"))
     finally:
         await lifecycle.close()

@@ -40,7 +40,11 @@ class FakeRuntime(Runtime):
         self.fail_launch: str = ""  # a message: launch raises it
         self.adoptable: list[ServerHandle] = []  # what adopt() finds running
         self.absent: set[str] = set()  # models whose weights are not here
+        self.gpu_trouble = ""  # what gpu_problem() says (no CUDA image, no toolkit, ...)
         self._pids = itertools.count(1000)
+
+    async def gpu_problem(self, model: ModelInfo) -> str:
+        return self.gpu_trouble
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         if self.fail_launch:

@@ -18,7 +18,9 @@ from schemas.errors import AsrError
 from schemas.events import (
     BreakerChanged,
     ServerCrashed,
+    ServerFailed,
     ServerReady,
+    ServerStarting,
     ServerStopped,
     ServerUnhealthy,
     TranscriptionCompleted,
@@ -291,3 +293,40 @@ async def test_a_model_not_installed_is_404_with_the_hint_and_never_started() ->
     assert "asrpro models pull whisper-base" in err.value.message and "/weights/whisper-base" in err.value.message
     assert not runtime.launched and kinds(bus) == ["failed"]
     assert bus.events[-1].cause == "not_installed"  # type: ignore[union-attr]
+
+
+async def test_a_gpu_placement_the_runtime_cannot_use_falls_back_or_names_the_fix() -> None:
+    gpu = Gpu(free_mb=8192)
+    env = {
+        "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_BASE__GPU_MEMORY_MB": "2048",
+        "ASRPRO_MODELS__WHISPER_BASE__WEIGHTS": "x",
+        "ASRPRO_MODELS__WHISPER_BASE__CPU_FALLBACK": "true",
+        "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
+    }
+    bus, lifecycle, runtime, _ = await start(gpu, **env)
+    runtime.gpu_trouble = "the CUDA image asrpro/whisper-tiny.en:0.1.0-cuda is not built (asrpro images build ...)"
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert err.value.code == "503" and "asrpro images build" in err.value.message
+    assert err.value.kind == "gpu_unusable" and gpu.allocations == {}  # the GPU memory is given back
+    failed = [e for e in bus.events if isinstance(e, ServerFailed)]
+    assert failed and failed[-1].cause == "gpu"  # not the model's fault: no breaker counts it
+    assert runtime.launched == []
+    on_cpu = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert on_cpu.device == "cpu" and runtime.launched[-1].device == "cpu" and gpu.allocations == {}
+    reasons = [e.reason for e in bus.events if isinstance(e, ServerStarting) and e.model == "whisper-base"]
+    assert any("on the CPU instead of cuda:0" in r for r in reasons)
+    runtime.gpu_trouble = ""
+    lifecycle.servers.clear()
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert status.device == "cuda:0"
+
+
+def test_the_docker_runtime_runs_the_cuda_image_on_a_gpu_and_the_cpu_image_otherwise() -> None:
+    from actors.lifecycle.runtimes.base import LaunchSpec
+    from actors.lifecycle.runtimes.docker import DockerRuntime
+
+    model = catalogue_of(config())["whisper-base"]
+    assert DockerRuntime.image_for(LaunchSpec(model=model, device="cuda:1")) == "asrpro/whisper-base:0.1.0-cuda"
+    assert DockerRuntime.image_for(LaunchSpec(model=model, device="cpu")) == "asrpro/whisper-base:0.1.0"

@@ -21,16 +21,17 @@ FAST = {
 
 
 class Lifecycle:
-    """A stand-in for the lifecycle actor: records ensures; fails them while `failing`."""
+    """A stand-in for the lifecycle actor: records ensures; fails them while `failing` (with `kind`)."""
 
     def __init__(self) -> None:
         self.ensures: list[EnsureServer] = []
         self.failing = False
+        self.kind = ""
 
     def ensure(self, msg: EnsureServer) -> ServerStatus:
         self.ensures.append(msg)
         if self.failing:
-            raise AsrError("503", "model server for m failed: boom")
+            raise AsrError("503", "model server for m failed: boom", kind=self.kind)
         return ServerStatus(model=msg.model, state="ready", runtime="fake")
 
 
@@ -86,6 +87,15 @@ async def test_breaker_opens_probes_reopens_longer_then_closes() -> None:
     lifecycle.failing = False
     await until(lambda: breakers(bus)[-1] == "closed", timeout=3.0)
     assert all(e.probe for e in lifecycle.ensures) and recovery.health("m").cooldown == 0.05
+
+
+async def test_a_probe_that_finds_no_gpu_room_does_not_lengthen_the_cooldown() -> None:
+    bus, recovery, lifecycle = await start(ASRPRO_RECOVERY__RESTART_CRASHED="false")
+    lifecycle.failing, lifecycle.kind = True, "no_room"
+    for _ in range(3):
+        await recovery.publish(ServerFailed(model="m", runtime="fake", reason="did not come up"))
+    await until(lambda: breakers(bus) == ["open", "half_open", "open"])
+    assert recovery.health("m").cooldown == 0.05  # the GPU was full: nothing learnt about the model
 
 
 async def test_a_server_stable_for_long_enough_starts_the_back_off_over() -> None:

@@ -61,6 +61,10 @@ class Runtime(abc.ABC):
         thread). Here: the weights directory or package on this host."""
         return check(model.id, model.weights, model.engine)
 
+    async def gpu_problem(self, model: ModelInfo) -> str:
+        """'' when a server of `model` placed on a GPU can use it here, else why not and what fixes it."""
+        return ""
+
     async def adopt(self) -> list[ServerHandle]:
         """Servers of this deployment already running (after an actor restart)."""
         return []

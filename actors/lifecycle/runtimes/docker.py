@@ -81,7 +81,9 @@ class DockerRuntime(Runtime):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: threading.Thread | None = None
         self._closed = False
-        self.startup_timeout = self.cfg.container_timeout
+        self._nvidia_runtime: bool | None = None  # whether `docker info` lists it (asked once)
+        # A cold load of a large model takes as long in a container as outside: the longer of the two budgets.
+        self.startup_timeout = max(self.cfg.container_timeout, config.lifecycle.startup_timeout)
         self.pull_retries = config.recovery.pull_retries
         # The daemon breaker: after a failed connection, fail fast until the next reconnection attempt.
         self._down_until = 0.0
@@ -173,10 +175,32 @@ class DockerRuntime(Runtime):
                     raise
                 log.warning("pull of %s failed (%s): retrying in %.0f s", image, exc, self.pull_retries[attempt])
 
+    async def gpu_problem(self, model: ModelInfo) -> str:
+        return await asyncio.to_thread(self._gpu_problem_sync, model)
+
+    def _gpu_problem_sync(self, model: ModelInfo) -> str:
+        client = self._docker()
+        if self._nvidia_runtime is None:
+            runtimes = (client.info().get("Runtimes") or {}).keys()
+            self._nvidia_runtime = "nvidia" in runtimes
+        if not self._nvidia_runtime:
+            # Without it Docker creates the GPU container and then cannot start it, once per retry.
+            return "Docker has no NVIDIA container runtime (install the NVIDIA Container Toolkit, then restart dockerd)"
+        try:
+            client.images.get(model.cuda_image)
+        except docker.errors.ImageNotFound:
+            return f"the CUDA image {model.cuda_image} is not built (asrpro images build {model.id} --cuda)"
+        return ""
+
+    @staticmethod
+    def image_for(spec: LaunchSpec) -> str:
+        return spec.model.cuda_image if spec.device_kind == "cuda" and spec.model.cuda_image else spec.model.image
+
     def _launch_sync(self, spec: LaunchSpec) -> Container:
         client = self._docker()
         model = spec.model
-        self._ensure_image(client, model.image)
+        image = self.image_for(spec)
+        self._ensure_image(client, image)
         name = container_name(self.deployment, model.id)
         with contextlib.suppress(docker.errors.NotFound):
             stale = client.containers.get(name)
@@ -210,7 +234,7 @@ class DockerRuntime(Runtime):
         if self.cfg.network:
             network = {"network": self.cfg.network}
         return client.containers.run(
-            model.image,
+            image,
             detach=True,
             name=name,
             labels={MODEL_LABEL: model.id, DEPLOYMENT_LABEL: self.deployment},
@@ -252,6 +276,9 @@ class DockerRuntime(Runtime):
             url=url,
             runtime=self.name,
             container_id=container.id,
+            # The model server is the container's first process; NVML reports host pids, so this is the one the
+            # gpu actor measures (asr.gpu.bind).
+            pid=int(container.attrs.get("State", {}).get("Pid") or 0) or None,
             exited=self._loop.create_future(),
         )
         self._handles[container.id] = handle

@@ -10,7 +10,9 @@ import socket
 import sys
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from containers.model_server import cuda_libs
 from framework.processes import die_with_parent
+from schemas.registry import ModelInfo
 
 
 def free_port() -> int:
@@ -35,10 +37,20 @@ class LocalRuntime(Runtime):
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: set[asyncio.Task[None]] = set()
 
+    async def gpu_problem(self, model: ModelInfo) -> str:
+        if model.engine != "faster-whisper":
+            return ""  # onnxruntime says itself, at load, whether its CUDA provider works
+        missing = [soname for soname, where in cuda_libs.locate().items() if not where]
+        if missing:
+            return f"CUDA libraries not found on this host: {', '.join(missing)} ({cuda_libs.INSTALL_HINT})"
+        return ""
+
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         port = free_port()
         env = dict(os.environ, HF_HUB_OFFLINE="1")
         if spec.device_kind == "cuda":
+            # NVML numbers devices by PCI bus; CUDA, unless told, fastest first: make them agree.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             env["CUDA_VISIBLE_DEVICES"] = spec.device_index
         model = spec.model
         proc = await asyncio.create_subprocess_exec(

@@ -15,7 +15,11 @@ from schemas.transcribe import Segment, Word
 
 ONNX_ASR_MODEL = "nemo-parakeet-tdt-0.6b-v2"
 # onnx-asr's file names for a NeMo TDT export; the .onnx files may also come as int8-quantised variants.
-ENCODER, DECODER, VOCAB = "encoder-model", "decoder_joint-model", "vocab.txt"
+ENCODER, DECODER, VOCAB, CONFIG = "encoder-model", "decoder_joint-model", "vocab.txt", "config.json"
+# Parakeet's encoder attends over the whole input: onnx-asr's README says to cut long audio (its VAD needs a
+# model download this offline server does not have), so audio longer than this is cut at its quietest moments.
+MAX_CHUNK_S = 20.0
+SEARCH_S = 5.0  # where in the last part of a chunk the quietest 100 ms is looked for
 
 
 def _check_directory(directory: Path) -> str | None:
@@ -26,11 +30,28 @@ def _check_directory(directory: Path) -> str | None:
     full = all((directory / f"{name}.onnx").is_file() for name in (ENCODER, DECODER))
     int8 = all((directory / f"{name}.int8.onnx").is_file() for name in (ENCODER, DECODER))
     missing = [] if full or int8 else [f"{ENCODER}.onnx", f"{DECODER}.onnx"]
-    if not (directory / VOCAB).is_file():
-        missing.append(VOCAB)
+    # The float32 encoder (2.4 GB) is beyond protobuf's 2 GB: its weights are an external file beside it.
+    if full and not int8 and not (directory / f"{ENCODER}.onnx.data").is_file():
+        missing.append(f"{ENCODER}.onnx.data")
+    missing += [name for name in (VOCAB, CONFIG) if not (directory / name).is_file()]
     if missing:
         raise WeightsNotFound(f"weights not found: looked in {directory} ({'/'.join(missing)} missing)")
     return None if full else "int8"
+
+
+def chunks(audio: np.ndarray) -> list[tuple[int, int]]:
+    """Sample ranges of at most MAX_CHUNK_S each, cut at the quietest 100 ms in the last SEARCH_S of each."""
+    limit, search, frame = (int(x * SAMPLE_RATE) for x in (MAX_CHUNK_S, SEARCH_S, 0.1))
+    ranges, start = [], 0
+    while len(audio) - start > limit:
+        window = audio[start + limit - search : start + limit]
+        frames = window[: len(window) // frame * frame].reshape(-1, frame)
+        quietest = int(np.argmin((frames.astype(np.float64) ** 2).mean(axis=1)))
+        cut = start + limit - search + quietest * frame + frame // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, len(audio)))
+    return ranges
 
 
 class ParakeetEngine:
@@ -43,7 +64,19 @@ class ParakeetEngine:
             raise WeightsNotFound(
                 f"the parakeet engine needs the onnx-asr package, which is not installed ({exc})"
             ) from exc
-        providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "cpu":
+            providers = ["CPUExecutionProvider"]
+        else:
+            import onnxruntime
+
+            # ONNX Runtime falls back to the CPU silently when its CUDA provider cannot be used: refuse instead,
+            # so /health never says cuda while the work runs on the CPU.
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise RuntimeError(
+                    "onnxruntime has no CUDA provider here (CPU onnxruntime installed): use the CUDA image "
+                    "(asrpro images build MODEL --cuda, with onnxruntime-gpu) or device cpu"
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         options: dict[str, Any] = {"providers": providers}
         if quantization:
             # Passed only when needed: the keyword is absent from older onnx-asr releases.
@@ -57,8 +90,12 @@ class ParakeetEngine:
         duration = len(audio) / SAMPLE_RATE
 
         def pieces() -> Iterator[tuple[Segment, list[Word] | None]]:
-            text = str(self._model.recognize(audio, sample_rate=SAMPLE_RATE)).strip()
-            if text:
-                yield Segment(id=0, start=0.0, end=round(duration, 3), text=text), None
+            number = 0
+            for start, end in chunks(audio):
+                text = str(self._model.recognize(audio[start:end], sample_rate=SAMPLE_RATE)).strip()
+                if text:
+                    at, until = round(start / SAMPLE_RATE, 3), round(end / SAMPLE_RATE, 3)
+                    yield Segment(id=number, start=at, end=until, text=text), None
+                    number += 1
 
         return Decoding("en", duration, None, pieces())

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from faster_whisper import WhisperModel
 
+from containers.model_server import cuda_libs
 from containers.model_server.engines.base import Decoding, WeightsNotFound, check_readable
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
 
+log = logging.getLogger("model_server")
 PACKAGE_PREFIX = "package:"
+FALLBACKS = {
+    "float16": ("float32",),
+    "bfloat16": ("float16", "float32"),
+    "int8_float16": ("int8_float32", "int8", "float32"),
+    "int8_bfloat16": ("int8_float16", "int8_float32", "int8"),
+}
 REQUIRED_FILES = ("config.json", "model.bin")
 
 
@@ -39,6 +48,23 @@ def _package_dir(module_name: str) -> Path:
     return Path(get_model_path())
 
 
+def supported_compute_type(wanted: str) -> str:
+    """`wanted` when this GPU supports it, else the closest it does (float16 and int8_float16 need compute
+    capability 7.0), with a log line saying so."""
+    import ctranslate2
+
+    supported = ctranslate2.get_supported_compute_types("cuda")
+    if wanted in supported or wanted in ("auto", "default"):
+        return wanted
+    for fallback in FALLBACKS.get(wanted, ()):
+        if fallback in supported:
+            log.warning(
+                "compute_type %s is not supported by this GPU (%s): using %s", wanted, sorted(supported), fallback
+            )
+            return fallback
+    return "default"
+
+
 class WhisperEngine:
     def __init__(
         self,
@@ -50,6 +76,9 @@ class WhisperEngine:
         cpu_threads: int = 0,
     ) -> None:
         directory = resolve_weights(weights)
+        if device == "cuda":
+            cuda_libs.preload()
+            compute_type = supported_compute_type(compute_type)
         # num_workers is what lets several transcriptions run at once; with 1 they would queue inside CTranslate2.
         self._model = WhisperModel(
             str(directory),
@@ -61,6 +90,11 @@ class WhisperEngine:
         )
         self.device = self._model.model.device
         self.compute_type = self._model.model.compute_type
+        if self.device == "cuda":
+            # cuBLAS is opened at the first GPU computation, not at load: decode half a second of silence now, so a
+            # broken GPU setup fails the start (and says why) instead of every request.
+            pieces, _ = self._model.transcribe(np.zeros(8000, dtype=np.float32), beam_size=1, language="en")
+            list(pieces)
 
     def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
