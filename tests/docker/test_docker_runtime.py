@@ -42,13 +42,15 @@ async def test_container_is_hardened_and_serves(
     assert status.runtime == "docker" and status.container_id and status.url.startswith("http://127.0.0.1:")
     [container] = containers_of(docker_client, deployment)
     attrs = docker_client.api.inspect_container(container.id)
+    # The model server's host pid (what NVML reports): the gpu actor measures the container by it.
+    assert status.pid == attrs["State"]["Pid"] and status.pid > 1
     host = attrs["HostConfig"]
     assert [b["HostIp"] for b in host["PortBindings"]["9000/tcp"]] == ["127.0.0.1"]
     assert attrs["Config"]["User"] == "10001:10001"
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Privileged"] is False and host["PidsLimit"] == 256 and host["Memory"] == 4 * 2**30
+    assert host["Privileged"] is False and host["PidsLimit"] == 4096 and host["Memory"] == 4 * 2**30
     assert not any("docker.sock" in m["Source"] for m in attrs["Mounts"])
     assert attrs["Config"]["Labels"]["asrpro.model"] == MODEL
     assert attrs["Config"]["Image"] == model_images[MODEL]
