@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -57,9 +58,21 @@ class ImageBuildError(RuntimeError):
 
 
 CUDA_SUFFIX = "-cuda"
-# Families with a CUDA variant: its requirements-cuda.txt is added to requirements.txt. Parakeet's would swap
-# onnxruntime for onnxruntime-gpu, which also needs cuDNN 9, cuFFT and the CUDA runtime (~1.5 GB): not built yet.
-CUDA_FAMILIES = ("whisper",)
+# Families with a CUDA variant: its requirements-cuda.txt is added to requirements.txt, where a line
+# `# replaces: <package>` takes that package out (Parakeet's swaps onnxruntime for onnxruntime-gpu).
+CUDA_FAMILIES = ("whisper", "parakeet")
+
+
+def cuda_requirements(base: str, cuda: str) -> str:
+    replaced = {line.split(":", 1)[1].strip().lower() for line in cuda.splitlines() if line.startswith("# replaces:")}
+
+    def name(line: str) -> str:
+        return re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0].lower()
+
+    kept = [
+        line for line in base.splitlines() if line.startswith("#") or not line.strip() or name(line) not in replaced
+    ]
+    return "\n".join(kept) + "\n" + cuda
 
 
 def model_image(config: Config, model_id: str, cuda: bool = False) -> str:
@@ -161,7 +174,7 @@ def _context(family: str, work: Path, cuda: bool = False) -> Path:
     shutil.copy2(FAMILY_DIRS[family] / "Dockerfile", context / "Dockerfile")
     requirements = (FAMILY_DIRS[family] / "requirements.txt").read_text()
     if cuda:
-        requirements += (FAMILY_DIRS[family] / "requirements-cuda.txt").read_text()
+        requirements = cuda_requirements(requirements, (FAMILY_DIRS[family] / "requirements-cuda.txt").read_text())
     (context / "requirements.txt").write_text(requirements)
     (context / ".dockerignore").write_text("wheels/.requirements.sha256\n")
     _wheelhouse(family, context)

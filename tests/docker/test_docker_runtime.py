@@ -43,7 +43,7 @@ async def test_container_is_hardened_and_serves(
     [container] = containers_of(docker_client, deployment)
     attrs = docker_client.api.inspect_container(container.id)
     # The model server's host pid (what NVML reports): the gpu actor measures the container by it.
-    assert status.pid == attrs["State"]["Pid"] and status.pid > 1
+    assert status.pid is not None and status.pid == attrs["State"]["Pid"] and status.pid > 1
     host = attrs["HostConfig"]
     assert [b["HostIp"] for b in host["PortBindings"]["9000/tcp"]] == ["127.0.0.1"]
     assert attrs["Config"]["User"] == "10001:10001"

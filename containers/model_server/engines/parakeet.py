@@ -54,6 +54,31 @@ def chunks(audio: np.ndarray) -> list[tuple[int, int]]:
     return ranges
 
 
+def _load_cuda_libraries() -> None:
+    """onnxruntime-gpu's own loader for the CUDA wheels beside it (the CUDA image); a CPU onnxruntime cannot."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise RuntimeError(
+            "onnxruntime has no CUDA provider here (the CPU build is installed): use the CUDA image "
+            "(asrpro images build parakeet-tdt-0.6b --cuda) or run this model on the CPU"
+        )
+    preload = getattr(onnxruntime, "preload_dlls", None)
+    if preload is not None:
+        preload()
+
+
+def _sessions(model: object, depth: int = 4) -> list[Any]:
+    """The ONNX Runtime sessions inside an onnx-asr model (its attributes, a few levels down)."""
+    import onnxruntime
+
+    if isinstance(model, onnxruntime.InferenceSession):
+        return [model]
+    if depth == 0 or not hasattr(model, "__dict__"):
+        return []
+    return [s for value in vars(model).values() for s in _sessions(value, depth - 1)]
+
+
 class ParakeetEngine:
     def __init__(self, weights: str, *, device: str, compute_type: str) -> None:
         directory = Path(weights)
@@ -67,21 +92,19 @@ class ParakeetEngine:
         if device == "cpu":
             providers = ["CPUExecutionProvider"]
         else:
-            import onnxruntime
-
-            # ONNX Runtime falls back to the CPU silently when its CUDA provider cannot be used: refuse instead,
-            # so /health never says cuda while the work runs on the CPU.
-            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-                raise RuntimeError(
-                    "onnxruntime has no CUDA provider here (CPU onnxruntime installed): use the CUDA image "
-                    "(asrpro images build MODEL --cuda, with onnxruntime-gpu) or device cpu"
-                )
+            _load_cuda_libraries()
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         options: dict[str, Any] = {"providers": providers}
         if quantization:
             # Passed only when needed: the keyword is absent from older onnx-asr releases.
             options["quantization"] = quantization
         self._model = onnx_asr.load_model(ONNX_ASR_MODEL, str(directory), **options)
+        if device != "cpu":
+            # ONNX Runtime falls back to the CPU silently when CUDA cannot be used: refuse instead, so /health never
+            # says cuda while the work runs on the CPU (and the GPU memory sits allocated for nothing).
+            in_use = {p for session in _sessions(self._model) for p in session.get_providers()}
+            if "CUDAExecutionProvider" not in in_use:
+                raise RuntimeError(f"ONNX Runtime runs this model on {sorted(in_use) or 'no provider'}, not CUDA")
         self.device = device
         self.compute_type = quantization or "float32"
 
