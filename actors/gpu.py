@@ -61,26 +61,53 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
     except pynvml.NVMLError as exc:
         return [], f"NVML unavailable ({exc}): running on CPU"
     try:
-        devices, skipped = [], []
+        devices: list[GpuDevice] = []
+        skipped: list[str] = []
         for index in range(pynvml.nvmlDeviceGetCount()):
             try:
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                name = pynvml.nvmlDeviceGetName(handle)
+                slices = _mig_slices(pynvml, handle, index)
+                devices += slices or [_device(pynvml, handle, index)]
             except pynvml.NVMLError as exc:
                 skipped.append(f"cuda:{index} ({exc})")
-                continue
-            devices.append(
-                GpuDevice(
-                    index=index,
-                    name=name.decode() if isinstance(name, bytes) else name,
-                    total_mb=int(memory.total // 2**20),
-                    free_mb=int(memory.free // 2**20),
-                )
-            )
-        return devices, f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
+        found = f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
+        return devices, found
     finally:
         pynvml.nvmlShutdown()
+
+
+def _device(pynvml: Any, handle: Any, index: int, uuid: str = "") -> GpuDevice:
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    name = pynvml.nvmlDeviceGetName(handle)
+    return GpuDevice(
+        index=index,
+        name=name.decode() if isinstance(name, bytes) else name,
+        total_mb=int(memory.total // 2**20),
+        free_mb=int(memory.free // 2**20),
+        uuid=uuid,
+    )
+
+
+def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[GpuDevice]:
+    """A GPU split into MIG instances is used as its slices (each with its own memory, selected by UUID); their
+    indices are synthetic: 1000 + 100 * the GPU's index + the slice's."""
+    try:
+        current, _ = pynvml.nvmlDeviceGetMigMode(handle)
+    except pynvml.NVMLError:  # not a MIG-capable GPU
+        return []
+    if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+        return []
+    slices = []
+    for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except pynvml.NVMLError:  # an empty slot
+            continue
+        uuid = pynvml.nvmlDeviceGetUUID(mig)
+        slices.append(
+            _device(pynvml, mig, 1000 + 100 * index + slot, uuid.decode() if isinstance(uuid, bytes) else uuid)
+        )
+    return slices
 
 
 def nvml_memory() -> dict[int, dict[int, int]]:
@@ -148,7 +175,12 @@ def place(table: AllocationTable, devices: list[GpuDevice], model: str, memory_m
         return None
     best = max(fitting, key=free)
     return Allocation(
-        model=model, device=f"cuda:{best.index}", device_index=best.index, memory_mb=memory_mb, at=time.time()
+        model=model,
+        device=f"cuda:{best.index}",
+        device_index=best.index,
+        visible=best.uuid,
+        memory_mb=memory_mb,
+        at=time.time(),
     )
 
 

@@ -12,6 +12,9 @@ class Allocation(msgspec.Struct, kw_only=True):
     model: str
     device: str  # "cpu" or "cuda:<index>"
     device_index: int | None = None
+    # What selects the device for CUDA (CUDA_VISIBLE_DEVICES, a Docker device request): the NVML index, or the
+    # UUID of a MIG slice. Empty: str(device_index).
+    visible: str = ""
     memory_mb: int = 0
     pid: int | None = None  # the server's process on the host, once known (for NVML per-process use)
     at: float = 0.0
@@ -52,6 +55,7 @@ class GpuDevice(msgspec.Struct, kw_only=True):
     free_mb: int  # as the source reports it (NVML) or total minus allocations (configured)
     allocated_mb: int = 0
     utilization_pct: int | None = None  # NVML's GPU utilisation, where NVML is the source
+    uuid: str = ""  # a MIG slice's UUID (MIG-...): how CUDA is told to use it; its index is synthetic
 
 
 class GpuStatus(msgspec.Struct, kw_only=True):

@@ -359,7 +359,8 @@ class Lifecycle(Actor):
         if run_on.startswith("cuda"):
             allocation, run_on = await self._gpu_usable(model, allocation, run_on)
         try:
-            handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on))
+            visible = allocation.visible if run_on.startswith("cuda") else ""
+            handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on, visible=visible))
         except Exception as exc:
             await self._release(model.id)
             message = f"could not start model server for {model.id} ({self.runtime.name}): {exc}"

@@ -15,6 +15,7 @@ from schemas.registry import ModelInfo
 class LaunchSpec:
     model: ModelInfo
     device: str  # "cpu" or "cuda:<index>"
+    visible: str = ""  # what selects the GPU for CUDA: a MIG slice's UUID; empty: the index
 
     @property
     def device_kind(self) -> str:
@@ -23,6 +24,11 @@ class LaunchSpec:
     @property
     def device_index(self) -> str:
         return self.device.partition(":")[2] or "0"
+
+    @property
+    def cuda_visible(self) -> str:
+        """The value of CUDA_VISIBLE_DEVICES (and of a Docker device request) for this server."""
+        return self.visible or self.device_index
 
     @property
     def compute_type(self) -> str:

@@ -229,7 +229,7 @@ class DockerRuntime(Runtime):
             environment["WEIGHTS"] = target
         device_requests = None
         if spec.device_kind == "cuda":
-            device_requests = [DeviceRequest(device_ids=[spec.device_index], capabilities=[["gpu"]])]
+            device_requests = [DeviceRequest(device_ids=[spec.cuda_visible], capabilities=[["gpu"]])]
         network: dict[str, Any] = {"ports": {CONTAINER_PORT: ("127.0.0.1", None)}}
         if self.cfg.network:
             network = {"network": self.cfg.network}

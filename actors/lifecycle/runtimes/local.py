@@ -51,7 +51,7 @@ class LocalRuntime(Runtime):
         if spec.device_kind == "cuda":
             # NVML numbers devices by PCI bus; CUDA, unless told, fastest first: make them agree.
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            env["CUDA_VISIBLE_DEVICES"] = spec.device_index
+            env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible
         model = spec.model
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
