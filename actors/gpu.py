@@ -67,7 +67,9 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
             try:
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
                 slices = _mig_slices(pynvml, handle, index)
-                devices += slices or [_device(pynvml, handle, index)]
+                if slices == []:
+                    skipped.append(f"cuda:{index} (MIG mode with no instances: CUDA cannot use the whole GPU)")
+                devices += [_device(pynvml, handle, index)] if slices is None else slices
             except pynvml.NVMLError as exc:
                 skipped.append(f"cuda:{index} ({exc})")
         found = f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
@@ -88,15 +90,15 @@ def _device(pynvml: Any, handle: Any, index: int, uuid: str = "") -> GpuDevice:
     )
 
 
-def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[GpuDevice]:
+def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[GpuDevice] | None:
     """A GPU split into MIG instances is used as its slices (each with its own memory, selected by UUID); their
     indices are synthetic: 1000 + 100 * the GPU's index + the slice's."""
     try:
         current, _ = pynvml.nvmlDeviceGetMigMode(handle)
     except pynvml.NVMLError:  # not a MIG-capable GPU
-        return []
+        return None
     if current != pynvml.NVML_DEVICE_MIG_ENABLE:
-        return []
+        return None
     slices = []
     for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
         try:
@@ -316,7 +318,7 @@ class GpuAllocator(Actor):
                 index=d.index,
                 name=d.name,
                 total_mb=d.total_mb,
-                free_mb=d.total_mb - allocated_mb(table, d.index),
+                free_mb=d.total_mb - allocated_mb(table, d.index) - table.external_mb.get(d.index, 0),
                 allocated_mb=allocated_mb(table, d.index),
                 utilization_pct=busy.get(d.index),
             )

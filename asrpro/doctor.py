@@ -53,12 +53,14 @@ def _docker(_: Config) -> Check:
             "install Docker Engine (apt-get install docker.io) for one container per model",
         )
     nvidia = "nvidia" in runtimes
+    # GPU containers need the NVIDIA Container Toolkit's hook, which a registered `nvidia` runtime shows; without
+    # it Docker may still manage (a hook on dockerd's PATH): a hint, not a verdict.
     return Check(
         "docker",
         True,
         f"Docker Engine {version}; runtimes {', '.join(runtimes)}"
-        + ("" if nvidia else "; no NVIDIA runtime: GPU containers cannot start"),
-        "" if nvidia else "install the NVIDIA Container Toolkit and restart dockerd (for GPUs in containers)",
+        + ("" if nvidia else "; no `nvidia` runtime registered"),
+        "" if nvidia else "for GPUs in containers: the NVIDIA Container Toolkit (nvidia-ctk runtime configure)",
         {"version": version, "nvidia_runtime": nvidia},
     )
 

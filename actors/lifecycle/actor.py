@@ -331,7 +331,10 @@ class Lifecycle(Actor):
     async def _gpu_usable(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[Allocation, str]:
         """The GPU placement when this runtime can run the model there; else the CPU (cpu_fallback, with the reason
         in a `starting` event) or a clear 503 naming the fix — not a start that fails once per retry."""
-        problem = await self.runtime.gpu_problem(model)
+        try:
+            problem = await self.runtime.gpu_problem(model)
+        except Exception as exc:  # the runtime could not tell (its daemon is down, say): not the GPU's fault
+            problem = f"the {self.runtime.name} runtime could not check: {exc}"
         if not problem:
             return allocation, run_on
         await self._release(model.id)
@@ -356,11 +359,18 @@ class Lifecycle(Actor):
             )
             raise
         run_on = "cpu" if self.config.gpu.accounting_only else allocation.device
-        if run_on.startswith("cuda"):
-            allocation, run_on = await self._gpu_usable(model, allocation, run_on)
         try:
+            if run_on.startswith("cuda"):
+                allocation, run_on = await self._gpu_usable(model, allocation, run_on)
             visible = allocation.visible if run_on.startswith("cuda") else ""
             handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on, visible=visible))
+        except AsrError as exc:
+            if exc.kind == GPU_UNUSABLE_KIND:
+                raise  # released and announced already
+            await self._release(model.id)
+            message = f"could not start model server for {model.id} ({self.runtime.name}): {exc.message}"
+            await self.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=message))
+            raise AsrError(errors.UNAVAILABLE, message) from exc
         except Exception as exc:
             await self._release(model.id)
             message = f"could not start model server for {model.id} ({self.runtime.name}): {exc}"
@@ -368,6 +378,8 @@ class Lifecycle(Actor):
             raise AsrError(errors.UNAVAILABLE, message) from exc
         server = Server(model=model, handle=handle, allocation=allocation)
         self.servers[model.id] = server
+        # Measured from the start: memory a loading server holds is its own, not "used outside asrpro".
+        await self._bind(server)
         try:
             await self.probe.wait_healthy(handle)
         except AsrError as exc:
@@ -379,14 +391,19 @@ class Lifecycle(Actor):
         await self._ready(server, startup_s=round(time.monotonic() - t0, 3))
         return server
 
+    async def _bind(self, server: Server) -> None:
+        """Tell the gpu actor the pid of a server holding GPU memory (NVML measures processes)."""
+        if server.allocation.device_index is not None and server.handle.pid:
+            with contextlib.suppress(AsrError):
+                await self.request(endpoints.GPU_BIND, Bind(model=server.model_id, pid=server.handle.pid))
+
     async def _ready(self, server: Server, *, startup_s: float = 0.0, adopted: bool = False) -> None:
         """A healthy server: watch it, tell the gpu actor its pid (for measuring), record it, announce it."""
         server.state = "ready"
         handle, allocation = server.handle, server.allocation
         self.loop(self._watch(server))
-        if allocation.device_index is not None and handle.pid:
-            with contextlib.suppress(AsrError):
-                await self.request(endpoints.GPU_BIND, Bind(model=server.model_id, pid=handle.pid))
+        if adopted:
+            await self._bind(server)
         await self._save(server)
         await self.publish(
             ServerReady(

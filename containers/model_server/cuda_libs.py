@@ -48,8 +48,17 @@ def locate() -> dict[str, str]:
     for soname in SONAMES:
         in_wheel = [str(d / soname) for d in dirs if (d / soname).is_file()]
         system = ctypes.util.find_library(soname.removeprefix("lib").split(".so")[0])
-        found[soname] = in_wheel[0] if in_wheel else ("system" if system and system.endswith(".so.12") else "")
+        # find_library names one version; another version there does not mean this one is missing: try it.
+        found[soname] = in_wheel[0] if in_wheel else ("system" if system and _loadable(soname) else "")
     return found
+
+
+def _loadable(soname: str) -> bool:
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
 
 
 def probe() -> dict[str, str]:

@@ -101,3 +101,35 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
 def test_the_api_docs_stay_at_docs(stack: Stack, browser: WebDriver) -> None:
     browser.get(stack.gateway + "/docs")
     wait(browser, lambda b: "ASR Pro" in b.title)
+
+
+@pytest.fixture(scope="module")
+def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("console-keys"), ASRPRO_GATEWAY__ADMIN_KEYS='["console-admin-key-123"]')
+    yield s
+    assert s.stop() == 0
+
+
+def test_with_api_keys_the_console_asks_for_one_and_then_works(
+    keyed_stack: Stack, browser: WebDriver, shared_data: Path
+) -> None:
+    browser.get(keyed_stack.gateway + "/")
+    browser.execute_script("localStorage.clear()")
+    browser.get(keyed_stack.gateway + "/")
+    wait(browser, lambda b: b.find_element(By.ID, "key-needed").is_displayed())
+    assert not browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+    field = browser.find_element(By.ID, "api-key")
+    field.send_keys("console-admin-key-123")
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", field)
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#models tr[data-model="{MODEL}"]'))
+    assert not browser.find_element(By.ID, "key-needed").is_displayed()
+    browser.get(keyed_stack.gateway + "/")  # kept in this browser: the WebSocket opens with it as ?token=
+    browser.find_element(By.ID, "file").send_keys(str(shared_data / "jfk.flac"))
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
+    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    browser.find_element(By.ID, "transcribe").click()
+    wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
+    assert "fellow Americans" in browser.find_element(By.ID, "transcript").text
+    wait(browser, lambda b: "ready" in b.find_element(By.ID, "events").text)  # events over the keyed WebSocket
+    browser.save_screenshot(str(ARTEFACTS / "console-with-key.png"))
+    browser.execute_script("localStorage.clear()")

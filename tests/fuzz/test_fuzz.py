@@ -82,6 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for surface, counts in REPORT.items():
         print(json.dumps({"surface": surface, "total": sum(counts.values()), **dict(sorted(counts.items()))}))
     assert s.stop() == 0
+    s.wait_no_leftovers()
 
 
 def processes(stack: Stack) -> dict[str, list[int]]:

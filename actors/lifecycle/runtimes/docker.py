@@ -81,7 +81,9 @@ class DockerRuntime(Runtime):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: threading.Thread | None = None
         self._closed = False
-        self._nvidia_runtime: bool | None = None  # whether `docker info` lists it (asked once)
+        # Set when dockerd could not give a container a GPU ("could not select device driver"): no NVIDIA
+        # Container Toolkit. GPU placements then fall back or fail with it, instead of failing each start.
+        self._gpu_driver_problem = ""
         # A cold load of a large model takes as long in a container as outside: the longer of the two budgets.
         self.startup_timeout = max(self.cfg.container_timeout, config.lifecycle.startup_timeout)
         self.pull_retries = config.recovery.pull_retries
@@ -129,7 +131,15 @@ class DockerRuntime(Runtime):
     # -- launching -------------------------------------------------------------
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         self._loop = asyncio.get_running_loop()
-        container = await self._run(self._launch_sync, spec)
+        try:
+            container = await self._run(self._launch_sync, spec)
+        except docker.errors.APIError as exc:
+            if spec.device_kind == "cuda" and "could not select device driver" in str(exc):
+                self._gpu_driver_problem = (
+                    "Docker cannot give a container a GPU (no NVIDIA Container Toolkit: install it and restart "
+                    "dockerd, then the lifecycle actor)"
+                )
+            raise
         try:
             handle: ServerHandle = await self._run(self._handle_for, container)
         except Exception:
@@ -176,20 +186,14 @@ class DockerRuntime(Runtime):
                 log.warning("pull of %s failed (%s): retrying in %.0f s", image, exc, self.pull_retries[attempt])
 
     async def gpu_problem(self, model: ModelInfo) -> str:
-        return await asyncio.to_thread(self._gpu_problem_sync, model)
-
-    def _gpu_problem_sync(self, model: ModelInfo) -> str:
-        client = self._docker()
-        if self._nvidia_runtime is None:
-            runtimes = (client.info().get("Runtimes") or {}).keys()
-            self._nvidia_runtime = "nvidia" in runtimes
-        if not self._nvidia_runtime:
-            # Without it Docker creates the GPU container and then cannot start it, once per retry.
-            return "Docker has no NVIDIA container runtime (install the NVIDIA Container Toolkit, then restart dockerd)"
+        if self._gpu_driver_problem:
+            return self._gpu_driver_problem
         try:
-            client.images.get(model.cuda_image)
-        except docker.errors.ImageNotFound:
-            return f"the CUDA image {model.cuda_image} is not built (asrpro images build {model.id} --cuda)"
+            await self._run(self._ensure_image, self._docker(), model.cuda_image)
+        except DockerUnavailable:
+            raise
+        except Exception as exc:
+            return f"the CUDA image {model.cuda_image} is not available ({exc}; asrpro images build {model.id} --cuda)"
         return ""
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import signal
 import socket
@@ -38,9 +39,13 @@ class LocalRuntime(Runtime):
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def gpu_problem(self, model: ModelInfo) -> str:
-        if model.engine != "faster-whisper":
-            return ""  # onnxruntime says itself, at load, whether its CUDA provider works
-        missing = [soname for soname, where in cuda_libs.locate().items() if not where]
+        if model.engine == "onnx-asr":
+            try:
+                importlib.metadata.distribution("onnxruntime-gpu")
+            except importlib.metadata.PackageNotFoundError:
+                return "the CPU build of onnxruntime is installed here (pip install onnxruntime-gpu[cuda,cudnn])"
+            return ""
+        missing = [soname for soname, where in (await asyncio.to_thread(cuda_libs.locate)).items() if not where]
         if missing:
             return f"CUDA libraries not found on this host: {', '.join(missing)} ({cuda_libs.INSTALL_HINT})"
         return ""
