@@ -63,6 +63,8 @@ async def test_an_application_added_at_run_time_transcribes_and_once_removed_is_
     result = await bus.transcribe(nc, "whisper-1", TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=120)
     assert word_error_rate(JFK_TEXT, result.text) < 0.15
 
+    # Once the server closes it, this client must end rather than try to reconnect for ever (bus.connect's choice).
+    nc.options["allow_reconnect"] = False
     removed = asrpro(stack, "users", "remove", "notes-app")
     assert removed.returncode == 0, removed.stderr
     assert not await asyncio.to_thread(os.path.exists, creds_path)
