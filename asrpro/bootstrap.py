@@ -36,6 +36,17 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         (subjects.SETTINGS_BUCKET, "settings changed at run time"),
     ):
         await js.create_key_value(KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE))
+    nodes = KeyValueConfig(
+        bucket=subjects.NODES_BUCKET,
+        description="nodes' heartbeats (a record expires when its node stops beating)",
+        history=1,
+        ttl=config.node.dead_after,
+        storage=StorageType.FILE,
+    )
+    try:
+        await js.create_key_value(nodes)
+    except BadRequestError as exc:  # made before with another node.dead_after: it works, with the old TTL
+        log.warning("bucket %s kept as it was: %s", subjects.NODES_BUCKET, exc)
     owners = ["gateway", DEFAULT_APP, *(app.name for app in UserStore(config.nats.store_dir).load())]
     for owner in owners:
         await ensure_audio_bucket(nc, config, owner)

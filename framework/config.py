@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +144,18 @@ class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
 
 
+class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str = ""  # this host's share of the work; default: the host name
+    heartbeat_interval: float = 2.0  # seconds between heartbeats in ASR_NODES
+    # A node not heard from for this long is gone (the bucket's TTL). Generous: a busy 2-core machine decoding
+    # on every core must not be declared dead.
+    dead_after: float = 20.0
+
+
+def node_name(config: Config) -> str:
+    return config.node.name or socket.gethostname()
+
+
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_model: str = "whisper-tiny.en"
 
@@ -155,6 +168,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     models: dict[str, ModelConfig] = {}
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from nats.aio.client import Client
 
 from framework import bus
@@ -79,3 +79,8 @@ def get_connection(request: Request) -> GatewayConnection:
 def get_config(request: Request) -> Config:
     config: Config = request.app.state.config
     return config
+
+
+# What a route declares to get them (FastAPI dependencies).
+Connection = Annotated[GatewayConnection, Depends(get_connection)]
+Settings = Annotated[Config, Depends(get_config)]

@@ -8,17 +8,17 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from framework import bus
-from gateway.connection import GatewayConnection, get_connection
+from gateway.connection import Connection, GatewayConnection
 from gateway.status import system_status
 from schemas import errors, subjects
 from schemas.errors import AsrError
@@ -37,7 +37,6 @@ from schemas.events import (
 from schemas.transcribe import TranscriptionProgress
 
 router = APIRouter()
-Connection = Annotated[GatewayConnection, Depends(get_connection)]
 HEARTBEAT_S = 15.0
 
 # Events as asrpro's frontend names them.

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from nats.aio.client import Client
 
 from framework import bus, logs
 from framework.config import Config, start_budget
-from gateway.connection import GatewayConnection, get_config, get_connection
+from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, error_response, status_and_code
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
@@ -39,8 +39,6 @@ log = logging.getLogger("asrpro.gateway")
 DISCONNECT_CHECK_S = 0.5
 CLIENT_GONE = "499"
 _MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
-Connection = Annotated[GatewayConnection, Depends(get_connection)]
-Settings = Annotated[Config, Depends(get_config)]
 
 
 File_ = Annotated[UploadFile | None, File()]

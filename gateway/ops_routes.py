@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Query, Request
+import nats.errors
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from gateway.connection import GatewayConnection, get_connection
+from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
 from gateway.status import system_status
-from schemas import endpoints
+from schemas import endpoints, errors, subjects
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.gpu import GpuStatusRequest
 from schemas.lifecycle import CloseBreaker, EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
 from schemas.metrics import SnapshotRequest
+from schemas.nodes import NodeRecord
 
 router = APIRouter()
-Connection = Annotated[GatewayConnection, Depends(get_connection)]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -86,6 +89,37 @@ async def ps(conn: Connection) -> dict[str, Any]:
         measured = {}
     entries = [ps_entry(s) | {"gpu_measured_mb": measured.get(s.model)} for s in status.servers]
     return {"runtime": status.runtime, "models": entries}
+
+
+@router.get("/api/nodes")
+async def nodes(conn: Connection, config: Settings) -> dict[str, Any]:
+    """The nodes that beat within node.dead_after (an older record has expired from ASR_NODES): name, host, last
+    heartbeat, GPUs, the models they run."""
+    try:
+        kv = await conn.client.jetstream().key_value(subjects.NODES_BUCKET)
+        try:
+            names = await kv.keys()
+        except NoKeysError:
+            names = []
+        records = []
+        for name in names:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(name)
+                if entry.value:
+                    records.append(msgspec.msgpack.decode(entry.value, type=NodeRecord))
+    except (nats.errors.Error, OSError) as exc:
+        raise AsrError(errors.UNAVAILABLE, f"the node records (ASR_NODES) cannot be read: {exc}") from None
+    now = time.time()
+    listed = [
+        msgspec.to_builtins(r)
+        | {
+            "alive": now - r.heartbeat_at < config.node.dead_after,
+            "heartbeat_at": _iso(r.heartbeat_at),
+            "started_at": _iso(r.started_at),
+        }
+        for r in sorted(records, key=lambda r: r.name)
+    ]
+    return {"nodes": listed}
 
 
 @router.get("/api/gpu")

@@ -5,12 +5,11 @@ models really installed."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from framework.config import Config
-from gateway.connection import GatewayConnection, get_config, get_connection
+from gateway.connection import Connection, Settings
 from gateway.status import system_status
 from schemas import endpoints
 from schemas.errors import AsrError
@@ -18,8 +17,6 @@ from schemas.gpu import GpuStatusRequest
 from schemas.transcribe import RESPONSE_FORMATS
 
 router = APIRouter()
-Connection = Annotated[GatewayConnection, Depends(get_connection)]
-Settings = Annotated[Config, Depends(get_config)]
 
 # Container formats by file extension and MIME type; offered when the decoder knows the container.
 _AUDIO = {

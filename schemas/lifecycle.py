@@ -34,6 +34,7 @@ class ServerStatus(msgspec.Struct, kw_only=True):
     inflight: int = 0  # requests being served
     keep_alive: float | None = None  # seconds of idleness before it stops; -1 = never
     rss_mb: float | None = None  # resident memory of the server's process, where its pid is known
+    node: str = ""  # the node (node.name) whose lifecycle actor runs it
 
 
 class StopServer(msgspec.Struct, kw_only=True):

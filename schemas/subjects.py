@@ -46,6 +46,7 @@ USER_NAME = r"[a-z][a-z0-9_-]{0,31}"  # a NATS user of this system: one subject 
 INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. and only it may subscribe there
 GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
 SERVERS_BUCKET = "ASR_SERVERS"  # key <model id>: the lifecycle actor's record of a running server
+NODES_BUCKET = "ASR_NODES"  # key <node name>: its lifecycle actor's heartbeat (NodeRecord), expires with the TTL
 SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
 

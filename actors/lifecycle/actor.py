@@ -12,6 +12,7 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from actors.lifecycle.health import HealthProbe
+from actors.lifecycle.node import NodeBeacon
 from actors.lifecycle.placement import Placement, idle_timeout
 from actors.lifecycle.records import KvServerRecords, ServerRecords
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, choose_runtime
@@ -35,7 +36,7 @@ from schemas.events import (
     TranscriptionFailed,
     TranscriptionStarted,
 )
-from schemas.gpu import Allocate, Allocation, Bind, Release
+from schemas.gpu import Allocate, Allocation, Bind, GpuDevice, GpuStatusRequest, Release
 from schemas.lifecycle import (
     BreakerState,
     EnsureServer,
@@ -86,6 +87,7 @@ class Lifecycle(Actor):
         self._recording: set[str] = set()  # models with an activity record pending
         self.installed = InstalledModels()  # what this host has, as last reported
         self._settings: KeyValue | None = None
+        self.node = NodeBeacon(config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices)
 
     @property
     def servers(self) -> dict[str, Server]:
@@ -98,6 +100,8 @@ class Lifecycle(Actor):
             if self.records is None:
                 self.records = await KvServerRecords.open(self.connection)
             self._settings = await self.connection.jetstream().key_value(subjects.SETTINGS_BUCKET)
+            await self.node.claim(await self.connection.jetstream().key_value(subjects.NODES_BUCKET))
+            self.loop(self.node.run())
         self.records = self.records or ServerRecords()
         await self._adopt()
         await self.report_installed()
@@ -110,6 +114,7 @@ class Lifecycle(Actor):
     async def teardown(self) -> None:
         for server in list(self.servers.values()):
             await self._stop(server, "shutdown")
+        await self.node.leave()
         await self.runtime.close()
         await self.catalogue.stop()
         await self.model_server.aclose()
@@ -513,4 +518,13 @@ class Lifecycle(Actor):
                 await self._stop_if_idle(server, "idle" if server.keep_alive is None else "keep_alive")
 
     def _status(self, server: Server) -> ServerStatus:
-        return server.status(self.runtime.name, self._idle_timeout(server))
+        status = server.status(self.runtime.name, self._idle_timeout(server))
+        status.node = self.node.name
+        return status
+
+    async def _devices(self) -> list[GpuDevice]:
+        """This node's GPUs, as the gpu actor sees them (for the node's heartbeat)."""
+        try:
+            return (await self.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)).devices
+        except AsrError:
+            return []

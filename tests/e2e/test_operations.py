@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, start_stack, wait_until
 
 pytestmark = pytest.mark.e2e
 MODEL = "whisper-tiny.en"
@@ -140,3 +141,18 @@ async def test_websocket_receives_events_live(stack: Stack, shared_data: Path) -
     assert seen.index(("transcription_started", "transcribing")) < seen.index(("container_status", "ready"))
     assert seen.index(("container_status", "ready")) < seen.index(("transcription_completed", "transcribed"))
     assert seen[-1] == ("container_status", "stopped")
+
+
+def test_nodes_lists_this_host_alive_with_what_it_runs(stack: Stack, shared_data: Path) -> None:
+    assert transcribe(stack, (shared_data / "jfk.flac").read_bytes(), model=MODEL).status_code == 200
+
+    def this_node() -> dict:
+        [node] = httpx.get(f"{stack.gateway}/api/nodes", timeout=10).json()["nodes"]
+        return node
+
+    wait_until(lambda: MODEL in this_node()["servers"], timeout=15, what="the heartbeat to list the model")
+    node = this_node()
+    assert node["alive"] is True and node["name"] == socket.gethostname() and node["runtime"] == "local"
+    assert node["heartbeat_at"] and node["host"] == socket.gethostname()
+    servers = httpx.get(f"{stack.gateway}/api/ps", timeout=10).json()["models"]
+    assert {s["node"] for s in servers} == {node["name"]}

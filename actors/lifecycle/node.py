@@ -1,0 +1,85 @@
+"""This host's node: its name, claimed in ASR_NODES at start and kept alive by a heartbeat (the bucket's TTL ends
+the record of a node that stops beating; a clean stop deletes it). A name alive on another host is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from framework.config import Config, node_name
+from schemas.gpu import GpuDevice
+from schemas.nodes import NodeRecord
+
+log = logging.getLogger("asrpro.lifecycle")
+
+
+class NodeNameTaken(RuntimeError):
+    pass
+
+
+class NodeBeacon:
+    def __init__(
+        self,
+        config: Config,
+        instance: str,
+        runtime: str,
+        servers: Callable[[], list[str]],
+        devices: Callable[[], Awaitable[list[GpuDevice]]],
+    ) -> None:
+        self.name = node_name(config)
+        self.host = socket.gethostname()
+        self.cfg = config.node
+        self.instance, self.runtime = instance, runtime
+        self.servers, self.devices = servers, devices
+        self.started_at = time.time()
+        self.kv: KeyValue | None = None
+
+    async def claim(self, kv: KeyValue) -> None:
+        """Take the node's name, unless a node of that name beats on another host."""
+        self.kv = kv
+        with contextlib.suppress(KeyNotFoundError):
+            entry = await kv.get(self.name)
+            if entry.value:
+                other = msgspec.msgpack.decode(entry.value, type=NodeRecord)
+                age = time.time() - other.heartbeat_at
+                if other.host != self.host and age < self.cfg.dead_after:
+                    raise NodeNameTaken(
+                        f"node name {self.name!r} is alive on host {other.host} (heartbeat {age:.0f} s ago): "
+                        "give this host another node.name (ASRPRO_NODE__NAME)"
+                    )
+        await self.beat()
+
+    async def beat(self) -> None:
+        assert self.kv is not None
+        record = NodeRecord(
+            name=self.name,
+            host=self.host,
+            instance=self.instance,
+            started_at=self.started_at,
+            heartbeat_at=time.time(),
+            runtime=self.runtime,
+            devices=await self.devices(),
+            servers=sorted(self.servers()),
+        )
+        await self.kv.put(self.name, msgspec.msgpack.encode(record))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+            try:
+                await self.beat()
+            except Exception as exc:  # the bus is down for a moment: the next beat tries again
+                log.warning("node heartbeat failed: %s", exc)
+
+    async def leave(self) -> None:
+        if self.kv is not None:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(self.name)

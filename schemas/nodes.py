@@ -1,0 +1,21 @@
+"""Nodes: one host's share of the work (its model servers, its GPUs), announced by its lifecycle actor."""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.gpu import GpuDevice
+
+
+class NodeRecord(msgspec.Struct, kw_only=True):
+    """The heartbeat a node's lifecycle actor keeps in the KV bucket ASR_NODES (key: the node's name). The bucket's
+    TTL removes the record of a node that stopped beating; a clean stop deletes it."""
+
+    name: str
+    host: str  # the machine it runs on: a node name alive on another host is refused
+    instance: str
+    started_at: float
+    heartbeat_at: float
+    runtime: str
+    devices: list[GpuDevice] = []
+    servers: list[str] = []  # models it runs
