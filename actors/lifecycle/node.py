@@ -43,8 +43,7 @@ class NodeBeacon:
         self.kv: KeyValue | None = None
 
     async def claim(self, kv: KeyValue) -> None:
-        """Take the node's name, unless a node of that name beats on another host."""
-        self.kv = kv
+        """Take the node's name, unless a node of that name beats on another host (then it is not ours to delete)."""
         with contextlib.suppress(KeyNotFoundError):
             entry = await kv.get(self.name)
             if entry.value:
@@ -55,6 +54,7 @@ class NodeBeacon:
                         f"node name {self.name!r} is alive on host {other.host} (heartbeat {age:.0f} s ago): "
                         "give this host another node.name (ASRPRO_NODE__NAME)"
                     )
+        self.kv = kv
         await self.beat()
 
     async def beat(self) -> None:

@@ -12,6 +12,7 @@ from nats.js.errors import KeyNotFoundError
 
 from actors.lifecycle import Lifecycle
 from actors.lifecycle.node import NodeNameTaken
+from actors.registry import Registry
 from schemas import subjects
 from schemas.nodes import NodeRecord
 from tests.conftest import Nats, make_config
@@ -41,7 +42,8 @@ async def read_record(server: Nats, name: str) -> NodeRecord | None:
         await admin.close()
 
 
-async def test_a_node_name_alive_on_another_host_is_refused(jetstream: Nats) -> None:
+async def test_a_node_name_alive_on_another_host_is_refused(start_actor, jetstream: Nats) -> None:
+    await start_actor(Registry)  # the catalogue at once: the lifecycle actor claims its name after reading it
     await put_record(jetstream, "node-b", "another-host", age=1.0)
     lifecycle = Lifecycle(make_config(jetstream, "lifecycle", ASRPRO_NODE__NAME="node-b"))
     try:
@@ -53,7 +55,8 @@ async def test_a_node_name_alive_on_another_host_is_refused(jetstream: Nats) -> 
     assert kept is not None and kept.host == "another-host"  # not taken over
 
 
-async def test_a_silent_node_is_taken_over_and_a_clean_stop_leaves(jetstream: Nats) -> None:
+async def test_a_silent_node_is_taken_over_and_a_clean_stop_leaves(start_actor, jetstream: Nats) -> None:
+    await start_actor(Registry)
     await put_record(jetstream, "node-c", "another-host", age=60.0)  # older than node.dead_after
     env = {"ASRPRO_NODE__NAME": "node-c", "ASRPRO_NODE__HEARTBEAT_INTERVAL": "0.2"}
     lifecycle = Lifecycle(make_config(jetstream, "lifecycle", **env))
