@@ -9,7 +9,6 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from asrpro.nats_users import DEFAULT_APP, UserStore
 from framework.config import Config
 from schemas import subjects
 
@@ -47,8 +46,7 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         await js.create_key_value(nodes)
     except BadRequestError as exc:  # made before with another node.dead_after: it works, with the old TTL
         log.warning("bucket %s kept as it was: %s", subjects.NODES_BUCKET, exc)
-    owners = ["gateway", DEFAULT_APP, *(app.name for app in UserStore(config.nats.store_dir).load())]
-    for owner in owners:
+    for owner in subjects.AUDIO_SENDERS:
         await ensure_audio_bucket(nc, config, owner)
 
 
@@ -57,7 +55,7 @@ async def ensure_audio_bucket(nc: Client, config: Config, owner: str) -> None:
     bucket = ObjectStoreConfig(
         description=f"audio of {owner} too large for one NATS message",
         ttl=config.nats.audio_ttl,
-        max_bytes=int((config.nats.gateway_audio_max_mb if owner == "gateway" else config.nats.audio_max_mb) * 2**20),
+        max_bytes=int(config.nats.gateway_audio_max_mb * 2**20),
         storage=StorageType.FILE,
     )
     try:

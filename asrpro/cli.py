@@ -251,17 +251,14 @@ def cmd_users(config: Config, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"asrpro: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_apply_users(config, args))
+    return _apply_users(config)
 
 
-async def _apply_users(config: Config, args: argparse.Namespace) -> int:
-    """A running embedded nats-server re-reads its users (connections and requests in flight stay); a new
-    application gets its audio bucket."""
-    from asrpro.bootstrap import ensure_audio_bucket
+def _apply_users(config: Config) -> int:
+    """A running embedded nats-server re-reads its users (connections and requests in flight stay)."""
     from asrpro.nats_server import write_config
     from asrpro.nats_users import reload_server
     from asrpro.supervisor import load_credentials
-    from framework import bus
 
     passwords = load_credentials(config)
     if not passwords:
@@ -272,12 +269,6 @@ async def _apply_users(config: Config, args: argparse.Namespace) -> int:
     if not reload_server(config.nats.store_dir):
         print("asrpro: no embedded nats-server runs: takes effect at the next `asrpro up`", file=sys.stderr)
         return 0
-    if args.action == "add":
-        nc = await bus.connect(config.nats.url, name="asrpro-users", user="admin", password=passwords["admin"])
-        try:
-            await ensure_audio_bucket(nc, config, args.name)
-        finally:
-            await nc.close()
     print("asrpro: the running nats-server has re-read its users", file=sys.stderr)
     return 0
 

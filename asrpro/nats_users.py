@@ -5,9 +5,9 @@ marker lines, one user per application, the object store subjects of each owner'
 actors answer into. Every user reads replies only under its own inbox prefix, `_INBOX.<user>.`.
 
 Scopes of an application (each includes the one before):
-- transcribe: send audio (inline or through its own bucket ASR_AUDIO_<name>), cancel its own requests, list
-  models and their status; nothing of other applications.
-- events: also follow the event stream and live progress (which shows every application's filenames).
+- transcribe: send audio (inline, up to max_payload), cancel its own requests, list models and their status;
+  nothing of other applications, and no JetStream (see app_permissions).
+- events: also follow events and progress live (which show every application's file names).
 - admin: also what the gateway's admin key may do: load/unload models, set the default, close breakers.
 """
 
@@ -57,7 +57,6 @@ class Credentials(msgspec.Struct, kw_only=True):
     user: str
     password: str
     inbox_prefix: str  # nats-py: nats.connect(..., inbox_prefix=...); other clients have the same option
-    audio_bucket: str
     scope: AppScope
 
 
@@ -95,25 +94,13 @@ def bucket_subjects(bucket: str, *, write: bool) -> list[str]:
 
 
 def app_permissions(user: AppUser) -> dict[str, object]:
-    publish = [
-        "asr.transcribe.>",
-        "asr.cancel.>",
-        "asr.registry.list",
-        "asr.registry.get",
-        "asr.lifecycle.status",
-        "$JS.API.STREAM.NAMES",  # nats-py finds a bucket's stream by name before it reads (names only, no data)
-        *bucket_subjects(subjects.audio_bucket(user.name), write=True),
-    ]
+    """No JetStream at all: a JetStream API request (a direct get, a stream info, a consumer create) is answered by
+    nats-server itself, unchecked, on whatever reply subject the requester names — stored bytes published onto an
+    event, a KV record or a stream's delete subject. So applications send audio inline (up to max_payload; larger
+    goes through the HTTP gateway) and follow events live."""
+    publish = ["asr.transcribe.>", "asr.cancel.>", "asr.registry.list", "asr.registry.get", "asr.lifecycle.status"]
     subscribe = [f"{subjects.inbox_prefix(user.name)}.>"]
     if user.scope in ("events", "admin"):
-        stream = subjects.EVENTS_STREAM
-        publish += [
-            f"$JS.API.STREAM.INFO.{stream}",
-            f"$JS.API.CONSUMER.CREATE.{stream}",
-            f"$JS.API.CONSUMER.CREATE.{stream}.>",
-            f"$JS.ACK.{stream}.>",
-            f"$JS.FC.{stream}.>",
-        ]
         subscribe += [subjects.EVENTS_ALL, subjects.PROGRESS_ALL]
     if user.scope == "admin":
         publish += [
@@ -129,7 +116,7 @@ def app_permissions(user: AppUser) -> dict[str, object]:
 
 def render(template: str, apps: list[AppUser]) -> str:
     """The template with the applications' users and every owner's audio bucket subjects filled in."""
-    owners = ["gateway", *(app.name for app in apps)]
+    owners = list(subjects.AUDIO_SENDERS)
 
     def quoted(items: list[str], indent: str) -> str:
         return "\n".join(f"{indent}{json.dumps(item)}" for item in items)
@@ -144,7 +131,9 @@ def render(template: str, apps: list[AppUser]) -> str:
             reads = [s for owner in owners for s in bucket_subjects(subjects.audio_bucket(owner), write=False)]
             out.append(quoted(reads, indent))
         elif marker == "# @replies":
-            out.append(quoted([f"{subjects.inbox_prefix(user)}.>" for user in [*REQUESTERS, *owners[1:]]], indent))
+            out.append(
+                quoted([f"{subjects.inbox_prefix(u)}.>" for u in [*REQUESTERS, *(a.name for a in apps)]], indent)
+            )
         elif marker == "# @applications":
             for app in apps:
                 entry = {"user": app.name, "password": app.password, "permissions": app_permissions(app)}
@@ -203,7 +192,6 @@ class UserStore:
             user=user.name,
             password=user.password,
             inbox_prefix=subjects.inbox_prefix(user.name),
-            audio_bucket=subjects.audio_bucket(user.name),
             scope=user.scope,
         )
         path = self.credentials_path(user.name)

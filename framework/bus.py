@@ -182,7 +182,7 @@ async def request(
         raise AsrError(
             errors.TOO_LARGE,
             f"message to {subject} is larger than the bus allows ({nc.max_payload} bytes): "
-            "put the audio in your object store bucket ASR_AUDIO_<user> and send audio_bucket and audio_ref",
+            "send it through the HTTP gateway, or compress the audio",
         ) from None
     except nats.errors.NoRespondersError:
         raise AsrError(
@@ -225,7 +225,15 @@ async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     """The request as it can travel: audio too large for one message goes through the object store."""
     if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
         return message
-    bucket = subjects.audio_bucket(_user.get(nc) or "anonymous")
+    user = _user.get(nc) or ""
+    if user not in subjects.AUDIO_SENDERS:
+        raise AsrError(
+            errors.TOO_LARGE,
+            f"{len(message.audio) / 2**20:.1f} MB of audio is more than one NATS message holds "
+            f"({(nc.max_payload - _PAYLOAD_HEADROOM) / 2**20:.1f} MB): send it through the HTTP gateway "
+            "(POST /v1/audio/transcriptions), or compress it (FLAC, Opus)",
+        )
+    bucket = subjects.audio_bucket(user)
     store = await nc.jetstream().object_store(bucket)
     name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
     await store.put(name, message.audio)

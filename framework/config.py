@@ -39,9 +39,8 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     connect_timeout: float = 5.0
     events_max_age: float = 7 * 24 * 3600.0  # seconds the stream ASR_EVENTS keeps events
     events_max_msgs: int = 1_000_000
-    audio_ttl: float = 3600.0  # seconds an uploaded audio object may wait in its sender's bucket ASR_AUDIO_<user>
-    audio_max_mb: float = 256.0  # size of each application's audio bucket (reserved from JetStream's file store)
-    gateway_audio_max_mb: float = 2048.0  # the gateway's: every large HTTP upload passes through it
+    audio_ttl: float = 3600.0  # seconds an uploaded audio object may wait in the gateway's bucket ASR_AUDIO_gateway
+    gateway_audio_max_mb: float = 2048.0  # that bucket's size: every large HTTP upload passes through it
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -39,10 +39,12 @@ CANCEL_PREFIX = "asr.cancel."
 CANCEL_ALL = "asr.cancel.>"
 
 EVENTS_STREAM = "ASR_EVENTS"
-# Audio too large for one message goes to its sender's own object store bucket ASR_AUDIO_<user>: no user can
-# list, read or overwrite another's uploads (the proxy reads them, by an unguessable name the request carries).
+# Audio too large for one message goes to its sender's own object store bucket ASR_AUDIO_<user> (the gateway's,
+# see AUDIO_SENDERS); the proxy reads it by the unguessable name the request carries.
 AUDIO_BUCKET_PREFIX = "ASR_AUDIO_"
 USER_NAME = r"[a-z][a-z0-9_-]{0,31}"  # a NATS user of this system: one subject token, one bucket name suffix
+# The users whose large audio may sit in a bucket of theirs: only the gateway (applications get no JetStream).
+AUDIO_SENDERS = ("gateway",)
 INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. and only it may subscribe there
 GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
 SERVERS_BUCKET = "ASR_SERVERS"  # key <model id>: the lifecycle actor's record of a running server

@@ -36,7 +36,7 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     audio: bytes = b""
     audio_ref: str | None = None
     audio_bucket: str | None = None
-    filename: str = "audio"
+    filename: Annotated[str, msgspec.Meta(max_length=1024)] = "audio"
     language: str | None = None
     prompt: str | None = None
     response_format: ResponseFormat = "json"

@@ -52,14 +52,13 @@ async def test_an_application_added_at_run_time_transcribes_and_once_removed_is_
     assert added.returncode == 0, added.stderr
     creds_path, mode, creds = credentials(added.stdout)
     assert mode == 0o600
-    assert creds["user"] == "notes-app" and creds["inbox_prefix"] == "_INBOX.notes-app"
+    assert creds["user"] == "notes-app" and creds["inbox_prefix"] == "_INBOX.notes-app" and "audio_bucket" not in creds
     assert "notes-app" in asrpro(stack, "users", "list").stdout
     assert asrpro(stack, "users", "add", "gateway").returncode == 1  # an actor's name is not an application's
     assert asrpro(stack, "users", "add", "Bad Name").returncode == 1
 
     nc = await bus.connect(creds["url"], name="notes-app", user=creds["user"], password=creds["password"])
     jfk = (shared_data / "jfk.flac").read_bytes()
-    nc._max_payload = 192 * 1024 + 1000  # through its own audio bucket, as a long recording would go
     result = await bus.transcribe(nc, "whisper-1", TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=120)
     assert word_error_rate(JFK_TEXT, result.text) < 0.15
 

@@ -18,7 +18,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from asrpro.bootstrap import ensure_audio_bucket
 from asrpro.nats_users import UserStore
 from framework import bus
 from schemas import codec, endpoints, subjects
@@ -26,7 +25,7 @@ from schemas.errors import AsrError
 from schemas.events import BreakerChanged
 from schemas.lifecycle import LifecycleStatusRequest
 from schemas.transcribe import CancelTranscription, TranscribeRequest
-from tests.conftest import JFK_TEXT, Nats, make_config
+from tests.conftest import JFK_TEXT, Nats
 from tests.integration.test_proxy import MODEL
 from tests.wer import word_error_rate
 
@@ -47,11 +46,6 @@ async def add_app(server: Nats, name: str, scope: str = "transcribe") -> None:
         user = store.add(name, scope)  # type: ignore[arg-type]
         server.passwords[name] = user.password
         server.server.reload()
-        admin = await server.connect("admin")
-        try:
-            await ensure_audio_bucket(admin, make_config(server, "admin"), name)
-        finally:
-            await admin.close()
     server.passwords[name] = next(a.password for a in store.load() if a.name == name)
 
 
@@ -97,55 +91,53 @@ async def test_mallory_reads_no_reply_of_alice(system, apps, jfk: bytes) -> None
     assert sum("permissions violation" in v for v in violations.seen) >= 4
 
 
-async def test_mallory_cannot_read_overwrite_or_delete_alices_audio(
+async def test_applications_get_no_jetstream_so_the_server_publishes_nothing_for_them(
     system,
     apps,
     jfk: bytes,
     monkeypatch,
     jetstream: Nats,
 ) -> None:
+    """nats-server answers a JetStream API request itself, unchecked, on the reply subject the requester names: a
+    direct get of stored bytes with reply asr.events.breaker.<model> forged an event, with reply
+    $KV.ASR_SERVERS.<model> redirected every transcription. Applications get no JetStream at all."""
     alice, mallory, violations = apps
-    bucket = subjects.audio_bucket("alice")
-    store = await alice.jetstream().object_store(bucket)
-    await store.put("recording.flac", jfk)
-    # Every way in: the bucket's info, its objects by name or by stream sequence, a new consumer, a delete.
-    with pytest.raises(Exception):  # noqa: B017 (nats-py raises a timeout or a JetStream error)
-        await (await mallory.jetstream(timeout=1).object_store(bucket)).get("recording.flac")
+    watcher = await jetstream.connect("admin")
+    landed: list[str] = []
+
+    async def on_msg(msg: Msg) -> None:
+        landed.append(msg.subject)
+
+    await watcher.subscribe("asr.events.>", cb=on_msg)
+    await watcher.subscribe("$KV.>", cb=on_msg)
+    await watcher.flush()
+    gateway_bucket = f"OBJ_{subjects.audio_bucket('gateway')}"
+    forged = msgspec.msgpack.encode(BreakerChanged(model=MODEL, state="open", retry_at=9e9))
     for subject, body in [
-        (f"$JS.API.STREAM.MSG.GET.OBJ_{bucket}", b'{"seq": 1}'),
-        (f"$JS.API.DIRECT.GET.OBJ_{bucket}", b'{"seq": 1}'),
-        (f"$JS.API.CONSUMER.CREATE.OBJ_{bucket}", b'{"config": {}}'),
-        (f"$JS.API.STREAM.PURGE.OBJ_{bucket}", b""),
-        (f"$JS.API.STREAM.DELETE.OBJ_{bucket}", b""),
-        ("$JS.API.STREAM.LIST", b""),
-        (f"$JS.API.CONSUMER.DELETE.{subjects.EVENTS_STREAM}.anything", b""),
-        (f"$JS.API.CONSUMER.LIST.{subjects.EVENTS_STREAM}", b""),
+        (f"$O.{subjects.audio_bucket('mallory')}.C.x", forged),
+        (f"$JS.API.DIRECT.GET.{gateway_bucket}.$O.x.C.y", b""),
+        (f"$JS.API.STREAM.MSG.GET.{gateway_bucket}", b'{"seq": 1}'),
+        (f"$JS.API.STREAM.INFO.{subjects.EVENTS_STREAM}", b""),
+        (f"$JS.API.CONSUMER.CREATE.{subjects.EVENTS_STREAM}", b'{"config": {"deliver_subject": "asr.lifecycle.stop"}}'),
+        ("$JS.API.STREAM.NAMES", b""),
+        ("$JS.API.INFO", b""),
+        (f"$JS.API.STREAM.DELETE.{gateway_bucket}", b""),
+        ("$KV.ASR_SERVERS.whisper-tiny.en", b"{}"),
     ]:
-        with pytest.raises(nats.errors.Error):
-            await mallory.request(subject, body, timeout=1)
-    await mallory.publish(f"$O.{bucket}.M.cmVjb3JkaW5nLmZsYWM=", b"{}")  # overwrite the meta of recording.flac
-    await mallory.publish(f"$O.{bucket}.C.x", b"junk")
+        await mallory.publish(subject, body, reply=subjects.event("breaker", MODEL))
     await mallory.flush()
-    # The proxy reads by name for whoever knows it: names are unguessable (a uuid) and only alice knows hers.
-    with pytest.raises(AsrError) as err:
-        await bus.request(
-            mallory,
-            endpoints.TRANSCRIBE.at(MODEL),
-            TranscribeRequest(audio_ref="0123-guess.flac", audio_bucket=bucket),
-            timeout=30,
-        )
-    assert err.value.code == "400"
-    # alice's object is intact, and her own large upload still works end to end.
-    # (read back as admin: applications put and delete their uploads but do not read them back — that would need
-    # a consumer, and consumers can be pointed anywhere)
-    admin = await jetstream.connect("admin")
-    try:
-        assert (await (await admin.jetstream().object_store(bucket)).get("recording.flac")).data == jfk
-    finally:
-        await admin.close()
+    await asyncio.sleep(0.5)
+    assert landed == [], f"published for mallory: {landed}"
+    assert sum("permissions violation" in v for v in violations.seen) >= 9
+    # Large audio from an application: a clear 413 that names the way (inline audio works as before).
     monkeypatch.setattr(alice, "_max_payload", 192 * 1024 + 1000)
-    result = await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="big.flac"), timeout=90)
+    with pytest.raises(AsrError) as err:
+        await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="big.flac"), timeout=90)
+    assert err.value.code == "413" and "HTTP gateway" in err.value.message
+    monkeypatch.undo()
+    result = await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+    await watcher.close()
 
 
 async def test_mallory_cannot_cancel_alices_request_nor_forge_events(
@@ -237,14 +229,14 @@ async def test_no_actor_answers_or_acts_on_a_reply_subject_that_is_not_an_inbox(
         get = json.dumps({"id": MODEL}).encode()
         await mallory.publish(subjects.REGISTRY_GET, get, reply=subjects.LIFECYCLE_STOP, headers=JSON)
         await mallory.flush()
-        # eve may follow events: she points a consumer of the event stream at asr.lifecycle.stop. Every event
-        # carries `model`, which reads as StopServer{model}.
-        await eve.jetstream().add_consumer(
-            subjects.EVENTS_STREAM,
-            ConsumerConfig(deliver_subject=subjects.LIFECYCLE_STOP, deliver_policy=DeliverPolicy.ALL),
-        )
+        # eve follows events (live); she may not create JetStream consumers at all.
+        with pytest.raises(nats.errors.Error):
+            await eve.jetstream(timeout=1).add_consumer(
+                subjects.EVENTS_STREAM,
+                ConsumerConfig(deliver_subject=subjects.LIFECYCLE_STOP, deliver_policy=DeliverPolicy.ALL),
+            )
         await asyncio.sleep(1.5)
-        assert len(seen) >= 2  # eve's redelivery reached asr.lifecycle.stop (under the events' own subjects)...
+        assert seen == []  # nothing reached asr.lifecycle.stop...
         status = await bus.request(watcher, endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=10)
         assert [s.model for s in status.servers] == [MODEL], "...and no actor acted on it"
     finally:

@@ -59,13 +59,23 @@ async def test_plain_nats_client_transcribes_json(system, client: Client, jfk: b
 async def test_large_audio_goes_through_the_object_store(
     system, client: Client, jfk: bytes, monkeypatch, jetstream
 ) -> None:
-    # Pretend the server's limit is tiny so the jfk recording must take the object-store path.
-    monkeypatch.setattr(client, "_max_payload", 192 * 1024 + 1000)  # still fits a 128 KiB chunk
-    result = await bus.transcribe(client, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+    # Pretend the server's limit is tiny so the jfk recording must take the object-store path. Only the gateway
+    # has a bucket: an application is told to use the gateway.
+    for nc in (client,):
+        monkeypatch.setattr(nc, "_max_payload", 192 * 1024 + 1000)
+        with pytest.raises(AsrError) as err:
+            await bus.transcribe(nc, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+        assert err.value.code == "413" and "HTTP gateway" in err.value.message
+    gateway = await jetstream.connect("gateway")
+    monkeypatch.setattr(gateway, "_max_payload", 192 * 1024 + 1000)  # still fits a 128 KiB chunk
+    try:
+        result = await bus.transcribe(gateway, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+    finally:
+        await gateway.close()
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
     admin = await jetstream.connect("admin")  # listing a bucket is not the client user's business
     try:
-        store = await admin.jetstream().object_store(subjects.audio_bucket("client"))
+        store = await admin.jetstream().object_store(subjects.audio_bucket("gateway"))
         for _ in range(100):  # up to ~10 s: the proxy deletes the upload once it has read it
             try:
                 left = [o for o in await store.list(ignore_deletes=True) if o.name.endswith("jfk.flac")]
@@ -83,7 +93,9 @@ async def test_large_audio_goes_through_the_object_store(
 async def test_audio_ref_that_does_not_exist_is_a_clear_error(system, client: Client) -> None:
     with pytest.raises(AsrError) as err:
         await bus.request(
-            client, endpoints.TRANSCRIBE.at(MODEL), TranscribeRequest(audio_ref="nope", audio_bucket="ASR_AUDIO_client")
+            client,
+            endpoints.TRANSCRIBE.at(MODEL),
+            TranscribeRequest(audio_ref="nope", audio_bucket="ASR_AUDIO_gateway"),
         )
     assert err.value.code == "400" and "audio_ref 'nope' not found" in err.value.message
     with pytest.raises(AsrError) as err:  # a bucket that is no one's audio bucket is not read at all
