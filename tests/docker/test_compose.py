@@ -49,8 +49,9 @@ def compose_stack(model_images, docker_client: docker.DockerClient, jetstream) -
         DOCKER_GID=str(os.stat("/var/run/docker.sock").st_gid),
     )
     cmd = [*compose_command(), "-f", str(COMPOSE), "-p", name]
-    subprocess.run([*cmd, "up", "-d"], env=env, check=True, capture_output=True, timeout=300)
     try:
+        # Inside the try: a start that fails or hangs must still be taken down (containers, network, volume).
+        subprocess.run([*cmd, "up", "-d"], env=env, check=True, capture_output=True, timeout=300)
         yield env
     finally:
         logs = subprocess.run([*cmd, "logs", "--no-color"], env=env, capture_output=True, text=True).stdout
