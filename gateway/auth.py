@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from framework.config import Config, ConfigError, GatewayConfig
-from gateway.errors import REJECTED
+from gateway.errors import refuse
 
 log = logging.getLogger("asrpro.gateway")
 KeyScope = Literal["transcribe", "admin"]
@@ -157,20 +156,14 @@ class ApiKeys:
 
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
-    REJECTED.labels(str(status), code).inc()
     query = scope.get("query_string", b"").decode("latin-1")
     where = f"{scope['path']}?{query}" if query else scope["path"]  # a ?token= in it is redacted by the log
     log.warning("%s %s: %s %s", scope.get("method", "WS"), where, status, message)
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    kind = "invalid_request_error" if status == 401 else "permission_error"
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="asrpro"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        challenge = [(b"www-authenticate", b'Bearer realm="asrpro"')]
+        await refuse(scope, send, status, message, code=code, headers=challenge)
+    else:
+        await refuse(scope, send, status, message, code=code, kind="permission_error")
 
 
 def _is_loopback(host: str) -> bool:

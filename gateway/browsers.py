@@ -4,12 +4,11 @@ clients (no `Origin` header) are not affected."""
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import REJECTED
+from gateway.errors import refuse
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -34,7 +33,14 @@ class BrowserGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         host = headers.get("host", "")
         if _hostname(host) not in self.hosts:
-            await self._refuse(scope, send, 400, f"Host {host!r} is not served here (gateway.allowed_hosts)")
+            await refuse(
+                scope,
+                send,
+                400,
+                f"Host {host!r} is not served here (gateway.allowed_hosts)",
+                code="400",
+                counted_as="browser",
+            )
             return
         origin = headers.get("origin")
         changing = scope["type"] == "websocket" or scope.get("method", "GET") not in _SAFE_METHODS
@@ -42,18 +48,6 @@ class BrowserGuard:
         same_origin = origin is not None and urlsplit(origin).netloc.lower() == host.lower()
         if changing and origin is not None and origin not in self.origins and not same_origin:
             message = f"requests from the web origin {origin!r} are not allowed (gateway.cors_origins)"
-            await self._refuse(scope, send, 403, message)
+            await refuse(scope, send, 403, message, code="403", counted_as="browser")
             return
         await self.app(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, send: Send, status: int, message: str) -> None:
-        REJECTED.labels(str(status), "browser").inc()
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-            return
-        body = json.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": str(status)}}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
+from starlette.types import Scope, Send
 
 from schemas.errors import KINDS, AsrError
 
@@ -72,3 +74,26 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
         problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
     log.warning("%s %s: 400 %s", request.method, request.url.path, "; ".join(problems))
     return error_response(400, "; ".join(problems) or "invalid request", param=param)
+
+
+async def refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str,
+    kind: str = "invalid_request_error",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    counted_as: str = "",
+) -> None:
+    """A refusal from ASGI middleware, before any route: OpenAI's error shape over HTTP, close code 1008 on a
+    WebSocket; counted like the routes' own 4xx answers."""
+    REJECTED.labels(str(status), counted_as or code).inc()
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    sent = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": sent})
+    await send({"type": "http.response.body", "body": body})
