@@ -32,7 +32,6 @@ from schemas.gpu import (
     Released,
 )
 
-TABLE_KEY = "allocations"
 MEASURE_INTERVAL_S = 10.0
 _encode = msgspec.msgpack.Encoder().encode
 _decode_table = msgspec.msgpack.Decoder(AllocationTable).decode
@@ -196,6 +195,9 @@ class GpuAllocator(Actor):
         self.source, self.devices, self.reason = inventory(config)
         self.measure = measure
         self.kv: KeyValue | None = None
+        # Each node's GPUs have their own table (key: the node's name): nodes never share memory, and copies of one
+        # node's gpu actor still change it by compare-and-set.
+        self.table_key = self.node_name
 
     async def setup(self) -> None:
         self.kv = await self.connection.jetstream().key_value(subjects.GPU_BUCKET)
@@ -206,7 +208,7 @@ class GpuAllocator(Actor):
     async def _read(self) -> tuple[AllocationTable, int | None]:
         assert self.kv is not None
         try:
-            entry = await self.kv.get(TABLE_KEY)
+            entry = await self.kv.get(self.table_key)
         except KeyNotFoundError:
             return AllocationTable(), None
         return (_decode_table(entry.value) if entry.value else AllocationTable()), entry.revision
@@ -219,9 +221,9 @@ class GpuAllocator(Actor):
             result = change(table)
             try:
                 if revision is None:
-                    await self.kv.create(TABLE_KEY, _encode(table))
+                    await self.kv.create(self.table_key, _encode(table))
                 else:
-                    await self.kv.update(TABLE_KEY, _encode(table), last=revision)
+                    await self.kv.update(self.table_key, _encode(table), last=revision)
                 return result
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.005)

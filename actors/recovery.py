@@ -62,19 +62,30 @@ class Recovery(Actor):
     async def on_breaker(self, event: BreakerChanged) -> None:
         """Breakers left open by a previous recovery actor stay open, and their probes are scheduled again."""
         h = self.health(event.model)
+        if event.state == "closed" and event.source != self.instance and h.breaker != "closed":
+            # Closed by another node's recovery actor (its probe, or an operator it served): so here too.
+            h.breaker, h.retry_at, h.attempts = "closed", None, 0
+            h.failures.clear()
+            return
         if event.state == "closed" or event.at >= self.born or h.breaker != "closed":
             return  # live announcements are this (or another) recovery actor's own: it already acts on them
         h.breaker, h.retry_at = "open", event.retry_at or time.time()
         self.spawn(self._probe(event.model))
 
+    def _elsewhere(self, event: ServerReady | ServerCrashed | ServerUnhealthy | ServerFailed) -> bool:
+        """Each node's recovery actor restarts that node's servers: two never restart the same one, and none
+        tries on a node that is gone."""
+        return bool(event.node) and event.node != self.node_name
+
     @on_event(ServerReady)
     async def on_ready(self, event: ServerReady) -> None:
-        self.health(event.model).ready_since = event.at
+        if not self._elsewhere(event):
+            self.health(event.model).ready_since = event.at
 
     @on_event(ServerCrashed, ServerUnhealthy, ServerFailed)
     async def on_failure(self, event: ServerCrashed | ServerUnhealthy | ServerFailed) -> None:
         # A server that did not come up counts; no GPU room or an open breaker is not the model's fault.
-        if isinstance(event, ServerFailed) and event.cause != "start":
+        if (isinstance(event, ServerFailed) and event.cause != "start") or self._elsewhere(event):
             return
         h = self.health(event.model)
         now = time.time()
@@ -114,7 +125,7 @@ class Recovery(Actor):
     async def _ensure(self, model: str, *, probe: bool) -> ServerStatus:
         budget = start_budget(self.config)
         return await self.request(
-            endpoints.LIFECYCLE_ENSURE,
+            endpoints.LIFECYCLE_ENSURE.on(self.node_name),
             EnsureServer(model=model, restart=True, probe=probe, timeout=budget),
             timeout=budget + 5,
         )

@@ -7,7 +7,8 @@ import logging
 
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
 
 from framework.config import Config
 from schemas import subjects
@@ -26,15 +27,22 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         storage=StorageType.FILE,
     )
     try:
+        existing = await js.stream_info(subjects.EVENTS_STREAM)
+    except NotFoundError:
         await js.add_stream(stream)
-    except BadRequestError:
+    else:
+        # Another host of a cluster made it, and may have raised its replicas: never lower them.
+        stream.num_replicas = max(existing.config.num_replicas or 1, 1)
         await js.update_stream(stream)
     for bucket, what in (
         (subjects.GPU_BUCKET, "GPU allocations"),
         (subjects.SERVERS_BUCKET, "running model servers"),
         (subjects.SETTINGS_BUCKET, "settings changed at run time"),
     ):
-        await js.create_key_value(KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE))
+        if not await _exists(js, "KV_" + bucket):
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, description=what, history=1, storage=StorageType.FILE)
+            )
     nodes = KeyValueConfig(
         bucket=subjects.NODES_BUCKET,
         description="nodes' heartbeats (a record expires when its node stops beating)",
@@ -43,11 +51,21 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         storage=StorageType.FILE,
     )
     try:
-        await js.create_key_value(nodes)
+        if not await _exists(js, "KV_" + subjects.NODES_BUCKET):
+            await js.create_key_value(nodes)
     except BadRequestError as exc:  # made before with another node.dead_after: it works, with the old TTL
         log.warning("bucket %s kept as it was: %s", subjects.NODES_BUCKET, exc)
     for owner in subjects.AUDIO_SENDERS:
         await ensure_audio_bucket(nc, config, owner)
+
+
+async def _exists(js: JetStreamContext, stream: str) -> bool:
+    """Made already (by another host of a cluster, or an earlier start): left as it is, replicas and all."""
+    try:
+        await js.stream_info(stream)
+    except NotFoundError:
+        return False
+    return True
 
 
 async def ensure_audio_bucket(nc: Client, config: Config, owner: str) -> None:
@@ -59,6 +77,7 @@ async def ensure_audio_bucket(nc: Client, config: Config, owner: str) -> None:
         storage=StorageType.FILE,
     )
     try:
-        await nc.jetstream().create_object_store(subjects.audio_bucket(owner), bucket)
+        if not await _exists(nc.jetstream(), "OBJ_" + subjects.audio_bucket(owner)):
+            await nc.jetstream().create_object_store(subjects.audio_bucket(owner), bucket)
     except BadRequestError as exc:  # made before with other limits: it still works, the old limits stay
         log.warning("audio bucket of %s kept as it was: %s", owner, exc)

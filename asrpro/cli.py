@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from framework.config import Config, ConfigError, load_config
 from framework.logs import setup_logging
@@ -32,11 +33,24 @@ def _actor_class(name: str) -> type:
 
 
 def cmd_up(config: Config, args: argparse.Namespace) -> int:
+    from asrpro import cluster
     from asrpro.supervisor import Supervisor
 
     setup_logging("supervisor")
     try:
-        return Supervisor(config, args.config).run()
+        joining = None
+        if args.join:
+            cluster.check_routes(args.join)
+            if not args.credentials:
+                raise ValueError("--join needs --credentials FILE (the cluster.json the first host wrote)")
+            joining = cluster.Bundle.read(args.credentials)
+            config.cluster.routes = list(args.join)
+            config.cluster.port = args.cluster_port or urlsplit(args.join[0]).port or 0
+        elif args.cluster_port:
+            config.cluster.port = args.cluster_port
+        if args.cluster_host:
+            config.cluster.host = args.cluster_host
+        return Supervisor(config, args.config, joining=joining).run()
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"asrpro: {exc}", file=sys.stderr)
         return 1
@@ -308,7 +322,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asrpro", description="ASR Pro: speech-to-text over NATS")
     p.add_argument("--config", help="TOML configuration file (default: $ASRPRO_CONFIG or asrpro.toml)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start nats-server, every actor and the gateway").set_defaults(fn=cmd_up)
+    up = sub.add_parser("up", help="start nats-server, every actor and the gateway")
+    up.add_argument("--cluster-port", type=int, default=0, help="listen for other hosts' routes (a cluster)")
+    up.add_argument("--cluster-host", help="address to listen on for routes (cluster.host; default 127.0.0.1)")
+    up.add_argument("--join", action="append", default=[], metavar="nats-route://HOST:PORT", help="join a cluster")
+    up.add_argument("--credentials", help="with --join: the cluster.json the first host wrote")
+    up.set_defaults(fn=cmd_up)
     actor = sub.add_parser("actor", help="run one actor")
     actor.add_argument("name", choices=sorted(ACTOR_CLASSES))
     actor.set_defaults(fn=cmd_actor)

@@ -20,14 +20,22 @@ from framework.private_files import write_private
 from framework.processes import terminate
 
 _SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")
-USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin")
+# `route` is not a client: the password the servers of a cluster authenticate their routes with.
+USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "client", "admin", "route")
+# This host's place in a cluster (asrpro.cluster.route_block), kept beside the rendered configuration so that every
+# rendering (a reload after `asrpro users add`, `asrpro nats`) keeps it.
+CLUSTER_PART = "nats-cluster.conf"
 
 
 def write_config(template: str, store_dir: str, client_password: str) -> Path:
     """Render the template with this deployment's applications (see asrpro.nats_users) into the store dir."""
     apps = UserStore(store_dir).with_default(client_password)
     path = Path(store_dir) / RENDERED
-    write_private(path, render(Path(template).read_text(), apps).encode())
+    text = render(Path(template).read_text(), apps)
+    cluster = Path(store_dir) / CLUSTER_PART
+    if cluster.exists():
+        text += cluster.read_text()
+    write_private(path, text.encode())
     return path
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from asrpro import cluster
 from asrpro.bootstrap import ensure_jetstream
-from asrpro.nats_server import NatsServer, generate_passwords, password_env
+from asrpro.nats_server import CLUSTER_PART, NatsServer, generate_passwords, password_env
 from framework import bus
-from framework.config import Config
+from framework.config import Config, node_name
+from framework.private_files import write_private
 from framework.processes import die_with_parent, terminate
 
 log = logging.getLogger("asrpro.supervisor")
@@ -30,6 +33,9 @@ log = logging.getLogger("asrpro.supervisor")
 ACTORS = ("registry", "gpu", "metrics", "lifecycle", "recovery", "proxy")
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_AFTER_S = 60.0
+# A clustered JetStream answers once a quorum of servers formed: the first host waits for the second this long.
+JETSTREAM_WAIT_S = 600.0
+REPLICAS_CHECK_S = 10.0
 
 
 @dataclass
@@ -64,12 +70,31 @@ def load_credentials(config: Config) -> dict[str, str]:
 
 
 class Supervisor:
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: Config, config_path: str | None = None, *, joining: cluster.Bundle | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.nats: NatsServer | None = None
         self.children: list[Child] = []
         self.stopping = False
+        self.joining = joining  # the cluster credentials of `asrpro up --join`
+        if joining is not None:
+            # The cluster's passwords become this host's own (an explicit ASRPRO_NATS_PW_* still wins).
+            write_private(credentials_file(config), json.dumps(joining.passwords).encode())
+            cluster.adopt_bundle(config, joining)
+            config.cluster.name = joining.cluster
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.config.cluster.port)
+
+    def _write_cluster_part(self, passwords: dict[str, str]) -> None:
+        part = Path(self.config.nats.store_dir) / CLUSTER_PART
+        if self.clustered:
+            write_private(part, cluster.route_block(self.config, passwords["route"]).encode())
+        else:
+            part.unlink(missing_ok=True)
 
     def _passwords(self) -> dict[str, str]:
         environ = dict(os.environ)
@@ -101,6 +126,7 @@ class Supervisor:
         passwords = self._passwords()
         url = self.config.nats.url
         if self.config.nats.embedded:
+            self._write_cluster_part(passwords)
             parts = urlsplit(url)
             self.nats = NatsServer(
                 self.config.nats.config_file,
@@ -111,7 +137,14 @@ class Supervisor:
             )
             url = self.nats.start()
             log.info("nats-server listening on %s", url)
+        bundle = None
+        if self.clustered:
+            # Before JetStream answers: the first host's waits for a second server, which joins with this file.
+            bundle = cluster.write_bundle(self.config, passwords)
+            log.info("cluster credentials for joining hosts: %s", bundle.resolve())
         asyncio.run(self._bootstrap(url, passwords["admin"]))
+        if self.clustered:
+            threading.Thread(target=self._keep_replicas, args=(url, passwords["admin"]), daemon=True).start()
         python = [sys.executable, "-m", "asrpro.cli"]
         for name in ACTORS:
             self.children.append(Child(name, [*python, "actor", name], self._child_env(name, url, passwords[name])))
@@ -130,17 +163,46 @@ class Supervisor:
                     "nats": url,
                     "nats_client_user": "client",
                     "credentials_file": str(credentials_file(self.config).resolve()),
+                    "node": node_name(self.config),
                 }
+                | ({"cluster_credentials": str(bundle.resolve())} if bundle else {})
             ),
             flush=True,
         )
 
     async def _bootstrap(self, url: str, admin_password: str) -> None:
         nc = await bus.connect(url, name="asrpro-bootstrap", user="admin", password=admin_password)
+        deadline = time.monotonic() + (JETSTREAM_WAIT_S if self.clustered else 0.0)
         try:
-            await ensure_jetstream(nc, self.config)
+            while True:
+                try:
+                    await ensure_jetstream(nc, self.config)
+                    return
+                except Exception as exc:
+                    if time.monotonic() > deadline or self.stopping:
+                        raise RuntimeError(f"JetStream is not available: {exc!r}") from exc
+                    # A cluster's JetStream answers once a quorum of its servers found each other.
+                    log.info("waiting for the cluster's JetStream (other hosts joining?): %r", exc)
+                    await asyncio.sleep(2.0)
         finally:
             await nc.close()
+
+    def _keep_replicas(self, url: str, admin_password: str) -> None:
+        """Raise the streams' and buckets' replicas as servers join (asrpro.cluster.raise_replicas)."""
+
+        async def once() -> None:
+            nc = await bus.connect(url, name="asrpro-replicas", user="admin", password=admin_password)
+            try:
+                await cluster.raise_replicas(nc, self.config.cluster.max_replicas)
+            finally:
+                await nc.close()
+
+        while not self.stopping:
+            try:
+                asyncio.run(once())
+            except Exception as exc:  # the bus is restarting: the next round tries again
+                log.info("replica check failed: %s", exc)
+            time.sleep(REPLICAS_CHECK_S)
 
     def _wait_gateway(self, url: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -43,7 +43,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointConfig, Service
 
 from framework import bus, logs
-from framework.config import Config
+from framework.config import Config, node_name
 from schemas import codec, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
@@ -68,6 +68,16 @@ class _ReplyChannel:
 
 # Where partial replies of the request being handled go (None: the requester takes one reply only).
 _reply_channel: contextvars.ContextVar[_ReplyChannel | None] = contextvars.ContextVar("reply_channel", default=None)
+
+
+async def send_keepalive() -> bool:
+    """An empty partial reply marked Asr-Keepalive: "still working", for a requester that watches for silence (a
+    proxy that handed the request to another node tells a lost node from a long decode by it)."""
+    channel = _reply_channel.get()
+    if channel is None:
+        return False
+    await channel.send(b"", {codec.PARTIAL_HEADER: "1", codec.KEEPALIVE_HEADER: "1"})
+    return True
 
 
 async def send_partial(message: Any) -> bool:
@@ -199,6 +209,7 @@ class Actor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.instance = f"{self.name}@{socket.gethostname()}:{os.getpid()}"
+        self.node_name = node_name(config)
         self.log = logging.getLogger(f"asrpro.{self.name}")
         self.nc: Client | None = None  # on NATS; None when served by a MemoryBus
         self._memory: Any = None  # the MemoryBus serving this actor, if any
@@ -227,6 +238,8 @@ class Actor:
     async def publish(self, event: Event) -> None:
         if not event.source:
             event.source = self.instance
+        if not event.node:
+            event.node = self.node_name
         await self.send(subject_of(type(event), event.model), event)
 
     async def send(self, subject: str, message: Any) -> None:
@@ -339,14 +352,19 @@ class Actor:
             task = self.spawn(self._answer(req, handler, spec))
             task.add_done_callback(lambda _: self._slots.release())
 
-        await self._service.add_endpoint(
-            EndpointConfig(
-                name=endpoint_name(spec.rpc.subject),
-                subject=spec.rpc.subject,
-                handler=on_request,
-                queue_group=spec.queue_group or f"asrpro-{self.name}",
+        for subject, group in self.served_subjects(spec):
+            await self._service.add_endpoint(
+                EndpointConfig(name=endpoint_name(subject), subject=subject, handler=on_request, queue_group=group)
             )
-        )
+
+    def served_subjects(self, spec: EndpointSpec) -> list[tuple[str, str]]:
+        """(subject, queue group) pairs an endpoint is served on: its subject, and this node's copy of a per-node
+        one (shared only with this node's other copies of the actor)."""
+        group = spec.queue_group or f"asrpro-{self.name}"
+        served = [(spec.rpc.subject, group)] if spec.rpc.plain else []
+        if spec.rpc.per_node:
+            served.append((subjects.on_node(spec.rpc.subject, self.node_name), f"{group}-{self.node_name}"))
+        return served
 
     async def _answer(self, req: Request, handler: Callable[..., Awaitable[Any]], spec: EndpointSpec) -> None:
         reply_to = req._msg.reply  # nats.micro keeps the reply subject to itself; streamed replies need it

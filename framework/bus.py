@@ -16,6 +16,7 @@ import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from framework import logs
 from framework.config import NatsConfig
@@ -26,6 +27,7 @@ from schemas.transcribe import CancelTranscription, TranscribeRequest, Transcrip
 
 log = logging.getLogger(__name__)
 NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
+SILENT = "silent"  # AsrError.kind when a responder stopped sending keepalives: its node is taken for lost
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 
@@ -240,43 +242,92 @@ async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     return msgspec.structs.replace(message, audio=b"", audio_ref=name, audio_bucket=bucket)
 
 
-async def transcribe(nc: Client, model: str, message: TranscribeRequest, *, timeout: float) -> TranscriptionResult:
-    """Send audio to ``asr.transcribe.<model>`` and wait for the result."""
+async def transcribe(
+    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
+) -> TranscriptionResult:
+    """Send audio to ``asr.transcribe.<model>`` and wait for the result. `via`: a node whose proxies to ask first
+    (asr.via.<node>.<model>; any proxy when none is there)."""
     message = await _fitting(nc, msgspec.structs.replace(message, stream=False))
+    if via:
+        try:
+            return await request(nc, endpoints.VIA.on(via).at(model), message, timeout=timeout, what=f"model {model}")
+        except AsrError as exc:
+            if exc.kind != NO_RESPONDERS:
+                raise
     return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
 
 
 async def transcribe_stream(
-    nc: Client, model: str, message: TranscribeRequest, *, timeout: float
+    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
 ) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
     """Send audio to ``asr.transcribe.<model>`` with stream = true: each TranscriptionDelta as the audio is
-    decoded, then the TranscriptionResult (an error reply raises AsrError). `timeout` bounds the whole."""
-    what = f"model {model}"
+    decoded, then the TranscriptionResult (an error reply raises AsrError). `timeout` bounds the whole; `via` as
+    for `transcribe`."""
+    message = await _fitting(nc, msgspec.structs.replace(message, stream=True))
+    payload, what = codec.encode(message), f"model {model}"
+    subject = endpoints.TRANSCRIBE.at(model).subject
+    if via:
+        try:
+            near = endpoints.VIA.on(via).at(model).subject
+            async for msg in stream_replies(nc, near, payload, timeout=timeout, what=what):
+                yield decode_streamed(msg, what)
+            return
+        except AsrError as exc:
+            if exc.kind != NO_RESPONDERS:  # none there: nothing was sent to anyone yet
+                raise
+    async for msg in stream_replies(nc, subject, payload, timeout=timeout, what=what):
+        yield decode_streamed(msg, what)
+
+
+def decode_streamed(msg: Msg, what: str) -> TranscriptionDelta | TranscriptionResult:
+    """One message of a streamed transcription reply: a partial (TranscriptionDelta) or the last one."""
+    if msg.headers and msg.headers.get(codec.PARTIAL_HEADER):
+        try:
+            return codec.decode(msg.data, TranscriptionDelta, codec.content_type(msg.headers))
+        except codec.DecodeError as exc:
+            raise AsrError(errors.INTERNAL, f"{what} sent a malformed partial reply: {exc}") from None
+    return decode_reply(endpoints.TRANSCRIBE, msg.headers, msg.data, what)
+
+
+async def stream_replies(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout: float,
+    what: str,
+    silence: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[Msg]:
+    """A request whose reply may come as several messages (partials, then the last): each as it comes, keepalives
+    left out, until the last. `timeout` bounds the whole; with `silence`, a responder quiet for that long (not
+    even a keepalive) is taken for lost: AsrError kind SILENT."""
     if not nc.is_connected:
         raise AsrError(errors.UNAVAILABLE, "message bus (NATS) is not connected")
-    message = await _fitting(nc, msgspec.structs.replace(message, stream=True))
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sent_headers = request_headers()
+    sent_headers.update(headers or {})
     try:
-        subject = endpoints.TRANSCRIBE.at(model).subject
-        await nc.publish(subject, codec.encode(message), reply=inbox, headers=request_headers())
+        await nc.publish(subject, payload, reply=inbox, headers=sent_headers)
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
+            wait = remaining if silence is None else min(remaining, silence)
             try:
-                msg = await _unless_lost(nc, sub.next_msg(timeout=max(0.001, remaining)), what)
+                msg = await _unless_lost(nc, sub.next_msg(timeout=max(0.001, wait)), what)
             except nats.errors.TimeoutError:
-                raise AsrError(errors.TIMEOUT, f"{what} did not finish within {timeout:g} s") from None
+                if silence is None or remaining <= silence:
+                    raise AsrError(errors.TIMEOUT, f"{what} did not finish within {timeout:g} s") from None
+                raise AsrError(errors.UNAVAILABLE, f"{what} went silent for {silence:g} s", kind=SILENT) from None
             if not msg.data and msg.headers and msg.headers.get("Status") == "503":
                 raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders)", kind=NO_RESPONDERS)
-            if msg.headers and msg.headers.get(codec.PARTIAL_HEADER):
-                try:
-                    yield codec.decode(msg.data, TranscriptionDelta, codec.content_type(msg.headers))
-                except codec.DecodeError as exc:
-                    raise AsrError(errors.INTERNAL, f"{what} sent a malformed partial reply: {exc}") from None
+            if msg.headers and msg.headers.get(codec.KEEPALIVE_HEADER):
                 continue
-            yield decode_reply(endpoints.TRANSCRIBE, msg.headers, msg.data, what)
-            return
+            yield msg
+            if not (msg.headers and msg.headers.get(codec.PARTIAL_HEADER)):
+                return
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

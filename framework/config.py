@@ -151,8 +151,26 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dead_after: float = 20.0
 
 
+class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Several hosts on one NATS cluster (`asrpro up --cluster-port` / `--join`). port 0: no cluster (one host)."""
+
+    port: int = 0  # this host's nats-server listens for routes from the other hosts here
+    host: str = "127.0.0.1"  # the address it listens on for routes (a real cluster: an address the others reach)
+    name: str = "asrpro"
+    routes: list[str] = []  # nats-route://HOST:PORT of the hosts to join (credentials come from the route user)
+    max_replicas: int = 3  # streams and buckets get min(max_replicas, servers in the cluster), raised as hosts join
+
+
+_NODE_TOKEN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
 def node_name(config: Config) -> str:
-    return config.node.name or socket.gethostname()
+    """This host's node name: one subject token (lower case letters, digits, - and _). The host name by default,
+    made into such a token (its first label)."""
+    if config.node.name:
+        return config.node.name
+    first = socket.gethostname().split(".")[0].lower()
+    return re.sub(r"[^a-z0-9_-]", "-", first).strip("-_")[:63] or "node"
 
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -168,6 +186,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     models: dict[str, ModelConfig] = {}
 
 
@@ -263,5 +282,10 @@ def _check(config: Config) -> None:
     for key in ("inactivity_timeout", "startup_timeout", "health_check_interval"):
         if getattr(config.lifecycle, key) <= 0:
             raise ConfigError(f"invalid configuration key 'lifecycle.{key}': must be > 0")
+    if config.node.name and not _NODE_TOKEN.fullmatch(config.node.name):
+        raise ConfigError(
+            f"invalid configuration key 'node.name': {config.node.name!r} must be lower case letters, digits, - and _ "
+            "(it is a NATS subject token)"
+        )
     if config.gateway.max_upload_mb <= 0:
         raise ConfigError("invalid configuration key 'gateway.max_upload_mb': must be > 0")

@@ -56,7 +56,8 @@ class MemoryBus:
         await actor.setup()
         for fn, spec in entrypoints(actor):
             if isinstance(spec, EndpointSpec):
-                self.responders.append((spec.rpc.subject, self._responder(actor, fn, spec)))
+                for subject, _group in actor.served_subjects(spec):
+                    self.responders.append((subject, self._responder(actor, fn, spec)))
             elif isinstance(spec, MessageSpec):
                 self.listeners.append((spec.subject, self._receiver(actor, fn, spec)))
             else:
@@ -110,6 +111,8 @@ class MemoryBus:
                 return nats_bus.error_reply(exc, ctype)
 
         self.responders.insert(0, (rpc.subject, respond))
+        if rpc.per_node:  # a stand-in answers for every node
+            self.responders.insert(0, (subjects.on_node(rpc.subject, "*"), respond))
 
     # -- what actors (and tests) send --------------------------------------------
     async def request(self, rpc: Rpc[Req, Rep], message: Req, *, timeout: float = 5.0) -> Rep:

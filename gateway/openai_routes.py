@@ -16,13 +16,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from nats.aio.client import Client
 
 from framework import bus, logs
-from framework.config import Config, start_budget
+from framework.config import Config, node_name, start_budget
+from gateway.cluster import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, error_response, status_and_code
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
-from schemas.lifecycle import EnsureServer, LifecycleStatusRequest
+from schemas.lifecycle import EnsureServer
 from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
 from schemas.transcribe import (
     Granularity,
@@ -198,12 +199,14 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
     )
     if form.stream:
         return StreamingResponse(
-            server_sent_events(nc, info.id, message, timeout + 5),
+            server_sent_events(nc, info.id, message, timeout + 5, node_name(config)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
-    result = await until_disconnected(request, nc, message, bus.transcribe(nc, info.id, message, timeout=timeout + 5))
+    result = await until_disconnected(
+        request, nc, message, bus.transcribe(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
+    )
     log.info(
         "transcribed",
         extra={
@@ -235,12 +238,14 @@ async def until_disconnected(
         task.cancel()
 
 
-async def server_sent_events(nc: Client, model: str, message: TranscribeRequest, timeout: float) -> AsyncIterator[str]:
+async def server_sent_events(
+    nc: Client, model: str, message: TranscribeRequest, timeout: float, via: str = ""
+) -> AsyncIterator[str]:
     """OpenAI's transcription stream: transcript.text.delta events as segments are decoded, then
     transcript.text.done; an error after the stream began is an `error` event (the client raises it)."""
     finished = False
     try:
-        async for piece in bus.transcribe_stream(nc, model, message, timeout=timeout):
+        async for piece in bus.transcribe_stream(nc, model, message, timeout=timeout, via=via):
             if isinstance(piece, TranscriptionDelta):
                 yield _sse({"type": "transcript.text.delta", "delta": piece.text})
             else:
@@ -312,7 +317,7 @@ def openai_model(m: ModelInfo, default_model: str, running: set[str]) -> dict[st
 async def running_models(conn: GatewayConnection) -> set[str]:
     """Models whose server is ready now (none known while the lifecycle actor does not answer)."""
     try:
-        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
+        status = await lifecycle_status(conn, timeout=2.0)
     except AsrError:
         return set()
     return {s.model for s in status.servers if s.state == "ready"}

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-import nats.errors
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from nats.js.errors import KeyNotFoundError, NoKeysError
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from gateway.cluster import lifecycle_status, live_nodes, node_records
 from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
 from gateway.status import system_status
-from schemas import endpoints, errors, subjects
+from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.gpu import GpuStatusRequest
-from schemas.lifecycle import CloseBreaker, EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
+from schemas.lifecycle import CloseBreaker, EnsureServer, ServerStatus, StopServer
 from schemas.metrics import SnapshotRequest
-from schemas.nodes import NodeRecord
 
 router = APIRouter()
 
@@ -69,9 +66,9 @@ async def metrics(conn: Connection) -> PlainTextResponse:
     except AsrError:
         pass  # the gpu actor does not answer: its figures are left out rather than made up
     try:
-        status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
+        status = await lifecycle_status(conn, timeout=2.0)
         for server in status.servers:
-            inflight.labels(server.model).set(server.inflight)
+            inflight.labels(server.model).inc(server.inflight)
             if server.started_at:
                 uptime.labels(server.model).set(max(0.0, time.time() - server.started_at))
     except AsrError:
@@ -82,7 +79,8 @@ async def metrics(conn: Connection) -> PlainTextResponse:
 
 @router.get("/api/ps")
 async def ps(conn: Connection) -> dict[str, Any]:
-    status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
+    """What runs now, on every live node (each entry names its `node`)."""
+    status = await lifecycle_status(conn)
     try:  # GPU memory the gpu actor measured (NVML, per process) where it did
         measured = (await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)).measured_mb
     except AsrError:
@@ -95,20 +93,7 @@ async def ps(conn: Connection) -> dict[str, Any]:
 async def nodes(conn: Connection, config: Settings) -> dict[str, Any]:
     """The nodes that beat within node.dead_after (an older record has expired from ASR_NODES): name, host, last
     heartbeat, GPUs, the models they run."""
-    try:
-        kv = await conn.client.jetstream().key_value(subjects.NODES_BUCKET)
-        try:
-            names = await kv.keys()
-        except NoKeysError:
-            names = []
-        records = []
-        for name in names:
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await kv.get(name)
-                if entry.value:
-                    records.append(msgspec.msgpack.decode(entry.value, type=NodeRecord))
-    except (nats.errors.Error, OSError) as exc:
-        raise AsrError(errors.UNAVAILABLE, f"the node records (ASR_NODES) cannot be read: {exc}") from None
+    records = await node_records(conn)
     now = time.time()
     listed = [
         msgspec.to_builtins(r)
@@ -117,7 +102,7 @@ async def nodes(conn: Connection, config: Settings) -> dict[str, Any]:
             "heartbeat_at": _iso(r.heartbeat_at),
             "started_at": _iso(r.started_at),
         }
-        for r in sorted(records, key=lambda r: r.name)
+        for r in records
     ]
     return {"nodes": listed}
 
@@ -143,18 +128,29 @@ async def load(model: str, conn: Connection, keep_alive: str | None = None) -> d
 
 
 @router.delete("/api/ps/{model:path}")
-async def unload(model: str, conn: Connection, force: Annotated[bool, Query()] = False) -> dict[str, Any]:
+async def unload(
+    model: str, conn: Connection, force: Annotated[bool, Query()] = False, node: str | None = None
+) -> dict[str, Any]:
+    """Stop the model's servers: on every node that runs one, or only on `node`."""
     model_id = conn.catalogue.resolve(model).id
-    reply = await conn.request(
-        endpoints.LIFECYCLE_STOP, StopServer(model=model_id, reason="requested", force=force), timeout=60
-    )
-    return {"model": reply.model, "stopped": reply.stopped}
+    stop = StopServer(model=model_id, reason="requested", force=force)
+    nodes = await live_nodes(conn)
+    if len(nodes) <= 1 and node is None:
+        reply = await conn.request(endpoints.LIFECYCLE_STOP, stop, timeout=60)
+        return {"model": reply.model, "stopped": reply.stopped}
+    running = sorted({s.node for s in (await lifecycle_status(conn)).servers if s.model == model_id})
+    if node is not None:
+        if node not in nodes:
+            raise AsrError(errors.NOT_FOUND, f"no live node named {node!r} (live: {', '.join(nodes) or 'none'})")
+        running = [node] if node in running else []
+    stopped = [n for n in running if (await conn.request(endpoints.LIFECYCLE_STOP.on(n), stop, timeout=60)).stopped]
+    return {"model": model_id, "stopped": bool(stopped), "nodes": stopped}
 
 
 @router.get("/api/breakers")
 async def breakers(conn: Connection) -> dict[str, Any]:
     """Open and half-open circuit breakers: why they opened, and when the next probe runs."""
-    status = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
+    status = await lifecycle_status(conn)
     return {"breakers": [msgspec.to_builtins(b) for b in status.breakers]}
 
 

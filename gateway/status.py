@@ -8,10 +8,10 @@ from typing import Any
 import msgspec
 import nats.errors
 
+from gateway.cluster import lifecycle_status
 from gateway.connection import GatewayConnection
-from schemas import endpoints
 from schemas.errors import AsrError
-from schemas.lifecycle import LifecycleStatus, LifecycleStatusRequest
+from schemas.lifecycle import LifecycleStatus
 
 OK = ("healthy", "ready")  # the states in which requests are served
 
@@ -31,7 +31,7 @@ async def system_status(conn: GatewayConnection) -> dict[str, Any]:
     }
     lifecycle: LifecycleStatus | None = None
     try:
-        lifecycle = await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=2.0)
+        lifecycle = await lifecycle_status(conn, timeout=2.0)
     except AsrError as exc:
         body.update(status="degraded", reason=exc.message)
     if lifecycle is not None:

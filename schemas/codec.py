@@ -23,6 +23,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # On a streamed reply (a request with stream = true), every message but the last carries this header: a
 # TranscriptionDelta; the last is the TranscriptionResult (or an error reply).
 PARTIAL_HEADER = "Asr-Partial"
+# A partial reply with no body that only says "still working" (see framework.actor.send_keepalive).
+KEEPALIVE_HEADER = "Asr-Keepalive"
 
 T = TypeVar("T")
 

@@ -32,12 +32,24 @@ Rep = TypeVar("Rep")
 class Rpc(Generic[Req, Rep]):
     """A request/reply subject and what travels on it."""
 
-    __slots__ = ("reply", "request", "subject")
+    __slots__ = ("per_node", "plain", "reply", "request", "subject")
 
-    def __init__(self, subject: str, request: type[Req], reply: type[Rep]) -> None:
+    def __init__(
+        self, subject: str, request: type[Req], reply: type[Rep], *, per_node: bool = False, plain: bool = True
+    ) -> None:
         self.subject = subject
         self.request = request
         self.reply = reply
+        # Served by each node's actor on `<subject>.<node>` as well: a caller that must reach one node's actor (its
+        # lifecycle, its GPUs) uses `on(node)`; the plain subject reaches any, the nearest first.
+        self.per_node = per_node
+        self.plain = plain  # also served on the plain subject (False: only on each node's own copy)
+
+    def on(self, node: str) -> Rpc[Req, Rep]:
+        """This node's copy of a per-node subject: ``LIFECYCLE_ENSURE.on("gpu-box-2")``."""
+        if not self.per_node:
+            raise ValueError(f"{self.subject} is not served per node")
+        return Rpc(subjects.on_node(self.subject, node), self.request, self.reply)
 
     def at(self, token: str) -> Rpc[Req, Rep]:
         """The concrete subject of a wildcard one: ``TRANSCRIBE.at("whisper-tiny.en")``."""
@@ -53,14 +65,14 @@ REGISTRY_LIST = Rpc(subjects.REGISTRY_LIST, ListModels, ModelList)
 REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo)
 REGISTRY_SET_DEFAULT = Rpc(subjects.REGISTRY_SET_DEFAULT, SetDefaultModel, ModelInfo)
 
-LIFECYCLE_ENSURE = Rpc(subjects.LIFECYCLE_ENSURE, EnsureServer, ServerStatus)
-LIFECYCLE_STOP = Rpc(subjects.LIFECYCLE_STOP, StopServer, StopReply)
-LIFECYCLE_STATUS = Rpc(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest, LifecycleStatus)
+LIFECYCLE_ENSURE = Rpc(subjects.LIFECYCLE_ENSURE, EnsureServer, ServerStatus, per_node=True)
+LIFECYCLE_STOP = Rpc(subjects.LIFECYCLE_STOP, StopServer, StopReply, per_node=True)
+LIFECYCLE_STATUS = Rpc(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest, LifecycleStatus, per_node=True)
 
-GPU_ALLOCATE = Rpc(subjects.GPU_ALLOCATE, Allocate, Allocation)
-GPU_RELEASE = Rpc(subjects.GPU_RELEASE, Release, Released)
-GPU_BIND = Rpc(subjects.GPU_BIND, Bind, Allocation)
-GPU_STATUS = Rpc(subjects.GPU_STATUS, GpuStatusRequest, GpuStatus)
+GPU_ALLOCATE = Rpc(subjects.GPU_ALLOCATE, Allocate, Allocation, per_node=True)
+GPU_RELEASE = Rpc(subjects.GPU_RELEASE, Release, Released, per_node=True)
+GPU_BIND = Rpc(subjects.GPU_BIND, Bind, Allocation, per_node=True)
+GPU_STATUS = Rpc(subjects.GPU_STATUS, GpuStatusRequest, GpuStatus, per_node=True)
 
 METRICS_SNAPSHOT = Rpc(subjects.METRICS_SNAPSHOT, SnapshotRequest, MetricsSnapshot)
 
@@ -68,6 +80,10 @@ RECOVERY_CLOSE_BREAKER = Rpc(subjects.RECOVERY_CLOSE_BREAKER, CloseBreaker, Brea
 
 # One endpoint for every model: the model is the subject's last part (ids may contain dots).
 TRANSCRIBE = Rpc(subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult)
+# A request handed to the proxies of one node (asr.forward.<node>.<model>); only proxies send it.
+FORWARD = Rpc(subjects.FORWARD_ALL, TranscribeRequest, TranscriptionResult, per_node=True, plain=False)
+# The gateway's requests, to its own node's proxies first (asr.via.<node>.<model>); routed as TRANSCRIBE.
+VIA = Rpc(subjects.VIA_ALL, TranscribeRequest, TranscriptionResult, per_node=True, plain=False)
 
 ALL = (
     REGISTRY_LIST,
@@ -83,4 +99,6 @@ ALL = (
     METRICS_SNAPSHOT,
     RECOVERY_CLOSE_BREAKER,
     TRANSCRIBE,
+    FORWARD,
+    VIA,
 )

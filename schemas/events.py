@@ -15,6 +15,7 @@ class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
     model: str
     at: float = msgspec.field(default_factory=time.time)
     source: str = ""
+    node: str = ""  # the node whose actor published it (a server's events: the node it runs on)
 
 
 class ServerStarting(_Event, tag="starting"):

@@ -19,3 +19,4 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     runtime: str
     devices: list[GpuDevice] = []
     servers: list[str] = []  # models it runs
+    max_containers: int = 0  # lifecycle.max_concurrent_containers there (0: no limit)

@@ -38,6 +38,15 @@ PROGRESS_ALL = "asr.progress.>"
 CANCEL_PREFIX = "asr.cancel."
 CANCEL_ALL = "asr.cancel.>"
 
+# A request a proxy hands to the proxies of another node (asr.forward.<node>.<model>): that node has the model
+# ready, or was chosen to start it. Only proxies publish or serve it.
+FORWARD_PREFIX = "asr.forward."
+FORWARD_ALL = "asr.forward.>"
+# The HTTP gateway's way in, through its own node's proxies (asr.via.<node>.<model>): routed like
+# asr.transcribe.<model>, without crossing to another host first (NATS spreads a queue group over the cluster).
+VIA_PREFIX = "asr.via."
+VIA_ALL = "asr.via.>"
+
 EVENTS_STREAM = "ASR_EVENTS"
 # Audio too large for one message goes to its sender's own object store bucket ASR_AUDIO_<user> (the gateway's,
 # see AUDIO_SENDERS); the proxy reads it by the unguessable name the request carries.
@@ -46,8 +55,8 @@ USER_NAME = r"[a-z][a-z0-9_-]{0,31}"  # a NATS user of this system: one subject 
 # The users whose large audio may sit in a bucket of theirs: only the gateway (applications get no JetStream).
 AUDIO_SENDERS = ("gateway",)
 INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. and only it may subscribe there
-GPU_BUCKET = "ASR_GPU"  # key "allocations": the AllocationTable
-SERVERS_BUCKET = "ASR_SERVERS"  # key <model id>: the lifecycle actor's record of a running server
+GPU_BUCKET = "ASR_GPU"  # key <node>: that node's AllocationTable (its devices, compare-and-set)
+SERVERS_BUCKET = "ASR_SERVERS"  # key <node>.<model id>: a node's lifecycle actor's record of a server it runs
 NODES_BUCKET = "ASR_NODES"  # key <node name>: its lifecycle actor's heartbeat (NodeRecord), expires with the TTL
 SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
@@ -66,6 +75,28 @@ def transcribe(model: str) -> str:
 
 def progress(model: str) -> str:
     return PROGRESS_PREFIX + model
+
+
+def forward(node: str, model: str) -> str:
+    return f"{FORWARD_PREFIX}{node}.{model}"
+
+
+def node_and_model(subject: str) -> tuple[str, str]:
+    """(node, model) of a per-node transcription subject: asr.forward.<node>.<model>, asr.via.<node>.<model>."""
+    _asr, _verb, node, model = subject.split(".", 3)
+    return node, model
+
+
+def on_node(subject: str, node: str) -> str:
+    """A node's own copy of a per-node request subject: asr.lifecycle.ensure.<node>; for a wildcard one the node
+    comes before the wildcard (asr.forward.<node>.>)."""
+    if subject.endswith(".>"):
+        return f"{subject[:-1]}{node}.>"
+    return f"{subject}.{node}"
+
+
+def server_key(node: str, model: str) -> str:
+    return f"{node}.{model}"
 
 
 def cancel(request_id: str) -> str:

@@ -12,6 +12,7 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from actors.lifecycle.health import HealthProbe
+from actors.lifecycle.janitor import NodeJanitor
 from actors.lifecycle.node import NodeBeacon
 from actors.lifecycle.placement import Placement, idle_timeout
 from actors.lifecycle.records import KvServerRecords, ServerRecords
@@ -88,6 +89,7 @@ class Lifecycle(Actor):
         self.installed = InstalledModels()  # what this host has, as last reported
         self._settings: KeyValue | None = None
         self.node = NodeBeacon(config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices)
+        self.janitor: NodeJanitor | None = None
 
     @property
     def servers(self) -> dict[str, Server]:
@@ -97,11 +99,21 @@ class Lifecycle(Actor):
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
         if self.nc is not None:
             await self.catalogue.follow(self.connection, wait=30.0)
+            js = self.connection.jetstream()
             if self.records is None:
-                self.records = await KvServerRecords.open(self.connection)
-            self._settings = await self.connection.jetstream().key_value(subjects.SETTINGS_BUCKET)
-            await self.node.claim(await self.connection.jetstream().key_value(subjects.NODES_BUCKET))
+                self.records = await KvServerRecords.open(self.connection, self.node_name)
+            self._settings = await js.key_value(subjects.SETTINGS_BUCKET)
+            nodes = await js.key_value(subjects.NODES_BUCKET)
+            await self.node.claim(nodes)
             self.loop(self.node.run())
+            self.janitor = NodeJanitor(
+                self.node_name,
+                nodes,
+                await js.key_value(subjects.SERVERS_BUCKET),
+                await js.key_value(subjects.GPU_BUCKET),
+                self._announce_lost,
+            )
+            self.loop(self._sweep_lost_nodes())
         self.records = self.records or ServerRecords()
         await self._adopt()
         await self.report_installed()
@@ -143,7 +155,12 @@ class Lifecycle(Actor):
             if server is None:
                 await self._check_installed(model)
                 self._check_breaker(model.id, probe=msg.probe)
-                server = await self._start(model, "restart" if msg.restart else "request", deadline)
+                try:
+                    server = await self._start(model, "restart" if msg.restart else "request", deadline)
+                except BaseException:
+                    if self.records is not None and model.id not in self.servers:
+                        await self.records.forget(model.id)  # its `starting` record
+                    raise
             server.begin(msg.request_id, msg.keep_alive)
             status = self._status(server)
             status.cold_start = cold
@@ -184,10 +201,16 @@ class Lifecycle(Actor):
         else:
             self.breakers[event.model] = event
 
+    def _mine(self, event: TranscriptionStarted | TranscriptionCompleted | TranscriptionFailed) -> Server | None:
+        """The server of ours an event is about: a proxy's events name the node whose server it used."""
+        if event.node and event.node != self.node_name:
+            return None
+        return self.servers.get(event.model)
+
     @on_event(TranscriptionStarted)
     async def on_started(self, event: TranscriptionStarted) -> None:
         """A proxy forwards a request to a ready server without asking us: its event is the activity."""
-        server = self.servers.get(event.model)
+        server = self._mine(event)
         if server is None or server.stopping:
             return
         server.begin(event.request_id, event.keep_alive)
@@ -196,7 +219,7 @@ class Lifecycle(Actor):
     @on_event(TranscriptionCompleted, TranscriptionFailed)
     async def on_done(self, event: TranscriptionCompleted | TranscriptionFailed) -> None:
         # The idle clock runs from the end of the last request, not from its start.
-        server = self.servers.get(event.model)
+        server = self._mine(event)
         if server is None:
             return
         server.inflight.pop(event.request_id, None)
@@ -325,11 +348,12 @@ class Lifecycle(Actor):
 
     # -- the gpu actor -------------------------------------------------------------
     async def _allocate(self, model: ModelInfo) -> Allocation:
-        return await self.request(endpoints.GPU_ALLOCATE, Allocate(model=model.id, memory_mb=model.gpu_memory_mb))
+        need = Allocate(model=model.id, memory_mb=model.gpu_memory_mb)
+        return await self.request(endpoints.GPU_ALLOCATE.on(self.node_name), need)
 
     async def _release(self, model_id: str) -> None:
         try:
-            await self.request(endpoints.GPU_RELEASE, Release(model=model_id))
+            await self.request(endpoints.GPU_RELEASE.on(self.node_name), Release(model=model_id))
         except AsrError as exc:
             self.log.warning("gpu release for %s failed: %s", model_id, exc.message)
 
@@ -355,6 +379,10 @@ class Lifecycle(Actor):
     # -- starting and stopping -------------------------------------------------
     async def _start(self, model: ModelInfo, reason: str, deadline: float) -> Server:
         await self.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
+        if self.records is not None:
+            # Proxies of other nodes see it starting here and send its requests here rather than start another.
+            starting = ServerStatus(model=model.id, state="starting", runtime=self.runtime.name, node=self.node_name)
+            await self.records.save(starting)
         t0 = time.monotonic()
         try:
             allocation = await self.placement.admit(model, deadline)
@@ -400,7 +428,8 @@ class Lifecycle(Actor):
         """Tell the gpu actor the pid of a server holding GPU memory (NVML measures processes)."""
         if server.allocation.device_index is not None and server.handle.pid:
             with contextlib.suppress(AsrError):
-                await self.request(endpoints.GPU_BIND, Bind(model=server.model_id, pid=server.handle.pid))
+                bind = Bind(model=server.model_id, pid=server.handle.pid)
+                await self.request(endpoints.GPU_BIND.on(self.node_name), bind)
 
     async def _ready(self, server: Server, *, startup_s: float = 0.0, adopted: bool = False) -> None:
         """A healthy server: watch it, tell the gpu actor its pid (for measuring), record it, announce it."""
@@ -517,6 +546,20 @@ class Lifecycle(Actor):
             if timeout != NEVER and now - server.last_activity >= timeout:
                 await self._stop_if_idle(server, "idle" if server.keep_alive is None else "keep_alive")
 
+    async def _sweep_lost_nodes(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.config.node.dead_after / 4))
+            if self.janitor is not None:
+                try:
+                    await self.janitor.sweep()
+                except Exception as exc:  # the bus is down for a moment: the next sweep tries again
+                    self.log.warning("sweeping lost nodes failed: %s", exc)
+
+    async def _announce_lost(self, status: ServerStatus) -> None:
+        await self.publish(
+            ServerStopped(model=status.model, runtime=status.runtime, reason="node_lost", node=status.node)
+        )
+
     def _status(self, server: Server) -> ServerStatus:
         status = server.status(self.runtime.name, self._idle_timeout(server))
         status.node = self.node.name
@@ -525,6 +568,7 @@ class Lifecycle(Actor):
     async def _devices(self) -> list[GpuDevice]:
         """This node's GPUs, as the gpu actor sees them (for the node's heartbeat)."""
         try:
-            return (await self.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)).devices
+            status = await self.request(endpoints.GPU_STATUS.on(self.node_name), GpuStatusRequest(), timeout=2.0)
+            return status.devices
         except AsrError:
             return []

@@ -37,6 +37,7 @@ class NodeBeacon:
         self.name = node_name(config)
         self.host = socket.gethostname()
         self.cfg = config.node
+        self.max_containers = config.lifecycle.max_concurrent_containers
         self.instance, self.runtime = instance, runtime
         self.servers, self.devices = servers, devices
         self.started_at = time.time()
@@ -68,6 +69,7 @@ class NodeBeacon:
             runtime=self.runtime,
             devices=await self.devices(),
             servers=sorted(self.servers()),
+            max_containers=self.max_containers,
         )
         await self.kv.put(self.name, msgspec.msgpack.encode(record))
 

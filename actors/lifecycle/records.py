@@ -35,31 +35,36 @@ class ServerRecords:
 
 
 class KvServerRecords(ServerRecords):
-    def __init__(self, kv: KeyValue) -> None:
+    """One node's records: keys <node>.<model id>; the other nodes' records are theirs."""
+
+    def __init__(self, kv: KeyValue, node: str) -> None:
         super().__init__()
-        self.kv = kv
+        self.kv, self.node = kv, node
 
     @classmethod
-    async def open(cls, nc: Client) -> KvServerRecords:
-        return cls(await nc.jetstream().key_value(subjects.SERVERS_BUCKET))
+    async def open(cls, nc: Client, node: str) -> KvServerRecords:
+        return cls(await nc.jetstream().key_value(subjects.SERVERS_BUCKET), node)
 
     async def load(self) -> dict[str, ServerStatus]:
         found: dict[str, ServerStatus] = {}
+        mine = subjects.server_key(self.node, "")
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
             for key in await self.kv.keys():
+                if not key.startswith(mine):
+                    continue
                 entry = await self.kv.get(key)
                 if entry.value:
-                    found[key] = _decode(entry.value)
+                    found[key[len(mine) :]] = _decode(entry.value)
         return found
 
     async def save(self, status: ServerStatus) -> None:
         await super().save(status)
         try:
-            await self.kv.put(status.model, msgspec.msgpack.encode(status))
+            await self.kv.put(subjects.server_key(self.node, status.model), msgspec.msgpack.encode(status))
         except Exception as exc:  # a record lost to a bus outage must not fail the work that caused it
             log.warning("could not record %s: %s", status.model, exc)
 
     async def forget(self, model_id: str) -> None:
         await super().forget(model_id)
         with contextlib.suppress(Exception):
-            await self.kv.purge(model_id)
+            await self.kv.purge(subjects.server_key(self.node, model_id))

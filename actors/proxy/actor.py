@@ -1,9 +1,14 @@
 """Model proxy actor: serves ``asr.transcribe.<model>`` and forwards audio to the model server.
 
 A warm request costs no NATS round trip beyond the caller's own: the model name is resolved from the
-watched catalogue, a ready server is found in the watched records of the lifecycle actor (KV ASR_SERVERS),
+watched catalogue, a ready server is found in the watched records of the lifecycle actors (KV ASR_SERVERS),
 and the lifecycle actor learns of the activity from the `transcribing` / `transcribed` events. Only when no
-server is ready (or the one found is gone) does the proxy ask the lifecycle actor to ensure one."""
+server is ready (or the one found is gone) does the proxy ask its node's lifecycle actor to ensure one.
+
+On a cluster a proxy talks HTTP only to its own node's servers (they listen on loopback): a request that another
+node should serve (`routing.choose_node`) is handed to that node's proxies on ``asr.forward.<node>.<model>``.
+They send a keepalive every KEEPALIVE_S while they work; one silent for SILENCE_S is taken for a lost node and the
+request is placed again, once, elsewhere."""
 
 from __future__ import annotations
 
@@ -14,19 +19,21 @@ from typing import Any
 
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue
+from actors.proxy.routing import alive, choose_node
 from framework import bus, logs
-from framework.actor import Actor, endpoint, on_message, send_partial
+from framework.actor import Actor, endpoint, on_message, send_keepalive, send_partial
 from framework.catalogue import Catalogue
 from framework.config import Config
 from framework.kv_view import KvView
 from framework.model_server import ModelServerClient, ServerGone
-from schemas import endpoints, errors, subjects
+from schemas import codec, endpoints, errors, subjects
 from schemas.durations import parse_duration
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
+from schemas.nodes import NodeRecord
 from schemas.registry import ModelInfo, not_installed
 from schemas.transcribe import (
     CancelTranscription,
@@ -40,6 +47,9 @@ _CATALOGUE_WAIT_S = 60.0
 PROGRESS_EVERY_S = 0.5
 CANCELLED = "499"  # the requester gave up (nginx's "client closed request")
 LIFECYCLE_RESTART_WAIT_S = 10.0
+KEEPALIVE_S = 1.0
+# A node whose proxy sent nothing for this long is lost: far above a keepalive's period even on a busy machine.
+SILENCE_S = 10.0
 
 
 class ModelProxy(Actor):
@@ -61,6 +71,8 @@ class ModelProxy(Actor):
         self.model_server = model_server or ModelServerClient(timeout=config.gateway.request_timeout)
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
+        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord)
+        self.lost: dict[str, float] = {}  # node -> until when it is not chosen (it went silent, or had no proxy)
         self.queues: dict[str, ModelQueue] = {}
         # (request id, cancel token) -> the task serving it: ids are chosen by callers and may repeat or be guessed.
         self.running: dict[tuple[str, str], asyncio.Task[Any]] = {}
@@ -75,11 +87,13 @@ class ModelProxy(Actor):
         if self.catalogue.listing is None:
             raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: {self.catalogue.unknown_reason()}")
         await self.ready.follow(self.connection)
+        await self.nodes.follow(self.connection, wait=2.0)
 
     async def teardown(self) -> None:
         await self.model_server.aclose()
         await self.catalogue.stop()
         await self.ready.stop()
+        await self.nodes.stop()
 
     def _queue(self, model: ModelInfo) -> ModelQueue:
         queue = self.queues.get(model.id)
@@ -91,8 +105,31 @@ class ModelProxy(Actor):
             self.queues[model.id] = queue
         return queue
 
+    @endpoint(endpoints.FORWARD, queue_group="asrpro-proxy")
+    async def forwarded(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+        """A request another node's proxy handed to this node: served here, with keepalives while it runs."""
+        _node, model_id = subjects.node_and_model(subject)
+
+        async def keep_alive() -> None:
+            while await send_keepalive():
+                await asyncio.sleep(KEEPALIVE_S)
+
+        beating = asyncio.ensure_future(keep_alive())
+        try:
+            return await self._serve(msg, model_id, here=True)
+        finally:
+            beating.cancel()
+
     @endpoint(endpoints.TRANSCRIBE, queue_group="asrpro-proxy")
     async def transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+        return await self._serve(msg, subjects.model_from_transcribe(subject), here=False)
+
+    @endpoint(endpoints.VIA, queue_group="asrpro-proxy")
+    async def via(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+        """The HTTP gateway of this node: routed as any request, starting from here."""
+        return await self._serve(msg, subjects.node_and_model(subject)[1], here=False)
+
+    async def _serve(self, msg: TranscribeRequest, model_name: str, *, here: bool) -> TranscriptionResult:
         msg.request_id = logs.clean_request_id(msg.request_id) or logs.request_id.get() or logs.new_request_id()
         logs.request_id.set(msg.request_id)
         task = asyncio.current_task()
@@ -100,7 +137,9 @@ class ModelProxy(Actor):
         if task is not None:
             self.running[key] = task
         try:
-            return await self._transcribe(msg, subject)
+            if here:
+                return await self._transcribe(msg, model_name)
+            return await self._route(msg, model_name)
         except asyncio.CancelledError:
             if key not in self.cancelled:
                 raise  # shutting down
@@ -111,10 +150,69 @@ class ModelProxy(Actor):
             self.running.pop(key, None)
             self.cancelled.discard(key)
 
-    async def _transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+    # -- which node ------------------------------------------------------------------
+    def _live_nodes(self) -> dict[str, NodeRecord]:
+        now = time.monotonic()
+        for node, until in list(self.lost.items()):
+            if until <= now:
+                del self.lost[node]
+        nodes = alive(self.nodes.values.values(), self.config.node.dead_after)
+        return {name: n for name, n in nodes.items() if name not in self.lost}
+
+    async def _route(self, msg: TranscribeRequest, model_name: str) -> TranscriptionResult:
+        """Serve here, or hand the request to the node that should serve it; a node lost on the way (no proxy
+        there, or silent) is left out and the request placed again, once."""
+        try:
+            model = self.catalogue.resolve(model_name)
+        except AsrError:
+            return await self._transcribe(msg, model_name)  # the error, reported as for any request
+        tried: set[str] = set()
+        for attempt in (1, 2):
+            nodes = self._live_nodes()
+            node = choose_node(model, self.node_name, nodes, self.ready.values.values(), tried)
+            if node == self.node_name:
+                return await self._transcribe(msg, model.id)
+            try:
+                return await self._hand_over(node, model.id, msg)
+            except AsrError as exc:
+                if exc.kind not in (bus.NO_RESPONDERS, bus.SILENT) or attempt == 2:
+                    raise
+                self.log.warning("node %s lost with request %s: %s; placing it again", node, msg.request_id, exc)
+                self.lost[node] = time.monotonic() + self.config.node.dead_after
+                tried.add(node)
+        raise AssertionError("unreachable")
+
+    async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest) -> TranscriptionResult:
+        """The request served by `node`'s proxies; their partial replies relayed to our requester."""
+        subject = endpoints.FORWARD.on(node).at(model_id).subject
+        timeout = (msg.timeout or self.config.gateway.request_timeout) + 5
+        relayed_until = -1.0
+        what = f"node {node} ({model_id})"
+        replies = bus.stream_replies(
+            self.connection, subject, codec.encode(msg), timeout=timeout, what=what, silence=SILENCE_S
+        )
+        async for reply in replies:
+            message = bus.decode_streamed(reply, what)
+            if isinstance(message, TranscriptionResult):
+                return message
+            if message.segment is None or message.segment.end > relayed_until:
+                relayed_until = message.segment.end if message.segment is not None else relayed_until
+                await send_partial(message)
+        raise AsrError(errors.INTERNAL, f"{what} ended without a result")
+
+    # -- serving here ------------------------------------------------------------------
+    async def _transcribe(self, msg: TranscribeRequest, model_id: str) -> TranscriptionResult:
+        try:
+            return await self._transcribe_here(msg, model_id)
+        finally:
+            if msg.audio_ref:
+                # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
+                # Not sooner: if this node is lost meanwhile, the request is placed again and reads it again.
+                self.spawn(self._drop_audio(msg))
+
+    async def _transcribe_here(self, msg: TranscribeRequest, model_id: str) -> TranscriptionResult:
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
-        model_id = subjects.model_from_transcribe(subject)
         cold = False
         relay = Relay(self, msg, model_id, t0)
         try:
@@ -202,7 +300,7 @@ class ModelProxy(Actor):
         return result
 
     def _ready_server(self, model_id: str) -> ServerStatus | None:
-        status = self.ready.values.get(model_id)
+        status = self.ready.values.get(subjects.server_key(self.node_name, model_id))
         return status if status is not None and status.state == "ready" and status.url else None
 
     async def _ensure(
@@ -217,7 +315,7 @@ class ModelProxy(Actor):
                 raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
             try:
                 return await self.request(
-                    endpoints.LIFECYCLE_ENSURE,
+                    endpoints.LIFECYCLE_ENSURE.on(self.node_name),
                     EnsureServer(
                         model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
                     ),
@@ -243,14 +341,21 @@ class ModelProxy(Actor):
                 raise AsrError(
                     errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc}"
                 ) from exc
-            # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
-            self.spawn(store.delete(msg.audio_ref))
             audio = obj.data or b""
         else:
             audio = msg.audio
         if not audio:
             raise AsrError(errors.BAD_REQUEST, "no audio: the file is empty")
         return audio
+
+    async def _drop_audio(self, msg: TranscribeRequest) -> None:
+        if not _AUDIO_BUCKET.fullmatch(msg.audio_bucket or ""):
+            return
+        try:
+            store = await self.connection.jetstream().object_store(msg.audio_bucket or "")
+            await store.delete(msg.audio_ref or "")
+        except Exception as exc:  # gone already, or the bus is down: the bucket's TTL removes it
+            self.log.info("could not delete audio %s: %s", msg.audio_ref, exc)
 
     async def _forward(
         self,

@@ -114,6 +114,37 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str
 
 def start_stack(tmp: Path, log: Path | None = None, **env_overrides: str) -> Stack:
     """`asrpro up` with these ASRPRO_* overrides; with `log`, every process's JSON log lines go to that file."""
+    return launch_stack(tmp, log, (), **env_overrides).ready()
+
+
+@dataclass
+class Launched:
+    """`asrpro up` started, its ready line not read yet (a cluster's first host waits for a second one)."""
+
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    marker: str
+    client_password: str
+
+    def ready(self, timeout: float = 90.0) -> Stack:
+        proc = self.proc
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"asrpro up exited with {proc.returncode} before it was ready")
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                line = proc.stdout.readline()
+                with contextlib.suppress(ValueError):
+                    info = json.loads(line)
+                    if info.get("status") == "ready":
+                        return Stack(proc, info["gateway"], info["nats"], self.env, self.marker, self.client_password)
+        proc.kill()
+        raise RuntimeError(f"asrpro up did not print its ready line within {timeout:g} s")
+
+
+def launch_stack(tmp: Path, log: Path | None = None, args: tuple[str, ...] = (), **env_overrides: str) -> Launched:
     marker = f"ASRPRO_TEST_MARKER={secrets.token_hex(6)}"
     client_password = new_password()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASRPRO_")}
@@ -132,19 +163,11 @@ def start_stack(tmp: Path, log: Path | None = None, **env_overrides: str) -> Sta
     env.update(env_overrides)
     stderr = log.open("w") if log is not None else None
     proc = subprocess.Popen(
-        [sys.executable, "-m", "asrpro.cli", "up"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+        [sys.executable, "-m", "asrpro.cli", "up", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"asrpro up exited with {proc.returncode} before it was ready")
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            with contextlib.suppress(ValueError):
-                info = json.loads(line)
-                if info.get("status") == "ready":
-                    return Stack(proc, info["gateway"], info["nats"], env, marker, client_password)
-    proc.kill()
-    raise RuntimeError("asrpro up did not print its ready line within 90 s")
+    return Launched(proc, env, marker, client_password)

@@ -9,6 +9,7 @@ import pytest
 from actors.proxy import ModelProxy
 from actors.registry import catalogue
 from framework.catalogue import Catalogue
+from framework.config import node_name
 from framework.kv_view import KvView
 from framework.memory_bus import MemoryBus
 from schemas import codec, endpoints, subjects
@@ -26,7 +27,10 @@ async def start() -> tuple[MemoryBus, ModelProxy, FakeModelServer]:
     cfg = config()
     listing = ModelList(models=list(catalogue(cfg).values()), default_model=MODEL)
     ready: KvView[ServerStatus] = KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
-    ready.values[MODEL] = ServerStatus(model=MODEL, state="ready", runtime="fake", url=f"http://{MODEL}.fake")
+    node = node_name(cfg)
+    ready.values[subjects.server_key(node, MODEL)] = ServerStatus(
+        model=MODEL, state="ready", runtime="fake", url=f"http://{MODEL}.fake", node=node
+    )
     servers = FakeModelServer()
     bus = MemoryBus()
     proxy = ModelProxy(cfg, catalogue=Catalogue(listing), model_server=servers.client(), ready=ready)

@@ -1,0 +1,67 @@
+"""Which node serves a request: the proxies' cluster-wide decision, a plain function of what they watch (the
+nodes' heartbeats in ASR_NODES, the servers' records in ASR_SERVERS).
+
+A model ready on this node is served here (no hop); ready elsewhere, on one of those nodes (chosen at random, so
+load spreads); starting somewhere, there (its lifecycle actor holds the start, a second node would start another
+copy); running nowhere, on the node with room for it: GPU memory free on one of its devices without evicting
+anything, then a free container slot; this node first among equals, then the one with the most free memory. When
+no node has room, this node — its lifecycle actor evicts, falls back to the CPU or answers 503 as on one host."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+
+from schemas.lifecycle import ServerStatus
+from schemas.nodes import NodeRecord
+from schemas.registry import ModelInfo
+
+
+def alive(nodes: Iterable[NodeRecord], dead_after: float, now: float | None = None) -> dict[str, NodeRecord]:
+    """Nodes whose last heartbeat is younger than dead_after (a KV TTL drops no watched value: we look)."""
+    now = time.time() if now is None else now
+    return {n.name: n for n in nodes if now - n.heartbeat_at < dead_after}
+
+
+def best_free_mb(node: NodeRecord) -> int:
+    return max((d.free_mb for d in node.devices), default=0)
+
+
+def has_room(node: NodeRecord, model: ModelInfo) -> bool:
+    """Room without stopping anything: a container slot, and GPU memory on one device (or the CPU, where the model
+    may fall back to it and the node has no GPU)."""
+    if node.max_containers and len(node.servers) >= node.max_containers:
+        return False
+    if model.gpu_memory_mb <= 0:
+        return True
+    if not node.devices:
+        return model.cpu_fallback
+    return best_free_mb(node) >= model.gpu_memory_mb
+
+
+def choose_node(
+    model: ModelInfo,
+    me: str,
+    nodes: dict[str, NodeRecord],
+    servers: Iterable[ServerStatus],
+    exclude: set[str] = frozenset(),  # type: ignore[assignment]
+) -> str:
+    """The node that should serve `model` now (see the module's doc). `nodes` are the live ones."""
+    usable = {name for name in nodes if name not in exclude} | ({me} - exclude)
+    mine = [s for s in servers if s.model == model.id and s.node in usable]
+    ready = [s.node for s in mine if s.state == "ready" and s.url]
+    if me in ready:
+        return me
+    if ready:
+        return random.choice(sorted(set(ready)))
+    starting = sorted({s.node for s in mine if s.state == "starting"})
+    if starting:
+        return me if me in starting else starting[0]
+    candidates = [n for name, n in nodes.items() if name in usable]
+    roomy = [n for n in candidates if has_room(n, model)]
+    if me in usable and (not roomy or any(n.name == me for n in roomy)):
+        return me
+    if roomy:
+        return max(roomy, key=lambda n: (best_free_mb(n), n.name)).name
+    return me if me not in exclude else (sorted(usable)[0] if usable else me)

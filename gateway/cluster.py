@@ -1,0 +1,67 @@
+"""The cluster as one: the node records (ASR_NODES) and every live node's lifecycle status merged, so that any
+gateway shows the same servers and breakers. On one host this is that host's node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import msgspec
+import nats.errors
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
+from gateway.connection import GatewayConnection
+from schemas import endpoints, errors, subjects
+from schemas.errors import AsrError
+from schemas.lifecycle import BreakerState, LifecycleStatus, LifecycleStatusRequest
+from schemas.nodes import NodeRecord
+
+
+async def node_records(conn: GatewayConnection) -> list[NodeRecord]:
+    """Every node record in ASR_NODES (the bucket's TTL removed those silent for longer than node.dead_after)."""
+    try:
+        kv = await conn.client.jetstream().key_value(subjects.NODES_BUCKET)
+        try:
+            names = await kv.keys()
+        except NoKeysError:
+            names = []
+        records = []
+        for name in names:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(name)
+                if entry.value:
+                    records.append(msgspec.msgpack.decode(entry.value, type=NodeRecord))
+    except (nats.errors.Error, OSError) as exc:
+        raise AsrError(errors.UNAVAILABLE, f"the node records (ASR_NODES) cannot be read: {exc}") from None
+    return sorted(records, key=lambda r: r.name)
+
+
+async def live_nodes(conn: GatewayConnection) -> list[str]:
+    now, dead_after = time.time(), conn.config.node.dead_after
+    with contextlib.suppress(AsrError):
+        return [r.name for r in await node_records(conn) if now - r.heartbeat_at < dead_after]
+    return []
+
+
+async def lifecycle_status(conn: GatewayConnection, *, timeout: float = 5.0) -> LifecycleStatus:
+    """Every live node's servers and the breakers, as one LifecycleStatus; a node that does not answer is left out
+    (it is lost, or restarting); none answering is the error of the nearest lifecycle actor."""
+    nodes = await live_nodes(conn)
+    if len(nodes) <= 1:
+        return await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=timeout)
+    asked = [conn.request(endpoints.LIFECYCLE_STATUS.on(n), LifecycleStatusRequest(), timeout=timeout) for n in nodes]
+    replies = await asyncio.gather(*asked, return_exceptions=True)
+    answered = [r for r in replies if isinstance(r, LifecycleStatus)]
+    if not answered:
+        return await conn.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest(), timeout=timeout)
+    breakers: dict[str, BreakerState] = {}
+    for reply in answered:
+        breakers.update({b.model: b for b in reply.breakers})
+    runtimes = sorted({r.runtime for r in answered})
+    return LifecycleStatus(
+        runtime=runtimes[0] if len(runtimes) == 1 else "mixed",
+        runtime_reason="; ".join(sorted({r.runtime_reason for r in answered})),
+        servers=sorted((s for r in answered for s in r.servers), key=lambda s: (s.model, s.node)),
+        breakers=list(breakers.values()),
+    )
