@@ -61,6 +61,10 @@ async def connect(
         # Replies (and JetStream deliveries) come to _INBOX.<user>.*, the only inboxes this user may read.
         inbox_prefix=subjects.inbox_prefix(user) if user else subjects.INBOX_ROOT,
         connect_timeout=connect_timeout,
+        # Also as options, not only in the URL: on a cluster the client learns the other servers and may reconnect
+        # to one of them, with the same user (every host has the same users).
+        user=user or None,
+        password=password or None,
         max_reconnect_attempts=1,
         reconnect_time_wait=0.2,
         error_cb=error_cb or _on_error,

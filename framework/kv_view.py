@@ -20,11 +20,14 @@ log = logging.getLogger("asrpro.kv")
 # A watch that saw nothing for this long is started again: a watch can be lost with a server restart,
 # and starting again costs one message per key.
 RESYNC_S = 30.0
+# Nodes beat every few seconds (node.heartbeat_interval): a watch of them that hears nothing this long is lost.
+HEARTBEATS_RESYNC_S = 8.0
 
 
 class KvView(Generic[T]):
-    def __init__(self, bucket: str, keys: str, value_type: type[T]) -> None:
+    def __init__(self, bucket: str, keys: str, value_type: type[T], *, resync: float = RESYNC_S) -> None:
         self.bucket, self.keys = bucket, keys
+        self.resync = resync  # seconds without an update after which the watch is started again
         self.values: dict[str, T] = {}
         self.known = asyncio.Event()  # set once the first full view arrived
         self._changed = asyncio.Event()
@@ -60,7 +63,7 @@ class KvView(Generic[T]):
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=RESYNC_S)  # type: ignore[no-untyped-call]
+                    entry = await watcher.updates(timeout=self.resync)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile

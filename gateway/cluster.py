@@ -4,44 +4,29 @@ gateway shows the same servers and breakers. On one host this is that host's nod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
-import msgspec
-import nats.errors
-from nats.js.errors import KeyNotFoundError, NoKeysError
-
 from gateway.connection import GatewayConnection
-from schemas import endpoints, errors, subjects
-from schemas.errors import AsrError
+from schemas import endpoints
 from schemas.lifecycle import BreakerState, LifecycleStatus, LifecycleStatusRequest
 from schemas.nodes import NodeRecord
 
+# A node silent this long is no longer listed (a lost one is listed as not alive until then).
+FORGET_AFTER_S = 3600.0
+
 
 async def node_records(conn: GatewayConnection) -> list[NodeRecord]:
-    """Every node record in ASR_NODES (the bucket's TTL removed those silent for longer than node.dead_after)."""
-    try:
-        kv = await conn.client.jetstream().key_value(subjects.NODES_BUCKET)
-        try:
-            names = await kv.keys()
-        except NoKeysError:
-            names = []
-        records = []
-        for name in names:
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await kv.get(name)
-                if entry.value:
-                    records.append(msgspec.msgpack.decode(entry.value, type=NodeRecord))
-    except (nats.errors.Error, OSError) as exc:
-        raise AsrError(errors.UNAVAILABLE, f"the node records (ASR_NODES) cannot be read: {exc}") from None
+    """The nodes as the gateway's watch of ASR_NODES saw them beat (a record whose TTL ran out stays in a watch:
+    `alive` comes from the heartbeat's age)."""
+    conn.client  # noqa: B018 -- 503 while the bus is down, as every route
+    now = time.time()
+    records = [r for r in conn.nodes.values.values() if now - r.heartbeat_at < FORGET_AFTER_S]
     return sorted(records, key=lambda r: r.name)
 
 
 async def live_nodes(conn: GatewayConnection) -> list[str]:
     now, dead_after = time.time(), conn.config.node.dead_after
-    with contextlib.suppress(AsrError):
-        return [r.name for r in await node_records(conn) if now - r.heartbeat_at < dead_after]
-    return []
+    return [r.name for r in await node_records(conn) if now - r.heartbeat_at < dead_after]
 
 
 async def lifecycle_status(conn: GatewayConnection, *, timeout: float = 5.0) -> LifecycleStatus:

@@ -14,9 +14,11 @@ from nats.aio.client import Client
 from framework import bus
 from framework.catalogue import Catalogue
 from framework.config import Config
-from schemas import errors
+from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
+from schemas import errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
+from schemas.nodes import NodeRecord
 
 log = logging.getLogger("asrpro.gateway")
 Req = TypeVar("Req")
@@ -27,6 +29,9 @@ class GatewayConnection:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.catalogue = Catalogue()
+        # The nodes' heartbeats, watched: a one-off listing of a replicated bucket may come back short while a
+        # replica catches up, a watch is brought up to date by the next heartbeat.
+        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -41,6 +46,7 @@ class GatewayConnection:
         self.nc = await bus.connect_as_configured(self.config.nats, "asrpro-gateway")
         # Not waiting for the registry here: until the catalogue arrives, transcriptions get 503 naming it.
         await self.catalogue.follow(self.nc, wait=2.0)
+        await self.nodes.follow(self.nc, wait=2.0)
 
     async def _keep_trying(self) -> None:
         while self.nc is None:
@@ -52,6 +58,7 @@ class GatewayConnection:
         if self._task:
             self._task.cancel()
         await self.catalogue.stop()
+        await self.nodes.stop()
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

@@ -21,6 +21,7 @@ from actors.lifecycle.server import Fleet, Server
 from framework.actor import Actor, endpoint, on_event
 from framework.catalogue import Catalogue
 from framework.config import Config, start_budget
+from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
 from framework.model_server import ModelServerClient
 from schemas import endpoints, errors, subjects
 from schemas.durations import NEVER
@@ -47,6 +48,7 @@ from schemas.lifecycle import (
     StopReply,
     StopServer,
 )
+from schemas.nodes import NodeRecord
 from schemas.registry import INSTALLED_KEY, InstalledModels, InstalledState, ModelInfo, not_installed
 
 # Activity is recorded (for idle clocks after a restart) at most this often per server: a burst of requests
@@ -90,6 +92,7 @@ class Lifecycle(Actor):
         self._settings: KeyValue | None = None
         self.node = NodeBeacon(config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices)
         self.janitor: NodeJanitor | None = None
+        self.heartbeats: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
 
     @property
     def servers(self) -> dict[str, Server]:
@@ -106,8 +109,11 @@ class Lifecycle(Actor):
             nodes = await js.key_value(subjects.NODES_BUCKET)
             await self.node.claim(nodes)
             self.loop(self.node.run())
+            await self.heartbeats.follow(self.connection, wait=5.0)
             self.janitor = NodeJanitor(
                 self.node_name,
+                self.config.node.dead_after,
+                self.heartbeats,
                 nodes,
                 await js.key_value(subjects.SERVERS_BUCKET),
                 await js.key_value(subjects.GPU_BUCKET),
@@ -127,6 +133,7 @@ class Lifecycle(Actor):
         for server in list(self.servers.values()):
             await self._stop(server, "shutdown")
         await self.node.leave()
+        await self.heartbeats.stop()
         await self.runtime.close()
         await self.catalogue.stop()
         await self.model_server.aclose()

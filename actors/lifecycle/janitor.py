@@ -1,19 +1,26 @@
 """What a lost node leaves behind: the records of its servers (proxies would route to them) and its GPU allocation
-table. Any live node's lifecycle actor clears them once the node's heartbeat has expired (its lease, the ASR_NODES
-TTL); each delete is compare-and-set on the revision it read, so of several janitors exactly one announces each
-server gone, and a node that came back meanwhile (a fresh heartbeat) keeps what it wrote."""
+table. Any live node's lifecycle actor clears them once it has heard no heartbeat of the node for node.dead_after
+(its lease); each delete is compare-and-set on the revision it read, so of several janitors exactly one announces
+each server gone, and a node that came back meanwhile keeps what it wrote.
+
+Heartbeats are followed with a watch, not listed: a listing of a replicated bucket can come back short while a
+replica catches up, and a short listing must never look like a dead node. A node first seen by its records gets
+the full lease from then."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
+from framework.kv_view import KvView
 from schemas.lifecycle import ServerStatus
+from schemas.nodes import NodeRecord
 
 log = logging.getLogger("asrpro.lifecycle")
 _decode = msgspec.msgpack.Decoder(ServerStatus).decode
@@ -30,21 +37,50 @@ class NodeJanitor:
     def __init__(
         self,
         me: str,
+        dead_after: float,
+        heartbeats: KvView[NodeRecord],
         nodes: KeyValue,
         servers: KeyValue,
         gpu: KeyValue,
         announce: Callable[[ServerStatus], Awaitable[None]],
     ) -> None:
-        self.me, self.nodes, self.servers, self.gpu = me, nodes, servers, gpu
+        self.me, self.dead_after, self.heartbeats, self.nodes = me, dead_after, heartbeats, nodes
+        self.servers, self.gpu = servers, gpu
         self.announce = announce  # a lost server, once: a `stopped` event with reason node_lost
+        self.heard: dict[str, float] = {}  # node -> when it last beat (or when we first saw a trace of it)
 
-    async def sweep(self) -> list[str]:
+    async def lost(self, node: str, now: float) -> bool:
+        """Silent for longer than its lease in our watch, and its record, read now, says so too (or is gone)."""
+        for record in self.heartbeats.values.values():
+            self.heard[record.name] = max(self.heard.get(record.name, 0.0), record.heartbeat_at)
+        self.heard.setdefault(node, now)
+        if node == self.me or now - self.heard[node] <= self.dead_after:
+            return False
+        try:
+            entry = await self.nodes.get(node)
+        except KeyNotFoundError:
+            return True
+        if not entry.value:
+            return True
+        beat = msgspec.msgpack.decode(entry.value, type=NodeRecord).heartbeat_at
+        self.heard[node] = max(self.heard[node], beat)
+        return now - beat > self.dead_after
+
+    def view_is_current(self, now: float) -> bool:
+        """Our own heartbeats reach our watch: a watch that fell behind (our bus restarting) shows every other
+        node silent, and must not be taken for their death."""
+        own = self.heartbeats.values.get(self.me)
+        return own is not None and now - own.heartbeat_at < self.dead_after / 2
+
+    async def sweep(self, now: float | None = None) -> list[str]:
         """Clear what nodes without a heartbeat left; the servers announced gone, as `<node>.<model>`."""
-        alive = set(await _keys(self.nodes)) | {self.me}
+        now = time.time() if now is None else now
         gone: list[str] = []
+        if not self.view_is_current(now):
+            return gone
         for key in await _keys(self.servers):
             node, _, _model = key.partition(".")
-            if node in alive:
+            if node.startswith("_") or not await self.lost(node, now):  # a placement claim is no node's
                 continue
             with contextlib.suppress(Exception):
                 entry = await self.servers.get(key)
@@ -55,7 +91,7 @@ class NodeJanitor:
                     log.warning("node %s is lost: its server of %s is gone", node, status.model)
                     await self.announce(status)
         for key in await _keys(self.gpu):
-            if key in alive or "." in key:
+            if "." in key or not await self.lost(key, now):
                 continue
             with contextlib.suppress(Exception):
                 entry = await self.gpu.get(key)

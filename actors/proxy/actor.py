@@ -13,18 +13,24 @@ request is placed again, once, elsewhere."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue
-from actors.proxy.routing import alive, choose_node
+from actors.proxy.routing import PLACING, alive, choose_node, claim_key
 from framework import bus, logs
 from framework.actor import Actor, endpoint, on_message, send_keepalive, send_partial
 from framework.catalogue import Catalogue
-from framework.config import Config
-from framework.kv_view import KvView
+from framework.config import Config, start_budget
+from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
 from framework.model_server import ModelServerClient, ServerGone
 from schemas import codec, endpoints, errors, subjects
 from schemas.durations import parse_duration
@@ -48,6 +54,11 @@ PROGRESS_EVERY_S = 0.5
 CANCELLED = "499"  # the requester gave up (nginx's "client closed request")
 LIFECYCLE_RESTART_WAIT_S = 10.0
 KEEPALIVE_S = 1.0
+# A node with no proxy on the bus while its heartbeat is fresh is tried again for this long before it counts as
+# lost: its nats-server or proxy restarting takes a second or two, and placing its models elsewhere meanwhile
+# would start copies of them.
+NODE_GRACE_S = 5.0
+CLAIM_WAIT_S = 10.0
 # A node whose proxy sent nothing for this long is lost: far above a keepalive's period even on a busy machine.
 SILENCE_S = 10.0
 
@@ -71,7 +82,8 @@ class ModelProxy(Actor):
         self.model_server = model_server or ModelServerClient(timeout=config.gateway.request_timeout)
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
-        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord)
+        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
+        self.servers_kv: KeyValue | None = None  # for placement claims
         self.lost: dict[str, float] = {}  # node -> until when it is not chosen (it went silent, or had no proxy)
         self.queues: dict[str, ModelQueue] = {}
         # (request id, cancel token) -> the task serving it: ids are chosen by callers and may repeat or be guessed.
@@ -87,6 +99,7 @@ class ModelProxy(Actor):
         if self.catalogue.listing is None:
             raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: {self.catalogue.unknown_reason()}")
         await self.ready.follow(self.connection)
+        self.servers_kv = await self.connection.jetstream().key_value(subjects.SERVERS_BUCKET)
         await self.nodes.follow(self.connection, wait=2.0)
 
     async def teardown(self) -> None:
@@ -169,18 +182,75 @@ class ModelProxy(Actor):
         tried: set[str] = set()
         for attempt in (1, 2):
             nodes = self._live_nodes()
-            node = choose_node(model, self.node_name, nodes, self.ready.values.values(), tried)
-            if node == self.node_name:
-                return await self._transcribe(msg, model.id)
+            budget = start_budget(self.config)
+            exclude = tried | set(self.lost)
+            node, placed = choose_node(model, self.node_name, nodes, self.ready.values.values(), exclude, budget)
+            claim = await self._claim(model.id, node, exclude) if placed else None
+            if claim is not None:
+                node = claim.node
             try:
-                return await self._hand_over(node, model.id, msg)
+                if node == self.node_name:
+                    return await self._transcribe(msg, model.id)
+                return await self._hand_over_within_grace(node, model.id, msg)
             except AsrError as exc:
                 if exc.kind not in (bus.NO_RESPONDERS, bus.SILENT) or attempt == 2:
                     raise
                 self.log.warning("node %s lost with request %s: %s; placing it again", node, msg.request_id, exc)
                 self.lost[node] = time.monotonic() + self.config.node.dead_after
                 tried.add(node)
+            finally:
+                if claim is not None and claim.revision:
+                    self.spawn(self._unclaim(model.id, claim.revision))
         raise AssertionError("unreachable")
+
+    async def _claim(self, model_id: str, node: str, exclude: set[str]) -> Claim | None:
+        """Claim the placement of a model that runs nowhere (see routing.claim_key): ours, or the node another
+        proxy claimed it for a moment ago. While JetStream cannot answer (electing a leader after losing a server
+        takes seconds) it is tried again for up to CLAIM_WAIT_S; then None: placed unclaimed, as on one host."""
+        if self.servers_kv is None:
+            return None
+        give_up = time.monotonic() + CLAIM_WAIT_S
+        while True:
+            try:
+                return await self._claim_once(self.servers_kv, model_id, node, exclude)
+            except KeyWrongLastSequenceError:
+                continue  # another proxy wrote between our read and our write: read again
+            except Exception as exc:
+                if time.monotonic() > give_up:
+                    self.log.warning("placement of %s not claimed: %s", model_id, exc)
+                    return None
+                await asyncio.sleep(0.5)
+
+    async def _claim_once(self, kv: KeyValue, model_id: str, node: str, exclude: set[str]) -> Claim:
+        key = claim_key(model_id)
+        mine = msgspec.msgpack.encode(
+            ServerStatus(model=model_id, state=PLACING, runtime="", node=node, started_at=time.time())
+        )
+        try:
+            return Claim(node, await kv.create(key, mine))
+        except KeyWrongLastSequenceError:
+            entry = await kv.get(key)
+        theirs = msgspec.msgpack.decode(entry.value or b"", type=ServerStatus)
+        fresh = time.time() - (theirs.started_at or 0.0) < start_budget(self.config)
+        if fresh and theirs.node not in exclude:
+            return Claim(theirs.node, 0)
+        return Claim(node, await kv.update(key, mine, last=entry.revision))
+
+    async def _unclaim(self, model_id: str, revision: int) -> None:
+        """The request that placed the model is over: its server's own record speaks for it now."""
+        if self.servers_kv is not None:
+            with contextlib.suppress(Exception):
+                await self.servers_kv.delete(claim_key(model_id), last=revision)
+
+    async def _hand_over_within_grace(self, node: str, model_id: str, msg: TranscribeRequest) -> TranscriptionResult:
+        give_up = time.monotonic() + NODE_GRACE_S
+        while True:
+            try:
+                return await self._hand_over(node, model_id, msg)
+            except AsrError as exc:
+                if exc.kind != bus.NO_RESPONDERS or time.monotonic() > give_up or node not in self._live_nodes():
+                    raise
+                await asyncio.sleep(0.5)
 
     async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest) -> TranscriptionResult:
         """The request served by `node`'s proxies; their partial replies relayed to our requester."""
@@ -393,6 +463,12 @@ class ModelProxy(Actor):
 
 
 _AUDIO_BUCKET = re.compile(re.escape(subjects.AUDIO_BUCKET_PREFIX) + subjects.USER_NAME)
+
+
+@dataclass(frozen=True)
+class Claim:
+    node: str
+    revision: int  # of our own claim; 0 when the claim is another proxy's
 
 
 class Relay:

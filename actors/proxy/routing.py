@@ -40,28 +40,45 @@ def has_room(node: NodeRecord, model: ModelInfo) -> bool:
     return best_free_mb(node) >= model.gpu_memory_mb
 
 
+PLACING = "placing"  # the state of a placement claim (see `claim_key`)
+
+
+def claim_key(model_id: str) -> str:
+    """ASR_SERVERS key of the claim a proxy takes before starting a model that runs nowhere: of two proxies placing
+    it at once, one wins (KV create) and the other sends its request to the winner's node. Node names cannot start
+    with `_`, so it is never a node's record."""
+    return f"_placing.{model_id}"
+
+
 def choose_node(
     model: ModelInfo,
     me: str,
     nodes: dict[str, NodeRecord],
     servers: Iterable[ServerStatus],
     exclude: set[str] = frozenset(),  # type: ignore[assignment]
-) -> str:
-    """The node that should serve `model` now (see the module's doc). `nodes` are the live ones."""
+    claim_valid_s: float = 90.0,
+    now: float | None = None,
+) -> tuple[str, bool]:
+    """The node that should serve `model` now (see the module's doc), and whether that is a new placement (the
+    model runs, starts or is claimed nowhere). `nodes` are the live ones."""
+    now = time.time() if now is None else now
     usable = {name for name in nodes if name not in exclude} | ({me} - exclude)
-    mine = [s for s in servers if s.model == model.id and s.node in usable]
+    # A server's record is its node's word that it runs there (a lost node's records are cleared by the janitors):
+    # it counts even while our view of the heartbeats lags, unless that node just failed us.
+    mine = [s for s in servers if s.model == model.id and s.node and s.node not in exclude]
     ready = [s.node for s in mine if s.state == "ready" and s.url]
     if me in ready:
-        return me
+        return me, False
     if ready:
-        return random.choice(sorted(set(ready)))
-    starting = sorted({s.node for s in mine if s.state == "starting"})
+        return random.choice(sorted(set(ready))), False
+    claimed = [s for s in mine if s.state == PLACING and now - (s.started_at or 0.0) < claim_valid_s]
+    starting = sorted({s.node for s in mine if s.state == "starting"} | {s.node for s in claimed})
     if starting:
-        return me if me in starting else starting[0]
+        return (me if me in starting else starting[0]), False
     candidates = [n for name, n in nodes.items() if name in usable]
     roomy = [n for n in candidates if has_room(n, model)]
     if me in usable and (not roomy or any(n.name == me for n in roomy)):
-        return me
+        return me, True
     if roomy:
-        return max(roomy, key=lambda n: (best_free_mb(n), n.name)).name
-    return me if me not in exclude else (sorted(usable)[0] if usable else me)
+        return max(roomy, key=lambda n: (best_free_mb(n), n.name)).name, True
+    return (me if me not in exclude else (sorted(usable)[0] if usable else me)), True
