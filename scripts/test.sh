@@ -55,6 +55,7 @@ tier integration .venv/bin/python -m pytest -q tests/integration
 tier e2e .venv/bin/python -m pytest -q tests/e2e
 tier docker .venv/bin/python -m pytest -q tests/docker
 tier chaos .venv/bin/python -m pytest -q tests/chaos
+tier cluster .venv/bin/python -m pytest -q -s tests/cluster
 tier fuzz .venv/bin/python -m pytest -q -s tests/fuzz
 if [ ${#failed[@]} -gt 0 ]; then
   echo "=== failed tiers: ${failed[*]}" >&2
