@@ -16,6 +16,7 @@ from schemas.registry import (
     INSTALLED_KEY,
     GetModel,
     InstalledModels,
+    InstalledState,
     ListModels,
     ModelInfo,
     ModelList,
@@ -54,6 +55,23 @@ def catalogue(config: Config) -> dict[str, ModelInfo]:
     }
 
 
+def merge_installed(reports: dict[str, InstalledModels]) -> dict[str, InstalledState]:
+    """The nodes' reports as one: installed where any node has the model (where: on which node, when several)."""
+    merged: dict[str, InstalledState] = {}
+    several = len(reports) > 1
+    for key, report in sorted(reports.items()):
+        node = key.rpartition(".")[2]
+        for model, state in report.models.items():
+            if several:
+                state = msgspec.structs.replace(state, where=f"{node}: {state.where}" if state.where else node)
+            known = merged.get(model)
+            if known is None or (state.installed and not known.installed):
+                merged[model] = state
+            elif state.installed and known.installed and several:
+                merged[model] = msgspec.structs.replace(known, where=f"{known.where}; {state.where}")
+    return merged
+
+
 class Registry(Actor):
     """Model catalogue: list, get (by id or alias), set the default model."""
 
@@ -62,14 +80,17 @@ class Registry(Actor):
     def __init__(self, config: Config, settings: KeyValue | None = None) -> None:
         super().__init__(config)
         self.models = catalogue(config)
-        self.installed: KvView[InstalledModels] = KvView(subjects.SETTINGS_BUCKET, INSTALLED_KEY, InstalledModels)
+        # Each node's report (installed.<node>): a model is installed when some node has it.
+        self.installed: KvView[InstalledModels] = KvView(
+            subjects.SETTINGS_BUCKET, f"{INSTALLED_KEY}.>", InstalledModels
+        )
         self.default_model = ""
         self.default_model = self.resolve(config.registry.default_model).id
         self.settings = settings  # None in memory: nothing outlives the process
 
     def listing(self) -> ModelList:
         """The catalogue, each model with what the lifecycle actor last reported of its weights."""
-        reported = self.installed.values.get(INSTALLED_KEY, InstalledModels()).models
+        reported = merge_installed(self.installed.values)
         models = []
         for model in self.models.values():
             state = reported.get(model.id)

@@ -20,3 +20,4 @@ class NodeRecord(msgspec.Struct, kw_only=True):
     devices: list[GpuDevice] = []
     servers: list[str] = []  # models it runs
     max_containers: int = 0  # lifecycle.max_concurrent_containers there (0: no limit)
+    installed: list[str] = []  # models whose weights (or image) this host has: weights are per host

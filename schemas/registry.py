@@ -78,7 +78,13 @@ DEFAULT_ALIASES = ("whisper-1", "default")
 # Key of the catalogue (a ModelList) in the KV bucket ASR_SETTINGS: the registry writes it, the gateway,
 # the proxies and the lifecycle actors watch it and resolve names from their copy.
 CATALOGUE_KEY = "catalogue"
-INSTALLED_KEY = "installed"
+INSTALLED_KEY = "installed"  # + ".<node>": each node's own report (weights are per host)
+
+
+def installed_key(node: str) -> str:
+    return f"{INSTALLED_KEY}.{node}"
+
+
 NOT_INSTALLED = "model_not_installed"  # AsrError.kind (and OpenAI error code) for a model whose weights are absent
 
 

@@ -49,7 +49,7 @@ from schemas.lifecycle import (
     StopServer,
 )
 from schemas.nodes import NodeRecord
-from schemas.registry import INSTALLED_KEY, InstalledModels, InstalledState, ModelInfo, not_installed
+from schemas.registry import InstalledModels, InstalledState, ModelInfo, installed_key, not_installed
 
 # Activity is recorded (for idle clocks after a restart) at most this often per server: a burst of requests
 # costs one KV write, not one each.
@@ -90,7 +90,9 @@ class Lifecycle(Actor):
         self._recording: set[str] = set()  # models with an activity record pending
         self.installed = InstalledModels()  # what this host has, as last reported
         self._settings: KeyValue | None = None
-        self.node = NodeBeacon(config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices)
+        self.node = NodeBeacon(
+            config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices, self._installed_here
+        )
         self.janitor: NodeJanitor | None = None
         self.heartbeats: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
 
@@ -117,6 +119,7 @@ class Lifecycle(Actor):
                 nodes,
                 await js.key_value(subjects.SERVERS_BUCKET),
                 await js.key_value(subjects.GPU_BUCKET),
+                self._settings,
                 self._announce_lost,
             )
             self.loop(self._sweep_lost_nodes())
@@ -282,7 +285,7 @@ class Lifecycle(Actor):
         self.installed = found
         if self._settings is not None:
             try:
-                await self._settings.put(INSTALLED_KEY, msgspec.msgpack.encode(found))
+                await self._settings.put(installed_key(self.node_name), msgspec.msgpack.encode(found))
             except Exception as exc:  # reported again at the next check
                 self.log.warning("could not report installed models: %s", exc)
                 self.installed = InstalledModels()
@@ -571,6 +574,9 @@ class Lifecycle(Actor):
         status = server.status(self.runtime.name, self._idle_timeout(server))
         status.node = self.node.name
         return status
+
+    def _installed_here(self) -> list[str]:
+        return sorted(m for m, state in self.installed.models.items() if state.installed)
 
     async def _devices(self) -> list[GpuDevice]:
         """This node's GPUs, as the gpu actor sees them (for the node's heartbeat)."""

@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 from framework.kv_view import KvView
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord
+from schemas.registry import INSTALLED_KEY
 
 log = logging.getLogger("asrpro.lifecycle")
 _decode = msgspec.msgpack.Decoder(ServerStatus).decode
@@ -42,10 +43,11 @@ class NodeJanitor:
         nodes: KeyValue,
         servers: KeyValue,
         gpu: KeyValue,
+        settings: KeyValue,
         announce: Callable[[ServerStatus], Awaitable[None]],
     ) -> None:
         self.me, self.dead_after, self.heartbeats, self.nodes = me, dead_after, heartbeats, nodes
-        self.servers, self.gpu = servers, gpu
+        self.servers, self.gpu, self.settings = servers, gpu, settings
         self.announce = announce  # a lost server, once: a `stopped` event with reason node_lost
         self.heard: dict[str, float] = {}  # node -> when it last beat (or when we first saw a trace of it)
 
@@ -97,6 +99,14 @@ class NodeJanitor:
                 entry = await self.gpu.get(key)
                 if await self._delete(self.gpu, key, entry.revision):
                     log.warning("node %s is lost: its GPU allocations are released", key)
+        for key in await _keys(self.settings):
+            prefix, _, node = key.partition(".")
+            if prefix != INSTALLED_KEY or not node or not await self.lost(node, now):
+                continue
+            with contextlib.suppress(Exception):
+                entry = await self.settings.get(key)
+                if await self._delete(self.settings, key, entry.revision):
+                    log.warning("node %s is lost: its weights no longer count as installed", node)
         return gone
 
     @staticmethod

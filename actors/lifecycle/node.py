@@ -33,13 +33,14 @@ class NodeBeacon:
         runtime: str,
         servers: Callable[[], list[str]],
         devices: Callable[[], Awaitable[list[GpuDevice]]],
+        installed: Callable[[], list[str]] = list,
     ) -> None:
         self.name = node_name(config)
         self.host = socket.gethostname()
         self.cfg = config.node
         self.max_containers = config.lifecycle.max_concurrent_containers
         self.instance, self.runtime = instance, runtime
-        self.servers, self.devices = servers, devices
+        self.servers, self.devices, self.installed = servers, devices, installed
         self.started_at = time.time()
         self.kv: KeyValue | None = None
 
@@ -70,6 +71,7 @@ class NodeBeacon:
             devices=await self.devices(),
             servers=sorted(self.servers()),
             max_containers=self.max_containers,
+            installed=self.installed(),
         )
         await self.kv.put(self.name, msgspec.msgpack.encode(record))
 

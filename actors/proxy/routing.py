@@ -76,6 +76,8 @@ def choose_node(
     if starting:
         return (me if me in starting else starting[0]), False
     candidates = [n for name, n in nodes.items() if name in usable]
+    # Weights are per host: a node that has the model, where any has it.
+    candidates = [n for n in candidates if model.id in n.installed] or candidates
     roomy = [n for n in candidates if has_room(n, model)]
     if me in usable and (not roomy or any(n.name == me for n in roomy)):
         return me, True
