@@ -20,60 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.lifecycle.runtimes.local import free_port
 from tests.chaos.load import Load
-from tests.conftest import REPO
-from tests.e2e.stack import Launched, Stack, launch_stack, wait_until
+from tests.cluster.hosts import NAMES, Cluster
+from tests.e2e.stack import wait_until
 
 pytestmark = pytest.mark.e2e
-CONFIG = str(REPO / "tests" / "fixtures" / "cluster.toml")
-NAMES = ("node-a", "node-b", "node-c")
 DEAD_AFTER_S = 10.0  # node.dead_after in cluster.toml
 REPORTS: list[dict[str, object]] = []
-
-
-class Cluster:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.cluster_ports = {name: free_port() for name in NAMES}
-        self.stacks: dict[str, Stack] = {}
-        self.env: dict[str, dict[str, str]] = {}
-        self.victim = ""  # the host the host-loss test killed
-
-    @property
-    def credentials(self) -> Path:
-        return self.base / "node-a" / "state" / "cluster.json"
-
-    def launch(self, name: str) -> Launched:
-        home = self.base / name
-        home.mkdir(exist_ok=True)
-        args: tuple[str, ...] = ("--cluster-port", str(self.cluster_ports[name]))
-        if name != "node-a":
-            wait_until(self.credentials.exists, 60, "the first host's cluster credentials")
-            args += ("--join", f"nats-route://127.0.0.1:{self.cluster_ports['node-a']}")
-            args += ("--credentials", str(self.credentials))
-        keep = self.env.get(name, {})  # a restarted host keeps its ports
-        launched = launch_stack(
-            home,
-            home / "log.jsonl",
-            args,
-            ASRPRO_CONFIG=CONFIG,
-            ASRPRO_NODE__NAME=name,
-            **{k: v for k, v in keep.items() if k in ("ASRPRO_NATS__URL", "ASRPRO_GATEWAY__PORT")},
-        )
-        self.env[name] = launched.env
-        return launched
-
-    def gateway(self, name: str) -> str:
-        return self.stacks[name].gateway
-
-    def kill_host(self, name: str) -> None:
-        """kill -9 of everything the host runs: its nats-server, supervisor, actors, gateway and model servers."""
-        stack = self.stacks.pop(name)
-        for pid in stack.leftovers():
-            os.kill(pid, signal.SIGKILL)
-        stack.proc.wait()
-        stack.wait_no_leftovers()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,14 +40,11 @@ def print_counts() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"))
-    launched = {name: c.launch(name) for name in NAMES}
     try:
-        for name, host in launched.items():
-            c.stacks[name] = host.ready(180)
+        c.start()
         yield c
     finally:
-        for stack in c.stacks.values():
-            stack.stop()
+        c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,15 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
-from framework.config import Config
+from framework.config import Config, node_name
 from framework.weights import PACKAGE_PREFIX, Installed
 from schemas.registry import ModelInfo
 
 log = logging.getLogger("asrpro.runtime.docker")
 
 MODEL_LABEL = "asrpro.model"
+# The node whose lifecycle actor started it: nodes sharing one Docker daemon adopt only their own.
+NODE_LABEL = "asrpro.node"
 DEPLOYMENT_LABEL = "asrpro.deployment"
 CONTAINER_PORT = "9000/tcp"
 MODELS_MOUNT = "/models"
@@ -63,8 +65,9 @@ def image_problem(image: str, timeout: float = 3.0) -> str:
     return ""
 
 
-def container_name(deployment: str, model_id: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"asrpro-{deployment}-{model_id}")
+def container_name(deployment: str, model_id: str, node: str = "") -> str:
+    """One name per model per node: a leftover of ours is found (and replaced) by it, another node's never is."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", "-".join(filter(None, ["asrpro", deployment, node, model_id])))
 
 
 class DockerRuntime(Runtime):
@@ -74,6 +77,7 @@ class DockerRuntime(Runtime):
         self.config = config
         self.cfg = config.docker
         self.deployment = self.cfg.deployment
+        self.node = node_name(config)
         # Docker SDK calls block: they get threads of their own so the event loop never waits on the daemon.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker")
         self._client: docker.DockerClient | None = None
@@ -205,7 +209,7 @@ class DockerRuntime(Runtime):
         model = spec.model
         image = self.image_for(spec)
         self._ensure_image(client, image)
-        name = container_name(self.deployment, model.id)
+        name = container_name(self.deployment, model.id, self.node)
         with contextlib.suppress(docker.errors.NotFound):
             stale = client.containers.get(name)
             log.info("removing stale container %s (%s)", name, stale.status)
@@ -241,7 +245,7 @@ class DockerRuntime(Runtime):
             image,
             detach=True,
             name=name,
-            labels={MODEL_LABEL: model.id, DEPLOYMENT_LABEL: self.deployment},
+            labels={MODEL_LABEL: model.id, DEPLOYMENT_LABEL: self.deployment, NODE_LABEL: self.node},
             environment=environment,
             **network,
             volumes=volumes,
@@ -360,6 +364,8 @@ class DockerRuntime(Runtime):
             return []
         handles = []
         for container in containers:
+            if container.labels.get(NODE_LABEL, self.node) != self.node:
+                continue  # another node's, on a Docker daemon we share
             if container.status != "running":
                 await self._run(self._remove, container.id, 1.0)
                 continue
