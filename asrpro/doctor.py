@@ -118,6 +118,26 @@ def _models(config: Config) -> Check:
     )
 
 
+def _node(config: Config) -> Check:
+    """Which node this host is: weights, images and GPUs above are this node's own (they are per host)."""
+    from framework.config import node_name
+
+    name = node_name(config)
+    cluster = config.cluster
+    where = (
+        f"cluster {cluster.name!r}, routes on {cluster.host}:{cluster.port}"
+        if cluster.port
+        else "one host (no cluster port: `asrpro up --cluster-port` or `--join`)"
+    )
+    return Check(
+        "node",
+        None,
+        f"{name}: {where}; the checks above are this host's",
+        "",
+        {"node": name, "cluster": bool(cluster.port)},
+    )
+
+
 def _ports(config: Config) -> Check:
     wanted = {"gateway": (config.gateway.host, config.gateway.port)}
     if config.nats.embedded:
@@ -155,6 +175,7 @@ CHECKS: list[Callable[[Config], Check]] = [
     _nvml,
     _cuda_libraries,
     _models,
+    _node,
     _ports,
     _access,
 ]

@@ -22,6 +22,7 @@ log = logging.getLogger("asrpro.kv")
 RESYNC_S = 30.0
 # Nodes beat every few seconds (node.heartbeat_interval): a watch of them that hears nothing this long is lost.
 HEARTBEATS_RESYNC_S = 8.0
+STOP_WAIT_S = 2.0
 
 
 class KvView(Generic[T]):
@@ -97,5 +98,6 @@ class KvView(Generic[T]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # Bounded: nats-py may swallow a cancellation while it sets a watch up, and a stopping actor must not
+            # wait for ever on a view it no longer needs.
+            await asyncio.wait({self._task}, timeout=STOP_WAIT_S)

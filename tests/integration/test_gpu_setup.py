@@ -51,6 +51,8 @@ def test_doctor_reports_this_machine_as_it_is() -> None:
     if not all(host_libs.values()):
         assert ".[gpu]" in checks["cuda libraries (host)"]["fix"]
     assert checks["models"]["ok"] is True and "whisper-tiny.en" in checks["models"]["data"]["installed"]
+    # Weights, images and GPUs are per host: doctor says which node these checks are about.
+    assert checks["node"]["data"]["node"] and checks["node"]["data"]["cluster"] is False
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # the CI machine runs a Docker Engine
         assert checks["docker"]["ok"] is True and checks["docker"]["data"]["nvidia_runtime"] in (True, False)
 
