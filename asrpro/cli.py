@@ -157,7 +157,7 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
 
     user = config.nats.user or "client"
     password = config.nats.password or os.environ.get(password_env(user)) or load_credentials(config).get(user, "")
-    nc = await bus.connect(config.nats.url, name="asrpro-cli", user=user, password=password)
+    nc = await bus.connect(config.nats.url, name="asrpro-cli", user=user, password=password, tls_ca=config.nats.tls_ca)
     try:
         message = TranscribeRequest(
             audio=await asyncio.to_thread(path.read_bytes),
@@ -310,6 +310,24 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     return 1 if any(r.ok is False for r in results) else 0
 
 
+def cmd_certs(config: Config, args: argparse.Namespace) -> int:
+    from asrpro import certs
+
+    out = Path(args.out or Path(config.nats.store_dir) / "tls")
+    try:
+        files = certs.make(out, args.hosts)
+    except RuntimeError as exc:
+        print(f"asrpro: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({name: str(path.resolve()) for name, path in files.items()}, indent=2))
+    print(
+        "copy ca.pem, server.pem and server.key to every host and set cluster.tls_cert / tls_key / tls_ca (routes)"
+        " and, for clients, nats.tls_cert / tls_key / tls_ca; keep ca.key elsewhere",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_passwords(_: Config, __: argparse.Namespace) -> int:
     from asrpro.nats_server import USERS, new_password, password_env
 
@@ -334,6 +352,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(fn=cmd_gateway)
     sub.add_parser("bootstrap", help="create the JetStream stream and bucket").set_defaults(fn=cmd_bootstrap)
     sub.add_parser("passwords", help="print new NATS passwords as KEY=VALUE lines").set_defaults(fn=cmd_passwords)
+    certs = sub.add_parser("certs", help="a self-signed CA and a server certificate for a small cluster (openssl)")
+    certs.add_argument("hosts", nargs="*", help="the hosts' names or addresses (localhost and 127.0.0.1 always)")
+    certs.add_argument("--out", help="directory (default <nats.store_dir>/tls)")
+    certs.set_defaults(fn=cmd_certs)
     doc = sub.add_parser("doctor", help="what this machine can do and what is missing, with the fixes")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(fn=cmd_doctor)

@@ -103,6 +103,7 @@ def route_block(config: Config, route_password: str) -> str:
         parts = urlsplit(route)
         routes.append(f"nats-route://{ROUTE_USER}:{route_password}@{parts.hostname}:{parts.port}")
     quoted = ", ".join(json.dumps(r) for r in routes)
+    tls = tls_block(cluster.tls_cert, cluster.tls_key, cluster.tls_ca, indent="  ")
     return (
         "\n# This host's place in the cluster (asrpro/cluster.py).\n"
         f"server_name: {json.dumps(node_name(config))}\n"
@@ -111,8 +112,31 @@ def route_block(config: Config, route_password: str) -> str:
         f"  listen: {json.dumps(f'{cluster.host}:{cluster.port}')}\n"
         f"  authorization {{ user: {ROUTE_USER}, password: {json.dumps(route_password)} }}\n"
         f"  routes: [{quoted}]\n"
+        f"{tls}"
         "}\n"
     )
+
+
+def tls_block(cert: str, key: str, ca: str, *, indent: str = "") -> str:
+    """nats-server's tls { } for these PEM files, verifying the peer's certificate against `ca`; '' without."""
+    if not (cert and key):
+        return ""
+    lines = [f"cert_file: {json.dumps(str(Path(cert).resolve()))}", f"key_file: {json.dumps(str(Path(key).resolve()))}"]
+    if ca:
+        lines += [f"ca_file: {json.dumps(str(Path(ca).resolve()))}", "timeout: 5"]
+    body = "".join(f"{indent}  {line}\n" for line in lines)
+    return f"{indent}tls {{\n{body}{indent}}}\n"
+
+
+def server_part(config: Config, route_password: str) -> str:
+    """What `asrpro up` adds to the rendered configuration: TLS for clients, this host's place in a cluster."""
+    part = ""
+    if config.nats.tls_cert and config.nats.tls_key:
+        part += "\n# TLS for every client (nats.tls_cert / tls_key).\n"
+        part += tls_block(config.nats.tls_cert, config.nats.tls_key, "")
+    if config.cluster.port:
+        part += route_block(config, route_password)
+    return part
 
 
 STREAMS = (

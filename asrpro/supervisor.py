@@ -91,8 +91,9 @@ class Supervisor:
 
     def _write_cluster_part(self, passwords: dict[str, str]) -> None:
         part = Path(self.config.nats.store_dir) / CLUSTER_PART
-        if self.clustered:
-            write_private(part, cluster.route_block(self.config, passwords["route"]).encode())
+        text = cluster.server_part(self.config, passwords["route"])
+        if text:
+            write_private(part, text.encode())
         else:
             part.unlink(missing_ok=True)
 
@@ -171,7 +172,9 @@ class Supervisor:
         )
 
     async def _bootstrap(self, url: str, admin_password: str) -> None:
-        nc = await bus.connect(url, name="asrpro-bootstrap", user="admin", password=admin_password)
+        nc = await bus.connect(
+            url, name="asrpro-bootstrap", user="admin", password=admin_password, tls_ca=self.config.nats.tls_ca
+        )
         deadline = time.monotonic() + (JETSTREAM_WAIT_S if self.clustered else 0.0)
         try:
             while True:
@@ -191,7 +194,9 @@ class Supervisor:
         """Raise the streams' and buckets' replicas as servers join (asrpro.cluster.raise_replicas)."""
 
         async def once() -> None:
-            nc = await bus.connect(url, name="asrpro-replicas", user="admin", password=admin_password)
+            nc = await bus.connect(
+                url, name="asrpro-replicas", user="admin", password=admin_password, tls_ca=self.config.nats.tls_ca
+            )
             try:
                 await cluster.raise_replicas(nc, self.config.cluster.max_replicas)
             finally:

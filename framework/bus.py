@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ async def connect(
     password: str = "",
     connect_timeout: float = 5.0,
     error_cb: Any = None,
+    tls_ca: str = "",
 ) -> Client:
     """Fail fast when the server is not there at start; once connected, reconnect forever."""
 
@@ -65,6 +67,8 @@ async def connect(
         # to one of them, with the same user (every host has the same users).
         user=user or None,
         password=password or None,
+        # A server that requires TLS (nats.tls_cert): trust the deployment's CA (nats.tls_ca).
+        tls=ssl.create_default_context(cafile=tls_ca) if tls_ca else None,
         max_reconnect_attempts=1,
         reconnect_time_wait=0.2,
         error_cb=error_cb or _on_error,
@@ -82,7 +86,12 @@ async def connect(
 async def connect_as_configured(nats: NatsConfig, name: str) -> Client:
     """`connect` with the configured URL, user, password and timeout (what every actor and the gateway do)."""
     return await connect(
-        nats.url, name=name, user=nats.user, password=nats.password, connect_timeout=nats.connect_timeout
+        nats.url,
+        name=name,
+        user=nats.user,
+        password=nats.password,
+        connect_timeout=nats.connect_timeout,
+        tls_ca=nats.tls_ca,
     )
 
 

@@ -41,6 +41,11 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     events_max_msgs: int = 1_000_000
     audio_ttl: float = 3600.0  # seconds an uploaded audio object may wait in the gateway's bucket ASR_AUDIO_gateway
     gateway_audio_max_mb: float = 2048.0  # that bucket's size: every large HTTP upload passes through it
+    # TLS for clients (PEM files; `asrpro certs` writes a small self-signed set). With tls_cert and tls_key the
+    # embedded server requires TLS of every client; tls_ca is what clients (actors, gateway, CLI) trust.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
 
 class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -159,6 +164,10 @@ class ClusterConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str = "asrpro"
     routes: list[str] = []  # nats-route://HOST:PORT of the hosts to join (credentials come from the route user)
     max_replicas: int = 3  # streams and buckets get min(max_replicas, servers in the cluster), raised as hosts join
+    # TLS between the servers (PEM files; `asrpro certs`): every route then verifies the other side's certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
 
 _NODE_TOKEN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
