@@ -146,6 +146,7 @@ STREAMS = (
     "KV_" + subjects.SETTINGS_BUCKET,
     "KV_" + subjects.NODES_BUCKET,
     *("OBJ_" + subjects.audio_bucket(owner) for owner in subjects.AUDIO_SENDERS),
+    "KV_ASR_ACCESS",  # asrpro.access_sync
 )
 
 

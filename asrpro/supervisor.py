@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from asrpro import cluster
+from asrpro.access_sync import AccessSync, Mirrored, access_bucket
 from asrpro.bootstrap import ensure_jetstream
 from asrpro.nats_server import CLUSTER_PART, NatsServer, generate_passwords, password_env
+from asrpro.nats_users import UserStore
 from framework import bus
 from framework.config import Config, node_name
 from framework.private_files import write_private
@@ -36,6 +38,7 @@ STABLE_AFTER_S = 60.0
 # A clustered JetStream answers once a quorum of servers formed: the first host waits for the second this long.
 JETSTREAM_WAIT_S = 600.0
 REPLICAS_CHECK_S = 10.0
+ACCESS_SYNC_S = 3.0
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Supervisor:
             log.info("cluster credentials for joining hosts: %s", bundle.resolve())
         asyncio.run(self._bootstrap(url, passwords["admin"]))
         if self.clustered:
-            threading.Thread(target=self._keep_replicas, args=(url, passwords["admin"]), daemon=True).start()
+            threading.Thread(target=self._upkeep, args=(url, passwords["admin"]), daemon=True).start()
         python = [sys.executable, "-m", "asrpro.cli"]
         for name in ACTORS:
             self.children.append(Child(name, [*python, "actor", name], self._child_env(name, url, passwords[name])))
@@ -190,15 +193,26 @@ class Supervisor:
         finally:
             await nc.close()
 
-    def _keep_replicas(self, url: str, admin_password: str) -> None:
-        """Raise the streams' and buckets' replicas as servers join (asrpro.cluster.raise_replicas)."""
+    def _upkeep(self, url: str, admin_password: str) -> None:
+        """On a cluster: users and API keys mirrored between the hosts (asrpro.access_sync) every ACCESS_SYNC_S,
+        replicas raised as servers join (asrpro.cluster.raise_replicas) every REPLICAS_CHECK_S."""
+        sync = AccessSync(
+            [
+                Mirrored("users", UserStore(self.config.nats.store_dir).path, self._users_changed),
+                Mirrored("api_keys", Path(self.config.gateway.api_keys_file)),  # the gateway re-reads it itself
+            ]
+        )
+        last_replicas = 0.0
 
         async def once() -> None:
-            nc = await bus.connect(
-                url, name="asrpro-replicas", user="admin", password=admin_password, tls_ca=self.config.nats.tls_ca
-            )
+            nonlocal last_replicas
+            tls = self.config.nats.tls_ca
+            nc = await bus.connect(url, name="asrpro-upkeep", user="admin", password=admin_password, tls_ca=tls)
             try:
-                await cluster.raise_replicas(nc, self.config.cluster.max_replicas)
+                await sync.round(await access_bucket(nc))
+                if time.monotonic() - last_replicas >= REPLICAS_CHECK_S:
+                    last_replicas = time.monotonic()
+                    await cluster.raise_replicas(nc, self.config.cluster.max_replicas)
             finally:
                 await nc.close()
 
@@ -206,8 +220,13 @@ class Supervisor:
             try:
                 asyncio.run(once())
             except Exception as exc:  # the bus is restarting: the next round tries again
-                log.info("replica check failed: %s", exc)
-            time.sleep(REPLICAS_CHECK_S)
+                log.info("cluster upkeep failed: %s", exc)
+            time.sleep(ACCESS_SYNC_S)
+
+    def _users_changed(self) -> None:
+        """Applications added or removed on another host: this host's server takes them (connections stay)."""
+        if self.nats is not None and not self.nats.exited:
+            self.nats.reload()
 
     def _wait_gateway(self, url: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

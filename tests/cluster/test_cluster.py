@@ -8,9 +8,12 @@ a whole host killed under load, the host restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.errors
 import pytest
 
+from framework import bus
+from schemas.errors import AsrError
+from schemas.transcribe import TranscribeRequest
 from tests.chaos.load import Load
 from tests.cluster.hosts import NAMES, Cluster
-from tests.e2e.stack import wait_until
+from tests.e2e.stack import REPO, wait_until
 
 pytestmark = pytest.mark.e2e
 DEAD_AFTER_S = 10.0  # node.dead_after in cluster.toml
@@ -189,3 +196,44 @@ def finish(name: str, *loads: Load) -> dict[str, Any]:
     REPORTS.append(totals)
     assert totals["lost"] == 0, totals
     return totals
+
+
+def test_users_and_api_keys_added_on_one_host_reach_every_host(cluster: Cluster, audio: bytes) -> None:
+    """`asrpro users add` on one host: that application connects to another host's nats-server and transcribes
+    there; `asrpro keys add` on one host: every gateway requires and accepts the key. (Last: keys, once required,
+    stay required.)"""
+    added = cli(cluster, "node-a", "users", "add", "carol")
+    assert added.returncode == 0, added.stderr
+    creds = json.loads((Path(cluster.env["node-a"]["ASRPRO_NATS__STORE_DIR"]) / "users" / "carol.json").read_text())
+    far = cluster.stacks["node-c"].nats_url
+
+    async def carol_transcribes() -> str:
+        nc = await bus.connect(far, name="carol", user="carol", password=creds["password"])
+        try:
+            result = await bus.transcribe(nc, "whisper-tiny.en", TranscribeRequest(audio=audio), timeout=60)
+            return result.text
+        finally:
+            await nc.close()
+
+    def carol_served() -> bool:
+        try:
+            return "ask not what your country" in asyncio.run(carol_transcribes())
+        except (OSError, nats.errors.Error, AsrError):
+            return False
+
+    wait_until(carol_served, 30, "carol known to node-c's nats-server")
+    made = cli(cluster, "node-b", "keys", "add")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    gateway = cluster.gateway("node-c")
+    wait_until(lambda: httpx.get(f"{gateway}/v1/models", timeout=5).status_code == 401, 30, "node-c requiring keys")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{gateway}/v1/models", headers=headers, timeout=5).status_code == 200
+
+
+def cli(cluster: Cluster, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`asrpro ...` as an operator runs it on that host (its configuration and state directory)."""
+    return subprocess.run(
+        [sys.executable, "-m", "asrpro.cli", *args],
+        cwd=REPO, env=cluster.env[host], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
