@@ -14,16 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 from nats.aio.client import Client
 
 from asrpro.nats_users import AppUser, UserStore
 from framework.config import Config, node_name
 from framework.private_files import write_private
 from schemas import subjects
+from schemas.nodes import NodeRecord
 
 log = logging.getLogger("asrpro.cluster")
 ROUTE_USER = "route"
@@ -150,17 +153,28 @@ STREAMS = (
 )
 
 
-def cluster_size(nc: Client) -> int:
-    """Servers in the cluster, as the one we are connected to told this client when it connected (INFO
-    connect_urls; nats-py keeps the first INFO, so ask with a fresh connection)."""
-    info = nc._server_info or {}
-    return max(1, len(info.get("connect_urls") or []))
+async def cluster_size(nc: Client, dead_after: float) -> int:
+    """Servers in the cluster: the live nodes (each host runs one server beside its node), or the client URLs the
+    server we are connected to told us of when we connected, if more (nats-py keeps the first INFO: ask with a
+    fresh connection). The URLs alone undercount: hosts whose clients all listen on 127.0.0.1:4222 share one."""
+    urls = len((nc._server_info or {}).get("connect_urls") or [])
+    nodes = 0
+    try:
+        kv = await nc.jetstream().key_value(subjects.NODES_BUCKET)
+        now = time.time()
+        for name in await kv.keys():
+            entry = await kv.get(name)
+            if entry.value and now - msgspec.msgpack.decode(entry.value, type=NodeRecord).heartbeat_at < dead_after:
+                nodes += 1
+    except Exception:  # no node yet, or JetStream busy: the URLs say what they can
+        pass
+    return max(1, urls, nodes)
 
 
-async def raise_replicas(nc: Client, limit: int) -> dict[str, int]:
+async def raise_replicas(nc: Client, limit: int, dead_after: float = 20.0) -> dict[str, int]:
     """Every stream and bucket of ours with fewer replicas than min(limit, servers) gets that many; streams
     already there are left alone (never lowered: a server down for a moment must not shrink them)."""
-    want = min(limit, cluster_size(nc))
+    want = min(limit, await cluster_size(nc, dead_after))
     js = nc.jetstream()
     raised: dict[str, int] = {}
     for name in STREAMS:

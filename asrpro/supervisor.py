@@ -212,7 +212,7 @@ class Supervisor:
                 await sync.round(await access_bucket(nc))
                 if time.monotonic() - last_replicas >= REPLICAS_CHECK_S:
                     last_replicas = time.monotonic()
-                    await cluster.raise_replicas(nc, self.config.cluster.max_replicas)
+                    await cluster.raise_replicas(nc, self.config.cluster.max_replicas, self.config.node.dead_after)
             finally:
                 await nc.close()
 

@@ -29,6 +29,7 @@ from schemas.transcribe import CancelTranscription, TranscribeRequest, Transcrip
 log = logging.getLogger(__name__)
 NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
 SILENT = "silent"  # AsrError.kind when a responder stopped sending keepalives: its node is taken for lost
+DROPPED = "connection_dropped"  # AsrError.kind when our own connection dropped while a reply was awaited
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 
@@ -122,7 +123,9 @@ async def _unless_lost(nc: Client, request: Any, what: str) -> Any:
         return reply.result()
     reply.cancel()
     raise AsrError(
-        errors.UNAVAILABLE, f"the bus connection dropped while waiting for {what}: it may or may not have been done"
+        errors.UNAVAILABLE,
+        f"the bus connection dropped while waiting for {what}: it may or may not have been done",
+        kind=DROPPED,
     )
 
 
@@ -261,13 +264,34 @@ async def transcribe(
     """Send audio to ``asr.transcribe.<model>`` and wait for the result. `via`: a node whose proxies to ask first
     (asr.via.<node>.<model>; any proxy when none is there)."""
     message = await _fitting(nc, msgspec.structs.replace(message, stream=False))
-    if via:
+    for attempt in (1, 2):
         try:
-            return await request(nc, endpoints.VIA.on(via).at(model), message, timeout=timeout, what=f"model {model}")
+            if via:
+                try:
+                    near = endpoints.VIA.on(via).at(model)
+                    return await request(nc, near, message, timeout=timeout, what=f"model {model}")
+                except AsrError as exc:
+                    if exc.kind != NO_RESPONDERS:
+                        raise
+            return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
         except AsrError as exc:
-            if exc.kind != NO_RESPONDERS:
+            # Our connection dropped (its server restarted, or was lost on a cluster) while the reply was awaited:
+            # once reconnected, send it again — a transcription changes nothing, doing it twice is safe.
+            if exc.kind != DROPPED or attempt == 2 or not await reconnected(nc, RECONNECT_WAIT_S):
                 raise
-    return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
+    raise AssertionError("unreachable")
+
+
+RECONNECT_WAIT_S = 5.0
+
+
+async def reconnected(nc: Client, within: float) -> bool:
+    """Until `nc` is connected again (True), or `within` seconds passed (False)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within
+    while not nc.is_connected and loop.time() < give_up and not nc.is_closed:
+        await asyncio.sleep(0.1)
+    return nc.is_connected
 
 
 async def transcribe_stream(

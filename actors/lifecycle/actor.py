@@ -48,7 +48,7 @@ from schemas.lifecycle import (
     StopReply,
     StopServer,
 )
-from schemas.nodes import NodeRecord
+from schemas.nodes import NodeRecord, alive
 from schemas.registry import InstalledModels, InstalledState, ModelInfo, installed_key, not_installed
 
 # Activity is recorded (for idle clocks after a restart) at most this often per server: a burst of requests
@@ -217,6 +217,20 @@ class Lifecycle(Actor):
             return None
         return self.servers.get(event.model)
 
+    @on_event(ServerStopped)
+    async def on_taken_for_lost(self, event: ServerStopped) -> None:
+        """Another node's janitor took this node for lost (a partition, our bus away longer than the lease) while
+        its server still runs here: record it and hold its GPU memory again."""
+        server = self.servers.get(event.model)
+        if event.reason != "node_lost" or event.node != self.node_name or server is None or server.stopping:
+            return
+        self.log.warning("taken for lost while alive: recording %s again", event.model, extra={"model": event.model})
+        if server.allocation.memory_mb:
+            with contextlib.suppress(AsrError):
+                server.allocation = await self._allocate(server.model)
+        await self._save(server)
+        self.installed = InstalledModels()  # written again at the next check (the janitor removed our report)
+
     @on_event(TranscriptionStarted)
     async def on_started(self, event: TranscriptionStarted) -> None:
         """A proxy forwards a request to a ready server without asking us: its event is the activity."""
@@ -296,11 +310,19 @@ class Lifecycle(Actor):
             await asyncio.sleep(INSTALLED_CHECK_EVERY_S)
             await self.report_installed()
 
+    def _opened_by_a_lost_node(self, breaker: BreakerChanged) -> bool:
+        opener = breaker.node
+        if not opener or opener == self.node_name or self.janitor is None:
+            return False
+        return opener not in alive(self.heartbeats.values.values(), self.config.node.dead_after)
+
     def _check_breaker(self, model_id: str, *, probe: bool) -> None:
         """An open (or half-open) circuit lets only the recovery actor's probe start the model."""
         breaker = self.breakers.get(model_id)
         if breaker is None or probe:
             return
+        if self._opened_by_a_lost_node(breaker):
+            return  # nobody would ever probe it
         wait = max(1.0, (breaker.retry_at or time.time()) - time.time())
         raise AsrError(
             errors.UNAVAILABLE,

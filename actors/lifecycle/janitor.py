@@ -88,7 +88,8 @@ class NodeJanitor:
                 entry = await self.servers.get(key)
                 status = _decode(entry.value) if entry.value else None
                 if await self._delete(self.servers, key, entry.revision) and status is not None:
-                    status.node = status.node or node
+                    if status.node != node:
+                        continue  # a record from before nodes (key <model>): removed without a word
                     gone.append(key)
                     log.warning("node %s is lost: its server of %s is gone", node, status.model)
                     await self.announce(status)

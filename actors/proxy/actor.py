@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue
-from actors.proxy.routing import PLACING, alive, choose_node, claim_key
+from actors.proxy.routing import PLACING, choose_node, claim_key
 from framework import bus, logs
 from framework.actor import Actor, endpoint, on_message, send_keepalive, send_partial
 from framework.catalogue import Catalogue
@@ -39,7 +39,7 @@ from schemas.events import TranscriptionCompleted, TranscriptionFailed, Transcri
 from schemas.formats import render_text
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
-from schemas.nodes import NodeRecord
+from schemas.nodes import NodeRecord, alive
 from schemas.registry import ModelInfo, not_installed
 from schemas.transcribe import (
     CancelTranscription,
@@ -153,6 +153,12 @@ class ModelProxy(Actor):
             if here:
                 return await self._transcribe(msg, model_name)
             return await self._route(msg, model_name)
+        except AsrError as exc:
+            if exc.kind in (bus.NO_RESPONDERS, bus.SILENT, bus.DROPPED):
+                # Our own trouble reaching something: to our requester it is a plain 503, never "nobody serves
+                # this subject" (a forwarding proxy would take this node for lost, a gateway would send again).
+                exc.kind = ""
+            raise
         except asyncio.CancelledError:
             if key not in self.cancelled:
                 raise  # shutting down
@@ -180,6 +186,7 @@ class ModelProxy(Actor):
         except AsrError:
             return await self._transcribe(msg, model_name)  # the error, reported as for any request
         tried: set[str] = set()
+        sent = Sent()  # streamed text relayed so far, across a second attempt
         for attempt in (1, 2):
             nodes = self._live_nodes()
             budget = start_budget(self.config)
@@ -190,17 +197,29 @@ class ModelProxy(Actor):
                 node = claim.node
             try:
                 if node == self.node_name:
-                    return await self._transcribe(msg, model.id)
-                return await self._hand_over_within_grace(node, model.id, msg)
-            except AsrError as exc:
-                if exc.kind not in (bus.NO_RESPONDERS, bus.SILENT) or attempt == 2:
+                    return await self._transcribe(msg, model.id, sent)
+                return await self._hand_over_within_grace(node, model.id, msg, sent)
+            except BaseException as exc:
+                # A placement that failed is not a hint for others; one that worked stays one for its lifetime
+                # (claim_valid_s): proxies whose view of the servers lags (a watch re-made after a server was
+                # lost) still send the model's requests there instead of starting it again.
+                if claim is not None and claim.revision:
+                    self.spawn(self._unclaim(model.id, claim.revision))
+                if not isinstance(exc, AsrError):
+                    raise
+                if node == self.node_name or attempt == 2:
+                    raise
+                if exc.kind == bus.DROPPED:
+                    # Our own connection went (its server was lost): once reconnected, the request goes again
+                    # (a transcription changes nothing: doing it twice is safe).
+                    self.log.warning("connection lost with request %s: sending it again", msg.request_id)
+                    await bus.reconnected(self.connection, bus.RECONNECT_WAIT_S)
+                    continue
+                if exc.kind not in (bus.NO_RESPONDERS, bus.SILENT):
                     raise
                 self.log.warning("node %s lost with request %s: %s; placing it again", node, msg.request_id, exc)
                 self.lost[node] = time.monotonic() + self.config.node.dead_after
                 tried.add(node)
-            finally:
-                if claim is not None and claim.revision:
-                    self.spawn(self._unclaim(model.id, claim.revision))
         raise AssertionError("unreachable")
 
     async def _claim(self, model_id: str, node: str, exclude: set[str]) -> Claim | None:
@@ -237,26 +256,27 @@ class ModelProxy(Actor):
         return Claim(node, await kv.update(key, mine, last=entry.revision))
 
     async def _unclaim(self, model_id: str, revision: int) -> None:
-        """The request that placed the model is over: its server's own record speaks for it now."""
+        """The placement failed: the claim must not send others to that node."""
         if self.servers_kv is not None:
             with contextlib.suppress(Exception):
                 await self.servers_kv.delete(claim_key(model_id), last=revision)
 
-    async def _hand_over_within_grace(self, node: str, model_id: str, msg: TranscribeRequest) -> TranscriptionResult:
+    async def _hand_over_within_grace(
+        self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent
+    ) -> TranscriptionResult:
         give_up = time.monotonic() + NODE_GRACE_S
         while True:
             try:
-                return await self._hand_over(node, model_id, msg)
+                return await self._hand_over(node, model_id, msg, sent)
             except AsrError as exc:
                 if exc.kind != bus.NO_RESPONDERS or time.monotonic() > give_up or node not in self._live_nodes():
                     raise
                 await asyncio.sleep(0.5)
 
-    async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest) -> TranscriptionResult:
+    async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent) -> TranscriptionResult:
         """The request served by `node`'s proxies; their partial replies relayed to our requester."""
         subject = endpoints.FORWARD.on(node).at(model_id).subject
         timeout = (msg.timeout or self.config.gateway.request_timeout) + 5
-        relayed_until = -1.0
         what = f"node {node} ({model_id})"
         replies = bus.stream_replies(
             self.connection, subject, codec.encode(msg), timeout=timeout, what=what, silence=SILENCE_S
@@ -265,26 +285,26 @@ class ModelProxy(Actor):
             message = bus.decode_streamed(reply, what)
             if isinstance(message, TranscriptionResult):
                 return message
-            if message.segment is None or message.segment.end > relayed_until:
-                relayed_until = message.segment.end if message.segment is not None else relayed_until
+            if message.segment is None or message.segment.end > sent.until:
+                sent.until = message.segment.end if message.segment is not None else sent.until
                 await send_partial(message)
         raise AsrError(errors.INTERNAL, f"{what} ended without a result")
 
     # -- serving here ------------------------------------------------------------------
-    async def _transcribe(self, msg: TranscribeRequest, model_id: str) -> TranscriptionResult:
+    async def _transcribe(self, msg: TranscribeRequest, model_id: str, sent: Sent | None = None) -> TranscriptionResult:
         try:
-            return await self._transcribe_here(msg, model_id)
+            return await self._transcribe_here(msg, model_id, sent or Sent())
         finally:
             if msg.audio_ref:
                 # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
                 # Not sooner: if this node is lost meanwhile, the request is placed again and reads it again.
                 self.spawn(self._drop_audio(msg))
 
-    async def _transcribe_here(self, msg: TranscribeRequest, model_id: str) -> TranscriptionResult:
+    async def _transcribe_here(self, msg: TranscribeRequest, model_id: str, sent: Sent) -> TranscriptionResult:
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
         cold = False
-        relay = Relay(self, msg, model_id, t0)
+        relay = Relay(self, msg, model_id, t0, sent)
         try:
             try:
                 keep_alive = parse_duration(msg.keep_alive)
@@ -465,6 +485,13 @@ class ModelProxy(Actor):
 _AUDIO_BUCKET = re.compile(re.escape(subjects.AUDIO_BUCKET_PREFIX) + subjects.USER_NAME)
 
 
+@dataclass
+class Sent:
+    """How far a streaming requester's text has been relayed (the end of the last segment sent)."""
+
+    until: float = -1.0
+
+
 @dataclass(frozen=True)
 class Claim:
     node: str
@@ -475,16 +502,16 @@ class Relay:
     """Where a request's decoding shows: progress on asr.progress.<model> at most every PROGRESS_EVERY_S, and for
     a requester that asked to stream, each segment as a partial reply (once, even across a retry)."""
 
-    def __init__(self, proxy: ModelProxy, msg: TranscribeRequest, model_id: str, started: float) -> None:
+    def __init__(self, proxy: ModelProxy, msg: TranscribeRequest, model_id: str, started: float, sent: Sent) -> None:
         self.proxy, self.msg, self.model_id, self.started = proxy, msg, model_id, started
-        self.sent_until = -1.0  # end of the last segment relayed
+        self.sent = sent  # end of the last segment relayed, also by another node before a retry here
         self.last_progress = 0.0
 
     async def segment(self, frame: SegmentFrame) -> None:
         end = frame.segment.end
-        if end <= self.sent_until:
+        if end <= self.sent.until:
             return  # already relayed before a retry on a fresh server
-        self.sent_until = end
+        self.sent.until = end
         progress = min(1.0, end / frame.duration) if frame.duration else 0.0
         if self.msg.stream:
             delta = TranscriptionDelta(

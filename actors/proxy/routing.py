@@ -18,12 +18,6 @@ from schemas.nodes import NodeRecord
 from schemas.registry import ModelInfo
 
 
-def alive(nodes: Iterable[NodeRecord], dead_after: float, now: float | None = None) -> dict[str, NodeRecord]:
-    """Nodes whose last heartbeat is younger than dead_after (a KV TTL drops no watched value: we look)."""
-    now = time.time() if now is None else now
-    return {n.name: n for n in nodes if now - n.heartbeat_at < dead_after}
-
-
 def best_free_mb(node: NodeRecord) -> int:
     return max((d.free_mb for d in node.devices), default=0)
 
@@ -79,8 +73,12 @@ def choose_node(
     # Weights are per host: a node that has the model, where any has it.
     candidates = [n for n in candidates if model.id in n.installed] or candidates
     roomy = [n for n in candidates if has_room(n, model)]
-    if me in usable and (not roomy or any(n.name == me for n in roomy)):
+    if me in usable and any(n.name == me for n in roomy):
         return me, True
     if roomy:
         return max(roomy, key=lambda n: (best_free_mb(n), n.name)).name, True
-    return (me if me not in exclude else (sorted(usable)[0] if usable else me)), True
+    # No room anywhere: a node that has the model evicts or waits (this one first).
+    having = [n.name for n in candidates]
+    if me in usable and (me in having or not any(model.id in n.installed for n in nodes.values())):
+        return me, True
+    return (sorted(having)[0] if having else (me if me not in exclude else (sorted(usable) or [me])[0])), True

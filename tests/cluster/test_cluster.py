@@ -24,6 +24,7 @@ import httpx
 import nats.errors
 import pytest
 
+from asrpro.nats_users import UserStore
 from framework import bus
 from schemas.errors import AsrError
 from schemas.transcribe import TranscribeRequest
@@ -204,7 +205,8 @@ def test_users_and_api_keys_added_on_one_host_reach_every_host(cluster: Cluster,
     stay required.)"""
     added = cli(cluster, "node-a", "users", "add", "carol")
     assert added.returncode == 0, added.stderr
-    creds = json.loads((Path(cluster.env["node-a"]["ASRPRO_NATS__STORE_DIR"]) / "users" / "carol.json").read_text())
+    store = UserStore(cluster.env["node-a"]["ASRPRO_NATS__STORE_DIR"])
+    creds = json.loads(store.credentials_path("carol").read_text())
     far = cluster.stacks["node-c"].nats_url
 
     async def carol_transcribes() -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from actors.proxy.routing import PLACING, alive, choose_node, has_room
+from actors.proxy.routing import PLACING, choose_node, has_room
 from actors.registry import merge_installed
 from schemas.gpu import GpuDevice
 from schemas.lifecycle import ServerStatus
-from schemas.nodes import NodeRecord
+from schemas.nodes import NodeRecord, alive
 from schemas.registry import InstalledModels, InstalledState, ModelInfo
 
 MODEL = ModelInfo(id="m", name="m", family="whisper", size="tiny", engine="faster-whisper", gpu_memory_mb=600)
