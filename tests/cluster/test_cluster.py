@@ -217,13 +217,19 @@ def test_users_and_api_keys_added_on_one_host_reach_every_host(cluster: Cluster,
         finally:
             await nc.close()
 
+    seen: list[str] = []
+
     def carol_served() -> bool:
         try:
             return "ask not what your country" in asyncio.run(carol_transcribes())
-        except (OSError, nats.errors.Error, AsrError):
+        except (OSError, nats.errors.Error, AsrError) as exc:
+            seen.append(repr(exc))
             return False
 
-    wait_until(carol_served, 30, "carol known to node-c's nats-server")
+    try:
+        wait_until(carol_served, 60, "carol known to node-c's nats-server")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last errors: {seen[-3:]}") from None
     made = cli(cluster, "node-b", "keys", "add")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
