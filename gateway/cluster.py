@@ -8,6 +8,8 @@ import time
 
 from gateway.connection import GatewayConnection
 from schemas import endpoints
+from schemas.errors import AsrError
+from schemas.gpu import GpuStatusRequest
 from schemas.lifecycle import BreakerState, LifecycleStatus, LifecycleStatusRequest
 from schemas.nodes import NodeRecord
 
@@ -27,6 +29,23 @@ async def node_records(conn: GatewayConnection) -> list[NodeRecord]:
 async def live_nodes(conn: GatewayConnection) -> list[str]:
     now, dead_after = time.time(), conn.config.node.dead_after
     return [r.name for r in await node_records(conn) if now - r.heartbeat_at < dead_after]
+
+
+async def measured_mb(conn: GatewayConnection, nodes: list[str]) -> dict[tuple[str, str], int]:
+    """(node, model) -> GPU memory the node's gpu actor measured for the model's server (NVML, per process)."""
+
+    async def of(node: str) -> dict[tuple[str, str], int]:
+        rpc = endpoints.GPU_STATUS.on(node) if node else endpoints.GPU_STATUS
+        try:
+            reply = await conn.request(rpc, GpuStatusRequest(), timeout=2.0)
+        except AsrError:
+            return {}  # its gpu actor does not answer: figures left out rather than made up
+        return {(node, model): mb for model, mb in reply.measured_mb.items()}
+
+    found: dict[tuple[str, str], int] = {}
+    for part in await asyncio.gather(*(of(n) for n in nodes)):
+        found.update(part)
+    return found
 
 
 async def lifecycle_status(conn: GatewayConnection, *, timeout: float = 5.0) -> LifecycleStatus:

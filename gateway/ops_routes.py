@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from gateway.cluster import lifecycle_status, live_nodes, node_records
+from gateway.cluster import lifecycle_status, live_nodes, measured_mb, node_records
 from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
 from gateway.status import system_status
@@ -81,11 +81,8 @@ async def metrics(conn: Connection) -> PlainTextResponse:
 async def ps(conn: Connection) -> dict[str, Any]:
     """What runs now, on every live node (each entry names its `node`)."""
     status = await lifecycle_status(conn)
-    try:  # GPU memory the gpu actor measured (NVML, per process) where it did
-        measured = (await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)).measured_mb
-    except AsrError:
-        measured = {}
-    entries = [ps_entry(s) | {"gpu_measured_mb": measured.get(s.model)} for s in status.servers]
+    measured = await measured_mb(conn, sorted({s.node for s in status.servers}))
+    entries = [ps_entry(s) | {"gpu_measured_mb": measured.get((s.node, s.model))} for s in status.servers]
     return {"runtime": status.runtime, "models": entries}
 
 
