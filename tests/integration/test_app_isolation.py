@@ -20,12 +20,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from asrpro.nats_users import UserStore
 from framework import bus
+from framework.config import node_name
 from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
 from schemas.events import BreakerChanged
 from schemas.lifecycle import LifecycleStatusRequest
 from schemas.transcribe import CancelTranscription, TranscribeRequest
-from tests.conftest import JFK_TEXT, Nats
+from tests.conftest import JFK_TEXT, Nats, make_config
 from tests.integration.test_proxy import MODEL
 from tests.wer import word_error_rate
 
@@ -168,6 +169,34 @@ async def test_mallory_cannot_cancel_alices_request_nor_forge_events(
     await asyncio.sleep(0.3)
     assert forged == []
     await watcher.close()
+
+
+async def test_mallory_cannot_use_the_proxies_node_subjects_nor_the_placement_claims(
+    system,
+    apps,
+    jetstream: Nats,
+    jfk: bytes,
+) -> None:
+    """asr.via.<node> (the gateway's way in) and asr.forward.<node> (proxy to proxy) are for the gateway and the
+    proxies; the placement claims and the users/keys bucket are not an application's to write or read."""
+    _, mallory, violations = apps
+    node = node_name(make_config(jetstream, "admin"))
+    request = codec.encode(TranscribeRequest(audio=jfk, filename="x.flac"))
+    for subject in (
+        endpoints.VIA.on(node).at(MODEL).subject,
+        endpoints.FORWARD.on(node).at(MODEL).subject,
+        f"$KV.{subjects.SERVERS_BUCKET}._placing.{MODEL}",
+        "$JS.API.DIRECT.GET.KV_ASR_ACCESS.$KV.ASR_ACCESS.users",
+    ):
+        before = len(violations.seen)
+        with pytest.raises(nats.errors.Error):  # refused: no responders reached, no reply comes
+            await mallory.request(subject, request, timeout=2)
+        await mallory.flush()
+        for _ in range(20):
+            if len(violations.seen) > before:
+                break
+            await asyncio.sleep(0.05)
+        assert any(subject.lower() in v.lower() for v in violations.seen[before:]), (subject, violations.seen[before:])
 
 
 async def test_adding_and_removing_users_keeps_requests_in_flight(
