@@ -15,6 +15,9 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from schemas import subjects
+from schemas.nodes import NodeRecord
+
 T = TypeVar("T")
 log = logging.getLogger("asrpro.kv")
 # A watch that saw nothing for this long is started again: a watch can be lost with a server restart,
@@ -101,3 +104,9 @@ class KvView(Generic[T]):
             # Bounded: nats-py may swallow a cancellation while it sets a watch up, and a stopping actor must not
             # wait for ever on a view it no longer needs.
             await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
+
+
+def heartbeats() -> KvView[NodeRecord]:
+    """The nodes' heartbeats (ASR_NODES), watched: a one-off listing of a replicated bucket may come back short
+    while a replica catches up; a watch is brought up to date by the next heartbeat."""
+    return KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)

@@ -14,8 +14,8 @@ from nats.aio.client import Client
 from framework import bus
 from framework.catalogue import Catalogue
 from framework.config import Config
-from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
-from schemas import errors, subjects
+from framework.kv_view import KvView, heartbeats
+from schemas import errors
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
 from schemas.nodes import NodeRecord
@@ -29,9 +29,7 @@ class GatewayConnection:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.catalogue = Catalogue()
-        # The nodes' heartbeats, watched: a one-off listing of a replicated bucket may come back short while a
-        # replica catches up, a watch is brought up to date by the next heartbeat.
-        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
+        self.nodes: KvView[NodeRecord] = heartbeats()
         self.nc: Client | None = None
         self._task: asyncio.Task[None] | None = None
 

@@ -21,7 +21,7 @@ from actors.lifecycle.server import Fleet, Server
 from framework.actor import Actor, endpoint, on_event
 from framework.catalogue import Catalogue
 from framework.config import Config, start_budget
-from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
+from framework.kv_view import KvView, heartbeats
 from framework.model_server import ModelServerClient
 from schemas import endpoints, errors, subjects
 from schemas.durations import NEVER
@@ -94,7 +94,7 @@ class Lifecycle(Actor):
             config, self.instance, self.runtime.name, lambda: list(self.servers), self._devices, self._installed_here
         )
         self.janitor: NodeJanitor | None = None
-        self.heartbeats: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
+        self.heartbeats: KvView[NodeRecord] = heartbeats()
 
     @property
     def servers(self) -> dict[str, Server]:

@@ -30,7 +30,7 @@ from framework import bus, logs
 from framework.actor import Actor, endpoint, on_message, send_keepalive, send_partial
 from framework.catalogue import Catalogue
 from framework.config import Config, start_budget
-from framework.kv_view import HEARTBEATS_RESYNC_S, KvView
+from framework.kv_view import KvView, heartbeats
 from framework.model_server import ModelServerClient, ServerGone
 from schemas import codec, endpoints, errors, subjects
 from schemas.durations import parse_duration
@@ -82,7 +82,7 @@ class ModelProxy(Actor):
         self.model_server = model_server or ModelServerClient(timeout=config.gateway.request_timeout)
         # The lifecycle actors' records of running servers, by model id.
         self.ready: KvView[ServerStatus] = ready or KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
-        self.nodes: KvView[NodeRecord] = KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
+        self.nodes: KvView[NodeRecord] = heartbeats()
         self.servers_kv: KeyValue | None = None  # for placement claims
         self.lost: dict[str, float] = {}  # node -> until when it is not chosen (it went silent, or had no proxy)
         self.queues: dict[str, ModelQueue] = {}
