@@ -7,18 +7,16 @@ compare-and-set on it, so several gpu actors (or one restarted) never give the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
-import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
+from framework import nvml
 from framework.actor import Actor, endpoint
 from framework.config import Config
-from schemas import endpoints, errors, subjects
+from framework.transport import KeyValueStore
+from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.gpu import (
     Allocate,
@@ -31,122 +29,17 @@ from schemas.gpu import (
     Release,
     Released,
 )
+from schemas.kv import GPU_TABLE
 
 MEASURE_INTERVAL_S = 10.0
-_encode = msgspec.msgpack.Encoder().encode
-_decode_table = msgspec.msgpack.Decoder(AllocationTable).decode
-
-
-def _nvml() -> Any:
-    """pynvml, initialised; None without the library or a driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    return pynvml
 
 
 def detect_nvml() -> tuple[list[GpuDevice], str]:
-    """Devices NVML reports; ([], reason) when there is no driver or no GPU. A device NVML cannot read (fallen
-    off the bus, an XID error) is left out with the reason, not allowed to stop the others."""
-    try:
-        import pynvml
-    except ImportError:
-        return [], "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return [], f"NVML unavailable ({exc}): running on CPU"
-    try:
-        devices: list[GpuDevice] = []
-        skipped: list[str] = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            try:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                slices = _mig_slices(pynvml, handle, index)
-                if slices == []:
-                    skipped.append(f"cuda:{index} (MIG mode with no instances: CUDA cannot use the whole GPU)")
-                devices += [_device(pynvml, handle, index)] if slices is None else slices
-            except pynvml.NVMLError as exc:
-                skipped.append(f"cuda:{index} ({exc})")
-        found = f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
-        return devices, found
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _device(pynvml: Any, handle: Any, index: int, uuid: str = "") -> GpuDevice:
-    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-    name = pynvml.nvmlDeviceGetName(handle)
-    return GpuDevice(
-        index=index,
-        name=name.decode() if isinstance(name, bytes) else name,
-        total_mb=int(memory.total // 2**20),
-        free_mb=int(memory.free // 2**20),
-        uuid=uuid,
-    )
-
-
-def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[GpuDevice] | None:
-    """A GPU split into MIG instances is used as its slices (each with its own memory, selected by UUID); their
-    indices are synthetic: 1000 + 100 * the GPU's index + the slice's."""
-    try:
-        current, _ = pynvml.nvmlDeviceGetMigMode(handle)
-    except pynvml.NVMLError:  # not a MIG-capable GPU
-        return None
-    if current != pynvml.NVML_DEVICE_MIG_ENABLE:
-        return None
-    slices = []
-    for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
-        try:
-            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
-        except pynvml.NVMLError:  # an empty slot
-            continue
-        uuid = pynvml.nvmlDeviceGetUUID(mig)
-        slices.append(
-            _device(pynvml, mig, 1000 + 100 * index + slot, uuid.decode() if isinstance(uuid, bytes) else uuid)
-        )
-    return slices
-
-
-def nvml_memory() -> dict[int, dict[int, int]]:
-    """Device index -> {pid -> MB in use}, with the device's whole use under pid 0 ({} without NVML). A device
-    that cannot be read is skipped."""
-    pynvml = _nvml()
-    if pynvml is None:
-        return {}
-    try:
-        found: dict[int, dict[int, int]] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            try:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                used = {0: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20)}
-                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if proc.usedGpuMemory and proc.pid:
-                        used[proc.pid] = used.get(proc.pid, 0) + int(proc.usedGpuMemory // 2**20)
-            except pynvml.NVMLError:
-                continue
-            found[index] = used
-        return found
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def nvml_utilization() -> dict[int, int]:
-    """Device index -> GPU utilisation in percent ({} without NVML). Not run here: no GPU on these machines."""
-    pynvml = _nvml()
-    if pynvml is None:
-        return {}
-    try:
-        busy = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            with contextlib.suppress(pynvml.NVMLError):
-                busy[index] = int(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(index)).gpu)
-        return busy
-    finally:
-        pynvml.nvmlShutdown()
+    """The devices NVML reports (framework.nvml.detect), as the wire's GpuDevice."""
+    found, reason = nvml.detect()
+    return [
+        GpuDevice(index=d.index, name=d.name, total_mb=d.total_mb, free_mb=d.free_mb, uuid=d.uuid) for d in found
+    ], reason
 
 
 def inventory(config: Config) -> tuple[str, list[GpuDevice], str]:
@@ -190,17 +83,17 @@ class GpuAllocator(Actor):
 
     name = "gpu"
 
-    def __init__(self, config: Config, measure: Callable[[], dict[int, dict[int, int]]] = nvml_memory) -> None:
+    def __init__(self, config: Config, measure: Callable[[], dict[int, dict[int, int]]] = nvml.memory_in_use) -> None:
         super().__init__(config)
         self.source, self.devices, self.reason = inventory(config)
         self.measure = measure
-        self.kv: KeyValue | None = None
+        self.kv: KeyValueStore | None = None
         # Each node's GPUs have their own table (key: the node's name): nodes never share memory, and copies of one
         # node's gpu actor still change it by compare-and-set.
-        self.table_key = self.node_name
+        self.table_key = GPU_TABLE.key(self.node_name)
 
     async def setup(self) -> None:
-        self.kv = await self.connection.jetstream().key_value(subjects.GPU_BUCKET)
+        self.kv = await self.transport.kv(GPU_TABLE.bucket)
         self.log.info("gpu inventory: %s", self.reason, extra={"source": self.source, "devices": len(self.devices)})
         if self.source == "nvml":
             self.loop(self._measure_loop())
@@ -211,7 +104,7 @@ class GpuAllocator(Actor):
             entry = await self.kv.get(self.table_key)
         except KeyNotFoundError:
             return AllocationTable(), None
-        return (_decode_table(entry.value) if entry.value else AllocationTable()), entry.revision
+        return (GPU_TABLE.decode(entry.value) if entry.value else AllocationTable()), entry.revision
 
     async def _change(self, change: Callable[[AllocationTable], object]) -> object:
         """Apply `change` to the table with compare-and-set, retrying when another gpu actor got there first."""
@@ -221,9 +114,9 @@ class GpuAllocator(Actor):
             result = change(table)
             try:
                 if revision is None:
-                    await self.kv.create(self.table_key, _encode(table))
+                    await self.kv.create(self.table_key, GPU_TABLE.encode(table))
                 else:
-                    await self.kv.update(self.table_key, _encode(table), last=revision)
+                    await self.kv.update(self.table_key, GPU_TABLE.encode(table), last=revision)
                 return result
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.005)
@@ -314,7 +207,7 @@ class GpuAllocator(Actor):
     @endpoint(endpoints.GPU_STATUS)
     async def status(self, _: GpuStatusRequest) -> GpuStatus:
         table, _rev = await self._read()
-        busy = await asyncio.to_thread(nvml_utilization) if self.source == "nvml" else {}
+        busy = await asyncio.to_thread(nvml.utilization) if self.source == "nvml" else {}
         devices = [
             GpuDevice(
                 index=d.index,

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from framework.actor import Actor, endpoint, on_event
 from framework.config import Config, start_budget
 from schemas import endpoints
-from schemas.errors import GPU_UNUSABLE_KIND, NO_ROOM_KIND, AsrError
+from schemas.errors import AsrError, ErrorCode
 from schemas.events import (
     BreakerChanged,
+    BreakerStateName,
     RestartScheduled,
     ServerCrashed,
     ServerFailed,
@@ -33,7 +34,7 @@ class ModelHealth:
     failures: deque[float] = field(default_factory=deque)  # when recent failures happened
     attempts: int = 0  # restarts since the model was last stable
     ready_since: float | None = None
-    breaker: str = "closed"
+    breaker: BreakerStateName = "closed"
     cooldown: float = 0.0
     retry_at: float | None = None
     restarting: bool = False
@@ -164,7 +165,7 @@ class Recovery(Actor):
             await self._ensure(model, probe=True)
         except AsrError as exc:
             # No GPU room (or a GPU this runtime cannot use) says nothing about the model: try again as soon.
-            if exc.kind not in (NO_ROOM_KIND, GPU_UNUSABLE_KIND):
+            if exc.kind not in (ErrorCode.NO_ROOM, ErrorCode.GPU_UNUSABLE):
                 h.cooldown = min(h.cooldown * 2, self.cfg.breaker_max_cooldown)
             await self._open(model, f"probe failed: {exc.message}")
             return

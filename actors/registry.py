@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import msgspec
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from framework.actor import Actor, endpoint
 from framework.config import Config
 from framework.kv_view import KvView
-from schemas import endpoints, errors, subjects
+from framework.transport import KeyValueStore
+from schemas import endpoints, errors
+from schemas import kv as kv_records
 from schemas.events import DefaultModelChanged
 from schemas.registry import (
-    CATALOGUE_KEY,
-    INSTALLED_KEY,
     GetModel,
     InstalledModels,
     InstalledState,
@@ -23,33 +22,21 @@ from schemas.registry import (
     SetDefaultModel,
     not_installed,
     resolve,
+    spec_fields,
 )
-
-DEFAULT_KEY = "default_model"
 
 
 def catalogue(config: Config) -> dict[str, ModelInfo]:
     docker = config.docker
     return {
         model_id: ModelInfo(
+            **{
+                **spec_fields(m),
+                "name": m.name or model_id,
+                "image": m.image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}",
+                "cuda_image": m.cuda_image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}-cuda",
+            },
             id=model_id,
-            name=m.name or model_id,
-            family=m.family,
-            size=m.size,
-            engine=m.engine,
-            languages=list(m.languages),
-            image=m.image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}",
-            cuda_image=m.cuda_image or f"{docker.image_prefix}/{model_id}:{docker.image_tag}-cuda",
-            weights=m.weights,
-            gpu_memory_mb=m.gpu_memory_mb,
-            sample_rate=m.sample_rate,
-            compute_type=m.compute_type,
-            inactivity_timeout=m.inactivity_timeout,
-            cpu_fallback=m.cpu_fallback,
-            max_parallel=m.max_parallel,
-            max_queue=m.max_queue,
-            aliases=list(m.aliases),
-            decoding=m.decoding,
         )
         for model_id, m in config.models.items()
     }
@@ -77,16 +64,14 @@ class Registry(Actor):
 
     name = "registry"
 
-    def __init__(self, config: Config, settings: KeyValue | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.models = catalogue(config)
         # Each node's report (installed.<node>): a model is installed when some node has it.
-        self.installed: KvView[InstalledModels] = KvView(
-            subjects.SETTINGS_BUCKET, f"{INSTALLED_KEY}.>", InstalledModels
-        )
+        self.installed: KvView[InstalledModels] = KvView(kv_records.INSTALLED)
         self.default_model = ""
         self.default_model = self.resolve(config.registry.default_model).id
-        self.settings = settings  # None in memory: nothing outlives the process
+        self.settings: KeyValueStore | None = None  # ASR_SETTINGS, once started
 
     def listing(self) -> ModelList:
         """The catalogue, each model with what the lifecycle actor last reported of its weights."""
@@ -108,17 +93,16 @@ class Registry(Actor):
         return resolve(self.listing(), name)
 
     async def setup(self) -> None:
-        if self.nc is None:
-            return
         # A default chosen at run time (POST /v1/settings/model) outlives a restart of the registry.
-        self.settings = await self.connection.jetstream().key_value(subjects.SETTINGS_BUCKET)
+        self.settings = await self.transport.kv(kv_records.DEFAULT_MODEL.bucket)
         try:
-            saved = (await self.settings.get(DEFAULT_KEY)).value
-        except KeyNotFoundError:
-            saved = None
-        if saved and saved.decode() in self.models:
-            self.default_model = saved.decode()
-        await self.installed.follow(self.connection, wait=2.0)
+            entry = await self.settings.get(kv_records.DEFAULT_MODEL.key())
+            saved = kv_records.DEFAULT_MODEL.decode(entry.value or b"")
+        except (KeyNotFoundError, msgspec.DecodeError):
+            saved = ""
+        if saved in self.models:
+            self.default_model = saved
+        await self.installed.follow(self.transport, wait=2.0)
         await self._publish_catalogue()
         self.loop(self._follow_installed())
 
@@ -133,8 +117,8 @@ class Registry(Actor):
 
     async def _publish_catalogue(self) -> None:
         """The one record every resolver watches (framework.catalogue)."""
-        if self.settings is not None:
-            await self.settings.put(CATALOGUE_KEY, msgspec.msgpack.encode(self.listing()))
+        assert self.settings is not None
+        await self.settings.put(kv_records.CATALOGUE.key(), kv_records.CATALOGUE.encode(self.listing()))
 
     @endpoint(endpoints.REGISTRY_LIST)
     async def list_models(self, _: ListModels) -> ModelList:
@@ -150,8 +134,8 @@ class Registry(Actor):
         if model.installed is False:
             raise not_installed(model, errors.CONFLICT)
         previous, self.default_model = self.default_model, model.id
-        if self.settings is not None:
-            await self.settings.put(DEFAULT_KEY, model.id.encode())
+        assert self.settings is not None
+        await self.settings.put(kv_records.DEFAULT_MODEL.key(), kv_records.DEFAULT_MODEL.encode(model.id))
         await self._publish_catalogue()
         if previous != model.id:
             await self.publish(DefaultModelChanged(model=model.id, previous=previous))

@@ -18,9 +18,10 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from framework.private_files import write_private
+from schemas import subjects
 
 log = logging.getLogger("asrpro.cluster")
-BUCKET = "ASR_ACCESS"
+BUCKET = subjects.ACCESS_BUCKET
 
 
 async def access_bucket(nc: Client, replicas: int = 1) -> KeyValue:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from asrpro import client
 from framework.config import Config, ConfigError, load_config
 from framework.logs import setup_logging
 
@@ -33,17 +34,17 @@ def _actor_class(name: str) -> type:
 
 
 def cmd_up(config: Config, args: argparse.Namespace) -> int:
-    from asrpro import cluster
+    from asrpro import nats_cluster
     from asrpro.supervisor import Supervisor
 
     setup_logging("supervisor")
     try:
         joining = None
         if args.join:
-            cluster.check_routes(args.join)
+            nats_cluster.check_routes(args.join)
             if not args.credentials:
                 raise ValueError("--join needs --credentials FILE (the cluster.json the first host wrote)")
-            joining = cluster.Bundle.read(args.credentials)
+            joining = nats_cluster.Bundle.read(args.credentials)
             config.cluster.routes = list(args.join)
             config.cluster.port = args.cluster_port or urlsplit(args.join[0]).port or 0
         elif args.cluster_port:
@@ -165,7 +166,7 @@ async def _transcribe_nats(config: Config, args: argparse.Namespace, path: Path)
             language=args.language,
             response_format=args.format,
         )
-        result = await bus.transcribe(nc, args.model, message, timeout=config.gateway.request_timeout)
+        result = await client.transcribe(nc, args.model, message, timeout=config.gateway.request_timeout)
     except AsrError as exc:
         print(f"asrpro: error {exc.code}: {exc.message}", file=sys.stderr)
         return 1
@@ -197,10 +198,10 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models(config: Config, args: argparse.Namespace) -> int:
-    from asrpro import weights
+    from asrpro import weights_pull
 
     if args.action == "list":
-        rows = weights.listing(config)
+        rows = weights_pull.listing(config)
         print(f"{'model':<22} {'installed':<9} {'size':>9}  where")
         for row in rows:
             size = f"{row.size_mb:.0f} MB" if row.installed and row.size_mb else ""
@@ -212,9 +213,9 @@ def cmd_models(config: Config, args: argparse.Namespace) -> int:
         return 2
     for model_id in args.models:
         try:
-            with weights.terminal_progress() as progress:
-                state, pulled = weights.pull(config, model_id, progress)
-        except weights.PullError as exc:
+            with weights_pull.terminal_progress() as progress:
+                state, pulled = weights_pull.pull(config, model_id, progress)
+        except weights_pull.PullError as exc:
             print(f"asrpro: {exc}", file=sys.stderr)
             return 1
         verb = "installed" if pulled else "already installed"

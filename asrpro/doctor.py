@@ -95,7 +95,7 @@ def _nvml(_: Config) -> Check:
 
 
 def _cuda_libraries(_: Config) -> Check:
-    from containers.model_server import cuda_libs
+    from model_server import cuda_libs
 
     found = cuda_libs.locate()
     missing = [soname for soname, where in found.items() if not where]
@@ -104,9 +104,9 @@ def _cuda_libraries(_: Config) -> Check:
 
 
 def _models(config: Config) -> Check:
-    from asrpro import weights
+    from asrpro import weights_pull
 
-    rows = weights.listing(config)
+    rows = weights_pull.listing(config)
     missing = [r.model for r in rows if not r.installed]
     installed = [r.model for r in rows if r.installed]
     return Check(

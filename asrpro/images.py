@@ -43,13 +43,14 @@ PLATFORM_ARGS = [
     "--platform",
     "manylinux2014_x86_64",
 ]
-# What each image needs from this repo. A model server imports the wire contract and framework.logs (the rest
-# of framework is copied along but never imported there: the image has no NATS client).
+# What each image needs from this repo, copied to app/<package>/ (WORKDIR /app, so `python3 -m model_server`
+# finds it). A model server imports the wire contract and framework.logs (the rest of framework is copied along
+# but never imported there: the image has no NATS client). The stack's local runtime imports model_server.cuda_libs.
 APP_PACKAGES: dict[str, tuple[str, ...]] = {
-    "whisper": ("schemas", "framework", "containers"),
-    "parakeet": ("schemas", "framework", "containers"),
+    "whisper": ("schemas", "framework", "model_server"),
+    "parakeet": ("schemas", "framework", "model_server"),
 }
-APP_PACKAGES[STACK] = ("schemas", "containers", "framework", "actors", "asrpro", "gateway")
+APP_PACKAGES[STACK] = ("schemas", "model_server", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")
 
 

@@ -25,11 +25,11 @@ from typing import Literal
 import msgspec
 
 from framework.private_files import write_private
-from schemas import subjects
+from schemas import access, subjects
 
 AppScope = Literal["transcribe", "events", "admin"]
 APP_SCOPES: tuple[AppScope, ...] = ("transcribe", "events", "admin")
-ACTOR_USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "admin")
+ACTOR_USERS = (*access.ACTORS, "admin")
 # The application user `asrpro up` always has: the operator's own (the CLI's `transcribe --nats`, following
 # events); scope `events`. Give every other application its own user.
 DEFAULT_APP = "client"
@@ -98,19 +98,10 @@ def app_permissions(user: AppUser) -> dict[str, object]:
     nats-server itself, unchecked, on whatever reply subject the requester names — stored bytes published onto an
     event, a KV record or a stream's delete subject. So applications send audio inline (up to max_payload; larger
     goes through the HTTP gateway) and follow events live."""
-    publish = ["asr.transcribe.>", "asr.cancel.>", "asr.registry.list", "asr.registry.get", "asr.lifecycle.status"]
-    subscribe = [f"{subjects.inbox_prefix(user.name)}.>"]
-    if user.scope in ("events", "admin"):
-        subscribe += [subjects.EVENTS_ALL, subjects.PROGRESS_ALL]
+    publish = access.publish_rights(*access.application_roles(user.scope))
     if user.scope == "admin":
-        publish += [
-            "asr.registry.>",
-            "asr.lifecycle.>",
-            "asr.gpu.status",
-            "asr.metrics.snapshot",
-            subjects.RECOVERY_CLOSE_BREAKER,
-            "$SRV.>",
-        ]
+        publish.append("$SRV.>")  # service discovery, as the operator's tools use it
+    subscribe = [f"{subjects.inbox_prefix(user.name)}.>", *access.application_subscriptions(user.scope)]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
@@ -130,6 +121,10 @@ def render(template: str, apps: list[AppUser]) -> str:
         elif marker == "# @audio:proxy":
             reads = [s for owner in owners for s in bucket_subjects(subjects.audio_bucket(owner), write=False)]
             out.append(quoted(reads, indent))
+        elif marker.startswith("# @publish:"):
+            out.append(quoted(access.publish_rights(marker.removeprefix("# @publish:")), indent))
+        elif marker.startswith("# @serve:"):
+            out.append(quoted(access.serve_rights(marker.removeprefix("# @serve:")), indent))
         elif marker == "# @replies":
             out.append(
                 quoted([f"{subjects.inbox_prefix(u)}.>" for u in [*REQUESTERS, *(a.name for a in apps)]], indent)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from asrpro import cluster
+from asrpro import nats_cluster
 from asrpro.access_sync import AccessSync, Mirrored, access_bucket
 from asrpro.bootstrap import ensure_jetstream
 from asrpro.nats_server import CLUSTER_PART, NatsServer, generate_passwords, password_env
@@ -74,7 +74,7 @@ def load_credentials(config: Config) -> dict[str, str]:
 
 class Supervisor:
     def __init__(
-        self, config: Config, config_path: str | None = None, *, joining: cluster.Bundle | None = None
+        self, config: Config, config_path: str | None = None, *, joining: nats_cluster.Bundle | None = None
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -85,7 +85,7 @@ class Supervisor:
         if joining is not None:
             # The cluster's passwords become this host's own (an explicit ASRPRO_NATS_PW_* still wins).
             write_private(credentials_file(config), json.dumps(joining.passwords).encode())
-            cluster.adopt_bundle(config, joining)
+            nats_cluster.adopt_bundle(config, joining)
             config.cluster.name = joining.cluster
 
     @property
@@ -94,7 +94,7 @@ class Supervisor:
 
     def _write_cluster_part(self, passwords: dict[str, str]) -> None:
         part = Path(self.config.nats.store_dir) / CLUSTER_PART
-        text = cluster.server_part(self.config, passwords["route"])
+        text = nats_cluster.server_part(self.config, passwords["route"])
         if text:
             write_private(part, text.encode())
         else:
@@ -144,7 +144,7 @@ class Supervisor:
         bundle = None
         if self.clustered:
             # Before JetStream answers: the first host's waits for a second server, which joins with this file.
-            bundle = cluster.write_bundle(self.config, passwords)
+            bundle = nats_cluster.write_bundle(self.config, passwords)
             log.info("cluster credentials for joining hosts: %s", bundle.resolve())
         asyncio.run(self._bootstrap(url, passwords["admin"]))
         if self.clustered:
@@ -195,7 +195,7 @@ class Supervisor:
 
     def _upkeep(self, url: str, admin_password: str) -> None:
         """On a cluster: users and API keys mirrored between the hosts (asrpro.access_sync) every ACCESS_SYNC_S,
-        replicas raised as servers join (asrpro.cluster.raise_replicas) every REPLICAS_CHECK_S."""
+        replicas raised as servers join (asrpro.nats_cluster.raise_replicas) every REPLICAS_CHECK_S."""
         sync = AccessSync(
             [
                 Mirrored("users", UserStore(self.config.nats.store_dir).path, self._users_changed),
@@ -212,7 +212,7 @@ class Supervisor:
                 await sync.round(await access_bucket(nc))
                 if time.monotonic() - last_replicas >= REPLICAS_CHECK_S:
                     last_replicas = time.monotonic()
-                    await cluster.raise_replicas(nc, self.config.cluster.max_replicas, self.config.node.dead_after)
+                    await nats_cluster.raise_replicas(nc, self.config.cluster.max_replicas, self.config.node.dead_after)
             finally:
                 await nc.close()
 

@@ -24,9 +24,9 @@ import httpx  # noqa: E402
 
 from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
-from containers.model_server import audio as audio_decoding  # noqa: E402
-from containers.model_server.engines.whisper import WhisperEngine  # noqa: E402
 from framework.config import load_config  # noqa: E402
+from model_server import audio as audio_decoding  # noqa: E402
+from model_server.engines.whisper import WhisperEngine  # noqa: E402
 from schemas.transcribe import TranscribeRequest  # noqa: E402
 from tests.e2e.stack import start_stack  # noqa: E402
 from tests.e2e.test_streaming import SENTENCES  # noqa: E402

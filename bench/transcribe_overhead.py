@@ -39,10 +39,10 @@ from nats.aio.msg import Msg  # noqa: E402
 from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
 from asrpro.nats_server import new_password  # noqa: E402
-from containers.model_server import pipeline  # noqa: E402
-from containers.model_server.engines.whisper import WhisperEngine  # noqa: E402
-from containers.model_server.settings import EngineSettings  # noqa: E402
 from framework.config import load_config  # noqa: E402
+from model_server import pipeline  # noqa: E402
+from model_server.engines.whisper import WhisperEngine  # noqa: E402
+from model_server.settings import EngineSettings  # noqa: E402
 from schemas.model_server import TranscribeOptions  # noqa: E402
 from schemas.transcribe import TranscribeRequest  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402

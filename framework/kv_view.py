@@ -12,10 +12,11 @@ from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
-from nats.aio.client import Client
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE
 
-from schemas import subjects
+from framework.transport import KeyValueStore, Transport
+from schemas import kv as kv_records
+from schemas.kv import KvRecord
 from schemas.nodes import NodeRecord
 
 T = TypeVar("T")
@@ -29,29 +30,31 @@ STOP_WAIT_S = 2.0
 
 
 class KvView(Generic[T]):
-    def __init__(self, bucket: str, keys: str, value_type: type[T], *, resync: float = RESYNC_S) -> None:
-        self.bucket, self.keys = bucket, keys
+    """The records of one kind (`schemas.kv`), by key; `keys` narrows the watch (default: every record of it)."""
+
+    def __init__(self, record: KvRecord[T], keys: str = "", *, resync: float = RESYNC_S) -> None:
+        self.bucket, self.keys = record.bucket, keys or record.watch_keys
         self.resync = resync  # seconds without an update after which the watch is started again
         self.values: dict[str, T] = {}
         self.known = asyncio.Event()  # set once the first full view arrived
         self._changed = asyncio.Event()
-        self._decode: Callable[[bytes], T] = msgspec.msgpack.Decoder(value_type).decode
+        self._decode: Callable[[bytes], T] = record.decode
         self._task: asyncio.Task[None] | None = None
         self.problem = ""  # why the watch is not running, while it is not ('' when it is)
 
-    async def follow(self, nc: Client, *, wait: float = 10.0) -> None:
+    async def follow(self, transport: Transport, *, wait: float = 10.0) -> None:
         """Start watching (and keep watching, whatever fails: a missing bucket, a server restart); return once
         the bucket's current values are in, or after `wait` seconds."""
         if self._task is None:
             # A context of its own: the watch outlives whatever request happened to start it.
-            self._task = asyncio.create_task(self._watch(nc), context=contextvars.Context())
+            self._task = asyncio.create_task(self._watch(transport), context=contextvars.Context())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.known.wait(), wait)
 
-    async def _watch(self, nc: Client) -> None:
-        while not nc.is_closed:
+    async def _watch(self, transport: Transport) -> None:
+        while True:  # until stopped (a closed connection fails each round, slowly)
             try:
-                kv = await nc.jetstream().key_value(self.bucket)
+                kv = await transport.kv(self.bucket)
                 self.problem = ""
                 await self._watch_once(kv)
             except asyncio.CancelledError:
@@ -61,13 +64,13 @@ class KvView(Generic[T]):
                 log.warning("%s: watching again", self.problem)
                 await asyncio.sleep(1.0)
 
-    async def _watch_once(self, kv: KeyValue) -> None:
+    async def _watch_once(self, kv: KeyValueStore) -> None:
         watcher = await kv.watch(self.keys)
         seen: set[str] | None = set()  # keys delivered before the end-of-initial-values marker
         try:
             while True:
                 try:
-                    entry = await watcher.updates(timeout=self.resync)  # type: ignore[no-untyped-call]
+                    entry = await watcher.updates(timeout=self.resync)
                 except nats.errors.TimeoutError:
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
@@ -90,7 +93,7 @@ class KvView(Generic[T]):
                 self._changed.set()
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                await watcher.stop()
 
     async def changed_or(self, timeout: float) -> None:
         """Until the next change, or `timeout` seconds."""
@@ -109,4 +112,4 @@ class KvView(Generic[T]):
 def heartbeats() -> KvView[NodeRecord]:
     """The nodes' heartbeats (ASR_NODES), watched: a one-off listing of a replicated bucket may come back short
     while a replica catches up; a watch is brought up to date by the next heartbeat."""
-    return KvView(subjects.NODES_BUCKET, ">", NodeRecord, resync=HEARTBEATS_RESYNC_S)
+    return KvView(kv_records.NODE, resync=HEARTBEATS_RESYNC_S)

@@ -1,5 +1,7 @@
 """The bus in memory, for the fast tests: the same actors, entrypoints, codec and error replies as on NATS,
-without a server. Events published are kept, so ``replay`` works as on the stream ASR_EVENTS.
+without a server. Events published are kept, so ``replay`` works as on the stream ASR_EVENTS; KV buckets and object
+stores are framework.memory_store's (revisions, compare-and-set, watches, TTL). It is a `framework.transport`
+Transport: an actor started here runs the code it runs on NATS.
 
     bus = MemoryBus()
     bus.answer(endpoints.GPU_ALLOCATE, lambda msg: Allocation(model=msg.model, device="cpu"))
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 
 from framework import bus as nats_bus
 from framework.actor import Actor, EndpointSpec, EventSpec, MessageSpec, entrypoints
+from framework.memory_store import MemoryKv, MemoryObjectStore, matches
 from schemas import codec, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
@@ -27,17 +30,6 @@ Responder = Callable[[bytes, dict[str, str], str], Awaitable[tuple[bytes, dict[s
 Listener = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 
-def matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, a final `>` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
-
-
 class MemoryBus:
     def __init__(self) -> None:
         self.responders: list[tuple[str, Responder]] = []
@@ -45,6 +37,8 @@ class MemoryBus:
         self.history: list[tuple[str, bytes]] = []
         self.partials: list[tuple[str, bytes, dict[str, str]]] = []  # partial replies, as streamed
         self.actors: list[Actor] = []
+        self.buckets: dict[str, MemoryKv] = {}
+        self.stores: dict[str, MemoryObjectStore] = {}
 
     @property
     def events(self) -> list[Event]:
@@ -52,7 +46,7 @@ class MemoryBus:
 
     # -- serving ---------------------------------------------------------------
     async def start(self, actor: Actor) -> Actor:
-        actor._memory = self
+        actor.transport = self
         await actor.setup()
         for fn, spec in entrypoints(actor):
             if isinstance(spec, EndpointSpec):
@@ -122,15 +116,27 @@ class MemoryBus:
                 data, headers = await asyncio.wait_for(respond(codec.encode(message), sent, rpc.subject), timeout)
                 return nats_bus.decode_reply(rpc, headers, data)
         raise AsrError(
-            errors.UNAVAILABLE, f"{rpc.subject} is not available (no responders)", kind=nats_bus.NO_RESPONDERS
+            errors.UNAVAILABLE, f"{rpc.subject} is not available (no responders)", kind=errors.ErrorCode.NO_RESPONDERS
         )
 
-    async def publish(self, subject: str, data: bytes) -> None:
+    async def kv(self, bucket: str) -> MemoryKv:
+        """The bucket, created on first use (a test that needs a TTL makes it with `bucket(name, ttl=...)`)."""
+        return self.bucket(bucket)
+
+    def bucket(self, name: str, *, ttl: float | None = None) -> MemoryKv:
+        if name not in self.buckets:
+            self.buckets[name] = MemoryKv(name, ttl=ttl)
+        return self.buckets[name]
+
+    async def object_store(self, bucket: str) -> MemoryObjectStore:
+        return self.stores.setdefault(bucket, MemoryObjectStore(bucket))
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         if subject.startswith(subjects.EVENTS_PREFIX):  # what the stream ASR_EVENTS keeps
             self.history.append((subject, data))
         for pattern, listen in list(self.listeners):
             if matches(pattern, subject):
-                await listen(subject, data, {})
+                await listen(subject, data, headers or {})
 
     async def stop(self) -> None:
         for actor in reversed(self.actors):

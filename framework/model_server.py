@@ -55,6 +55,8 @@ class ModelServerClient:
         """(status, detail): ok, loading, error (detail: what failed), or unreachable (detail: why)."""
         try:
             response = await self.http.get(url + HEALTH_PATH, timeout=timeout)
+        except httpx.TimeoutException:  # alive (a port open) but silent: stopped, or stuck
+            return "unreachable", f"/health unreachable: no answer within {timeout:g} s"
         except httpx.HTTPError as exc:
             return "unreachable", f"/health unreachable: {exc!r}"
         if response.status_code == 200:

@@ -15,6 +15,7 @@ from framework import bus
 from framework.catalogue import Catalogue
 from framework.config import Config
 from framework.kv_view import KvView, heartbeats
+from framework.transport import NatsTransport
 from schemas import errors
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
@@ -43,8 +44,9 @@ class GatewayConnection:
     async def _connect(self) -> None:
         self.nc = await bus.connect_as_configured(self.config.nats, "asrpro-gateway")
         # Not waiting for the registry here: until the catalogue arrives, transcriptions get 503 naming it.
-        await self.catalogue.follow(self.nc, wait=2.0)
-        await self.nodes.follow(self.nc, wait=2.0)
+        transport = NatsTransport(self.nc)
+        await self.catalogue.follow(transport, wait=2.0)
+        await self.nodes.follow(transport, wait=2.0)
 
     async def _keep_trying(self) -> None:
         while self.nc is None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import Scope, Send
 
-from schemas.errors import KINDS, AsrError
+from schemas.errors import AsrError, is_generic
 
 log = logging.getLogger("asrpro.gateway")
 # What this gateway process refused itself (bad form, unknown model, too large, ...), for /metrics.
@@ -24,7 +24,7 @@ REJECTED = Counter(
     registry=GATEWAY_METRICS,
 )
 
-_STATUS = {"400", "404", "409", "413", "415", "429", "500", "503", "504"}
+_STATUS = {"400", "404", "409", "413", "415", "429", "500", "503", "504"}  # what HTTP shows as is; others are 502
 
 
 def error_response(
@@ -49,7 +49,7 @@ def error_object(status: int, message: str, code: str | None = None, param: str 
 def status_and_code(exc: AsrError) -> tuple[int, str | None]:
     status = int(exc.code) if exc.code in _STATUS else 502
     # A kind more precise than the status (model_not_installed, breaker_open, ...) is the error's code.
-    return status, (exc.kind if exc.kind and exc.kind != KINDS.get(exc.code) else None)
+    return status, (None if is_generic(exc.kind) else exc.kind)
 
 
 def from_asr_error(exc: AsrError) -> JSONResponse:

@@ -20,7 +20,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from framework import bus
 from gateway.connection import Connection, GatewayConnection
 from gateway.status import system_status
-from schemas import errors, subjects
+from schemas import codec, errors, subjects
 from schemas.errors import AsrError
 from schemas.events import (
     Event,
@@ -141,9 +141,9 @@ async def events(
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, codec.DecodeError):
                     if msg.subject.startswith(subjects.PROGRESS_PREFIX):
-                        report = msgspec.msgpack.decode(msg.data, type=TranscriptionProgress)
+                        report = codec.decode(msg.data, TranscriptionProgress)
                         yield f"event: progress\ndata: {json.dumps(msgspec.to_builtins(report))}\n\n"
                         continue
                     event = decode_event(msg.data, msg.headers)
@@ -202,9 +202,9 @@ async def websocket(ws: WebSocket) -> None:
     async def forward() -> None:
         while True:
             msg = await queue.get()
-            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, codec.DecodeError):
                 if msg.subject.startswith(subjects.PROGRESS_PREFIX):
-                    await ws.send_json(progress_message(msgspec.msgpack.decode(msg.data, type=TranscriptionProgress)))
+                    await ws.send_json(progress_message(codec.decode(msg.data, TranscriptionProgress)))
                 else:
                     await ws.send_json(frontend_message(decode_event(msg.data, msg.headers)))
 

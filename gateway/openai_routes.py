@@ -15,14 +15,15 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from nats.aio.client import Client
 
-from framework import bus, logs
+from asrpro import client
+from framework import logs
 from framework.config import Config, node_name, start_budget
-from gateway.cluster import lifecycle_status
+from gateway.cluster_view import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, error_response, status_and_code
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
-from schemas.errors import AsrError
+from schemas.errors import AsrError, ErrorCode
 from schemas.lifecycle import EnsureServer
 from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
 from schemas.transcribe import (
@@ -38,7 +39,6 @@ from schemas.transcribe import response_format as parse_response_format
 router = APIRouter()
 log = logging.getLogger("asrpro.gateway")
 DISCONNECT_CHECK_S = 0.5
-CLIENT_GONE = "499"
 _MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
@@ -205,7 +205,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         )
     # The proxy answers 504 itself at `timeout`; the bus waits a little longer so that answer arrives.
     result = await until_disconnected(
-        request, nc, message, bus.transcribe(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
+        request, nc, message, client.transcribe(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
     )
     log.info(
         "transcribed",
@@ -232,8 +232,8 @@ async def until_disconnected(
                 return task.result()
             if await request.is_disconnected():
                 log.info("client went away: cancelling", extra={"file": message.filename})
-                await bus.cancel(nc, message, "the HTTP client went away")
-                raise AsrError(CLIENT_GONE, "the client went away")
+                await client.cancel(nc, message, "the HTTP client went away")
+                raise AsrError(ErrorCode.CANCELLED, "the client went away")
     finally:
         task.cancel()
 
@@ -245,7 +245,7 @@ async def server_sent_events(
     transcript.text.done; an error after the stream began is an `error` event (the client raises it)."""
     finished = False
     try:
-        async for piece in bus.transcribe_stream(nc, model, message, timeout=timeout, via=via):
+        async for piece in client.transcribe_stream(nc, model, message, timeout=timeout, via=via):
             if isinstance(piece, TranscriptionDelta):
                 yield _sse({"type": "transcript.text.delta", "delta": piece.text})
             else:
@@ -259,7 +259,7 @@ async def server_sent_events(
         yield _sse({"type": "error", "error": error_object(status, exc.message, code)})
     finally:
         if not finished:  # the client went away mid-stream
-            await bus.cancel(nc, message, "the HTTP client went away")
+            await client.cancel(nc, message, "the HTTP client went away")
 
 
 def _sse(data: dict[str, Any]) -> str:

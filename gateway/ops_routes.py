@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from gateway.cluster import lifecycle_status, live_nodes, measured_mb, node_records
+from gateway.cluster_view import lifecycle_status, live_nodes, measured_mb, node_records
 from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
 from gateway.status import system_status

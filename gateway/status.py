@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import nats.errors
 
-from gateway.cluster import lifecycle_status
+from gateway.cluster_view import lifecycle_status
 from gateway.connection import GatewayConnection
 from schemas.errors import AsrError
 from schemas.lifecycle import LifecycleStatus

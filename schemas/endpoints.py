@@ -32,14 +32,26 @@ Rep = TypeVar("Rep")
 class Rpc(Generic[Req, Rep]):
     """A request/reply subject and what travels on it."""
 
-    __slots__ = ("per_node", "plain", "reply", "request", "subject")
+    __slots__ = ("callers", "per_node", "plain", "reply", "request", "server", "subject")
 
     def __init__(
-        self, subject: str, request: type[Req], reply: type[Rep], *, per_node: bool = False, plain: bool = True
+        self,
+        subject: str,
+        request: type[Req],
+        reply: type[Rep],
+        *,
+        server: str = "",
+        callers: tuple[str, ...] = (),
+        per_node: bool = False,
+        plain: bool = True,
     ) -> None:
         self.subject = subject
         self.request = request
         self.reply = reply
+        # Who serves it (an actor's NATS user) and who may call it (users, or `schemas.access` roles such as
+        # APPS): nats.conf's permissions are rendered from these (schemas/access.py).
+        self.server = server
+        self.callers = callers
         # Served by each node's actor on `<subject>.<node>` as well: a caller that must reach one node's actor (its
         # lifecycle, its GPUs) uses `on(node)`; the plain subject reaches any, the nearest first.
         self.per_node = per_node
@@ -49,41 +61,80 @@ class Rpc(Generic[Req, Rep]):
         """This node's copy of a per-node subject: ``LIFECYCLE_ENSURE.on("gpu-box-2")``."""
         if not self.per_node:
             raise ValueError(f"{self.subject} is not served per node")
-        return Rpc(subjects.on_node(self.subject, node), self.request, self.reply)
+        return Rpc(subjects.on_node(self.subject, node), self.request, self.reply, server=self.server)
 
     def at(self, token: str) -> Rpc[Req, Rep]:
         """The concrete subject of a wildcard one: ``TRANSCRIBE.at("whisper-tiny.en")``."""
         if not self.subject.endswith(".>"):
             raise ValueError(f"{self.subject} has no wildcard to fill")
-        return Rpc(self.subject[:-1] + token, self.request, self.reply)
+        return Rpc(self.subject[:-1] + token, self.request, self.reply, server=self.server)
 
     def __repr__(self) -> str:
         return f"Rpc({self.subject!r}, {self.request.__name__} -> {self.reply.__name__})"
 
 
-REGISTRY_LIST = Rpc(subjects.REGISTRY_LIST, ListModels, ModelList)
-REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo)
-REGISTRY_SET_DEFAULT = Rpc(subjects.REGISTRY_SET_DEFAULT, SetDefaultModel, ModelInfo)
+# Callers that are not actors: every application (any scope), and applications of scope admin.
+APPS = "applications"
+ADMIN_APPS = "admin-applications"
+_FRONT = ("gateway", APPS)  # what every application may do, through the gateway or over NATS itself
+_OPERATE = ("gateway", ADMIN_APPS)  # what an operator does: the gateway's admin routes, admin applications
 
-LIFECYCLE_ENSURE = Rpc(subjects.LIFECYCLE_ENSURE, EnsureServer, ServerStatus, per_node=True)
-LIFECYCLE_STOP = Rpc(subjects.LIFECYCLE_STOP, StopServer, StopReply, per_node=True)
-LIFECYCLE_STATUS = Rpc(subjects.LIFECYCLE_STATUS, LifecycleStatusRequest, LifecycleStatus, per_node=True)
-
-GPU_ALLOCATE = Rpc(subjects.GPU_ALLOCATE, Allocate, Allocation, per_node=True)
-GPU_RELEASE = Rpc(subjects.GPU_RELEASE, Release, Released, per_node=True)
-GPU_BIND = Rpc(subjects.GPU_BIND, Bind, Allocation, per_node=True)
-GPU_STATUS = Rpc(subjects.GPU_STATUS, GpuStatusRequest, GpuStatus, per_node=True)
-
-METRICS_SNAPSHOT = Rpc(subjects.METRICS_SNAPSHOT, SnapshotRequest, MetricsSnapshot)
-
-RECOVERY_CLOSE_BREAKER = Rpc(subjects.RECOVERY_CLOSE_BREAKER, CloseBreaker, BreakerClosed)
-
+REGISTRY_LIST = Rpc(subjects.REGISTRY_LIST, ListModels, ModelList, server="registry", callers=_FRONT)
+REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo, server="registry", callers=_FRONT)
+REGISTRY_SET_DEFAULT = Rpc(
+    subjects.REGISTRY_SET_DEFAULT, SetDefaultModel, ModelInfo, server="registry", callers=_OPERATE
+)
+LIFECYCLE_ENSURE = Rpc(
+    subjects.LIFECYCLE_ENSURE,
+    EnsureServer,
+    ServerStatus,
+    server="lifecycle",
+    callers=(*_OPERATE, "proxy", "recovery"),
+    per_node=True,
+)
+LIFECYCLE_STOP = Rpc(
+    subjects.LIFECYCLE_STOP, StopServer, StopReply, server="lifecycle", callers=_OPERATE, per_node=True
+)
+LIFECYCLE_STATUS = Rpc(
+    subjects.LIFECYCLE_STATUS,
+    LifecycleStatusRequest,
+    LifecycleStatus,
+    server="lifecycle",
+    callers=_FRONT,
+    per_node=True,
+)
+GPU_ALLOCATE = Rpc(subjects.GPU_ALLOCATE, Allocate, Allocation, server="gpu", callers=("lifecycle",), per_node=True)
+GPU_RELEASE = Rpc(subjects.GPU_RELEASE, Release, Released, server="gpu", callers=("lifecycle",), per_node=True)
+GPU_BIND = Rpc(subjects.GPU_BIND, Bind, Allocation, server="gpu", callers=("lifecycle",), per_node=True)
+GPU_STATUS = Rpc(
+    subjects.GPU_STATUS, GpuStatusRequest, GpuStatus, server="gpu", callers=(*_OPERATE, "lifecycle"), per_node=True
+)
+METRICS_SNAPSHOT = Rpc(subjects.METRICS_SNAPSHOT, SnapshotRequest, MetricsSnapshot, server="metrics", callers=_OPERATE)
+RECOVERY_CLOSE_BREAKER = Rpc(
+    subjects.RECOVERY_CLOSE_BREAKER, CloseBreaker, BreakerClosed, server="recovery", callers=_OPERATE
+)
 # One endpoint for every model: the model is the subject's last part (ids may contain dots).
-TRANSCRIBE = Rpc(subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult)
+TRANSCRIBE = Rpc(subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult, server="proxy", callers=_FRONT)
 # A request handed to the proxies of one node (asr.forward.<node>.<model>); only proxies send it.
-FORWARD = Rpc(subjects.FORWARD_ALL, TranscribeRequest, TranscriptionResult, per_node=True, plain=False)
+FORWARD = Rpc(
+    subjects.FORWARD_ALL,
+    TranscribeRequest,
+    TranscriptionResult,
+    server="proxy",
+    callers=("proxy",),
+    per_node=True,
+    plain=False,
+)
 # The gateway's requests, to its own node's proxies first (asr.via.<node>.<model>); routed as TRANSCRIBE.
-VIA = Rpc(subjects.VIA_ALL, TranscribeRequest, TranscriptionResult, per_node=True, plain=False)
+VIA = Rpc(
+    subjects.VIA_ALL,
+    TranscribeRequest,
+    TranscriptionResult,
+    server="proxy",
+    callers=("gateway",),
+    per_node=True,
+    plain=False,
+)
 
 ALL = (
     REGISTRY_LIST,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import get_args
+from typing import ClassVar, Literal, get_args
 
 import msgspec
 
@@ -12,6 +12,8 @@ from schemas import codec, subjects
 
 
 class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
+    # The only NATS user allowed to publish this type, declared by each type: nats.conf is rendered from it.
+    owner: ClassVar[str]
     model: str
     at: float = msgspec.field(default_factory=time.time)
     source: str = ""
@@ -19,11 +21,13 @@ class _Event(msgspec.Struct, kw_only=True, tag_field="type"):
 
 
 class ServerStarting(_Event, tag="starting"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
     reason: str = ""
 
 
 class ServerReady(_Event, tag="ready"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
     url: str
     pid: int | None = None
@@ -33,44 +37,59 @@ class ServerReady(_Event, tag="ready"):
     adopted: bool = False  # found already running after a lifecycle restart
 
 
+# Why a server stopped: idle (default idle timeout), keep_alive (the request's keep_alive ran out), requested (an
+# operator), evicted (its GPU memory was needed), shutdown (its lifecycle actor stopped), replaced (unhealthy, a new
+# one starts), failed (it did not come up), node_lost (its host is gone; announced by another node's janitor).
+StopReason = Literal["idle", "keep_alive", "requested", "evicted", "shutdown", "replaced", "failed", "node_lost"]
+# Why a start failed: start (the server did not come up), no_room (no GPU memory), breaker (circuit open), gpu (placed
+# on a GPU this runtime cannot use: no CUDA image, libraries or container toolkit), not_installed (no weights here).
+FailureCause = Literal["start", "no_room", "breaker", "gpu", "not_installed"]
+BreakerStateName = Literal["closed", "open", "half_open"]
+
+
 class ServerStopped(_Event, tag="stopped"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
-    reason: str  # idle | keep_alive | requested | evicted | shutdown | replaced
+    reason: StopReason
 
 
 class ServerFailed(_Event, tag="failed"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
     reason: str
-    # start (the server did not come up) | no_room (no GPU memory) | breaker (circuit open) | gpu (placed on a GPU
-    # this runtime cannot use: no CUDA image, libraries or container toolkit)
-    cause: str = "start"
+    cause: FailureCause = "start"
 
 
 class ServerCrashed(_Event, tag="crashed"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
     reason: str
     exit_code: int | None = None
 
 
 class ServerUnhealthy(_Event, tag="unhealthy"):
+    owner: ClassVar[str] = "lifecycle"
     runtime: str
     reason: str  # what /health said, or why it did not answer
 
 
 class RestartScheduled(_Event, tag="restart_scheduled"):
+    owner: ClassVar[str] = "recovery"
     attempt: int  # 1 for the first restart since the model was last stable
     delay_s: float
     reason: str
 
 
 class BreakerChanged(_Event, tag="breaker"):
-    state: str  # closed | open | half_open
+    owner: ClassVar[str] = "recovery"
+    state: BreakerStateName
     reason: str = ""
     retry_at: float | None = None  # when an open breaker will let a probe through
     failures: int = 0
 
 
 class TranscriptionStarted(_Event, tag="transcribing"):
+    owner: ClassVar[str] = "proxy"
     request_id: str
     audio_bytes: int = 0
     waiting: int = 0  # requests still waiting for a slot of the model at this proxy
@@ -79,6 +98,7 @@ class TranscriptionStarted(_Event, tag="transcribing"):
 
 
 class TranscriptionCompleted(_Event, tag="transcribed"):
+    owner: ClassVar[str] = "proxy"
     request_id: str
     audio_s: float
     total_s: float
@@ -90,6 +110,7 @@ class TranscriptionCompleted(_Event, tag="transcribed"):
 
 
 class TranscriptionFailed(_Event, tag="transcription_failed"):
+    owner: ClassVar[str] = "proxy"
     request_id: str
     code: str
     reason: str
@@ -97,6 +118,7 @@ class TranscriptionFailed(_Event, tag="transcription_failed"):
 
 
 class DefaultModelChanged(_Event, tag="default_changed"):
+    owner: ClassVar[str] = "registry"
     previous: str
 
 
@@ -117,6 +139,10 @@ Event = (
 
 
 EVENT_TYPES: tuple[type[Event], ...] = get_args(Event)
+
+
+def owned_by(user: str) -> list[type[Event]]:
+    return [t for t in EVENT_TYPES if t.owner == user]
 
 
 def tag_of(event_type: type[Event]) -> str:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -17,9 +17,13 @@ class EnsureServer(msgspec.Struct, kw_only=True):
     probe: bool = False  # the recovery actor's half-open probe: allowed through an open circuit breaker
 
 
+# A server record's state; `placing` is a proxy's placement claim (ASR_SERVERS key _placing.<model>), not a server.
+ServerState = Literal["placing", "starting", "ready", "stopping", "stopped", "failed"]
+
+
 class ServerStatus(msgspec.Struct, kw_only=True):
     model: str
-    state: str  # starting | ready | stopping | stopped | failed
+    state: ServerState
     runtime: str
     url: str = ""
     pid: int | None = None
@@ -39,7 +43,7 @@ class ServerStatus(msgspec.Struct, kw_only=True):
 
 class StopServer(msgspec.Struct, kw_only=True):
     model: str
-    reason: str = "requested"
+    reason: Literal["requested"] = "requested"  # what an operator's stop is called in its `stopped` event
     force: bool = False  # stop even while requests are in flight (otherwise 409)
 
 
@@ -54,7 +58,7 @@ class LifecycleStatusRequest(msgspec.Struct, kw_only=True):
 
 class BreakerState(msgspec.Struct, kw_only=True):
     model: str
-    state: str  # open | half_open (closed breakers are not listed)
+    state: Literal["open", "half_open"]  # closed breakers are not listed
     reason: str
     retry_at: float | None = None
 
@@ -68,7 +72,7 @@ class CloseBreaker(msgspec.Struct, kw_only=True):
 
 class BreakerClosed(msgspec.Struct, kw_only=True):
     model: str
-    was: str  # the state it had: open | half_open | closed
+    was: Literal["closed", "open", "half_open"]  # the state it had
 
 
 class LifecycleStatus(msgspec.Struct, kw_only=True):

@@ -10,11 +10,21 @@ The caller's request id travels in the ``X-Request-Id`` header.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
 
-from schemas.transcribe import FALLBACK_TEMPERATURES, ResponseFormat, Segment, Task, TranscriptionResult, Word
+from schemas import errors
+from schemas.transcribe import (
+    FALLBACK_TEMPERATURES,
+    ResponseFormat,
+    Segment,
+    Task,
+    TranscriptionResult,
+    Word,
+    response_format,
+)
 
 HEALTH_PATH = "/health"
 TRANSCRIBE_PATH = "/transcribe"
@@ -68,6 +78,36 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
             else:
                 fields[key] = str(value)
         return fields
+
+    @classmethod
+    def from_form(cls, fields: Mapping[str, str]) -> TranscribeOptions:
+        """What `form()` wrote, read back (form fields or query parameters, as text); 400 naming what is wrong."""
+        values: dict[str, object] = {}
+        for name in cls.__struct_fields__:
+            value = (fields.get(name) or "").strip()
+            if value:
+                values[name] = _temperatures(value) if name == "temperature" else value
+        values["response_format"] = response_format(str(values.get("response_format") or "json"))
+        try:
+            options = msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise errors.AsrError(errors.BAD_REQUEST, f"bad option: {exc}") from None
+        if not options.temperature or not all(0.0 <= t <= 1.0 for t in options.temperature):
+            raise errors.AsrError(
+                errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {options.temperature}"
+            )
+        if options.beam_size < 1:
+            raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
+        return options
+
+
+def _temperatures(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        raise errors.AsrError(
+            errors.BAD_REQUEST, f"temperature must be a number (or a comma-separated list), got {value!r}"
+        ) from None
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import msgspec
 
 from schemas import errors
@@ -17,12 +19,14 @@ class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     vad_filter: bool = False
 
 
-class ModelInfo(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    family: str  # whisper | parakeet
-    size: str
-    engine: str  # faster-whisper | onnx-asr
+class ModelSpec(msgspec.Struct, kw_only=True):
+    """What describes a model, in the configuration (`ModelConfig`, models.<id>) and in the catalogue
+    (`ModelInfo`) alike: declared once, so the two cannot drift."""
+
+    name: str = ""  # the catalogue shows the id when the configuration gives none
+    family: Literal["whisper", "parakeet"] = "whisper"
+    size: str = ""
+    engine: Literal["faster-whisper", "onnx-asr"] = "faster-whisper"
     languages: list[str] = []
     image: str = ""
     cuda_image: str = ""  # the image for a server placed on a GPU (CUDA libraries inside)
@@ -30,12 +34,24 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     gpu_memory_mb: int = 0
     sample_rate: int = 16000
     compute_type: str = "int8"  # on GPU; a server on CPU always runs int8
-    inactivity_timeout: float | None = None  # None: the lifecycle default; -1: never
-    cpu_fallback: bool = False
+    aliases: list[str] = []
+    inactivity_timeout: float | None = None  # seconds; None: the lifecycle default; -1: never
+    cpu_fallback: bool = False  # run on the CPU (int8) when no GPU has room, instead of waiting
     max_parallel: int | None = None
     max_queue: int | None = None
-    aliases: list[str] = []
-    decoding: Decoding = msgspec.field(default_factory=Decoding)
+    decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
+
+
+def spec_fields(spec: ModelSpec) -> dict[str, Any]:
+    """The `ModelSpec` part of a configuration or catalogue entry, to build the other from it."""
+    fields = {name: getattr(spec, name) for name in ModelSpec.__struct_fields__}
+    return {name: list(value) if isinstance(value, list) else value for name, value in fields.items()}  # not shared
+
+
+class ModelInfo(ModelSpec, kw_only=True):
+    """A catalogue entry: the model's spec as configured, its id, and whether its weights are installed."""
+
+    id: str
     # Whether its weights are on the host that runs its model servers, as the lifecycle actor last reported
     # (None: not reported yet), and where they are (or what is missing).
     installed: bool | None = None
@@ -85,16 +101,13 @@ def installed_key(node: str) -> str:
     return f"{INSTALLED_KEY}.{node}"
 
 
-NOT_INSTALLED = "model_not_installed"  # AsrError.kind (and OpenAI error code) for a model whose weights are absent
-
-
 def not_installed(model: ModelInfo, status: str = errors.NOT_FOUND) -> errors.AsrError:
     """A model without weights here is not a failure: it needs `asrpro models pull` (404, so clients do not retry)."""
     where = f" ({model.installed_where})" if model.installed_where else ""
     return errors.AsrError(
         status,
         f"{model.id} is not installed{where}: run `asrpro models pull {model.id}` on the host of its model servers",
-        kind=NOT_INSTALLED,
+        kind=errors.ErrorCode.MODEL_NOT_INSTALLED,
     )
 
 

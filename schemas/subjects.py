@@ -58,6 +58,8 @@ INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. an
 GPU_BUCKET = "ASR_GPU"  # key <node>: that node's AllocationTable (its devices, compare-and-set)
 SERVERS_BUCKET = "ASR_SERVERS"  # key <node>.<model id>: a node's lifecycle actor's record of a server it runs
 NODES_BUCKET = "ASR_NODES"  # key <node name>: its lifecycle actor's heartbeat (NodeRecord), expires with the TTL
+# Applications' NATS users and HTTP API keys mirrored to every host (asrpro/access_sync.py): admin only.
+ACCESS_BUCKET = "ASR_ACCESS"
 SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
 

@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu-check.sh              # the whole system on the GPU: local and docker runtimes (~10 min)
 #   bash scripts/gpu-check.sh --nvml-only  # a bare GPU machine: NVML inventory and per-process measurement only;
-#                                          # needs python3 with nvidia-ml-py, msgspec and nats-py, nothing else
+#                                          # needs python3 with nvidia-ml-py, nothing else
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

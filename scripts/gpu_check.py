@@ -2,7 +2,7 @@
 which have none: see the README's GPU section for what was verified where). Prints one JSON report; exit 0 when
 every check passed, 1 otherwise.
 
---nvml-only needs python3 with nvidia-ml-py, msgspec and nats-py: the gpu actor's NVML inventory against
+--nvml-only needs only python3 with nvidia-ml-py: the gpu actor's NVML reading (framework.nvml) against
 nvidia-smi, and its per-process measurement of a process holding GPU memory (allocated through the driver's own
 libcuda.so.1, so no CUDA toolkit or framework is needed) and the release after that process stops."""
 
@@ -21,7 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from actors.gpu import detect_nvml, nvml_memory  # noqa: E402
+from framework import nvml  # noqa: E402  (nvidia-ml-py only: no nats-py, no msgspec)
 
 REPORT: list[dict[str, Any]] = []
 HOLD_MB = 512
@@ -58,7 +58,7 @@ def check(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], No
 
 @check("nvml inventory matches nvidia-smi")
 def inventory() -> dict[str, Any]:
-    devices, reason = detect_nvml()
+    devices, reason = nvml.detect()
     smi = (
         subprocess.run(
             ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
@@ -83,7 +83,7 @@ def measurement() -> dict[str, Any]:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding", "could not allocate"
         used = 0
         for _ in range(50):
-            used = sum(per.get(holder.pid, 0) for per in nvml_memory().values())
+            used = sum(per.get(holder.pid, 0) for per in nvml.memory_in_use().values())
             if used >= HOLD_MB:
                 break
             time.sleep(0.2)
@@ -92,14 +92,14 @@ def measurement() -> dict[str, Any]:
         holder.kill()
         holder.wait()
     t0 = time.monotonic()
-    while any(holder.pid in per for per in nvml_memory().values()):
+    while any(holder.pid in per for per in nvml.memory_in_use().values()):
         assert time.monotonic() - t0 < 30, "the memory was not released within 30 s of the process ending"
         time.sleep(0.2)
     return {"measured_mb": used, "released_after_s": round(time.monotonic() - t0, 2)}
 
 
 def device_used_mb() -> int:
-    return sum(per.get(0, 0) for per in nvml_memory().values())
+    return sum(per.get(0, 0) for per in nvml.memory_in_use().values())
 
 
 def through_the_system(runtime: str) -> dict[str, Any]:
@@ -167,9 +167,9 @@ def docker_runtime() -> dict[str, Any]:
 def compute_types() -> dict[str, Any]:
     import numpy as np
 
-    from containers.model_server.audio import decode
-    from containers.model_server.engines.whisper import WhisperEngine
     from framework.config import load_config
+    from model_server.audio import decode
+    from model_server.engines.whisper import WhisperEngine
     from schemas.model_server import TranscribeOptions
 
     weights = load_config().models["whisper-base"].weights

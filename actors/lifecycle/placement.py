@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from schemas import errors
 from schemas.durations import NEVER
-from schemas.errors import NO_ROOM_KIND, AsrError
+from schemas.errors import AsrError, ErrorCode
+from schemas.events import StopReason
 from schemas.gpu import Allocation
+from schemas.lifecycle import ServerState
 from schemas.registry import ModelInfo
 
 if TYPE_CHECKING:
@@ -29,7 +31,9 @@ class Running(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    state: str
+    @property
+    def state(self) -> ServerState: ...
+
     last_activity: float
     inflight: dict[str, float]
 
@@ -69,7 +73,7 @@ class Placement:
         fleet: Fleet,
         max_containers: int,
         allocate: Callable[[ModelInfo], Awaitable[Allocation]],
-        retire: Callable[[Server, str], Awaitable[bool]],
+        retire: Callable[[Server, StopReason], Awaitable[bool]],
     ) -> None:
         self.fleet = fleet
         self.max_containers = max_containers
@@ -117,7 +121,7 @@ class Placement:
                 errors.UNAVAILABLE,
                 f"no room for {model.id}: {why}; no idle server to evict and cpu_fallback is off",
                 retry_after=RETRY_AFTER_S,
-                kind=NO_ROOM_KIND,
+                kind=ErrorCode.NO_ROOM,
             )
         self.fleet.capacity_freed.clear()
         # Other lifecycle actors free memory too, without telling us: look again at least every second.

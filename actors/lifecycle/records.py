@@ -24,6 +24,9 @@ class ServerRecords:
     def __init__(self) -> None:
         self.saved: dict[str, ServerStatus] = {}
 
+    async def connect(self, nc: Client) -> None:
+        """Records kept in memory need no bucket."""
+
     async def load(self) -> dict[str, ServerStatus]:
         return dict(self.saved)
 
@@ -35,17 +38,20 @@ class ServerRecords:
 
 
 class KvServerRecords(ServerRecords):
-    """One node's records: keys <node>.<model id>; the other nodes' records are theirs."""
+    """One node's records: keys <node>.<model id>; the other nodes' records are theirs. Until `connect` opens the
+    bucket they are kept in memory only (an actor served by a MemoryBus never connects)."""
 
-    def __init__(self, kv: KeyValue, node: str) -> None:
+    def __init__(self, node: str) -> None:
         super().__init__()
-        self.kv, self.node = kv, node
+        self.node = node
+        self.kv: KeyValue | None = None
 
-    @classmethod
-    async def open(cls, nc: Client, node: str) -> KvServerRecords:
-        return cls(await nc.jetstream().key_value(subjects.SERVERS_BUCKET), node)
+    async def connect(self, nc: Client) -> None:
+        self.kv = await nc.jetstream().key_value(subjects.SERVERS_BUCKET)
 
     async def load(self) -> dict[str, ServerStatus]:
+        if self.kv is None:
+            return await super().load()
         found: dict[str, ServerStatus] = {}
         mine = subjects.server_key(self.node, "")
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
@@ -59,6 +65,8 @@ class KvServerRecords(ServerRecords):
 
     async def save(self, status: ServerStatus) -> None:
         await super().save(status)
+        if self.kv is None:
+            return
         try:
             await self.kv.put(subjects.server_key(self.node, status.model), msgspec.msgpack.encode(status))
         except Exception as exc:  # a record lost to a bus outage must not fail the work that caused it
@@ -66,5 +74,7 @@ class KvServerRecords(ServerRecords):
 
     async def forget(self, model_id: str) -> None:
         await super().forget(model_id)
+        if self.kv is None:
+            return
         with contextlib.suppress(Exception):
             await self.kv.purge(subjects.server_key(self.node, model_id))

@@ -11,7 +11,7 @@ from pathlib import Path
 from actors.lifecycle.placement import expires_at
 from actors.lifecycle.runtimes import ServerHandle
 from schemas.gpu import Allocation
-from schemas.lifecycle import ServerStatus
+from schemas.lifecycle import ServerState, ServerStatus
 from schemas.registry import ModelInfo
 
 
@@ -20,7 +20,7 @@ class Server:
     model: ModelInfo
     handle: ServerHandle
     allocation: Allocation
-    state: str = "starting"
+    state: ServerState = "starting"
     last_activity: float = field(default_factory=time.time)
     inflight: dict[str, float] = field(default_factory=dict)  # request id -> when it began
     keep_alive: float | None = None  # the last request's keep_alive, seconds

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from typing import Final
 
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord
@@ -34,7 +35,7 @@ def has_room(node: NodeRecord, model: ModelInfo) -> bool:
     return best_free_mb(node) >= model.gpu_memory_mb
 
 
-PLACING = "placing"  # the state of a placement claim (see `claim_key`)
+PLACING: Final = "placing"  # the state of a placement claim (see `claim_key`)
 
 
 def claim_key(model_id: str) -> str:

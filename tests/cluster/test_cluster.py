@@ -25,6 +25,7 @@ import httpx
 import nats.errors
 import pytest
 
+from asrpro import client as asr_client
 from asrpro.nats_users import UserStore
 from framework import bus
 from schemas.transcribe import TranscribeRequest
@@ -227,7 +228,7 @@ def test_users_and_api_keys_added_on_one_host_reach_every_host(cluster: Cluster,
     async def carol_transcribes() -> str:
         nc = await bus.connect(far, name="carol", user="carol", password=creds["password"])
         try:
-            result = await bus.transcribe(nc, "whisper-tiny.en", TranscribeRequest(audio=audio), timeout=60)
+            result = await asr_client.transcribe(nc, "whisper-tiny.en", TranscribeRequest(audio=audio), timeout=60)
             return result.text
         finally:
             await nc.close()

@@ -19,7 +19,7 @@ def test_the_cuda_image_builds_offline_and_its_libraries_load_inside(
     built = images.build(config, ["whisper-tiny.en"], REPO / ".asrpro" / "images", cuda=True)
     assert built == {"whisper-tiny.en": "asrpro/whisper-tiny.en:0.1.0-cuda"}
     probe = (
-        "import ctypes, json; from containers.model_server import cuda_libs; "
+        "import ctypes, json; from model_server import cuda_libs; "
         "by_soname = [ctypes.CDLL(s) is not None for s in ('libcublasLt.so.12', 'libcublas.so.12')]; "
         "print(json.dumps({'soname': all(by_soname), 'loader': cuda_libs.preload()}))"
     )

@@ -16,9 +16,9 @@ import pytest
 
 from actors.proxy.decoding import decoding_for
 from actors.registry import catalogue
-from containers.model_server import pipeline
-from containers.model_server.engines.whisper import WhisperEngine
 from framework.config import load_config
+from model_server import pipeline
+from model_server.engines.whisper import WhisperEngine
 from schemas.transcribe import TranscribeRequest
 from tests.conftest import JFK_TEXT, REPO
 from tests.e2e.stack import Stack, start_stack

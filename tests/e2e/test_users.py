@@ -16,6 +16,7 @@ import nats
 import nats.errors
 import pytest
 
+from asrpro import client as asr_client
 from framework import bus
 from schemas.transcribe import TranscribeRequest
 from tests.conftest import JFK_TEXT
@@ -59,7 +60,9 @@ async def test_an_application_added_at_run_time_transcribes_and_once_removed_is_
 
     nc = await bus.connect(creds["url"], name="notes-app", user=creds["user"], password=creds["password"])
     jfk = (shared_data / "jfk.flac").read_bytes()
-    result = await bus.transcribe(nc, "whisper-1", TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=120)
+    result = await asr_client.transcribe(
+        nc, "whisper-1", TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=120
+    )
     assert word_error_rate(JFK_TEXT, result.text) < 0.15
 
     # Once the server closes it, this client must end rather than try to reconnect for ever (bus.connect's choice).

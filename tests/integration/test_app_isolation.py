@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from asrpro import client as asr_client
 from asrpro.nats_users import UserStore
 from framework import bus
 from framework.config import node_name
@@ -85,7 +86,7 @@ async def test_mallory_reads_no_reply_of_alice(system, apps, jfk: bytes) -> None
     for pattern in ("_INBOX.>", "_INBOX.alice.>", ">", "_INBOX.*.*"):
         await mallory.subscribe(pattern, cb=steal)
     await mallory.flush()
-    result = await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="secret.flac"), timeout=90)
+    result = await asr_client.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="secret.flac"), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
     await asyncio.sleep(0.5)
     assert stolen == []
@@ -133,10 +134,10 @@ async def test_applications_get_no_jetstream_so_the_server_publishes_nothing_for
     # Large audio from an application: a clear 413 that names the way (inline audio works as before).
     monkeypatch.setattr(alice, "_max_payload", 192 * 1024 + 1000)
     with pytest.raises(AsrError) as err:
-        await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="big.flac"), timeout=90)
+        await asr_client.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="big.flac"), timeout=90)
     assert err.value.code == "413" and "HTTP gateway" in err.value.message
     monkeypatch.undo()
-    result = await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+    result = await asr_client.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
     await watcher.close()
 
@@ -157,7 +158,7 @@ async def test_mallory_cannot_cancel_alices_request_nor_forge_events(
     await watcher.subscribe(f"{subjects.EVENTS_PREFIX}*.forged-by-mallory", cb=on_event)
     await watcher.flush()
     request = TranscribeRequest(audio=jfk + jfk[:0], filename="jfk.flac", request_id="alice-1")
-    pending = asyncio.create_task(bus.transcribe(alice, MODEL, request, timeout=90))
+    pending = asyncio.create_task(asr_client.transcribe(alice, MODEL, request, timeout=90))
     await asyncio.sleep(0.3)
     for token in ("", "0" * 32, request.cancel_token[:-1] + "x"):
         await mallory.publish(subjects.cancel("alice-1"), codec.encode(CancelTranscription(token=token)))
@@ -209,7 +210,7 @@ async def test_adding_and_removing_users_keeps_requests_in_flight(
     alice, mallory, _ = apps
     long = jfk * 3
     pending = asyncio.create_task(
-        bus.transcribe(alice, MODEL, TranscribeRequest(audio=long, filename="long.flac"), timeout=120)
+        asr_client.transcribe(alice, MODEL, TranscribeRequest(audio=long, filename="long.flac"), timeout=120)
     )
     await asyncio.sleep(0.5)
     await add_app(jetstream, "carol")  # a reload while alice waits
@@ -252,7 +253,7 @@ async def test_no_actor_answers_or_acts_on_a_reply_subject_that_is_not_an_inbox(
         seen.append(msg.subject)
 
     try:
-        await bus.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="warm.flac"), timeout=90)
+        await asr_client.transcribe(alice, MODEL, TranscribeRequest(audio=jfk, filename="warm.flac"), timeout=90)
         await watcher.subscribe(subjects.LIFECYCLE_STOP, cb=on_msg)
         await watcher.flush()
         get = json.dumps({"id": MODEL}).encode()

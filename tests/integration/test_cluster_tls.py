@@ -1,5 +1,5 @@
 """Routes and clients over TLS: three real nats-servers configured the way `asrpro up --cluster-port/--join`
-configures them (asrpro.cluster.server_part) with certificates from `asrpro certs`. They form one JetStream
+configures them (asrpro.nats_cluster.server_part) with certificates from `asrpro certs`. They form one JetStream
 cluster (a three-replica bucket written through one server is read through another); a client that does not trust
 the CA is refused; a server without TLS on its routes is not let into the cluster."""
 
@@ -18,10 +18,11 @@ import pytest
 from nats.js.api import KeyValueConfig
 
 from actors.lifecycle.runtimes.local import free_port
-from asrpro import cluster
+from asrpro import nats_cluster
 from asrpro.nats_server import CLUSTER_PART, USERS, NatsServer, new_password
 from framework import bus
 from framework.config import Config, load_config
+from framework.nats_internals import server_info
 from framework.private_files import write_private
 from tests.conftest import REPO
 
@@ -46,7 +47,7 @@ def host_config(name: str, ports: dict[str, int], store: Path, tls: Path | None)
 def start(config: Config, passwords: dict[str, str]) -> NatsServer:
     store = Path(config.nats.store_dir)
     store.mkdir(parents=True, exist_ok=True)
-    write_private(store / CLUSTER_PART, cluster.server_part(config, passwords["route"]).encode())
+    write_private(store / CLUSTER_PART, nats_cluster.server_part(config, passwords["route"]).encode())
     server = NatsServer(str(REPO / "nats.conf"), str(store), passwords, port=-1)
     server.start()
     return server
@@ -93,8 +94,13 @@ async def test_three_servers_form_one_jetstream_cluster_over_tls(servers, certs:
         await kv.put("k", b"over tls")
         seen = await last.jetstream().key_value("TLS_CHECK")
         assert (await seen.get("k")).value == b"over tls"
-        assert len((first._server_info or {}).get("connect_urls") or []) in (1, 2, 3)
-        assert (first._server_info or {}).get("tls_required") is True
+        assert server_info(first).get("tls_required") is True
+        # Once the cluster formed, a new client is told of all three servers (each on its own loopback port).
+        fresh = await bus.connect(started[0].url, name="t", user="admin", password=passwords["admin"], tls_ca=ca)
+        try:
+            assert len(server_info(fresh).get("connect_urls") or []) == len(started)
+        finally:
+            await fresh.close()
     finally:
         await first.close()
         await last.close()
@@ -133,11 +139,13 @@ async def test_a_server_without_tls_on_its_routes_does_not_join(servers, tmp_pat
         ca = str(certs / "ca.pem")
         nc = await bus.connect(started[0].url, name="t", user="admin", password=passwords["admin"], tls_ca=ca)
         try:
-            urls = (nc._server_info or {}).get("connect_urls") or []
+            urls = server_info(nc).get("connect_urls") or []
             assert intruder.url.rsplit("//", 1)[-1] not in urls, urls
         finally:
             await nc.close()
         log = (Path(config.nats.store_dir) / "nats-server.log").read_text()
-        assert "tls" in log.lower() or "TLS" in log, log[-2000:]
+        # The TLS server refused the intruder's plain-text route: its own log says so (not just any line with "tls").
+        log = (Path(started[0].store_dir) / "nats-server.log").read_text()
+        assert "TLS route handshake error" in log and "Router connection closed: TLS Handshake Failure" in log
     finally:
         intruder.stop()

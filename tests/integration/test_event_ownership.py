@@ -8,21 +8,12 @@ import asyncio
 import pytest
 from nats.aio.msg import Msg
 
-from schemas import codec, subjects
+from schemas import access, codec, subjects
 from schemas.events import EVENT_TYPES, BreakerChanged, Event, RestartScheduled, tag_of
 from tests.conftest import Nats
 
-OWNERS = {
-    "registry": {"default_changed"},
-    "lifecycle": {"starting", "ready", "stopped", "failed", "crashed", "unhealthy"},
-    "proxy": {"transcribing", "transcribed", "transcription_failed"},
-    "recovery": {"restart_scheduled", "breaker"},
-    "gpu": set(),
-    "metrics": set(),
-    "gateway": set(),
-    "client": set(),
-}
-
+# Derived from the declarations (each event type's `owner`): what nats.conf is rendered from.
+OWNERS = {user: {tag_of(t) for t in EVENT_TYPES if t.owner == user} for user in (*access.ACTORS, "client")}
 
 def sample(event_type: type[Event]) -> Event:
     """Any valid event of the type, built from its required fields."""

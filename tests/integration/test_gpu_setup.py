@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from containers.model_server import cuda_libs
+from model_server import cuda_libs
 from tests.conftest import REPO
 
 
@@ -24,7 +24,7 @@ def test_the_gpu_extra_installs_and_its_libraries_load_through_the_model_servers
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     # pip's cache keeps the ~580 MB wheel between runs: downloaded once per machine.
     subprocess.run([venv / "bin" / "pip", "install", "-q", *extra], check=True, timeout=900)
-    loader = "import json, sys; from containers.model_server import cuda_libs; print(json.dumps(cuda_libs.preload()))"
+    loader = "import json, sys; from model_server import cuda_libs; print(json.dumps(cuda_libs.preload()))"
     done = subprocess.run(
         [venv / "bin" / "python", "-c", loader],
         env={**os.environ, "PYTHONPATH": str(REPO)},

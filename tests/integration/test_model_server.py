@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from containers.model_server.app import create_app
-from containers.model_server.engines import WeightsNotFound, load_engine
-from containers.model_server.engines.base import Decoding
-from containers.model_server.engines.parakeet import ParakeetEngine
-from containers.model_server.engines.whisper import resolve_weights
-from containers.model_server.settings import EngineSettings
+from model_server.app import create_app
+from model_server.engines import WeightsNotFound, load_engine
+from model_server.engines.base import Decoding
+from model_server.engines.parakeet import ParakeetEngine
+from model_server.engines.whisper import resolve_weights
+from model_server.settings import EngineSettings
 from schemas.model_server import TranscribeOptions
 from tests.wer import word_error_rate
 
@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 def _start(log: Path, *args: str) -> Server:
     port = _free_port()
-    command = [sys.executable, "-m", "containers.model_server", "--port", str(port), *args]
+    command = [sys.executable, "-m", "model_server", "--port", str(port), *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     return Server(process, f"http://127.0.0.1:{port}", log)

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
+from asrpro import client as asr_client
 from framework import bus
 from schemas import codec, endpoints, subjects
 from schemas.errors import AsrError
@@ -64,12 +65,14 @@ async def test_large_audio_goes_through_the_object_store(
     for nc in (client,):
         monkeypatch.setattr(nc, "_max_payload", 192 * 1024 + 1000)
         with pytest.raises(AsrError) as err:
-            await bus.transcribe(nc, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+            await asr_client.transcribe(nc, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
         assert err.value.code == "413" and "HTTP gateway" in err.value.message
     gateway = await jetstream.connect("gateway")
     monkeypatch.setattr(gateway, "_max_payload", 192 * 1024 + 1000)  # still fits a 128 KiB chunk
     try:
-        result = await bus.transcribe(gateway, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90)
+        result = await asr_client.transcribe(
+            gateway, MODEL, TranscribeRequest(audio=jfk, filename="jfk.flac"), timeout=90
+        )
     finally:
         await gateway.close()
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
@@ -145,7 +148,7 @@ async def test_server_killed_mid_request_is_retried(system, client: Client, long
     pid = status.servers[0].pid
     assert pid is not None
     request = TranscribeRequest(audio=long_audio, filename="jfk4.wav")
-    pending = asyncio.ensure_future(bus.transcribe(client, MODEL, request, timeout=120))
+    pending = asyncio.ensure_future(asr_client.transcribe(client, MODEL, request, timeout=120))
     # The proxy announces it just before it forwards the audio to the (warm) server: from then on the kill
     # lands mid-request. (A kill before it would test the next request after a crash instead.)
     await log.wait_for("transcribing", count=2)

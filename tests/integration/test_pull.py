@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from framework.weights import check
+from framework.installed_weights import check
 from tests.conftest import REPO
 
 EXPECTED_MODEL_BIN = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"

@@ -18,6 +18,7 @@ from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.proxy import ModelProxy
 from actors.registry import Registry
+from asrpro import client as asr_client
 from framework import bus
 from schemas import encode, endpoints, subjects
 from schemas.errors import AsrError
@@ -246,7 +247,7 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
         ModelProxy, ASRPRO_CONFIG=CONFIG, ASRPRO_MODELS__SMALL__MAX_PARALLEL="1", ASRPRO_MODELS__SMALL__MAX_QUEUE="1"
     )
     await bus.request(client, endpoints.TRANSCRIBE.at("small"), TranscribeRequest(audio=long_audio), timeout=60)
-    queue = proxy.queues["small"]  # made by the request above; the proxy runs in this process
+    queue = proxy.serving.queues["small"]  # made by the request above; the proxy runs in this process
 
     async def queue_is(running: int, waiting: int) -> None:
         """Until the proxy's queue of small holds these many requests (not a guess at upload times)."""
@@ -254,7 +255,7 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
 
     async def send(timeout: float | None = None) -> TranscriptionResult | AsrError:
         try:
-            return await bus.transcribe(
+            return await asr_client.transcribe(
                 client, "small", TranscribeRequest(audio=long_audio, timeout=timeout), timeout=60
             )
         except AsrError as exc:

@@ -14,8 +14,8 @@ import msgspec
 
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
+from framework.installed_weights import Installed
 from framework.model_server import ModelServerClient
-from framework.weights import Installed
 from schemas.model_server import Health, HealthStatus, ResultFrame, SegmentFrame
 from schemas.registry import ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult

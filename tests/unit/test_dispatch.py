@@ -8,9 +8,10 @@ import pytest
 
 from framework import bus
 from framework.actor import Actor, EndpointSpec, endpoint, entrypoints, on_event
-from framework.memory_bus import MemoryBus, matches
+from framework.memory_bus import MemoryBus
+from framework.memory_store import matches
 from schemas import codec, endpoints
-from schemas.errors import AsrError
+from schemas.errors import AsrError, ErrorCode
 from schemas.events import EVENT_TYPES, BreakerChanged, Event, ServerCrashed, ServerReady, ServerUnhealthy, subject_of
 from schemas.gpu import GpuStatusRequest
 from schemas.registry import GetModel, ListModels, ModelInfo, ModelList
@@ -136,7 +137,7 @@ async def test_no_responders_is_a_clear_503() -> None:
     memory = MemoryBus()
     with pytest.raises(AsrError) as err:
         await memory.request(endpoints.GPU_STATUS, GpuStatusRequest())
-    assert err.value.code == "503" and err.value.kind == bus.NO_RESPONDERS
+    assert err.value.code == "503" and err.value.kind == ErrorCode.NO_RESPONDERS
 
 
 def test_subject_matching() -> None:

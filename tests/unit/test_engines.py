@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from containers.model_server import cuda_libs
-from containers.model_server.audio import SAMPLE_RATE
-from containers.model_server.engines import parakeet, whisper
-from containers.model_server.engines.base import WeightsNotFound
+from model_server import cuda_libs
+from model_server.audio import SAMPLE_RATE
+from model_server.engines import parakeet, whisper
+from model_server.engines.base import WeightsNotFound
 
 
 def test_long_audio_is_cut_at_its_quiet_moments_short_audio_is_not() -> None:

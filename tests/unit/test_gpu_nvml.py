@@ -1,6 +1,6 @@
-"""The gpu actor's reading of NVML, against a stand-in pynvml (no GPU here): a GPU split into MIG slices is used as
-its slices, selected by UUID; a device NVML cannot read is left out, not fatal; NVML's used memory outside
-asrpro's servers is left alone by placement."""
+"""The gpu actor's reading of NVML (framework.nvml), against a stand-in pynvml (no GPU here): a GPU split into MIG
+slices is used as its slices, selected by UUID; a device NVML cannot read is left out, not fatal; NVML's used
+memory outside asrpro's servers is left alone by placement."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actors import gpu
+from framework.nvml import memory_in_use
 from schemas.gpu import AllocationTable, GpuDevice
 
 
@@ -103,7 +104,7 @@ def test_a_slice_is_selected_by_its_uuid_a_whole_gpu_by_its_index(nvml: types.Mo
 
 
 def test_memory_used_outside_asrpro_is_left_alone(nvml: types.ModuleType) -> None:
-    per_device = gpu.nvml_memory()
+    per_device = memory_in_use()
     assert per_device[0] == {0: 4096, 4242: 3072}
     table = AllocationTable(external_mb={0: 4096})
     card = [GpuDevice(index=0, name="RTX 4090", total_mb=24576, free_mb=20480)]

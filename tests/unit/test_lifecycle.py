@@ -12,6 +12,7 @@ from actors.lifecycle.records import ServerRecords
 from actors.lifecycle.runtimes import ServerHandle
 from actors.registry import catalogue as catalogue_of
 from framework.catalogue import Catalogue
+from framework.collaborators import worker_factory
 from framework.memory_bus import MemoryBus
 from schemas import endpoints
 from schemas.errors import AsrError
@@ -61,7 +62,9 @@ async def start(gpu: Gpu | None = None, **env: str) -> tuple[MemoryBus, Lifecycl
     bus.answer(endpoints.GPU_ALLOCATE, gpu.allocate)
     bus.answer(endpoints.GPU_RELEASE, gpu.release)
     bus.answer(endpoints.GPU_BIND, lambda msg: Allocation(model=msg.model, device="cuda:0"))
-    lifecycle = Lifecycle(cfg, runtime, "fake", catalogue=Catalogue(listing), model_server=servers.client())
+    lifecycle = worker_factory(
+        Lifecycle, cfg, runtime_choice=(runtime, "fake"), catalogue=Catalogue(listing), model_server=servers.client()
+    )
     await bus.start(lifecycle)
     return bus, lifecycle, runtime, servers
 
@@ -111,7 +114,7 @@ async def test_requests_reported_by_events_hold_the_server_and_keep_alive_zero_s
     await lifecycle.publish(TranscriptionStarted(model="whisper-tiny.en", request_id="r1", keep_alive=0))
     assert lifecycle.servers["whisper-tiny.en"].inflight.keys() == {"r1"}
     # Busy: never stopped, however idle the clock says it is (300 s inactivity_timeout).
-    await lifecycle.reap_idle(now=time.time() + 310)
+    await lifecycle.idle.reap(now=time.time() + 310)
     assert "whisper-tiny.en" in lifecycle.servers
     with pytest.raises(AsrError) as err:
         await bus.request(endpoints.LIFECYCLE_STOP, StopServer(model="whisper-tiny.en"))
@@ -127,14 +130,14 @@ async def test_idle_clock_arithmetic() -> None:
     bus, lifecycle, runtime, _ = await start(ASRPRO_LIFECYCLE__INACTIVITY_TIMEOUT="60")
     status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", keep_alive=-1))
     assert status.keep_alive == -1 and status.expires_at is None
-    await lifecycle.reap_idle(now=time.time() + 10_000)
+    await lifecycle.idle.reap(now=time.time() + 10_000)
     assert "whisper-tiny.en" in lifecycle.servers  # keep_alive -1: never
     status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en", keep_alive=30))
     assert status.last_activity is not None
     assert status.expires_at == pytest.approx(status.last_activity + 30)
-    await lifecycle.reap_idle(now=status.last_activity + 29)
+    await lifecycle.idle.reap(now=status.last_activity + 29)
     assert "whisper-tiny.en" in lifecycle.servers
-    await lifecycle.reap_idle(now=status.last_activity + 30)
+    await lifecycle.idle.reap(now=status.last_activity + 30)
     assert "whisper-tiny.en" not in lifecycle.servers
     stopped = bus.events[-1]
     assert isinstance(stopped, ServerStopped) and stopped.reason == "keep_alive"
@@ -217,11 +220,15 @@ async def test_breakers_are_rebuilt_from_the_last_events_at_start() -> None:
     from schemas.registry import ModelList
 
     listing = ModelList(models=list(catalogue_of(cfg).values()), default_model="whisper-tiny.en")
-    lifecycle = Lifecycle(
-        cfg, FakeRuntime(), "fake", catalogue=Catalogue(listing), model_server=FakeModelServer().client()
+    lifecycle = worker_factory(
+        Lifecycle,
+        cfg,
+        runtime_choice=(FakeRuntime(), "fake"),
+        catalogue=Catalogue(listing),
+        model_server=FakeModelServer().client(),
     )
     await bus.start(lifecycle)
-    assert set(lifecycle.breakers) == {"whisper-base"}
+    assert set(lifecycle.breakers.by_model) == {"whisper-base"}
 
 
 async def test_a_crash_is_announced_and_frees_the_model() -> None:
@@ -250,7 +257,7 @@ async def test_a_request_that_arrives_while_an_idle_server_is_withdrawn_keeps_it
     bus, lifecycle, runtime, _ = await start()
     await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
     server = lifecycle.servers["whisper-tiny.en"]
-    retiring = asyncio.ensure_future(lifecycle.reap_idle(now=time.time() + 400))
+    retiring = asyncio.ensure_future(lifecycle.idle.reap(now=time.time() + 400))
     await until(lambda: server.state == "stopping")
     assert lifecycle.records is not None and lifecycle.records.saved["whisper-tiny.en"].state == "stopping"
     # A proxy that read the view just before found it ready: its event arrives during the grace period.
@@ -274,8 +281,13 @@ async def test_an_adopted_server_recorded_busy_gets_a_fresh_idle_clock() -> None
     bus = MemoryBus()
     bus.answer(endpoints.GPU_ALLOCATE, lambda msg: Allocation(model=msg.model, device="cpu"))
     bus.answer(endpoints.GPU_RELEASE, lambda msg: Released(model=msg.model, released=False))
-    lifecycle = Lifecycle(
-        cfg, runtime, "fake", catalogue=Catalogue(listing), records=records, model_server=FakeModelServer().client()
+    lifecycle = worker_factory(
+        Lifecycle,
+        cfg,
+        runtime_choice=(runtime, "fake"),
+        catalogue=Catalogue(listing),
+        records=records,
+        model_server=FakeModelServer().client(),
     )
     await bus.start(lifecycle)
     adopted = lifecycle.servers["whisper-tiny.en"]

@@ -101,3 +101,13 @@ def test_request_ids_from_outside_must_be_sensible() -> None:
     for hostile in ("", None, "a b", "x\r\nX-Evil: 1", "é", "a" * 129):
         assert logs.clean_request_id(hostile) == ""
     assert len(logs.new_request_id()) == 32
+
+
+def test_options_read_back_what_the_form_wrote_and_refuse_bad_values() -> None:
+    sent = TranscribeOptions(language="de", temperature=[0.0, 0.4], beam_size=1, vad_filter=True, hotwords="ASR")
+    assert TranscribeOptions.from_form(sent.form()) == sent
+    assert TranscribeOptions.from_form({}) == TranscribeOptions()
+    for bad in ({"temperature": "hot"}, {"temperature": "1.5"}, {"beam_size": "0"}, {"response_format": "mp3"}):
+        with pytest.raises(AsrError) as err:
+            TranscribeOptions.from_form(bad)
+        assert err.value.code == "400", bad

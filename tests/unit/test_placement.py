@@ -10,13 +10,14 @@ from actors.gpu import place
 from actors.lifecycle.placement import eviction_order, expires_at, idle_timeout
 from schemas.durations import NEVER, parse_duration
 from schemas.gpu import Allocation, AllocationTable, GpuDevice
+from schemas.lifecycle import ServerState
 
 
 @dataclass
 class S:
     model_id: str
     last_activity: float
-    state: str = "ready"
+    state: ServerState = "ready"
     inflight: dict[str, float] = field(default_factory=dict)
 
 

@@ -9,10 +9,12 @@ import pytest
 from actors.proxy import ModelProxy
 from actors.registry import catalogue
 from framework.catalogue import Catalogue
+from framework.collaborators import worker_factory
 from framework.config import node_name
 from framework.kv_view import KvView
 from framework.memory_bus import MemoryBus
 from schemas import codec, endpoints, subjects
+from schemas import kv as kv_records
 from schemas.errors import AsrError
 from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.lifecycle import ServerStatus
@@ -26,14 +28,20 @@ MODEL = "whisper-tiny.en"
 async def start() -> tuple[MemoryBus, ModelProxy, FakeModelServer]:
     cfg = config()
     listing = ModelList(models=list(catalogue(cfg).values()), default_model=MODEL)
-    ready: KvView[ServerStatus] = KvView(subjects.SERVERS_BUCKET, ">", ServerStatus)
+    server_records: KvView[ServerStatus] = KvView(kv_records.SERVER, ">")
     node = node_name(cfg)
-    ready.values[subjects.server_key(node, MODEL)] = ServerStatus(
+    server_records.values[subjects.server_key(node, MODEL)] = ServerStatus(
         model=MODEL, state="ready", runtime="fake", url=f"http://{MODEL}.fake", node=node
     )
     servers = FakeModelServer()
     bus = MemoryBus()
-    proxy = ModelProxy(cfg, catalogue=Catalogue(listing), model_server=servers.client(), ready=ready)
+    proxy = worker_factory(
+        ModelProxy,
+        cfg,
+        catalogue=Catalogue(listing),
+        model_server=servers.client(),
+        server_records=server_records,
+    )
     await bus.start(proxy)
     return bus, proxy, servers
 

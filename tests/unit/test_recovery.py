@@ -7,7 +7,7 @@ import time
 from actors.recovery import Recovery
 from framework.memory_bus import MemoryBus
 from schemas import codec, endpoints
-from schemas.errors import AsrError
+from schemas.errors import AsrError, ErrorCode
 from schemas.events import BreakerChanged, RestartScheduled, ServerCrashed, ServerFailed, ServerReady, ServerUnhealthy
 from schemas.lifecycle import CloseBreaker, EnsureServer, ServerStatus
 from tests.unit.fakes import config, until
@@ -26,7 +26,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.ensures: list[EnsureServer] = []
         self.failing = False
-        self.kind = ""
+        self.kind: ErrorCode | None = None
 
     def ensure(self, msg: EnsureServer) -> ServerStatus:
         self.ensures.append(msg)
@@ -91,7 +91,7 @@ async def test_breaker_opens_probes_reopens_longer_then_closes() -> None:
 
 async def test_a_probe_that_finds_no_gpu_room_does_not_lengthen_the_cooldown() -> None:
     bus, recovery, lifecycle = await start(ASRPRO_RECOVERY__RESTART_CRASHED="false")
-    lifecycle.failing, lifecycle.kind = True, "no_room"
+    lifecycle.failing, lifecycle.kind = True, ErrorCode.NO_ROOM
     for _ in range(3):
         await recovery.publish(ServerFailed(model="m", runtime="fake", reason="did not come up"))
     await until(lambda: breakers(bus) == ["open", "half_open", "open"])

@@ -63,7 +63,8 @@ def test_room_counts_container_slots_cpu_fallback_and_installed_weights() -> Non
     assert not has_room(node("x", servers=("p", "q"), max_containers=2), MODEL)
     cpu_only = NodeRecord(name="x", host="x", instance="i", started_at=0, heartbeat_at=0, runtime="local")
     assert not has_room(cpu_only, MODEL)
-    assert has_room(cpu_only, ModelInfo(id="m", name="m", family="whisper", size="t", engine="e", cpu_fallback=True))
+    fallback = ModelInfo(id="m", name="m", family="whisper", size="t", engine="onnx-asr", cpu_fallback=True)
+    assert has_room(cpu_only, fallback)
     # Weights are per host: a node that has them wins over one with more room that has not.
     nodes = {"a": node("a", free_mb=424), "b": node("b", installed=[]), "c": node("c", 700, installed=["m"])}
     assert choose_node(MODEL, "a", nodes, []) == ("c", True)

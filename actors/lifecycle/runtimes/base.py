@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from framework.weights import Installed, check
+from framework.installed_weights import Installed, check
 from schemas.registry import ModelInfo
 
 

@@ -20,7 +20,7 @@ from docker.types import DeviceRequest
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, node_name
-from framework.weights import PACKAGE_PREFIX, Installed
+from framework.installed_weights import PACKAGE_PREFIX, Installed
 from schemas.registry import ModelInfo
 
 log = logging.getLogger("asrpro.runtime.docker")

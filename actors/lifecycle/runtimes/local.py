@@ -11,8 +11,8 @@ import socket
 import sys
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
-from containers.model_server import cuda_libs
 from framework.processes import die_with_parent
+from model_server import cuda_libs
 from schemas.registry import ModelInfo
 
 
@@ -61,7 +61,7 @@ class LocalRuntime(Runtime):
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "containers.model_server",
+            "model_server",
             "--host",
             "127.0.0.1",
             "--port",

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from containers.model_server.engines import Engine, load_engine
-from containers.model_server.settings import EngineSettings
+from model_server.engines import Engine, load_engine
+from model_server.settings import EngineSettings
 from schemas.model_server import Health, HealthStatus
 
 log = logging.getLogger("model_server")

@@ -1,4 +1,4 @@
-"""``python -m containers.model_server``: flags first, then environment variables, then defaults."""
+"""``python -m model_server``: flags first, then environment variables, then defaults."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 
 import uvicorn
 
-from containers.model_server.app import create_app
-from containers.model_server.settings import DEFAULT_ENGINE, DEFAULT_MODEL_ID, EngineSettings
 from framework.logs import setup_logging
+from model_server.app import create_app
+from model_server.settings import DEFAULT_ENGINE, DEFAULT_MODEL_ID, EngineSettings
 
 
 def _env(*names: str) -> str | None:
@@ -22,7 +22,7 @@ def _env(*names: str) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m containers.model_server",
+        prog="python -m model_server",
         description="Serve one ASR model over HTTP (GET /health, POST /transcribe).",
     )
     parser.add_argument("--host", help="bind address [HOST, default 127.0.0.1]")
@@ -53,6 +53,8 @@ def _int(parser: argparse.ArgumentParser, flag: int | None, env_name: str, defau
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The program's own setting, before anything imports huggingface_hub (see engines.base.hub_offline).
+    os.environ["HF_HUB_OFFLINE"] = "1"
     parser = _parser()
     args = parser.parse_args(argv)
     settings = EngineSettings(

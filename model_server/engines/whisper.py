@@ -5,15 +5,17 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from faster_whisper import WhisperModel
 
-from containers.model_server import cuda_libs
-from containers.model_server.engines.base import Decoding, WeightsNotFound, check_readable
+from model_server import cuda_libs
+from model_server.engines.base import Decoding, WeightsNotFound, check_readable, hub_offline
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger("model_server")
 PACKAGE_PREFIX = "package:"
@@ -76,11 +78,14 @@ class WhisperEngine:
         cpu_threads: int = 0,
     ) -> None:
         directory = resolve_weights(weights)
+        hub_offline()
+        from faster_whisper import WhisperModel  # here, after hub_offline(): it imports huggingface_hub
+
         if device == "cuda":
             cuda_libs.preload()
             compute_type = supported_compute_type(compute_type)
         # num_workers is what lets several transcriptions run at once; with 1 they would queue inside CTranslate2.
-        self._model = WhisperModel(
+        self._model: WhisperModel = WhisperModel(
             str(directory),
             device=device,
             compute_type=compute_type,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from containers.model_server.engines.base import Decoding, Engine, WeightsNotFound
+from model_server.engines.base import Decoding, Engine, WeightsNotFound
 
 KNOWN_ENGINES = ("faster-whisper", "onnx-asr")
 
@@ -20,13 +20,13 @@ def load_engine(
     cpu_threads: int = 0,
 ) -> Engine:
     if engine == "faster-whisper":
-        from containers.model_server.engines import whisper
+        from model_server.engines import whisper
 
         return whisper.WhisperEngine(
             weights, device=device, compute_type=compute_type, concurrency=concurrency, cpu_threads=cpu_threads
         )
     if engine == "onnx-asr":
-        from containers.model_server.engines import parakeet
+        from model_server.engines import parakeet
 
         return parakeet.ParakeetEngine(weights, device=device, compute_type=compute_type)
     raise ValueError(f"unknown engine {engine!r} for model {model_id!r}; known engines: {', '.join(KNOWN_ENGINES)}")

@@ -17,12 +17,12 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from containers.model_server import pipeline
-from containers.model_server.audio import AudioDecodeError
-from containers.model_server.engines import Engine
-from containers.model_server.settings import EngineSettings
-from containers.model_server.state import Loader, ModelState, load_from_settings
 from framework import logs
+from model_server import pipeline
+from model_server.audio import AudioDecodeError
+from model_server.engines import Engine
+from model_server.settings import EngineSettings
+from model_server.state import Loader, ModelState, load_from_settings
 from schemas import codec, errors
 from schemas.model_server import (
     FILE_FIELD,
@@ -39,7 +39,6 @@ from schemas.model_server import (
     ResultFrame,
     TranscribeOptions,
 )
-from schemas.transcribe import response_format
 
 log = logging.getLogger("model_server")
 
@@ -108,7 +107,7 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
         wanted = request.headers.get(MODEL_HEADER)
         if wanted and wanted != engine_settings.model_id:
             raise errors.AsrError(
-                errors.CONFLICT, f"this server runs {engine_settings.model_id}, not {wanted}", kind="wrong_model"
+                errors.ErrorCode.WRONG_MODEL, f"this server runs {engine_settings.model_id}, not {wanted}"
             )
         engine = state.engine
         if engine is None:
@@ -206,30 +205,7 @@ def _error_frame(code: str, message: str) -> ErrorFrame:
 
 
 def _options(form: FormData | QueryParams) -> TranscribeOptions:
-    fields: dict[str, object] = {}
-    for name in TranscribeOptions.__struct_fields__:
-        value = _text_field(form, name)
-        if value:
-            fields[name] = _temperatures(value) if name == "temperature" else value
-    fields["response_format"] = response_format(str(fields.get("response_format") or "json"))
-    try:
-        options = msgspec.convert(fields, TranscribeOptions, strict=False)
-    except msgspec.ValidationError as exc:
-        raise errors.AsrError(errors.BAD_REQUEST, f"bad option: {exc}") from None
-    if not options.temperature or not all(0.0 <= t <= 1.0 for t in options.temperature):
-        raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {options.temperature}")
-    if options.beam_size < 1:
-        raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
-    return options
-
-
-def _temperatures(value: str) -> list[float]:
-    try:
-        return [float(v) for v in value.split(",")]
-    except ValueError:
-        raise errors.AsrError(
-            errors.BAD_REQUEST, f"temperature must be a number (or a comma-separated list), got {value!r}"
-        ) from None
+    return TranscribeOptions.from_form({name: _text_field(form, name) for name in TranscribeOptions.__struct_fields__})
 
 
 def _text_field(form: FormData | QueryParams, name: str) -> str:

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import msgspec
 from nats.aio.client import Client
 
 from asrpro.nats_users import AppUser, UserStore
 from framework.config import Config, node_name
+from framework.nats_internals import server_info
 from framework.private_files import write_private
+from schemas import kv as kv_records
 from schemas import subjects
-from schemas.nodes import NodeRecord
 
 log = logging.getLogger("asrpro.cluster")
 ROUTE_USER = "route"
@@ -108,7 +108,7 @@ def route_block(config: Config, route_password: str) -> str:
     quoted = ", ".join(json.dumps(r) for r in routes)
     tls = tls_block(cluster.tls_cert, cluster.tls_key, cluster.tls_ca, indent="  ")
     return (
-        "\n# This host's place in the cluster (asrpro/cluster.py).\n"
+        "\n# This host's place in the cluster (asrpro/nats_cluster.py).\n"
         f"server_name: {json.dumps(node_name(config))}\n"
         "cluster {\n"
         f"  name: {json.dumps(cluster.name)}\n"
@@ -144,12 +144,9 @@ def server_part(config: Config, route_password: str) -> str:
 
 STREAMS = (
     subjects.EVENTS_STREAM,
-    "KV_" + subjects.GPU_BUCKET,
-    "KV_" + subjects.SERVERS_BUCKET,
-    "KV_" + subjects.SETTINGS_BUCKET,
-    "KV_" + subjects.NODES_BUCKET,
+    *dict.fromkeys(record.stream for record in kv_records.ALL),
     *("OBJ_" + subjects.audio_bucket(owner) for owner in subjects.AUDIO_SENDERS),
-    "KV_ASR_ACCESS",  # asrpro.access_sync
+    "KV_" + subjects.ACCESS_BUCKET,  # asrpro.access_sync
 )
 
 
@@ -157,14 +154,14 @@ async def cluster_size(nc: Client, dead_after: float) -> int:
     """Servers in the cluster: the live nodes (each host runs one server beside its node), or the client URLs the
     server we are connected to told us of when we connected, if more (nats-py keeps the first INFO: ask with a
     fresh connection). The URLs alone undercount: hosts whose clients all listen on 127.0.0.1:4222 share one."""
-    urls = len((nc._server_info or {}).get("connect_urls") or [])
+    urls = len(server_info(nc).get("connect_urls") or [])
     nodes = 0
     try:
-        kv = await nc.jetstream().key_value(subjects.NODES_BUCKET)
+        kv = await nc.jetstream().key_value(kv_records.NODE.bucket)
         now = time.time()
         for name in await kv.keys():
             entry = await kv.get(name)
-            if entry.value and now - msgspec.msgpack.decode(entry.value, type=NodeRecord).heartbeat_at < dead_after:
+            if entry.value and now - kv_records.NODE.decode(entry.value).heartbeat_at < dead_after:
                 nodes += 1
     except Exception:  # no node yet, or JetStream busy: the URLs say what they can
         pass

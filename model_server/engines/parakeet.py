@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from containers.model_server.audio import SAMPLE_RATE
-from containers.model_server.engines.base import Decoding, WeightsNotFound, check_readable
+from model_server.audio import SAMPLE_RATE
+from model_server.engines.base import Decoding, WeightsNotFound, check_readable, hub_offline
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
 
@@ -83,6 +83,7 @@ class ParakeetEngine:
     def __init__(self, weights: str, *, device: str, compute_type: str) -> None:
         directory = Path(weights)
         quantization = _check_directory(directory)
+        hub_offline()
         try:
             import onnx_asr
         except ImportError as exc:

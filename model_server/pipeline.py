@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from containers.model_server import audio
-from containers.model_server.engines import Engine
+from model_server import audio
+from model_server.engines import Engine
 from schemas.formats import render_text
 from schemas.model_server import Frame, ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.transcribe import Segment, Timing, TranscriptionResult, Word

@@ -1,0 +1,50 @@
+"""Object-store audio: a request may name its audio (`audio_ref`) in its sender's own bucket ASR_AUDIO_<user>
+instead of carrying it. It is read for the request, and deleted once the request is over."""
+
+from __future__ import annotations
+
+import re
+
+from framework.actor import Actor
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.transcribe import TranscribeRequest
+
+AUDIO_BUCKET = re.compile(re.escape(subjects.AUDIO_BUCKET_PREFIX) + subjects.USER_NAME)
+
+
+class AudioStore:
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor  # whose connection reads the buckets
+
+    async def read(self, msg: TranscribeRequest) -> bytes:
+        """The request's audio, carried or referenced; 400 when there is none."""
+        if msg.audio_ref:
+            bucket = msg.audio_bucket or ""
+            if not AUDIO_BUCKET.fullmatch(bucket):
+                raise AsrError(
+                    errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's ASR_AUDIO_<user>), not {bucket!r}"
+                )
+            try:
+                store = await self.actor.connection.jetstream().object_store(bucket)
+                obj = await store.get(msg.audio_ref)
+            except Exception as exc:
+                raise AsrError(
+                    errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc}"
+                ) from exc
+            audio = obj.data or b""
+        else:
+            audio = msg.audio
+        if not audio:
+            raise AsrError(errors.BAD_REQUEST, "no audio: the file is empty")
+        return audio
+
+    async def drop(self, msg: TranscribeRequest) -> None:
+        """Free the space of a referenced upload now rather than at the bucket's TTL."""
+        if not AUDIO_BUCKET.fullmatch(msg.audio_bucket or ""):
+            return
+        try:
+            store = await self.actor.connection.jetstream().object_store(msg.audio_bucket or "")
+            await store.delete(msg.audio_ref or "")
+        except Exception as exc:  # gone already, or the bus is down: the bucket's TTL removes it
+            self.actor.log.info("could not delete audio %s: %s", msg.audio_ref, exc)

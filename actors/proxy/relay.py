@@ -1,0 +1,69 @@
+"""Relay: where a request's decoding shows while it runs — progress reports on asr.progress.<model> for everyone,
+and for a requester that asked to stream, each segment as a partial reply, once, even across a retry on a fresh
+server or another node."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from framework.actor import Actor, send_partial
+from schemas import subjects
+from schemas.model_server import SegmentFrame
+from schemas.transcribe import TranscribeRequest, TranscriptionDelta, TranscriptionProgress
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass
+class Sent:
+    """How far a streaming requester's text has been relayed (the end of the last segment sent)."""
+
+    until: float = -1.0
+
+
+class Relay:
+    """Where a request's decoding shows: progress on asr.progress.<model> at most every PROGRESS_EVERY_S, and for
+    a requester that asked to stream, each segment as a partial reply (once, even across a retry)."""
+
+    def __init__(self, proxy: Actor, msg: TranscribeRequest, model_id: str, started: float, sent: Sent) -> None:
+        self.proxy, self.msg, self.model_id, self.started = proxy, msg, model_id, started
+        self.sent = sent  # end of the last segment relayed, also by another node before a retry here
+        self.last_progress = 0.0
+
+    async def segment(self, frame: SegmentFrame) -> None:
+        end = frame.segment.end
+        if end <= self.sent.until:
+            return  # already relayed before a retry on a fresh server
+        self.sent.until = end
+        progress = min(1.0, end / frame.duration) if frame.duration else 0.0
+        if self.msg.stream:
+            delta = TranscriptionDelta(
+                request_id=self.msg.request_id,
+                model=self.model_id,
+                text=frame.segment.text,
+                segment=frame.segment,
+                words=frame.words,
+                progress=round(progress, 4),
+                elapsed_s=round(time.monotonic() - self.started, 3),
+            )
+            await send_partial(delta)
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            await self._progress(progress, end, frame.duration)
+
+    async def done(self, duration: float) -> None:
+        await self._progress(1.0, duration, duration)
+
+    async def _progress(self, progress: float, done_s: float, duration: float) -> None:
+        report = TranscriptionProgress(
+            model=self.model_id,
+            request_id=self.msg.request_id,
+            progress=round(progress, 4),
+            done_s=round(done_s, 3),
+            duration=round(duration, 3),
+            elapsed_s=round(time.monotonic() - self.started, 3),
+            filename=self.msg.filename,
+        )
+        await self.proxy.send(subjects.progress(self.model_id), report)

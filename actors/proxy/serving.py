@@ -1,0 +1,204 @@
+"""Serving on this node: a request checked before any work, held in its model's queue, sent over HTTP to this
+node's ready server of the model (found in the watched records, or ensured by this node's lifecycle actor), once
+more to a fresh server when that one is gone, and reported in `transcribing` / `transcribed` / `failed` events —
+whatever failed, the lifecycle actor must hear that the request is over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from actors.proxy.audio import AudioStore
+from actors.proxy.decoding import decoding_for
+from actors.proxy.queue import ModelQueue
+from actors.proxy.relay import Relay, Sent
+from framework.actor import Actor
+from framework.catalogue import Catalogue
+from framework.kv_view import KvView
+from framework.model_server import ModelServerClient, ServerGone
+from schemas import endpoints, errors, subjects
+from schemas.durations import parse_duration
+from schemas.errors import AsrError, ErrorCode
+from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
+from schemas.formats import render_text
+from schemas.lifecycle import EnsureServer, ServerStatus
+from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
+from schemas.registry import ModelInfo, not_installed
+from schemas.transcribe import TranscribeRequest, TranscriptionResult
+
+LIFECYCLE_RESTART_WAIT_S = 10.0
+
+
+class Serving:
+    def __init__(
+        self,
+        actor: Actor,
+        catalogue: Catalogue,
+        model_server: ModelServerClient,
+        server_records: KvView[ServerStatus],
+        audio: AudioStore,
+    ) -> None:
+        self.actor, self.catalogue, self.model_server = actor, catalogue, model_server
+        self.server_records, self.audio = server_records, audio
+        self.config, self.log = actor.config, actor.log
+        self.queues: dict[str, ModelQueue] = {}
+
+    def queue(self, model: ModelInfo) -> ModelQueue:
+        queue = self.queues.get(model.id)
+        if queue is None:
+            lifecycle = self.config.lifecycle
+            queue = ModelQueue(
+                model.id, model.max_parallel or lifecycle.max_parallel, model.max_queue or lifecycle.max_queue
+            )
+            self.queues[model.id] = queue
+        return queue
+
+    async def transcribe(self, msg: TranscribeRequest, model_id: str, sent: Sent | None = None) -> TranscriptionResult:
+        try:
+            return await self._transcribe(msg, model_id, sent or Sent())
+        finally:
+            if msg.audio_ref:
+                # The upload was for this one request: free the space now rather than wait for the bucket's TTL.
+                # Not sooner: if this node is lost meanwhile, the request is placed again and reads it again.
+                self.actor.spawn(self.audio.drop(msg))
+
+    async def _transcribe(self, msg: TranscribeRequest, model_id: str, sent: Sent) -> TranscriptionResult:
+        t0 = time.monotonic()
+        deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
+        cold = False
+        relay = Relay(self.actor, msg, model_id, t0, sent)
+        try:
+            try:
+                keep_alive = parse_duration(msg.keep_alive)
+            except ValueError as exc:
+                raise AsrError(errors.BAD_REQUEST, str(exc)) from None
+            model = self.catalogue.resolve(model_id)
+            model_id = model.id
+            if model.installed is False:
+                raise not_installed(model)
+            options = decoding_for(model, msg, self.catalogue.listing)
+            audio = await self.audio.read(msg)
+            async with self.queue(model).slot(deadline) as queued_s:
+                await self.actor.publish(
+                    TranscriptionStarted(
+                        model=model_id,
+                        request_id=msg.request_id,
+                        audio_bytes=len(audio),
+                        keep_alive=keep_alive,
+                        filename=msg.filename,
+                        waiting=self.queue(model).waiting,
+                    )
+                )
+                server = self._ready_server(model_id)
+                if server is None:
+                    server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=False)
+                    cold = server.cold_start
+                relay.model_id = model_id
+                try:
+                    result = await self._forward(server, options, msg.filename, audio, deadline, relay)
+                except ServerGone as exc:
+                    self.log.warning("%s: retrying on a fresh server", exc)
+                    server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
+                    cold = cold or server.cold_start
+                    try:
+                        result = await self._forward(server, options, msg.filename, audio, deadline, relay)
+                    except ServerGone as exc2:
+                        raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
+        except (Exception, asyncio.CancelledError) as exc:
+            # Whatever failed, the lifecycle actor must hear that this request is over (it holds the server busy).
+            if isinstance(exc, asyncio.CancelledError):
+                error = AsrError(ErrorCode.CANCELLED, "cancelled")
+            elif isinstance(exc, AsrError):
+                error = exc
+            else:
+                error = AsrError(errors.INTERNAL, f"internal error: {exc!r}")
+            self.log.warning("transcription failed: %s %s", error.code, error.message, extra={"model": model_id})
+            await self.actor.publish(
+                TranscriptionFailed(
+                    model=model_id,
+                    request_id=msg.request_id,
+                    code=error.code,
+                    reason=error.message,
+                    filename=msg.filename,
+                )
+            )
+            if error is exc:
+                raise
+            raise error from exc
+        total = time.monotonic() - t0
+        result.model = model_id
+        result.timing.total_s = round(total, 4)
+        result.timing.queue_s = round(queued_s, 4)
+        result.timing.cold_start = cold
+        result.timing.rtf = round(total / result.duration, 4) if result.duration else 0.0
+        result.formatted = render_text(result, msg.response_format)
+        self.log.info(
+            "transcribed",
+            extra={"model": model_id, "audio_s": result.duration, "total_s": result.timing.total_s, "cold": cold},
+        )
+        await self.actor.publish(
+            TranscriptionCompleted(
+                model=model_id,
+                request_id=msg.request_id,
+                audio_s=result.duration,
+                total_s=result.timing.total_s,
+                cold_start=cold,
+                filename=msg.filename,
+                result_length=len(result.text),
+                queue_s=result.timing.queue_s,
+                waiting=self.queue(model).waiting,
+            )
+        )
+        return result
+
+    def _ready_server(self, model_id: str) -> ServerStatus | None:
+        status = self.server_records.values.get(subjects.server_key(self.actor.node_name, model_id))
+        return status if status is not None and status.state == "ready" and status.url else None
+
+    async def _ensure(
+        self, model_id: str, request_id: str, keep_alive: float | None, deadline: float, *, restart: bool
+    ) -> ServerStatus:
+        # A lifecycle actor that is restarting (supervisor back-off) is waited for, briefly: requests ride
+        # through its restart instead of failing.
+        give_up = min(deadline, time.monotonic() + LIFECYCLE_RESTART_WAIT_S)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AsrError(errors.TIMEOUT, f"request for {model_id} timed out before its model server was ready")
+            try:
+                return await self.actor.request(
+                    endpoints.LIFECYCLE_ENSURE.on(self.actor.node_name),
+                    EnsureServer(
+                        model=model_id, request_id=request_id, restart=restart, keep_alive=keep_alive, timeout=remaining
+                    ),
+                    # lifecycle answers 503 itself at the deadline; the extra seconds cover a lifecycle that died.
+                    timeout=remaining + 5,
+                )
+            except AsrError as exc:
+                if exc.kind != ErrorCode.NO_RESPONDERS or time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def _forward(
+        self,
+        server: ServerStatus,
+        options: TranscribeOptions,
+        filename: str,
+        audio: bytes,
+        deadline: float,
+        relay: Relay,
+    ) -> TranscriptionResult:
+        """The model server's frames as they come: progress for everyone, partial replies for a streaming
+        requester, the result at the end; the whole of it bounded by the request's deadline."""
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                frames = self.model_server.stream(server.url, server.model, audio, filename, options, deadline)
+                async for frame in frames:
+                    if isinstance(frame, ResultFrame):
+                        await relay.done(frame.result.duration)
+                        return frame.result
+                    if isinstance(frame, SegmentFrame):
+                        await relay.segment(frame)
+        except TimeoutError:
+            raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
+        raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")

@@ -1,0 +1,105 @@
+"""The client library for NATS users: transcribe audio (whole or streamed), with large audio through the object
+store where the user may, and cancel a request nobody waits for any more.
+
+    nc = await bus.connect("nats://127.0.0.1:4222", name="my-app", user="app", password="...")
+    result = await client.transcribe(nc, "whisper-base", TranscribeRequest(audio=..., filename="a.wav"), timeout=60)
+    async for part in client.transcribe_stream(nc, "whisper-base", request, timeout=60): ...
+
+The HTTP gateway uses the same functions. Wire plumbing (connecting, typed requests, streamed replies) is
+framework.bus; what travels is declared in schemas/ (docs/nats.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+from nats.aio.client import Client
+
+from framework.bus import (
+    RECONNECT_WAIT_S,
+    decode_streamed,
+    reconnected,
+    request,
+    sender_of,
+    stream_replies,
+)
+from schemas import codec, endpoints, errors, subjects
+from schemas.errors import AsrError, ErrorCode
+from schemas.transcribe import CancelTranscription, TranscribeRequest, TranscriptionDelta, TranscriptionResult
+
+_PAYLOAD_HEADROOM = 64 * 1024
+
+
+async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
+    """The request as it can travel: audio too large for one message goes through the object store."""
+    if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
+        return message
+    user = sender_of(nc)
+    if user not in subjects.AUDIO_SENDERS:
+        raise AsrError(
+            errors.TOO_LARGE,
+            f"{len(message.audio) / 2**20:.1f} MB of audio is more than one NATS message holds "
+            f"({(nc.max_payload - _PAYLOAD_HEADROOM) / 2**20:.1f} MB): send it through the HTTP gateway "
+            "(POST /v1/audio/transcriptions), or compress it (FLAC, Opus)",
+        )
+    bucket = subjects.audio_bucket(user)
+    store = await nc.jetstream().object_store(bucket)
+    name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
+    await store.put(name, message.audio)
+    return msgspec.structs.replace(message, audio=b"", audio_ref=name, audio_bucket=bucket)
+
+
+async def transcribe(
+    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
+) -> TranscriptionResult:
+    """Send audio to ``asr.transcribe.<model>`` and wait for the result. `via`: a node whose proxies to ask first
+    (asr.via.<node>.<model>; any proxy when none is there)."""
+    message = await _fitting(nc, msgspec.structs.replace(message, stream=False))
+    for attempt in (1, 2):
+        try:
+            if via:
+                try:
+                    near = endpoints.VIA.on(via).at(model)
+                    return await request(nc, near, message, timeout=timeout, what=f"model {model}")
+                except AsrError as exc:
+                    if exc.kind != errors.ErrorCode.NO_RESPONDERS:
+                        raise
+            return await request(nc, endpoints.TRANSCRIBE.at(model), message, timeout=timeout, what=f"model {model}")
+        except AsrError as exc:
+            # Our connection dropped (its server restarted, or was lost on a cluster) while the reply was awaited:
+            # once reconnected, send it again — a transcription changes nothing, doing it twice is safe.
+            if exc.kind != ErrorCode.CONNECTION_DROPPED or attempt == 2 or not await reconnected(nc, RECONNECT_WAIT_S):
+                raise
+    raise AssertionError("unreachable")
+
+
+async def transcribe_stream(
+    nc: Client, model: str, message: TranscribeRequest, *, timeout: float, via: str = ""
+) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+    """Send audio to ``asr.transcribe.<model>`` with stream = true: each TranscriptionDelta as the audio is
+    decoded, then the TranscriptionResult (an error reply raises AsrError). `timeout` bounds the whole; `via` as
+    for `transcribe`."""
+    message = await _fitting(nc, msgspec.structs.replace(message, stream=True))
+    payload, what = codec.encode(message), f"model {model}"
+    subject = endpoints.TRANSCRIBE.at(model).subject
+    if via:
+        try:
+            near = endpoints.VIA.on(via).at(model).subject
+            async for msg in stream_replies(nc, near, payload, timeout=timeout, what=what):
+                yield decode_streamed(msg, what)
+            return
+        except AsrError as exc:
+            if exc.kind != errors.ErrorCode.NO_RESPONDERS:  # none there: nothing was sent to anyone yet
+                raise
+    async for msg in stream_replies(nc, subject, payload, timeout=timeout, what=what):
+        yield decode_streamed(msg, what)
+
+
+async def cancel(nc: Client, message: TranscribeRequest, reason: str = "") -> None:
+    """Tell the proxy serving `message` that nobody waits for it any more (it stops and frees the slot)."""
+    cancellation = CancelTranscription(reason=reason or "gone", token=message.cancel_token)
+    with contextlib.suppress(Exception):
+        await nc.publish(subjects.cancel(message.request_id), codec.encode(cancellation))

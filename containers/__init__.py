@@ -1,1 +1,0 @@
-"""Everything that runs inside a model container: the model server and its engines."""
