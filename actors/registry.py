@@ -14,8 +14,8 @@ from schemas import kv as kv_records
 from schemas.events import DefaultModelChanged
 from schemas.registry import (
     GetModel,
+    Installed,
     InstalledModels,
-    InstalledState,
     ListModels,
     ModelInfo,
     ModelList,
@@ -42,9 +42,9 @@ def catalogue(config: Config) -> dict[str, ModelInfo]:
     }
 
 
-def merge_installed(reports: dict[str, InstalledModels]) -> dict[str, InstalledState]:
+def merge_installed(reports: dict[str, InstalledModels]) -> dict[str, Installed]:
     """The nodes' reports as one: installed where any node has the model (where: on which node, when several)."""
-    merged: dict[str, InstalledState] = {}
+    merged: dict[str, Installed] = {}
     several = len(reports) > 1
     for key, report in sorted(reports.items()):
         node = key.rpartition(".")[2]

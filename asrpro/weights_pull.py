@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from framework.config import Config, ModelConfig
-from framework.installed_weights import REQUIRED_FILES, Installed, check, weights_dir
+from framework.installed_weights import REQUIRED_FILES, check, weights_dir
+from schemas.registry import Installed
 
 _PART = re.compile(r"^(?P<name>.+)\.part(?P<n>\d+)$")
 _CHUNK = 1 << 20

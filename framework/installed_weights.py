@@ -6,25 +6,13 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+
+from schemas.registry import Installed
 
 # What an engine cannot load without.
 REQUIRED_FILES = {"faster-whisper": ("config.json", "model.bin"), "onnx-asr": ("vocab.txt", "config.json")}
 PACKAGE_PREFIX = "package:"
-
-
-@dataclass
-class Installed:
-    model: str
-    installed: bool
-    where: str  # the directory or package
-    size_mb: float = 0.0
-    missing: str = ""  # what is absent when not installed
-
-    @property
-    def size_bytes(self) -> int:
-        return int(self.size_mb * 2**20)
 
 
 def weights_dir(weights: str) -> Path | None:
@@ -39,13 +27,15 @@ def check(model_id: str, weights: str, engine: str) -> Installed:
     if weights.startswith(PACKAGE_PREFIX):
         module = weights.removeprefix(PACKAGE_PREFIX)
         found = importlib.util.find_spec(module) is not None
-        return Installed(model_id, found, module, missing="" if found else f"python package {module}")
+        return Installed(
+            model=model_id, installed=found, where=module, missing="" if found else f"python package {module}"
+        )
     directory = weights_dir(weights)
     if directory is None:
-        return Installed(model_id, False, "", missing=f"models.{model_id}.weights is not set")
+        return Installed(model=model_id, installed=False, missing=f"models.{model_id}.weights is not set")
     required = REQUIRED_FILES.get(engine, ("config.json",))
     missing = [name for name in required if not (directory / name).is_file()]
     if missing:
-        return Installed(model_id, False, str(directory.resolve()), missing=", ".join(missing))
+        return Installed(model=model_id, installed=False, where=str(directory.resolve()), missing=", ".join(missing))
     size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-    return Installed(model_id, True, str(directory.resolve()), size_mb=size / 2**20)
+    return Installed(model=model_id, installed=True, where=str(directory.resolve()), size_bytes=size)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, ObjectNotFoundError
-from nats.js.kv import KV_DEL, KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 
 def matches(pattern: str, key: str) -> bool:
@@ -60,7 +60,7 @@ class MemoryKv:
         if self.ttl is not None and self.clock() - written >= self.ttl:
             del self.entries[key]  # expired, as the stream's max age removes it (no marker)
             return None
-        return None if entry.operation == KV_DEL else entry
+        return None if entry.operation in (KV_DEL, KV_PURGE) else entry
 
     def _write(self, key: str, value: bytes, operation: str | None = None) -> int:
         self.sequence += 1
@@ -103,6 +103,11 @@ class MemoryKv:
             if entry is None or entry.revision != last:
                 raise KeyWrongLastSequenceError(description="wrong last sequence")
         self._write(key, b"", KV_DEL)
+        return True
+
+    async def purge(self, key: str) -> bool:
+        await asyncio.sleep(0)
+        self._write(key, b"", KV_PURGE)
         return True
 
     async def keys(self) -> list[str]:

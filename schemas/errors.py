@@ -138,4 +138,3 @@ class AsrError(Exception):
 
     def reply(self) -> ErrorReply:
         return ErrorReply(code=self.code, message=self.message, retry_after=self.retry_after, kind=self.kind)
-

@@ -5,7 +5,7 @@
 
 A record's key is built only by `key()` and its value only by `encode()`/`decode()` (msgpack, like the rest of the
 wire), so a reader and a writer cannot disagree on either. Model ids may contain dots, so a model is always the
-key's last part and a watch over records uses `>` there (`watch_keys`).
+key's last part and a watch over records uses `>` there (`watch_keys`); node names never do.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _PART = re.compile(r"\{[a-z_]+\}")
 class KvRecord(Generic[T]):
     """A kind of record in a KV bucket: ``KvRecord(bucket, "{node}.{model}", ServerStatus)``."""
 
-    __slots__ = ("_decoder", "bucket", "parts", "pattern", "type")
+    __slots__ = ("_decoder", "_parse", "bucket", "parts", "pattern", "type")
 
     def __init__(self, bucket: str, pattern: str, type_: type[T]) -> None:
         self.bucket = bucket
@@ -36,6 +36,12 @@ class KvRecord(Generic[T]):
         self.type = type_
         self.parts = tuple(p[1:-1] for p in _PART.findall(pattern))
         self._decoder = msgspec.msgpack.Decoder(type_)
+        # A key read back into its parts: a part is one token, but a model id (always last) may hold dots.
+        regex, rest = "", pattern
+        for part in self.parts:
+            before, _, rest = rest.partition("{" + part + "}")
+            regex += re.escape(before) + ("(.+)" if part == "model" and not rest else "([^.]+)")
+        self._parse = re.compile(regex + re.escape(rest))
 
     @property
     def stream(self) -> str:
@@ -49,13 +55,17 @@ class KvRecord(Generic[T]):
         values = iter(parts)
         return _PART.sub(lambda _: next(values), self.pattern)
 
+    def parse(self, key: str) -> tuple[str, ...] | None:
+        """The parts of a key of this kind (None: not one): ``SERVER.parse("box.whisper-tiny.en")`` is
+        ``("box", "whisper-tiny.en")``."""
+        found = self._parse.fullmatch(key)
+        return found.groups() if found else None
+
     @property
     def watch_keys(self) -> str:
-        """The key filter of every record of this kind (the last part may hold dots: `>`)."""
-        if not self.parts:
-            return self.pattern
+        """The key filter of every record of this kind (a model id, always last, may hold dots: `>`)."""
         head = _PART.sub("*", self.pattern)
-        return head[:-1] + ">" if head.endswith("*") else head
+        return head[:-1] + ">" if self.pattern.endswith("{model}") else head
 
     def encode(self, value: T) -> bytes:
         if isinstance(value, str):  # a text record is plain UTF-8: any client (`nats kv get`) reads it

@@ -93,9 +93,7 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
         except msgspec.ValidationError as exc:
             raise errors.AsrError(errors.BAD_REQUEST, f"bad option: {exc}") from None
         if not options.temperature or not all(0.0 <= t <= 1.0 for t in options.temperature):
-            raise errors.AsrError(
-                errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {options.temperature}"
-            )
+            raise errors.AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {options.temperature}")
         if options.beam_size < 1:
             raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
         return options

@@ -59,17 +59,25 @@ class ModelInfo(ModelSpec, kw_only=True):
     size_bytes: int | None = None  # of its weights on disk, where installed in a folder
 
 
-class InstalledState(msgspec.Struct, kw_only=True):
+class Installed(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Whether a model's weights are on a host, and where (or what is missing): what the runtime finds
+    (framework.installed_weights) and what a node reports (`InstalledModels`), one type."""
+
     installed: bool
-    where: str = ""
-    missing: str = ""
+    where: str = ""  # the directory, package or image
+    missing: str = ""  # what is absent when not installed
     size_bytes: int = 0
+    model: str = ""  # the model, where the record does not say it already (a report is keyed by model)
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 2**20
 
 
 class InstalledModels(msgspec.Struct, kw_only=True):
     """What the lifecycle actor found on its host: KV ASR_SETTINGS key `installed`."""
 
-    models: dict[str, InstalledState] = {}
+    models: dict[str, Installed] = {}
 
 
 class ListModels(msgspec.Struct, kw_only=True):
@@ -91,14 +99,6 @@ class SetDefaultModel(msgspec.Struct, kw_only=True):
 
 # Names that always mean "the current default model": OpenAI clients send whisper-1.
 DEFAULT_ALIASES = ("whisper-1", "default")
-# Key of the catalogue (a ModelList) in the KV bucket ASR_SETTINGS: the registry writes it, the gateway,
-# the proxies and the lifecycle actors watch it and resolve names from their copy.
-CATALOGUE_KEY = "catalogue"
-INSTALLED_KEY = "installed"  # + ".<node>": each node's own report (weights are per host)
-
-
-def installed_key(node: str) -> str:
-    return f"{INSTALLED_KEY}.{node}"
 
 
 def not_installed(model: ModelInfo, status: str = errors.NOT_FOUND) -> errors.AsrError:

@@ -97,10 +97,6 @@ def on_node(subject: str, node: str) -> str:
     return f"{subject}.{node}"
 
 
-def server_key(node: str, model: str) -> str:
-    return f"{node}.{model}"
-
-
 def cancel(request_id: str) -> str:
     return CANCEL_PREFIX + request_id
 

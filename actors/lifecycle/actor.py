@@ -31,7 +31,8 @@ from framework.collaborators import collaborator
 from framework.config import Config, start_budget
 from framework.kv_view import KvView
 from framework.model_server import ModelServerClient
-from schemas import endpoints, errors, subjects
+from schemas import endpoints, errors
+from schemas import kv as kv_records
 from schemas.errors import AsrError
 from schemas.events import (
     BreakerChanged,
@@ -114,27 +115,25 @@ class Lifecycle(Actor):
 
     async def setup(self) -> None:
         self.log.info("runtime %s: %s", self.runtime.name, self.runtime_reason)
-        if self.nc is not None:
-            await self.catalogue.follow(self.transport, wait=30.0)
-            js = self.connection.jetstream()
-            await self.records.connect(self.connection)
-            settings = self.installed.settings = await js.key_value(subjects.SETTINGS_BUCKET)
-            nodes = await js.key_value(subjects.NODES_BUCKET)
-            await self.node.claim(nodes)
-            self.loop(self.node.run())
-            await self.heartbeats.follow(self.transport, wait=5.0)
-            self.janitor = NodeJanitor(
-                self.node_name,
-                self.config.node.dead_after,
-                self.heartbeats,
-                nodes,
-                await js.key_value(subjects.SERVERS_BUCKET),
-                await js.key_value(subjects.GPU_BUCKET),
-                settings,
-                self._announce_lost,
-            )
-            self.breakers.nodes_known = True
-            self.loop(every(max(1.0, self.config.node.dead_after / 4), self._sweep_lost_nodes))
+        await self.catalogue.follow(self.transport, wait=30.0)
+        await self.records.connect(self.transport)
+        settings = self.installed.settings = await self.transport.kv(kv_records.INSTALLED.bucket)
+        nodes = await self.transport.kv(kv_records.NODE.bucket)
+        await self.node.claim(nodes)
+        self.loop(self.node.run())
+        await self.heartbeats.follow(self.transport, wait=5.0)
+        self.janitor = NodeJanitor(
+            self.node_name,
+            self.config.node.dead_after,
+            self.heartbeats,
+            nodes,
+            await self.transport.kv(kv_records.SERVER.bucket),
+            await self.transport.kv(kv_records.GPU_TABLE.bucket),
+            settings,
+            self._announce_lost,
+        )
+        self.breakers.nodes_known = True
+        self.loop(every(max(1.0, self.config.node.dead_after / 4), self._sweep_lost_nodes))
         await adopt(self.starter, self.catalogue)
         await self.installed.report()
         self.loop(every(min(1.0, self.cfg.inactivity_timeout / 5), self.idle.reap))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-from nats.js.kv import KeyValue
 
 from actors.lifecycle.runtimes import Runtime
 from framework.actor import Actor
 from framework.catalogue import Catalogue
+from framework.transport import KeyValueStore
 from schemas.events import ServerFailed
-from schemas.registry import InstalledModels, InstalledState, ModelInfo, installed_key, not_installed
+from schemas.kv import INSTALLED
+from schemas.registry import InstalledModels, ModelInfo, not_installed
 
 # `asrpro models pull` runs beside the actor: it looks again this often.
 INSTALLED_CHECK_EVERY_S = 10.0
@@ -23,7 +24,7 @@ class InstalledReports:
     def __init__(self, actor: Actor, runtime: Runtime, catalogue: Catalogue) -> None:
         self.actor, self.runtime, self.catalogue = actor, runtime, catalogue
         self.current = InstalledModels()  # what this host has, as last reported
-        self.settings: KeyValue | None = None  # ASR_SETTINGS, once connected to NATS
+        self.settings: KeyValueStore | None = None  # ASR_SETTINGS, opened by the actor's setup
 
     async def check(self, model: ModelInfo) -> None:
         """No weights here is not a failure of the model: 404 with the hint, never a breaker's business."""
@@ -44,23 +45,16 @@ class InstalledReports:
         if listing is None:
             return
         states = await asyncio.to_thread(lambda: [self.runtime.installed(m) for m in listing.models])
-        found = InstalledModels(
-            models={
-                s.model: InstalledState(
-                    installed=s.installed, where=s.where, missing=s.missing, size_bytes=s.size_bytes
-                )
-                for s in states
-            }
-        )
+        found = InstalledModels(models={s.model: msgspec.structs.replace(s, model="") for s in states})
         if found == self.current:
             return
         self.current = found
-        if self.settings is not None:
-            try:
-                await self.settings.put(installed_key(self.actor.node_name), msgspec.msgpack.encode(found))
-            except Exception as exc:  # reported again at the next check
-                self.actor.log.warning("could not report installed models: %s", exc)
-                self.current = InstalledModels()
+        try:
+            assert self.settings is not None, "installed models reported before the bucket was opened"
+            await self.settings.put(INSTALLED.key(self.actor.node_name), INSTALLED.encode(found))
+        except Exception as exc:  # reported again at the next check
+            self.actor.log.warning("could not report installed models: %s", exc)
+            self.current = InstalledModels()
 
     def forget(self) -> None:
         """Written again at the next check: another node's janitor removed our report (it took us for lost)."""

@@ -14,20 +14,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
-from nats.js.kv import KeyValue
 
 from framework.kv_view import KvView
+from framework.transport import KeyValueStore
+from schemas.kv import GPU_TABLE, INSTALLED, NODE, SERVER
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord
-from schemas.registry import INSTALLED_KEY
 
 log = logging.getLogger("asrpro.lifecycle")
-_decode = msgspec.msgpack.Decoder(ServerStatus).decode
 
 
-async def _keys(kv: KeyValue) -> list[str]:
+async def _keys(kv: KeyValueStore) -> list[str]:
     try:
         return list(await kv.keys())
     except NoKeysError:
@@ -40,10 +38,10 @@ class NodeJanitor:
         me: str,
         dead_after: float,
         heartbeats: KvView[NodeRecord],
-        nodes: KeyValue,
-        servers: KeyValue,
-        gpu: KeyValue,
-        settings: KeyValue,
+        nodes: KeyValueStore,
+        servers: KeyValueStore,
+        gpu: KeyValueStore,
+        settings: KeyValueStore,
         announce: Callable[[ServerStatus], Awaitable[None]],
     ) -> None:
         self.me, self.dead_after, self.heartbeats, self.nodes = me, dead_after, heartbeats, nodes
@@ -59,12 +57,12 @@ class NodeJanitor:
         if node == self.me or now - self.heard[node] <= self.dead_after:
             return False
         try:
-            entry = await self.nodes.get(node)
+            entry = await self.nodes.get(NODE.key(node))
         except KeyNotFoundError:
             return True
         if not entry.value:
             return True
-        beat = msgspec.msgpack.decode(entry.value, type=NodeRecord).heartbeat_at
+        beat = NODE.decode(entry.value).heartbeat_at
         self.heard[node] = max(self.heard[node], beat)
         return now - beat > self.dead_after
 
@@ -81,12 +79,12 @@ class NodeJanitor:
         if not self.view_is_current(now):
             return gone
         for key in await _keys(self.servers):
-            node, _, _model = key.partition(".")
+            node = (SERVER.parse(key) or ("_",))[0]
             if node.startswith("_") or not await self.lost(node, now):  # a placement claim is no node's
                 continue
             with contextlib.suppress(Exception):
                 entry = await self.servers.get(key)
-                status = _decode(entry.value) if entry.value else None
+                status = SERVER.decode(entry.value) if entry.value else None
                 if await self._delete(self.servers, key, entry.revision) and status is not None:
                     if status.node != node:
                         continue  # a record from before nodes (key <model>): removed without a word
@@ -94,15 +92,16 @@ class NodeJanitor:
                     log.warning("node %s is lost: its server of %s is gone", node, status.model)
                     await self.announce(status)
         for key in await _keys(self.gpu):
-            if "." in key or not await self.lost(key, now):
+            if GPU_TABLE.parse(key) is None or not await self.lost(key, now):
                 continue
             with contextlib.suppress(Exception):
                 entry = await self.gpu.get(key)
                 if await self._delete(self.gpu, key, entry.revision):
                     log.warning("node %s is lost: its GPU allocations are released", key)
         for key in await _keys(self.settings):
-            prefix, _, node = key.partition(".")
-            if prefix != INSTALLED_KEY or not node or not await self.lost(node, now):
+            parts = INSTALLED.parse(key)
+            node = parts[0] if parts else ""
+            if not node or not await self.lost(node, now):
                 continue
             with contextlib.suppress(Exception):
                 entry = await self.settings.get(key)
@@ -111,7 +110,7 @@ class NodeJanitor:
         return gone
 
     @staticmethod
-    async def _delete(kv: KeyValue, key: str, revision: int | None) -> bool:
+    async def _delete(kv: KeyValueStore, key: str, revision: int | None) -> bool:
         try:
             await kv.delete(key, last=revision)
         except KeyWrongLastSequenceError:

@@ -10,12 +10,12 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from framework.config import Config, node_name
+from framework.transport import KeyValueStore
 from schemas.gpu import GpuDevice
+from schemas.kv import NODE
 from schemas.nodes import NodeRecord
 
 log = logging.getLogger("asrpro.lifecycle")
@@ -42,14 +42,14 @@ class NodeBeacon:
         self.instance, self.runtime = instance, runtime
         self.servers, self.devices, self.installed = servers, devices, installed
         self.started_at = time.time()
-        self.kv: KeyValue | None = None
+        self.kv: KeyValueStore | None = None
 
-    async def claim(self, kv: KeyValue) -> None:
+    async def claim(self, kv: KeyValueStore) -> None:
         """Take the node's name, unless a node of that name beats on another host (then it is not ours to delete)."""
         with contextlib.suppress(KeyNotFoundError):
-            entry = await kv.get(self.name)
+            entry = await kv.get(NODE.key(self.name))
             if entry.value:
-                other = msgspec.msgpack.decode(entry.value, type=NodeRecord)
+                other = NODE.decode(entry.value)
                 age = time.time() - other.heartbeat_at
                 if other.host != self.host and age < self.cfg.dead_after:
                     raise NodeNameTaken(
@@ -73,7 +73,7 @@ class NodeBeacon:
             max_containers=self.max_containers,
             installed=self.installed(),
         )
-        await self.kv.put(self.name, msgspec.msgpack.encode(record))
+        await self.kv.put(NODE.key(self.name), NODE.encode(record))
 
     async def run(self) -> None:
         while True:
@@ -86,4 +86,4 @@ class NodeBeacon:
     async def leave(self) -> None:
         if self.kv is not None:
             with contextlib.suppress(Exception):
-                await self.kv.delete(self.name)
+                await self.kv.delete(NODE.key(self.name))

@@ -7,24 +7,20 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import msgspec
-from nats.aio.client import Client
-from nats.js.kv import KeyValue
-
-from schemas import subjects
+from framework.transport import KeyValueStore, Transport
+from schemas.kv import SERVER
 from schemas.lifecycle import ServerStatus
 
 log = logging.getLogger("asrpro.lifecycle")
-_decode = msgspec.msgpack.Decoder(ServerStatus).decode
 
 
 class ServerRecords:
-    """In memory (for the fast tests, and what the KV-backed subclass keeps in step)."""
+    """In memory: what the KV-backed subclass keeps in step, and a stand-in a test may declare instead of it."""
 
     def __init__(self) -> None:
         self.saved: dict[str, ServerStatus] = {}
 
-    async def connect(self, nc: Client) -> None:
+    async def connect(self, transport: Transport) -> None:
         """Records kept in memory need no bucket."""
 
     async def load(self) -> dict[str, ServerStatus]:
@@ -38,43 +34,43 @@ class ServerRecords:
 
 
 class KvServerRecords(ServerRecords):
-    """One node's records: keys <node>.<model id>; the other nodes' records are theirs. Until `connect` opens the
-    bucket they are kept in memory only (an actor served by a MemoryBus never connects)."""
+    """One node's records (schemas.kv.SERVER: keys <node>.<model id>); the other nodes' records are theirs. Used
+    once `connect` opened the bucket (the actor's setup does, before anything starts)."""
 
     def __init__(self, node: str) -> None:
         super().__init__()
         self.node = node
-        self.kv: KeyValue | None = None
+        self._kv: KeyValueStore | None = None
 
-    async def connect(self, nc: Client) -> None:
-        self.kv = await nc.jetstream().key_value(subjects.SERVERS_BUCKET)
+    async def connect(self, transport: Transport) -> None:
+        self._kv = await transport.kv(SERVER.bucket)
+
+    @property
+    def kv(self) -> KeyValueStore:
+        if self._kv is None:
+            raise RuntimeError("server records used before the bucket was opened (connect)")
+        return self._kv
 
     async def load(self) -> dict[str, ServerStatus]:
-        if self.kv is None:
-            return await super().load()
         found: dict[str, ServerStatus] = {}
-        mine = subjects.server_key(self.node, "")
+        mine = SERVER.key(self.node, "")
         with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
             for key in await self.kv.keys():
                 if not key.startswith(mine):
                     continue
                 entry = await self.kv.get(key)
                 if entry.value:
-                    found[key[len(mine) :]] = _decode(entry.value)
+                    found[key[len(mine) :]] = SERVER.decode(entry.value)
         return found
 
     async def save(self, status: ServerStatus) -> None:
         await super().save(status)
-        if self.kv is None:
-            return
         try:
-            await self.kv.put(subjects.server_key(self.node, status.model), msgspec.msgpack.encode(status))
+            await self.kv.put(SERVER.key(self.node, status.model), SERVER.encode(status))
         except Exception as exc:  # a record lost to a bus outage must not fail the work that caused it
             log.warning("could not record %s: %s", status.model, exc)
 
     async def forget(self, model_id: str) -> None:
         await super().forget(model_id)
-        if self.kv is None:
-            return
         with contextlib.suppress(Exception):
-            await self.kv.purge(subjects.server_key(self.node, model_id))
+            await self.kv.purge(SERVER.key(self.node, model_id))

@@ -57,7 +57,7 @@ class ModelProxy(Actor):
     @collaborator
     def server_records(self) -> KvView[ServerStatus]:
         """The lifecycle actors' records of their servers (starting, ready, stopping) and the proxies' placement
-        claims, by key <node>.<model> (`subjects.server_key`) and `_placing.<model>` (`routing.claim_key`)."""
+        claims, by key <node>.<model> and `_placing.<model>` (schemas.kv.SERVER, PLACEMENT_CLAIM)."""
         return KvView(kv_records.SERVER, ">")
 
     @collaborator
@@ -81,15 +81,13 @@ class ModelProxy(Actor):
         self.cancelled: set[tuple[str, str]] = set()
 
     async def setup(self) -> None:
-        if self.nc is None:
-            return
         # Before the service is discoverable: a proxy that answers $SRV.PING can resolve every model
         # (/health relies on it).
         await self.catalogue.follow(self.transport, wait=_CATALOGUE_WAIT_S)
         if self.catalogue.listing is None:
             raise RuntimeError(f"no model catalogue within {_CATALOGUE_WAIT_S:g} s: {self.catalogue.unknown_reason()}")
         await self.server_records.follow(self.transport)
-        await self.claims.connect(self.connection)
+        await self.claims.connect(self.transport)
         await self.nodes.follow(self.transport, wait=2.0)
 
     async def teardown(self) -> None:

@@ -15,7 +15,7 @@ AUDIO_BUCKET = re.compile(re.escape(subjects.AUDIO_BUCKET_PREFIX) + subjects.USE
 
 class AudioStore:
     def __init__(self, actor: Actor) -> None:
-        self.actor = actor  # whose connection reads the buckets
+        self.actor = actor  # whose transport reads the buckets
 
     async def read(self, msg: TranscribeRequest) -> bytes:
         """The request's audio, carried or referenced; 400 when there is none."""
@@ -26,7 +26,7 @@ class AudioStore:
                     errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's ASR_AUDIO_<user>), not {bucket!r}"
                 )
             try:
-                store = await self.actor.connection.jetstream().object_store(bucket)
+                store = await self.actor.transport.object_store(bucket)
                 obj = await store.get(msg.audio_ref)
             except Exception as exc:
                 raise AsrError(
@@ -44,7 +44,7 @@ class AudioStore:
         if not AUDIO_BUCKET.fullmatch(msg.audio_bucket or ""):
             return
         try:
-            store = await self.actor.connection.jetstream().object_store(msg.audio_bucket or "")
+            store = await self.actor.transport.object_store(msg.audio_bucket or "")
             await store.delete(msg.audio_ref or "")
         except Exception as exc:  # gone already, or the bus is down: the bucket's TTL removes it
             self.actor.log.info("could not delete audio %s: %s", msg.audio_ref, exc)

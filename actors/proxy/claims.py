@@ -1,5 +1,6 @@
 """Placement claims: before a model that runs nowhere is started, the proxy that places it claims the placement in
-ASR_SERVERS (see `routing.claim_key`), so that of two proxies placing it at once one wins and the other sends its
+ASR_SERVERS (schemas.kv.PLACEMENT_CLAIM: key `_placing.<model>`; node names cannot start with `_`, so it is never
+a node's record), so that of two proxies placing it at once one wins and the other sends its
 request to the winner's node instead of starting a second copy."""
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import msgspec
-from nats.aio.client import Client
 from nats.js.errors import KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
-from actors.proxy.routing import PLACING, claim_key
+from actors.proxy.routing import PLACING
 from framework.actor import Actor
 from framework.config import start_budget
-from schemas import subjects
+from framework.transport import KeyValueStore, Transport
+from schemas.kv import PLACEMENT_CLAIM
 from schemas.lifecycle import ServerStatus
 
 CLAIM_WAIT_S = 10.0
@@ -32,17 +31,16 @@ class Claim:
 class PlacementClaims:
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
-        self.kv: KeyValue | None = None  # ASR_SERVERS, once connected: unclaimed placements until then
+        self.kv: KeyValueStore | None = None  # ASR_SERVERS, once the actor's setup opened it
 
-    async def connect(self, nc: Client) -> None:
-        self.kv = await nc.jetstream().key_value(subjects.SERVERS_BUCKET)
+    async def connect(self, transport: Transport) -> None:
+        self.kv = await transport.kv(PLACEMENT_CLAIM.bucket)
 
     async def claim(self, model_id: str, node: str, exclude: set[str]) -> Claim | None:
-        """Claim the placement of a model that runs nowhere (see routing.claim_key): ours, or the node another
+        """Claim the placement of a model that runs nowhere (schemas.kv.PLACEMENT_CLAIM): ours, or the node another
         proxy claimed it for a moment ago. While JetStream cannot answer (electing a leader after losing a server
         takes seconds) it is tried again for up to CLAIM_WAIT_S; then None: placed unclaimed, as on one host."""
-        if self.kv is None:
-            return None
+        assert self.kv is not None, "placement claimed before the bucket was opened (connect)"
         give_up = time.monotonic() + CLAIM_WAIT_S
         while True:
             try:
@@ -55,16 +53,16 @@ class PlacementClaims:
                     return None
                 await asyncio.sleep(0.5)
 
-    async def _claim_once(self, kv: KeyValue, model_id: str, node: str, exclude: set[str]) -> Claim:
-        key = claim_key(model_id)
-        mine = msgspec.msgpack.encode(
+    async def _claim_once(self, kv: KeyValueStore, model_id: str, node: str, exclude: set[str]) -> Claim:
+        key = PLACEMENT_CLAIM.key(model_id)
+        mine = PLACEMENT_CLAIM.encode(
             ServerStatus(model=model_id, state=PLACING, runtime="", node=node, started_at=time.time())
         )
         try:
             return Claim(node, await kv.create(key, mine))
         except KeyWrongLastSequenceError:
             entry = await kv.get(key)
-        theirs = msgspec.msgpack.decode(entry.value or b"", type=ServerStatus)
+        theirs = PLACEMENT_CLAIM.decode(entry.value or b"")
         fresh = time.time() - (theirs.started_at or 0.0) < start_budget(self.actor.config)
         if fresh and theirs.node not in exclude:
             return Claim(theirs.node, 0)
@@ -72,6 +70,6 @@ class PlacementClaims:
 
     async def unclaim(self, model_id: str, revision: int) -> None:
         """The placement failed: the claim must not send others to that node."""
-        if self.kv is not None:
+        if self.kv is not None:  # None: claimed nothing
             with contextlib.suppress(Exception):
-                await self.kv.delete(claim_key(model_id), last=revision)
+                await self.kv.delete(PLACEMENT_CLAIM.key(model_id), last=revision)

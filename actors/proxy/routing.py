@@ -35,14 +35,7 @@ def has_room(node: NodeRecord, model: ModelInfo) -> bool:
     return best_free_mb(node) >= model.gpu_memory_mb
 
 
-PLACING: Final = "placing"  # the state of a placement claim (see `claim_key`)
-
-
-def claim_key(model_id: str) -> str:
-    """ASR_SERVERS key of the claim a proxy takes before starting a model that runs nowhere: of two proxies placing
-    it at once, one wins (KV create) and the other sends its request to the winner's node. Node names cannot start
-    with `_`, so it is never a node's record."""
-    return f"_placing.{model_id}"
+PLACING: Final = "placing"  # the state of a placement claim (schemas.kv.PLACEMENT_CLAIM)
 
 
 def choose_node(

@@ -16,11 +16,12 @@ from framework.actor import Actor
 from framework.catalogue import Catalogue
 from framework.kv_view import KvView
 from framework.model_server import ModelServerClient, ServerGone
-from schemas import endpoints, errors, subjects
+from schemas import endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
 from schemas.events import TranscriptionCompleted, TranscriptionFailed, TranscriptionStarted
 from schemas.formats import render_text
+from schemas.kv import SERVER
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.registry import ModelInfo, not_installed
@@ -152,7 +153,7 @@ class Serving:
         return result
 
     def _ready_server(self, model_id: str) -> ServerStatus | None:
-        status = self.server_records.values.get(subjects.server_key(self.actor.node_name, model_id))
+        status = self.server_records.values.get(SERVER.key(self.actor.node_name, model_id))
         return status if status is not None and status.state == "ready" and status.url else None
 
     async def _ensure(

@@ -15,6 +15,7 @@ from tests.conftest import Nats
 # Derived from the declarations (each event type's `owner`): what nats.conf is rendered from.
 OWNERS = {user: {tag_of(t) for t in EVENT_TYPES if t.owner == user} for user in (*access.ACTORS, "client")}
 
+
 def sample(event_type: type[Event]) -> Event:
     """Any valid event of the type, built from its required fields."""
     fields = {

@@ -14,10 +14,9 @@ import msgspec
 
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
-from framework.installed_weights import Installed
 from framework.model_server import ModelServerClient
 from schemas.model_server import Health, HealthStatus, ResultFrame, SegmentFrame
-from schemas.registry import ModelInfo
+from schemas.registry import Installed, ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +63,8 @@ class FakeRuntime(Runtime):
 
     def installed(self, model: ModelInfo) -> Installed:
         if model.id in self.absent:
-            return Installed(model.id, False, f"/weights/{model.id}", missing="model.bin")
-        return Installed(model.id, True, f"/weights/{model.id}")
+            return Installed(model=model.id, installed=False, where=f"/weights/{model.id}", missing="model.bin")
+        return Installed(model=model.id, installed=True, where=f"/weights/{model.id}")
 
     async def adopt(self) -> list[ServerHandle]:
         for handle in self.adoptable:

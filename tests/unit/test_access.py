@@ -28,8 +28,9 @@ def test_an_actor_publishes_its_own_events_and_calls_only_what_it_is_declared_to
     assert "asr.forward.*.>" in proxy and subjects.PROGRESS_ALL in proxy and "asr.lifecycle.ensure.*" in proxy
     assert "asr.lifecycle.stop" not in proxy and subjects.TRANSCRIBE_ALL not in proxy
     assert access.publish_rights("gpu") == [] and access.publish_rights("metrics") == []
-    assert access.serve_rights("gpu") == [s for r in ("allocate", "release", "bind", "status") for s in
-                                          (f"asr.gpu.{r}", f"asr.gpu.{r}.*")]
+    assert access.serve_rights("gpu") == [
+        s for r in ("allocate", "release", "bind", "status") for s in (f"asr.gpu.{r}", f"asr.gpu.{r}.*")
+    ]
 
 
 def test_applications_by_scope() -> None:

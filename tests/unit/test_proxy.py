@@ -8,10 +8,8 @@ import pytest
 
 from actors.proxy import ModelProxy
 from actors.registry import catalogue
-from framework.catalogue import Catalogue
 from framework.collaborators import worker_factory
 from framework.config import node_name
-from framework.kv_view import KvView
 from framework.memory_bus import MemoryBus
 from schemas import codec, endpoints, subjects
 from schemas import kv as kv_records
@@ -26,22 +24,18 @@ MODEL = "whisper-tiny.en"
 
 
 async def start() -> tuple[MemoryBus, ModelProxy, FakeModelServer]:
+    """A proxy on the in-memory bus, finding the catalogue and a ready server in the KV as it would on NATS."""
     cfg = config()
-    listing = ModelList(models=list(catalogue(cfg).values()), default_model=MODEL)
-    server_records: KvView[ServerStatus] = KvView(kv_records.SERVER, ">")
-    node = node_name(cfg)
-    server_records.values[subjects.server_key(node, MODEL)] = ServerStatus(
-        model=MODEL, state="ready", runtime="fake", url=f"http://{MODEL}.fake", node=node
-    )
-    servers = FakeModelServer()
     bus = MemoryBus()
-    proxy = worker_factory(
-        ModelProxy,
-        cfg,
-        catalogue=Catalogue(listing),
-        model_server=servers.client(),
-        server_records=server_records,
-    )
+    listing = ModelList(models=list(catalogue(cfg).values()), default_model=MODEL)
+    settings = await bus.kv(kv_records.CATALOGUE.bucket)
+    await settings.put(kv_records.CATALOGUE.key(), kv_records.CATALOGUE.encode(listing))
+    node = node_name(cfg)
+    ready = ServerStatus(model=MODEL, state="ready", runtime="fake", url=f"http://{MODEL}.fake", node=node)
+    servers_kv = await bus.kv(kv_records.SERVER.bucket)
+    await servers_kv.put(kv_records.SERVER.key(node, MODEL), kv_records.SERVER.encode(ready))
+    servers = FakeModelServer()
+    proxy = worker_factory(ModelProxy, cfg, model_server=servers.client())
     await bus.start(proxy)
     return bus, proxy, servers
 

@@ -10,7 +10,7 @@ from actors.registry import merge_installed
 from schemas.gpu import GpuDevice
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord, alive
-from schemas.registry import InstalledModels, InstalledState, ModelInfo
+from schemas.registry import Installed, InstalledModels, ModelInfo
 
 MODEL = ModelInfo(id="m", name="m", family="whisper", size="tiny", engine="faster-whisper", gpu_memory_mb=600)
 
@@ -78,8 +78,8 @@ def test_nodes_silent_longer_than_dead_after_are_not_alive() -> None:
 
 
 def test_installed_reports_of_several_nodes_merge() -> None:
-    yes = InstalledModels(models={"m": InstalledState(installed=True, where="/w")})
-    no = InstalledModels(models={"m": InstalledState(installed=False, missing="model.bin")})
+    yes = InstalledModels(models={"m": Installed(installed=True, where="/w")})
+    no = InstalledModels(models={"m": Installed(installed=False, missing="model.bin")})
     assert merge_installed({"installed.a": yes}) == yes.models
     merged = merge_installed({"installed.a": no, "installed.b": yes})
     assert merged["m"].installed and merged["m"].where == "b: /w"

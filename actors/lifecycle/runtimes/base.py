@@ -7,8 +7,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from framework.installed_weights import Installed, check
-from schemas.registry import ModelInfo
+from framework.installed_weights import check
+from schemas.registry import Installed, ModelInfo
 
 
 @dataclass

@@ -20,8 +20,8 @@ from docker.types import DeviceRequest
 
 from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, node_name
-from framework.installed_weights import PACKAGE_PREFIX, Installed
-from schemas.registry import ModelInfo
+from framework.installed_weights import PACKAGE_PREFIX
+from schemas.registry import Installed, ModelInfo
 
 log = logging.getLogger("asrpro.runtime.docker")
 
@@ -100,7 +100,7 @@ class DockerRuntime(Runtime):
         # A pip-installed model package lives in the image (a missing image is its own, clearer error);
         # a weights directory is mounted from this host.
         if model.weights.startswith(PACKAGE_PREFIX):
-            return Installed(model.id, True, f"image {model.image}")
+            return Installed(model=model.id, installed=True, where=f"image {model.image}")
         return super().installed(model)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
