@@ -69,30 +69,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def bucket_subjects(bucket: str, *, write: bool) -> list[str]:
-    """What a user needs to use object store bucket `bucket`: the owner puts and deletes (write), the proxy reads
-    and deletes. The owner may not create consumers on it: nats-server does not check a push consumer's delivery
-    subject against its creator's permissions, so a consumer would let it publish its bytes anywhere."""
-    stream = f"OBJ_{bucket}"
-    common = [
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.MSG.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$JS.API.STREAM.PURGE.{stream}",
-        f"$O.{bucket}.M.>",
-    ]
-    if write:
-        return [*common, f"$O.{bucket}.C.>"]
-    consume = [
-        f"$JS.API.CONSUMER.CREATE.{stream}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.>",
-        f"$JS.API.CONSUMER.DELETE.{stream}.>",
-        f"$JS.ACK.{stream}.>",
-        f"$JS.FC.{stream}.>",
-    ]
-    return [*common, *consume]
-
-
 def app_permissions(user: AppUser) -> dict[str, object]:
     """No JetStream at all: a JetStream API request (a direct get, a stream info, a consumer create) is answered by
     nats-server itself, unchecked, on whatever reply subject the requester names — stored bytes published onto an
@@ -117,9 +93,11 @@ def render(template: str, apps: list[AppUser]) -> str:
         marker = line.strip()
         indent = line[: len(line) - len(line.lstrip())]
         if marker == "# @audio:gateway":
-            out.append(quoted(bucket_subjects(subjects.audio_bucket("gateway"), write=True), indent))
+            out.append(quoted(access.object_bucket_rights(subjects.audio_bucket("gateway"), write=True), indent))
         elif marker == "# @audio:proxy":
-            reads = [s for owner in owners for s in bucket_subjects(subjects.audio_bucket(owner), write=False)]
+            reads = [
+                s for owner in owners for s in access.object_bucket_rights(subjects.audio_bucket(owner), write=False)
+            ]
             out.append(quoted(reads, indent))
         elif marker.startswith("# @publish:"):
             out.append(quoted(access.publish_rights(marker.removeprefix("# @publish:")), indent))

@@ -30,6 +30,7 @@ import httpx  # noqa: E402
 import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
+from schemas import subjects  # noqa: E402
 from schemas.events import decode_event, kind  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
 
@@ -51,7 +52,7 @@ def subscribe(url: str, password: str, ready: EventType, stop: EventType, out: Q
             if kind(event) in LIFECYCLE:
                 delays.append(received - event.at)
 
-        await nc.subscribe("asr.events.*.b", cb=on_msg)
+        await nc.subscribe(subjects.events_of_model("b"), cb=on_msg)
         await nc.flush()
         ready.set()
         while not stop.is_set():

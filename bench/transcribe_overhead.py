@@ -43,6 +43,7 @@ from framework.config import load_config  # noqa: E402
 from model_server import pipeline  # noqa: E402
 from model_server.engines.whisper import WhisperEngine  # noqa: E402
 from model_server.settings import EngineSettings  # noqa: E402
+from schemas import subjects  # noqa: E402
 from schemas.model_server import TranscribeOptions  # noqa: E402
 from schemas.transcribe import TranscribeRequest  # noqa: E402
 from tests.e2e.stack import Stack, start_stack  # noqa: E402
@@ -124,7 +125,7 @@ class BusCounter:
             return "jetstream:consumer deliveries"  # a stream's copy on its way to a consumer (metrics, ...)
         if subject.startswith("_INBOX.") or subject.startswith("$JS.ACK"):
             return "replies"
-        if subject.startswith("asr.events."):
+        if subject.startswith(subjects.EVENTS_PREFIX):
             return "events:" + subject.split(".")[2]
         if subject.startswith(("$JS.", "$KV.", "$O.")):
             return "jetstream:" + ".".join(subject.split(".")[:3])

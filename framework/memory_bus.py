@@ -5,7 +5,7 @@ Transport: an actor started here runs the code it runs on NATS.
 
     bus = MemoryBus()
     bus.answer(endpoints.GPU_ALLOCATE, lambda msg: Allocation(model=msg.model, device="cpu"))
-    await bus.start(Lifecycle(config, runtime=FakeRuntime(), ...))
+    await bus.start(worker_factory(Lifecycle, config, runtime=FakeRuntime()))
     status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
 """
 

@@ -85,3 +85,27 @@ def application_subscriptions(scope: str) -> list[str]:
     """What an application of this scope may subscribe to besides its own inbox: events and progress, live."""
     roles = application_roles(scope)
     return [subjects.EVENTS_ALL, *serve_rights(*roles)] if EVENT_READERS in roles else []
+
+
+def object_bucket_rights(bucket: str, *, write: bool) -> list[str]:
+    """What a user needs to use object store bucket `bucket`: the owner puts and deletes (write), the proxy reads
+    and deletes. The owner may not create consumers on it: nats-server does not check a push consumer's delivery
+    subject against its creator's permissions, so a consumer would let it publish its bytes anywhere."""
+    stream = f"OBJ_{bucket}"
+    common = [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        f"$O.{bucket}.M.>",
+    ]
+    if write:
+        return [*common, f"$O.{bucket}.C.>"]
+    consume = [
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+    return [*common, *consume]
