@@ -3,7 +3,12 @@
 on a cluster every host's supervisor mirrors them through the KV bucket ASR_ACCESS, which only the `admin` user may
 read. A change made on one host (`asrpro users add`, `asrpro keys add`) is put there; the others write it into
 their files and reload their nats-server. The bucket is the cluster's word: a host that starts takes it over its own
-files; a host that finds it empty puts its own. Two changes on two hosts within one round: the later one wins."""
+files; a host that finds it empty puts its own. Two changes on two hosts within one round: the later one wins.
+
+The supervisor runs it in a thread of its own on one long-lived admin connection (nats-py reconnects it across
+nats-server restarts); it is not an actor because it writes this host's files and reloads this host's nats-server,
+which only the supervisor that started that server can do (an actor would need the admin user and the server's
+process: more rights than any actor has)."""
 
 from __future__ import annotations
 
@@ -15,19 +20,20 @@ from pathlib import Path
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, NotFoundError
-from nats.js.kv import KeyValue
 
 from framework.private_files import write_private
+from framework.transport import KeyValueStore
 from schemas import subjects
 
 log = logging.getLogger("asrpro.cluster")
 BUCKET = subjects.ACCESS_BUCKET
 
 
-async def access_bucket(nc: Client, replicas: int = 1) -> KeyValue:
+async def access_bucket(nc: Client, replicas: int = 1) -> KeyValueStore:
     js = nc.jetstream()
     try:
-        return await js.key_value(BUCKET)
+        found: KeyValueStore = await js.key_value(BUCKET)
+        return found
     except (NotFoundError, Exception):
         config = KeyValueConfig(
             bucket=BUCKET,
@@ -36,7 +42,8 @@ async def access_bucket(nc: Client, replicas: int = 1) -> KeyValue:
             storage=StorageType.FILE,
             replicas=replicas,
         )
-        return await js.create_key_value(config)
+        created: KeyValueStore = await js.create_key_value(config)
+        return created
 
 
 @dataclass
@@ -59,7 +66,7 @@ class Mirrored:
 class AccessSync:
     files: list[Mirrored] = field(default_factory=list)
 
-    async def round(self, kv: KeyValue) -> list[str]:
+    async def round(self, kv: KeyValueStore) -> list[str]:
         """One round: what changed here goes to the bucket, what changed there comes here. The keys it wrote
         into local files."""
         pulled: list[str] = []

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from nats.aio.client import Client
 
 from asrpro import nats_cluster
 from asrpro.access_sync import AccessSync, Mirrored, access_bucket
@@ -196,6 +197,9 @@ class Supervisor:
     def _upkeep(self, url: str, admin_password: str) -> None:
         """On a cluster: users and API keys mirrored between the hosts (asrpro.access_sync) every ACCESS_SYNC_S,
         replicas raised as servers join (asrpro.nats_cluster.raise_replicas) every REPLICAS_CHECK_S."""
+        asyncio.run(self._upkeep_rounds(url, admin_password))
+
+    async def _upkeep_rounds(self, url: str, admin_password: str) -> None:
         sync = AccessSync(
             [
                 Mirrored("users", UserStore(self.config.nats.store_dir).path, self._users_changed),
@@ -203,25 +207,27 @@ class Supervisor:
             ]
         )
         last_replicas = 0.0
-
-        async def once() -> None:
-            nonlocal last_replicas
-            tls = self.config.nats.tls_ca
-            nc = await bus.connect(url, name="asrpro-upkeep", user="admin", password=admin_password, tls_ca=tls)
-            try:
-                await sync.round(await access_bucket(nc))
-                if time.monotonic() - last_replicas >= REPLICAS_CHECK_S:
-                    last_replicas = time.monotonic()
-                    await nats_cluster.raise_replicas(nc, self.config.cluster.max_replicas, self.config.node.dead_after)
-            finally:
+        nc: Client | None = None  # one connection for every round: once made, nats-py reconnects it by itself
+        try:
+            while not self.stopping:
+                try:
+                    if nc is None or nc.is_closed:
+                        tls = self.config.nats.tls_ca
+                        nc = await bus.connect(
+                            url, name="asrpro-upkeep", user="admin", password=admin_password, tls_ca=tls
+                        )
+                    await sync.round(await access_bucket(nc))
+                    if time.monotonic() - last_replicas >= REPLICAS_CHECK_S:
+                        last_replicas = time.monotonic()
+                        await nats_cluster.raise_replicas(
+                            nc, self.config.cluster.max_replicas, self.config.node.dead_after
+                        )
+                except Exception as exc:  # the bus is restarting: the next round tries again
+                    log.info("cluster upkeep failed: %s", exc)
+                await asyncio.sleep(ACCESS_SYNC_S)
+        finally:
+            if nc is not None:
                 await nc.close()
-
-        while not self.stopping:
-            try:
-                asyncio.run(once())
-            except Exception as exc:  # the bus is restarting: the next round tries again
-                log.info("cluster upkeep failed: %s", exc)
-            time.sleep(ACCESS_SYNC_S)
 
     def _users_changed(self) -> None:
         """Applications added or removed on another host: this host's server takes them (connections stay)."""
