@@ -14,6 +14,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from framework import nvml
 from framework.actor import Actor, endpoint
+from framework.collaborators import collaborator
 from framework.config import Config
 from framework.transport import KeyValueStore
 from schemas import endpoints, errors
@@ -83,10 +84,14 @@ class GpuAllocator(Actor):
 
     name = "gpu"
 
-    def __init__(self, config: Config, measure: Callable[[], dict[int, dict[int, int]]] = nvml.memory_in_use) -> None:
+    @collaborator
+    def measure(self) -> Callable[[], dict[int, dict[int, int]]]:
+        """Per device, the MB each process uses: NVML's reading (a test gives a fixed one)."""
+        return nvml.memory_in_use
+
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.source, self.devices, self.reason = inventory(config)
-        self.measure = measure
         self.kv: KeyValueStore | None = None
         # Each node's GPUs have their own table (key: the node's name): nodes never share memory, and copies of one
         # node's gpu actor still change it by compare-and-set.

@@ -22,9 +22,8 @@ class AudioStore:
         if msg.audio_ref:
             bucket = msg.audio_bucket or ""
             if not AUDIO_BUCKET.fullmatch(bucket):
-                raise AsrError(
-                    errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's ASR_AUDIO_<user>), not {bucket!r}"
-                )
+                own = f"{subjects.AUDIO_BUCKET_PREFIX}<user>"
+                raise AsrError(errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's {own}), not {bucket!r}")
             try:
                 store = await self.actor.transport.object_store(bucket)
                 obj = await store.get(msg.audio_ref)

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from actors.gpu import GpuAllocator
+from framework.collaborators import worker_factory
 from framework.memory_bus import MemoryBus
 from schemas import kv as kv_records
 from schemas.errors import AsrError
@@ -19,7 +20,7 @@ ONE_GPU = {"ASRPRO_GPU__DEVICES": "[{index = 0, memory_mb = 1000}]", "ASRPRO_NOD
 
 async def copies(n: int, bus: MemoryBus | None = None) -> tuple[MemoryBus, list[GpuAllocator]]:
     bus = bus or MemoryBus()
-    actors = [await bus.start(GpuAllocator(config(**ONE_GPU), measure=dict)) for _ in range(n)]
+    actors = [await bus.start(worker_factory(GpuAllocator, config(**ONE_GPU), measure=dict)) for _ in range(n)]
     return bus, actors  # type: ignore[return-value]
 
 
