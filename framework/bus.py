@@ -157,6 +157,8 @@ def error_reply(exc: AsrError, ctype: str) -> tuple[bytes, dict[str, str]]:
     headers = codec.headers_for(ctype)
     headers[codec.ERROR_HEADER] = exc.message.replace("\r", " ").replace("\n", " ")[:1000]
     headers[codec.ERROR_CODE_HEADER] = exc.code
+    if exc.kind is not None:
+        headers[codec.ERROR_KIND_HEADER] = exc.kind
     return codec.encode(exc.reply(), ctype), headers
 
 
@@ -165,13 +167,22 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
         return
     code = headers[codec.ERROR_CODE_HEADER]
     message = headers.get(codec.ERROR_HEADER, "")
-    retry_after, kind = None, None
+    retry_after, param = None, None
+    kind = _error_code(headers.get(codec.ERROR_KIND_HEADER))
     try:
         body = codec.decode(data, errors.ErrorReply, codec.content_type(headers))
-        message, retry_after, kind = body.message or message, body.retry_after, body.kind
+        message, retry_after, kind, param = body.message or message, body.retry_after, body.kind or kind, body.param
     except codec.DecodeError:
         pass
-    raise AsrError(code, message, retry_after, kind)
+    raise AsrError(code, message, retry_after, kind, param)
+
+
+def _error_code(value: str | None) -> ErrorCode | None:
+    """A symbolic code from a header (None for one this version does not know: the status still says enough)."""
+    try:
+        return ErrorCode(value) if value else None
+    except ValueError:
+        return None
 
 
 async def request(
@@ -198,7 +209,7 @@ async def request(
         )
     except nats.errors.MaxPayloadError:
         raise AsrError(
-            errors.TOO_LARGE,
+            ErrorCode.FILE_TOO_LARGE,
             f"message to {subject} is larger than the bus allows ({nc.max_payload} bytes): "
             "send it through the HTTP gateway, or compress the audio",
         ) from None

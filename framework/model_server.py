@@ -23,6 +23,7 @@ from schemas.model_server import (
     STREAM_PARAM,
     TRANSCRIBE_PATH,
     ErrorBody,
+    ErrorDetail,
     ErrorFrame,
     Frame,
     Health,
@@ -115,14 +116,14 @@ class ModelServerClient:
                     raise ServerGone(f"the server at {url} is not {model}'s: {_error_message(response)}")
                 if response.status_code != 200:
                     await response.aread()
-                    raise AsrError(str(response.status_code), _error_message(response))
+                    raise _error(response)
                 if not stream:
                     await response.aread()
                     yield ResultFrame(result=_decode_result(response.content))
                     return
                 async for frame in _frames(response):
                     if isinstance(frame, ErrorFrame):
-                        raise AsrError(frame.error.code, frame.error.message)
+                        raise _asr_error(frame.error)
                     yield frame
         except httpx.TimeoutException as exc:
             raise AsrError(errors.TIMEOUT, f"model server of {model} did not answer in time") from exc
@@ -143,3 +144,20 @@ def _error_message(response: httpx.Response) -> str:
         return _decode_error(response.content).error.message
     except (msgspec.DecodeError, msgspec.ValidationError):
         return response.text[:500] or f"model server answered HTTP {response.status_code}"
+
+
+def _error(response: httpx.Response) -> AsrError:
+    """The model server's error answer as ours: its status, message, symbolic code and field."""
+    try:
+        detail = _decode_error(response.content).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return AsrError(str(response.status_code), _error_message(response))
+    return _asr_error(detail, str(response.status_code))
+
+
+def _asr_error(detail: ErrorDetail, status: str = "") -> AsrError:
+    try:
+        kind = errors.ErrorCode(detail.kind) if detail.kind else None
+    except ValueError:
+        kind = None  # a newer server's code: its status says enough
+    return AsrError(status or detail.code, detail.message, detail.retry_after, kind, detail.param)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from framework.config import Config, ConfigError, GatewayConfig
 from gateway.errors import refuse
+from schemas.errors import STATUS, ErrorCode
 
 log = logging.getLogger("asrpro.gateway")
 KeyScope = Literal["transcribe", "admin"]
@@ -145,25 +146,22 @@ class ApiKeys:
         if granted is None:
             what = "no API key given" if key is None else "the API key is not valid"
             message = f"{what}: send 'Authorization: Bearer <key>' (gateway.api_keys)"
-            await _refuse(scope, send, 401, message, "invalid_api_key")
+            await _refuse(scope, send, ErrorCode.INVALID_API_KEY, message)
             return
         if needed == "admin" and granted != "admin":
             message = "this API key may not do that: an admin key is needed (gateway.admin_keys)"
-            await _refuse(scope, send, 403, message, "insufficient_scope")
+            await _refuse(scope, send, ErrorCode.INSUFFICIENT_SCOPE, message)
             return
         scope.setdefault("state", {})["api_scope"] = granted
         await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Scope, send: Send, status: int, message: str, code: str) -> None:
+async def _refuse(scope: Scope, send: Send, code: ErrorCode, message: str) -> None:
     query = scope.get("query_string", b"").decode("latin-1")
     where = f"{scope['path']}?{query}" if query else scope["path"]  # a ?token= in it is redacted by the log
-    log.warning("%s %s: %s %s", scope.get("method", "WS"), where, status, message)
-    if status == 401:
-        challenge = [(b"www-authenticate", b'Bearer realm="asrpro"')]
-        await refuse(scope, send, status, message, code=code, headers=challenge)
-    else:
-        await refuse(scope, send, status, message, code=code, kind="permission_error")
+    log.warning("%s %s: %s %s", scope.get("method", "WS"), where, STATUS[code], message)
+    challenge = [(b"www-authenticate", b'Bearer realm="asrpro"')] if code is ErrorCode.INVALID_API_KEY else None
+    await refuse(scope, send, code, message, headers=challenge)
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import refuse
+from schemas.errors import ErrorCode
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -33,14 +34,8 @@ class BrowserGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         host = headers.get("host", "")
         if _hostname(host) not in self.hosts:
-            await refuse(
-                scope,
-                send,
-                400,
-                f"Host {host!r} is not served here (gateway.allowed_hosts)",
-                code="400",
-                counted_as="browser",
-            )
+            message = f"Host {host!r} is not served here (gateway.allowed_hosts)"
+            await refuse(scope, send, ErrorCode.HOST_NOT_ALLOWED, message, counted_as="browser")
             return
         origin = headers.get("origin")
         changing = scope["type"] == "websocket" or scope.get("method", "GET") not in _SAFE_METHODS
@@ -48,6 +43,6 @@ class BrowserGuard:
         same_origin = origin is not None and urlsplit(origin).netloc.lower() == host.lower()
         if changing and origin is not None and origin not in self.origins and not same_origin:
             message = f"requests from the web origin {origin!r} are not allowed (gateway.cors_origins)"
-            await refuse(scope, send, 403, message, code="403", counted_as="browser")
+            await refuse(scope, send, ErrorCode.FORBIDDEN_ORIGIN, message, counted_as="browser")
             return
         await self.app(scope, receive, send)

@@ -1,4 +1,8 @@
-"""Errors in OpenAI's JSON shape: {"error": {"message", "type", "param", "code"}}."""
+"""Errors in OpenAI's JSON shape: {"error": {"message", "type", "param", "code"}}.
+
+`code` is a symbolic code (schemas.errors.ErrorCode: `model_not_found`, `unsupported_audio`, ...) or null where
+nothing more specific than the status is known, as OpenAI's API does; never the status as a string. `param` names
+the request field at fault where there is one."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import Scope, Send
 
-from schemas.errors import AsrError, is_generic
+from schemas.errors import STATUS, AsrError, ErrorCode, is_generic
 
 log = logging.getLogger("asrpro.gateway")
 # What this gateway process refused itself (bad form, unknown model, too large, ...), for /metrics.
@@ -37,13 +41,19 @@ def error_response(
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
     if status < 500:
-        REJECTED.labels(str(status), code or str(status)).inc()
+        REJECTED.labels(str(status), code or "none").inc()
     return JSONResponse({"error": error_object(status, message, code, param)}, status_code=status, headers=headers)
 
 
 def error_object(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"message": message, "type": kind, "param": param, "code": code or str(status)}
+    return {"message": message, "type": error_type(status), "param": param, "code": code}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error `type` for a status."""
+    if status in (401, 403):
+        return "authentication_error" if status == 401 else "permission_error"
+    return "invalid_request_error" if status < 500 else "server_error"
 
 
 def status_and_code(exc: AsrError) -> tuple[int, str | None]:
@@ -54,7 +64,7 @@ def status_and_code(exc: AsrError) -> tuple[int, str | None]:
 
 def from_asr_error(exc: AsrError) -> JSONResponse:
     status, code = status_and_code(exc)
-    return error_response(status, exc.message, code=code, retry_after=exc.retry_after)
+    return error_response(status, exc.message, code=code, retry_after=exc.retry_after, param=exc.param)
 
 
 async def asr_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -79,21 +89,27 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 async def refuse(
     scope: Scope,
     send: Send,
-    status: int,
+    code: ErrorCode,
     message: str,
     *,
-    code: str,
-    kind: str = "invalid_request_error",
+    param: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
     counted_as: str = "",
 ) -> None:
-    """A refusal from ASGI middleware, before any route: OpenAI's error shape over HTTP, close code 1008 on a
-    WebSocket; counted like the routes' own 4xx answers."""
+    """A refusal from ASGI middleware, before any route: OpenAI's error shape, with the code's status; counted like
+    the routes' own 4xx answers. A WebSocket handshake gets the same HTTP answer through the ASGI WebSocket
+    denial response (a close before accepting would make the server answer 403 whatever the reason); a server
+    without that extension closes with 1008."""
+    status = int(STATUS[code])
     REJECTED.labels(str(status), counted_as or code).inc()
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    body = json.dumps({"error": error_object(status, message, code, param)}).encode()
     sent = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        await send({"type": "websocket.http.response.start", "status": status, "headers": sent})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
     await send({"type": "http.response.start", "status": status, "headers": sent})
     await send({"type": "http.response.body", "body": body})

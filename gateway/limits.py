@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import REJECTED
+from gateway.errors import refuse
+from schemas.errors import ErrorCode
 
 
 class BodyTooLarge(Exception):
@@ -26,7 +24,7 @@ class UploadLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit + self.slack:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         seen = 0
         started = False
@@ -47,7 +45,7 @@ class UploadLimit:
                 # into 400 "error parsing the body"): the answer is the upload limit's.
                 if not started:
                     started = True
-                    await self._reject(send)
+                    await self._reject(scope, send)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -56,20 +54,8 @@ class UploadLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
-        mb = self.limit / 2**20
-        body: dict[str, Any] = {
-            "error": {
-                "message": f"upload too large: the limit is {mb:g} MB (gateway.max_upload_mb)",
-                "type": "invalid_request_error",
-                "param": "file",
-                "code": "413",
-            }
-        }
-        REJECTED.labels("413", "413").inc()
-        payload = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"upload too large: the limit is {self.limit / 2**20:g} MB (gateway.max_upload_mb)"
+        await refuse(scope, send, ErrorCode.FILE_TOO_LARGE, message, param="file")

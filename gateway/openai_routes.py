@@ -20,7 +20,7 @@ from framework import logs
 from framework.config import Config, node_name, start_budget
 from gateway.cluster_view import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
-from gateway.errors import error_object, error_response, status_and_code
+from gateway.errors import error_object, status_and_code
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
@@ -73,7 +73,11 @@ async def transcriptions(
     granularities = (timestamp_granularities or []) + (timestamp_granularities_plain or [])
     for granularity in granularities:
         if granularity not in ("word", "segment"):
-            raise AsrError(errors.BAD_REQUEST, f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'")
+            raise AsrError(
+                errors.BAD_REQUEST,
+                f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'",
+                param="timestamp_granularities",
+            )
     form = AudioForm(
         task="transcribe",
         file=file,
@@ -146,9 +150,9 @@ def _number(name: str, value: str | None) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise AsrError(errors.BAD_REQUEST, f"{name} must be a number, got {value!r}") from None
+        raise AsrError(errors.BAD_REQUEST, f"{name} must be a number, got {value!r}", param=name) from None
     if not math.isfinite(number):
-        raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}")
+        raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}", param=name)
     return number
 
 
@@ -160,27 +164,29 @@ def _boolean(name: str, value: str | None) -> bool | None:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise AsrError(errors.BAD_REQUEST, f"{name} must be true or false, got {value!r}")
+    raise AsrError(errors.BAD_REQUEST, f"{name} must be true or false, got {value!r}", param=name)
 
 
 async def serve(request: Request, conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
     if form.stream and form.fmt not in ("json", "text"):
-        raise AsrError(errors.BAD_REQUEST, f"stream=true goes with response_format json or text, not {form.fmt}")
+        problem = f"stream=true goes with response_format json or text, not {form.fmt}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="response_format")
     if form.temperature is not None and not 0.0 <= form.temperature <= 1.0:
-        raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {form.temperature:g}")
+        problem = f"temperature must be between 0 and 1, got {form.temperature:g}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="temperature")
     if form.file is None:
-        return error_response(400, "no file: send the audio as the multipart field 'file'")
+        raise AsrError(errors.BAD_REQUEST, "no file: send the audio as the multipart field 'file'", param="file")
     try:
         parse_duration(form.keep_alive)
     except ValueError as exc:
-        return error_response(400, str(exc))
+        raise AsrError(errors.BAD_REQUEST, str(exc), param="keep_alive") from None
     nc = conn.client  # 503 at once while the bus is down, before anything else is said
     info = conn.catalogue.resolve(form.model or "whisper-1")
     if info.installed is False:
         raise not_installed(info)
     audio = await form.file.read()
     if not audio:
-        return error_response(400, f"the file '{form.file.filename}' is empty")
+        raise AsrError(errors.BAD_REQUEST, f"the file '{form.file.filename}' is empty", param="file")
     timeout = config.gateway.request_timeout
     message = TranscribeRequest(
         audio=audio,

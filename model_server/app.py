@@ -52,7 +52,10 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _error_response(exc: errors.AsrError) -> Response:
-    body = ErrorBody(error=ErrorDetail(code=exc.code, message=exc.message, retry_after=exc.retry_after))
+    detail = ErrorDetail(
+        code=exc.code, message=exc.message, retry_after=exc.retry_after, kind=exc.kind, param=exc.param
+    )
+    body = ErrorBody(error=detail)
     headers = None
     if exc.retry_after is not None:
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
@@ -145,7 +148,7 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
                 limiter=limiter,
             )
         except AudioDecodeError as exc:
-            raise errors.AsrError(errors.UNSUPPORTED_MEDIA, str(exc)) from exc
+            raise errors.AsrError(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file") from exc
         log.info(
             "transcribed",
             extra={"file": filename, "duration": result.duration, "server_s": result.timing.server_s},
@@ -177,7 +180,9 @@ async def _streamed(
                     return
                 loop.call_soon_threadsafe(frames.put_nowait, frame)
         except AudioDecodeError as exc:
-            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.UNSUPPORTED_MEDIA, str(exc)))
+            loop.call_soon_threadsafe(
+                frames.put_nowait, _error_frame(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file")
+            )
         except Exception as exc:
             log.exception("streamed decoding failed")
             loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))
@@ -200,8 +205,9 @@ async def _streamed(
             worker.add_done_callback(lambda task: task.exception())  # retrieved: nothing left to report
 
 
-def _error_frame(code: str, message: str) -> ErrorFrame:
-    return ErrorFrame(error=ErrorDetail(code=code, message=message))
+def _error_frame(code: str | errors.ErrorCode, message: str, param: str | None = None) -> ErrorFrame:
+    exc = errors.AsrError(code, message, param=param)
+    return ErrorFrame(error=ErrorDetail(code=exc.code, message=message, kind=exc.kind, param=param))
 
 
 def _options(form: FormData | QueryParams) -> TranscribeOptions:

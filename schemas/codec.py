@@ -17,7 +17,8 @@ JSON = "application/json"
 
 # Headers of the NATS service API (nats.micro) for error replies.
 ERROR_HEADER = "Nats-Service-Error"
-ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"  # the HTTP status, a number as the micro protocol wants it
+ERROR_KIND_HEADER = "Asr-Error-Code"  # the symbolic code (schemas.errors.ErrorCode), where there is one
 # One id per request, on every hop (NATS header and HTTP header alike): in each log line, and in the HTTP reply.
 REQUEST_ID_HEADER = "X-Request-Id"
 # On a streamed reply (a request with stream = true), every message but the last carries this header: a

@@ -14,6 +14,8 @@ import msgspec
 
 # HTTP statuses as they travel in error replies.
 BAD_REQUEST = "400"
+UNAUTHORIZED = "401"
+FORBIDDEN = "403"
 NOT_FOUND = "404"
 CONFLICT = "409"
 TOO_LARGE = "413"
@@ -52,6 +54,11 @@ class ErrorCode(StrEnum):
     WRONG_MODEL = "wrong_model"  # a model server asked for a model it does not run
     NO_ROOM = "no_room"  # no GPU has room (yet): not the model's fault, breakers do not count it
     GPU_UNUSABLE = "gpu_unusable"  # placed on a GPU this runtime cannot use (no CUDA image, libraries, toolkit)
+    # the HTTP gateway's own refusals
+    INVALID_API_KEY = "invalid_api_key"  # none given, or not a valid one (OpenAI's code)
+    INSUFFICIENT_SCOPE = "insufficient_scope"  # a valid key without the admin scope the route needs
+    FORBIDDEN_ORIGIN = "forbidden_origin"  # a web page of another origin (gateway.cors_origins)
+    HOST_NOT_ALLOWED = "host_not_allowed"  # a Host header not served here (gateway.allowed_hosts): DNS rebinding
     # transport: how a request failed to reach an answer (never the model's fault)
     NO_RESPONDERS = "no_responders"  # nothing serves the subject (e.g. an actor restarting)
     SILENT = "silent"  # a responder stopped sending keepalives: its node is taken for lost
@@ -72,7 +79,7 @@ STATUS: dict[ErrorCode, str] = {
     ErrorCode.MODEL_NOT_FOUND: NOT_FOUND,
     ErrorCode.MODEL_NOT_INSTALLED: NOT_FOUND,  # not a failure: clients must not retry
     ErrorCode.INVALID_LANGUAGE: BAD_REQUEST,
-    ErrorCode.UNSUPPORTED_AUDIO: UNSUPPORTED_MEDIA,
+    ErrorCode.UNSUPPORTED_AUDIO: BAD_REQUEST,  # as OpenAI: its SDKs raise BadRequestError for audio they cannot open
     ErrorCode.FILE_TOO_LARGE: TOO_LARGE,
     ErrorCode.RATE_LIMIT_EXCEEDED: OVERLOADED,
     ErrorCode.BREAKER_OPEN: UNAVAILABLE,
@@ -80,6 +87,10 @@ STATUS: dict[ErrorCode, str] = {
     ErrorCode.WRONG_MODEL: CONFLICT,
     ErrorCode.NO_ROOM: UNAVAILABLE,
     ErrorCode.GPU_UNUSABLE: UNAVAILABLE,
+    ErrorCode.INVALID_API_KEY: UNAUTHORIZED,
+    ErrorCode.INSUFFICIENT_SCOPE: FORBIDDEN,
+    ErrorCode.FORBIDDEN_ORIGIN: FORBIDDEN,
+    ErrorCode.HOST_NOT_ALLOWED: BAD_REQUEST,
     ErrorCode.NO_RESPONDERS: UNAVAILABLE,
     ErrorCode.SILENT: UNAVAILABLE,
     ErrorCode.CONNECTION_DROPPED: UNAVAILABLE,
@@ -113,6 +124,7 @@ class ErrorReply(msgspec.Struct, kw_only=True):
     message: str
     retry_after: float | None = None
     kind: ErrorCode | None = None  # the symbolic code; None from a peer that sent none
+    param: str | None = None  # the request field at fault, where there is one (OpenAI's `param`)
 
 
 class AsrError(Exception):
@@ -127,6 +139,7 @@ class AsrError(Exception):
         message: str,
         retry_after: float | None = None,
         kind: ErrorCode | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         if isinstance(code, ErrorCode):
@@ -135,6 +148,9 @@ class AsrError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.kind: ErrorCode | None = kind or GENERIC.get(code)
+        self.param = param
 
     def reply(self) -> ErrorReply:
-        return ErrorReply(code=self.code, message=self.message, retry_after=self.retry_after, kind=self.kind)
+        return ErrorReply(
+            code=self.code, message=self.message, retry_after=self.retry_after, kind=self.kind, param=self.param
+        )

@@ -22,12 +22,14 @@ def check_language(language: str | None, model_id: str, model_languages: list[st
             errors.BAD_REQUEST,
             f"language {language!r} is not one of Whisper's language codes (ISO 639-1): {', '.join(WHISPER_LANGUAGES)}",
             kind=errors.ErrorCode.INVALID_LANGUAGE,
+            param="language",
         )
     if model_languages and code not in model_languages:
         raise errors.AsrError(
             errors.BAD_REQUEST,
             f"{model_id} knows only {', '.join(model_languages)}, not {code}: use a multilingual model",
             kind=errors.ErrorCode.INVALID_LANGUAGE,
+            param="language",
         )
     return code
 

@@ -108,10 +108,12 @@ def _temperatures(value: str) -> list[float]:
         ) from None
 
 
-class ErrorDetail(msgspec.Struct, kw_only=True):
+class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str
     message: str
     retry_after: float | None = None
+    kind: str | None = None  # the symbolic code (schemas.errors.ErrorCode)
+    param: str | None = None
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

@@ -108,6 +108,7 @@ def not_installed(model: ModelInfo, status: str = errors.NOT_FOUND) -> errors.As
         status,
         f"{model.id} is not installed{where}: run `asrpro models pull {model.id}` on the host of its model servers",
         kind=errors.ErrorCode.MODEL_NOT_INSTALLED,
+        param="model",
     )
 
 
@@ -129,5 +130,6 @@ def resolve(listing: ModelList, name: str) -> ModelInfo:
     model = find(listing, name)
     if model is None:
         known = ", ".join(sorted(m.id for m in listing.models))
-        raise errors.AsrError(errors.NOT_FOUND, f"model '{name}' not found; known models: {known}")
+        message = f"model '{name}' not found; known models: {known}"
+        raise errors.AsrError(errors.ErrorCode.MODEL_NOT_FOUND, message, param="model")
     return model

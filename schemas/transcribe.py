@@ -22,7 +22,11 @@ def response_format(value: str | None) -> ResponseFormat:
     for known in RESPONSE_FORMATS:
         if value == known:
             return known
-    raise errors.AsrError(errors.BAD_REQUEST, f"response_format '{value}' is not one of {', '.join(RESPONSE_FORMATS)}")
+    raise errors.AsrError(
+        errors.BAD_REQUEST,
+        f"response_format '{value}' is not one of {', '.join(RESPONSE_FORMATS)}",
+        param="response_format",
+    )
 
 
 class TranscribeRequest(msgspec.Struct, kw_only=True):

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 from schemas import errors
-from schemas.errors import AsrError
+from schemas.errors import AsrError, ErrorCode
 
 
 class ModelQueue:
@@ -26,7 +26,7 @@ class ModelQueue:
         t0 = time.monotonic()
         if self._slots.locked() and self.waiting >= self.max_queue:
             raise AsrError(
-                errors.OVERLOADED,
+                ErrorCode.RATE_LIMIT_EXCEEDED,
                 f"{self.model} is overloaded: {self.running} request(s) running and {self.waiting} waiting "
                 f"(max_queue = {self.max_queue})",
                 retry_after=1.0,

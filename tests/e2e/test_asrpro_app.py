@@ -188,12 +188,14 @@ async def test_the_websocket_speaks_the_sidecars_messages(stack: Stack, long_fla
 def test_hostile_hosts_and_origins_are_refused(stack: Stack) -> None:
     rebound = httpx.get(f"{stack.gateway}/v1/models", headers={"Host": "attacker.example:8000"})
     assert rebound.status_code == 400 and "not served here" in rebound.json()["error"]["message"]
+    assert rebound.json()["error"]["code"] == "host_not_allowed"
     cross_site = httpx.post(
         f"{stack.gateway}/v1/settings/model",
         json={"model_id": "whisper-base"},
         headers={"Origin": "https://evil.example"},
     )
-    assert cross_site.status_code == 403 and cross_site.json()["error"]["type"] == "invalid_request_error"
+    assert cross_site.status_code == 403 and cross_site.json()["error"]["type"] == "permission_error"
+    assert cross_site.json()["error"]["code"] == "forbidden_origin"
     other_port = httpx.delete(f"{stack.gateway}/api/ps/whisper-tiny.en", headers={"Origin": "http://127.0.0.1:9"})
     assert other_port.status_code == 403  # another local web server's page is another origin
     plain = httpx.post(
@@ -208,8 +210,10 @@ def test_hostile_hosts_and_origins_are_refused(stack: Stack) -> None:
 
 async def test_a_hostile_page_cannot_open_the_websocket(stack: Stack) -> None:
     ws_url = stack.gateway.replace("http://", "ws://") + "/ws"
-    with pytest.raises(websockets.exceptions.InvalidStatus):
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         async with websockets.connect(ws_url, origin=websockets.Origin("https://evil.example")):
             pass
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body or b"{}")["error"]["code"] == "forbidden_origin"
     async with websockets.connect(ws_url, origin=websockets.Origin("tauri://localhost")) as ws:
         assert json.loads(await ws.recv())["type"] == "system_status"

@@ -126,9 +126,13 @@ def test_keys_file_is_reread_add_and_revoke_without_restart(stack: Stack) -> Non
 
 async def test_websocket_takes_the_key_as_token(stack: Stack) -> None:
     ws_url = stack.gateway.replace("http://", "ws://") + "/ws"
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         async with websockets.connect(ws_url) as ws:
             await ws.recv()
+    # 401 as over HTTP, with OpenAI's error body (an ASGI WebSocket denial response, not uvicorn's bare 403).
+    assert refused.value.response.status_code == 401
+    error = json.loads(refused.value.response.body or b"{}")["error"]
+    assert error["code"] == "invalid_api_key" and error["type"] == "authentication_error"
     async with websockets.connect(f"{ws_url}?token={APP_KEY}") as ws:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "system_status"

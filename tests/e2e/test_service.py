@@ -99,10 +99,13 @@ def test_bad_input_gets_documented_status_and_service_keeps_serving(stack: Stack
     assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"]
     missing = httpx.post(f"{stack.gateway}/v1/audio/transcriptions", data={"model": MODEL}, timeout=30)
     assert missing.status_code == 400 and "file" in missing.json()["error"]["message"]
+    assert (missing.json()["error"]["code"], missing.json()["error"]["param"]) == (None, "file")
     text = post(stack, b"Hello, I am a text file and not a recording.\n" * 20, name="notes.wav")
-    assert text.status_code == 415 and "could not decode audio" in text.json()["error"]["message"]
+    assert text.status_code == 400 and "could not decode audio" in text.json()["error"]["message"]
+    assert (text.json()["error"]["code"], text.json()["error"]["param"]) == ("unsupported_audio", "file")
     unknown = post(stack, b"RIFF", model="whisper-huge")
     assert unknown.status_code == 404 and "whisper-huge" in unknown.json()["error"]["message"]
+    assert (unknown.json()["error"]["code"], unknown.json()["error"]["param"]) == ("model_not_found", "model")
     assert unknown.json()["error"]["type"] == "invalid_request_error"
     oversize = post(stack, b"\0" * (3 * 2**20))
     assert oversize.status_code == 413 and "2 MB" in oversize.json()["error"]["message"]

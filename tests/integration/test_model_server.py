@@ -202,9 +202,10 @@ def test_missing_file_is_rejected(client: httpx.Client) -> None:
     assert "'file'" in message
 
 
-def test_undecodable_bytes_are_unsupported_media(client: httpx.Client) -> None:
+def test_undecodable_bytes_are_a_bad_request_naming_the_file(client: httpx.Client) -> None:
     reply = client.post("/transcribe", files={"file": ("x.wav", b"this is plain text, not audio\n" * 10)})
-    message = _error(reply, 415)
+    message = _error(reply, 400)
+    assert (reply.json()["error"]["kind"], reply.json()["error"]["param"]) == ("unsupported_audio", "file")
     assert message.startswith("could not decode audio (file 'x.wav'): ")
     assert "Invalid data" in message
 

@@ -113,7 +113,7 @@ async def test_audio_ref_that_does_not_exist_is_a_clear_error(system, client: Cl
 async def test_bad_input_gets_clear_errors_and_proxy_keeps_serving(system, client: Client, jfk: bytes) -> None:
     cases = [
         (TranscribeRequest(audio=b""), "400", "empty"),
-        (TranscribeRequest(audio=b"this is not audio at all", filename="notes.wav"), "415", "could not decode audio"),
+        (TranscribeRequest(audio=b"this is not audio at all", filename="notes.wav"), "400", "could not decode audio"),
         # An invalid format on purpose: the proxy must refuse it.
         (TranscribeRequest(audio=jfk, response_format="docx"), "400", "'docx' - at `$.response_format`"),  # type: ignore[arg-type]
     ]

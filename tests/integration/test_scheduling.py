@@ -266,7 +266,7 @@ async def test_queue_overflow_is_429_and_a_queue_wait_past_the_timeout_is_504(
     second = asyncio.ensure_future(send())  # waits behind the first
     await queue_is(running=1, waiting=1)
     third = await send()  # the queue (max_queue = 1) is full
-    assert isinstance(third, AsrError) and third.code == "429" and third.kind == "overloaded"
+    assert isinstance(third, AsrError) and third.code == "429" and third.kind == "rate_limit_exceeded"
     assert third.retry_after and "max_queue = 1" in third.message
     results = await asyncio.gather(first, second)
     assert all(isinstance(r, TranscriptionResult) for r in results), results
