@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from framework.actor import Actor, endpoint
 from framework.config import Config
@@ -13,6 +15,7 @@ from schemas import endpoints, errors
 from schemas import kv as kv_records
 from schemas.events import DefaultModelChanged
 from schemas.registry import (
+    FirstSeen,
     GetModel,
     Installed,
     InstalledModels,
@@ -70,6 +73,7 @@ class Registry(Actor):
         # Each node's report (installed.<node>): a model is installed when some node has it.
         self.installed: KvView[InstalledModels] = KvView(kv_records.INSTALLED)
         self.default_model = ""
+        self.first_seen: dict[str, int] = {}  # model id -> when the registry first saw it (OpenAI's `created`)
         self.default_model = self.resolve(config.registry.default_model).id
         self.settings: KeyValueStore | None = None  # ASR_SETTINGS, once started
 
@@ -86,8 +90,12 @@ class Registry(Actor):
                 model = msgspec.structs.replace(
                     model, installed=state.installed, installed_where=where, size_bytes=state.size_bytes or None
                 )
-            models.append(model)
-        return ModelList(models=models, default_model=self.default_model)
+            models.append(msgspec.structs.replace(model, created=self.first_seen.get(model.id, 0)))
+        return ModelList(
+            models=models,
+            default_model=self.default_model,
+            multilingual_model=self.config.registry.multilingual_model,
+        )
 
     def resolve(self, name: str) -> ModelInfo:
         return resolve(self.listing(), name)
@@ -102,9 +110,34 @@ class Registry(Actor):
             saved = ""
         if saved in self.models:
             self.default_model = saved
+        self.first_seen = await self._first_seen(self.settings)
         await self.installed.follow(self.transport, wait=2.0)
         await self._publish_catalogue()
         self.loop(self._follow_installed())
+
+    async def _first_seen(self, settings: KeyValueStore) -> dict[str, int]:
+        """When each configured model was first seen, kept in KV (compare-and-set: registries on several hosts
+        agree on the first one's time)."""
+        record = kv_records.FIRST_SEEN
+        for _ in range(5):
+            try:
+                entry = await settings.get(record.key())
+                seen, revision = record.decode(entry.value or b""), entry.revision
+            except (KeyNotFoundError, msgspec.DecodeError):
+                seen, revision = FirstSeen(), 0
+            new = {model_id: int(time.time()) for model_id in self.models if model_id not in seen.models}
+            if not new:
+                return seen.models
+            seen.models.update(new)
+            try:
+                if revision:
+                    await settings.update(record.key(), record.encode(seen), last=revision)
+                else:
+                    await settings.create(record.key(), record.encode(seen))
+                return seen.models
+            except KeyWrongLastSequenceError:
+                continue  # another registry wrote meanwhile: read its times
+        return seen.models
 
     async def _follow_installed(self) -> None:
         """The catalogue shows what the lifecycle actor reports installed: publish it again when that changes."""

@@ -11,7 +11,7 @@ from framework.transport import Transport
 from schemas import errors
 from schemas import kv as kv_records
 from schemas.errors import AsrError
-from schemas.registry import ModelInfo, ModelList, find, resolve
+from schemas.registry import ModelInfo, ModelList, find, resolve, resolve_for
 
 
 class Catalogue:
@@ -29,6 +29,14 @@ class Catalogue:
         if listing is None:
             raise AsrError(errors.UNAVAILABLE, self.unknown_reason())
         return resolve(listing, name)
+
+    def resolve_for(self, name: str, task: str = "transcribe", language: str | None = None) -> ModelInfo:
+        """The model `name` means for this request: an OpenAI name (whisper-1, ...) means a model that can do it
+        (schemas.registry.resolve_for)."""
+        listing = self.listing
+        if listing is None:
+            raise AsrError(errors.UNAVAILABLE, self.unknown_reason())
+        return resolve_for(listing, name, task, language)
 
     def unknown_reason(self) -> str:
         why = f" ({self._view.problem})" if self._view.problem else ""

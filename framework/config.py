@@ -170,6 +170,9 @@ def node_name(config: Config) -> str:
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_model: str = "whisper-tiny.en"
+    # What whisper-1 (and OpenAI's other names) means for a translation or a language the default model lacks;
+    # empty: the largest installed multilingual model.
+    multilingual_model: str = ""
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -271,6 +274,11 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"invalid configuration key 'registry.default_model': '{config.registry.default_model}' "
             f"is not a configured model (known: {', '.join(sorted(config.models))})"
+        )
+    multilingual = config.registry.multilingual_model
+    if multilingual and multilingual not in known:
+        raise ConfigError(
+            f"invalid configuration key 'registry.multilingual_model': '{multilingual}' is not a configured model"
         )
     if not 0 < config.gateway.port < 65536:
         raise ConfigError(f"invalid configuration key 'gateway.port': {config.gateway.port} is not a TCP port")

@@ -25,7 +25,7 @@ from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
 from schemas.lifecycle import EnsureServer
-from schemas.registry import ListModels, ModelInfo, SetDefaultModel, not_installed
+from schemas.registry import OPENAI_NAMES, ListModels, ModelInfo, ModelList, SetDefaultModel, find, not_installed
 from schemas.transcribe import (
     Granularity,
     ResponseFormat,
@@ -181,7 +181,9 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
     except ValueError as exc:
         raise AsrError(errors.BAD_REQUEST, str(exc), param="keep_alive") from None
     nc = conn.client  # 503 at once while the bus is down, before anything else is said
-    info = conn.catalogue.resolve(form.model or "whisper-1")
+    # whisper-1 (what OpenAI clients send) means the default model, or one that can translate or decode the
+    # language asked for where the default cannot; the response's `model` says which.
+    info = conn.catalogue.resolve_for(form.model or "whisper-1", form.task, form.language)
     if info.installed is False:
         raise not_installed(info)
     audio = await form.file.read()
@@ -300,11 +302,14 @@ def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
     return JSONResponse(body)
 
 
-def openai_model(m: ModelInfo, default_model: str, running: set[str]) -> dict[str, Any]:
-    return {
-        "id": m.id,
+def openai_model(m: ModelInfo, default_model: str, running: set[str], name: str = "") -> dict[str, Any]:
+    """A model as OpenAI lists it (`id`, `object`, `created`, `owned_by`), with what the original asrpro app
+    requires of every entry (`ready`) and more. `name`: an OpenAI name (whisper-1, ...), listed as an entry of its
+    own whose `target` is the model it means now."""
+    entry: dict[str, Any] = {
+        "id": name or m.id,
         "object": "model",
-        "created": 0,
+        "created": m.created,
         "owned_by": "asrpro",
         "ready": m.id in running,  # its server runs now (asrpro's meaning); installed is separate
         "name": m.name,
@@ -318,6 +323,16 @@ def openai_model(m: ModelInfo, default_model: str, running: set[str]) -> dict[st
         "installed_where": m.installed_where,
         "size_bytes": m.size_bytes,
     }
+    if name:
+        entry["target"] = m.id  # for a translation or another language it may mean another (registry docs)
+    return entry
+
+
+def openai_entries(listing: ModelList, running: set[str]) -> list[dict[str, Any]]:
+    """OpenAI's names first (each pointing at the default model), then every model."""
+    default = find(listing, listing.default_model)
+    names = [openai_model(default, listing.default_model, running, n) for n in OPENAI_NAMES] if default else []
+    return [*names, *(openai_model(m, listing.default_model, running) for m in listing.models)]
 
 
 async def running_models(conn: GatewayConnection) -> set[str]:
@@ -334,14 +349,17 @@ async def models(conn: Connection) -> dict[str, Any]:
     listing = conn.catalogue.listing
     if listing is None:
         listing = await conn.request(endpoints.REGISTRY_LIST, ListModels())
-    running = await running_models(conn)
-    return {"object": "list", "data": [openai_model(m, listing.default_model, running) for m in listing.models]}
+    return {"object": "list", "data": openai_entries(listing, await running_models(conn))}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(model_id: str, conn: Connection) -> dict[str, Any]:
+    """A model by id, alias or OpenAI name; the entry's `id` is the name asked for (OpenAI's SDKs check it)."""
     info = conn.catalogue.resolve(model_id)
-    return openai_model(info, conn.catalogue.default_model, await running_models(conn))
+    running = await running_models(conn)
+    if model_id != info.id:
+        return openai_model(info, conn.catalogue.default_model, running, model_id)
+    return openai_model(info, conn.catalogue.default_model, running)
 
 
 @router.post("/v1/settings/model")

@@ -19,7 +19,7 @@ from schemas import subjects
 from schemas.gpu import AllocationTable
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord
-from schemas.registry import InstalledModels, ModelList
+from schemas.registry import FirstSeen, InstalledModels, ModelList
 
 T = TypeVar("T")
 _PART = re.compile(r"\{[a-z_]+\}")
@@ -100,5 +100,7 @@ CATALOGUE = KvRecord(subjects.SETTINGS_BUCKET, "catalogue", ModelList)
 INSTALLED = KvRecord(subjects.SETTINGS_BUCKET, "installed.{node}", InstalledModels)
 # ASR_SETTINGS: what whisper-1 means, as an operator set it (kept across restarts).
 DEFAULT_MODEL = KvRecord(subjects.SETTINGS_BUCKET, "default_model", str)
+# ASR_SETTINGS: when the registry first saw each model id (OpenAI's `created`), kept across restarts.
+FIRST_SEEN = KvRecord(subjects.SETTINGS_BUCKET, "first_seen", FirstSeen)
 
-ALL = (SERVER, PLACEMENT_CLAIM, NODE, GPU_TABLE, CATALOGUE, INSTALLED, DEFAULT_MODEL)
+ALL = (SERVER, PLACEMENT_CLAIM, NODE, GPU_TABLE, CATALOGUE, INSTALLED, DEFAULT_MODEL, FIRST_SEEN)

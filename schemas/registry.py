@@ -5,6 +5,7 @@ from typing import Any, Literal
 import msgspec
 
 from schemas import errors
+from schemas.languages import multilingual
 from schemas.transcribe import FALLBACK_TEMPERATURES
 
 
@@ -57,6 +58,7 @@ class ModelInfo(ModelSpec, kw_only=True):
     installed: bool | None = None
     installed_where: str = ""
     size_bytes: int | None = None  # of its weights on disk, where installed in a folder
+    created: int = 0  # when the registry first saw this id (Unix seconds, kept in KV: schemas.kv.FIRST_SEEN)
 
 
 class Installed(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -87,6 +89,15 @@ class ListModels(msgspec.Struct, kw_only=True):
 class ModelList(msgspec.Struct, kw_only=True):
     models: list[ModelInfo]
     default_model: str
+    # What an OpenAI name means for translations and languages the default model lacks (registry.multilingual_model;
+    # empty: the largest installed multilingual model).
+    multilingual_model: str = ""
+
+
+class FirstSeen(msgspec.Struct, kw_only=True):
+    """When the registry first saw each model id (OpenAI's `created`): KV ASR_SETTINGS key `first_seen`."""
+
+    models: dict[str, int] = {}
 
 
 class GetModel(msgspec.Struct, kw_only=True):
@@ -97,8 +108,19 @@ class SetDefaultModel(msgspec.Struct, kw_only=True):
     model_id: str
 
 
-# Names that always mean "the current default model": OpenAI clients send whisper-1.
-DEFAULT_ALIASES = ("whisper-1", "default")
+# OpenAI's model names: every OpenAI client sends one of them. Each means the default model, or a model that can
+# do what the request asks where the default cannot (`resolve_for`); `/v1/models` lists each as an entry.
+OPENAI_NAMES = (
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-transcribe",
+    "gpt-4o-transcribe-diarize",
+)
+# Names that always mean "the current default model" for what it can do.
+DEFAULT_ALIASES = (*OPENAI_NAMES, "default")
+# Whisper sizes, smallest first: the largest installed multilingual model is the best one we have.
+_SIZES = ("tiny", "base", "small", "medium", "turbo", "large", "large-v1", "large-v2", "large-v3")
 
 
 def not_installed(model: ModelInfo, status: str = errors.NOT_FOUND) -> errors.AsrError:
@@ -123,6 +145,34 @@ def find(listing: ModelList, name: str) -> ModelInfo | None:
         if name in model.aliases:
             return model
     return None
+
+
+def can_serve(model: ModelInfo, task: str, language: str | None) -> bool:
+    """Whether `model` can do the request: translate (a multilingual Whisper), or decode in `language`."""
+    if task == "translate" and (model.family != "whisper" or not multilingual(model.languages)):
+        return False
+    code = (language or "").strip().lower()
+    return not (code and model.languages and code not in model.languages)
+
+
+def multilingual_choice(listing: ModelList, task: str, language: str | None) -> ModelInfo | None:
+    """The model an OpenAI name means where the default cannot serve: the configured one, else the largest
+    installed model that can."""
+    configured = find(listing, listing.multilingual_model) if listing.multilingual_model else None
+    if configured is not None and configured.installed is not False and can_serve(configured, task, language):
+        return configured
+    able = [m for m in listing.models if m.installed and can_serve(m, task, language)]
+    return max(able, key=lambda m: _SIZES.index(m.size) if m.size in _SIZES else -1, default=None)
+
+
+def resolve_for(listing: ModelList, name: str, task: str = "transcribe", language: str | None = None) -> ModelInfo:
+    """As `resolve`; an OpenAI name (whisper-1, ...) whose default model cannot do the request (translate, or a
+    language it lacks) means the model that can (`multilingual_choice`). None can: the default, whose checks say
+    why (400)."""
+    model = resolve(listing, name)
+    if name not in DEFAULT_ALIASES or can_serve(model, task, language):
+        return model
+    return multilingual_choice(listing, task, language) or model
 
 
 def resolve(listing: ModelList, name: str) -> ModelInfo:

@@ -58,7 +58,7 @@ class HandOver:
         """Serve here, or hand the request to the node that should serve it; a node lost on the way (no proxy
         there, or silent) is left out and the request placed again, once."""
         try:
-            model = self.catalogue.resolve(model_name)
+            model = self.catalogue.resolve_for(model_name, msg.task, msg.language)
         except AsrError:
             return await self.serving.transcribe(msg, model_name)  # the error, reported as for any request
         tried: set[str] = set()

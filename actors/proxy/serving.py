@@ -73,7 +73,7 @@ class Serving:
                 keep_alive = parse_duration(msg.keep_alive)
             except ValueError as exc:
                 raise AsrError(errors.BAD_REQUEST, str(exc)) from None
-            model = self.catalogue.resolve(model_id)
+            model = self.catalogue.resolve_for(model_id, msg.task, msg.language)
             model_id = model.id
             if model.installed is False:
                 raise not_installed(model)

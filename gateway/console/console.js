@@ -54,7 +54,8 @@ async function refresh() {
   } catch (e) { $("#health").textContent = "unreachable"; }
 
   try {
-    const models = (await json("/v1/models")).data;
+    // OpenAI's names (whisper-1, ...) are entries of their own pointing at a model (`target`): shown once, as it.
+    const models = (await json("/v1/models")).data.filter((m) => !m.target);
     const body = $("#models tbody");
     body.replaceChildren();
     const select = $("#upload-model");

@@ -45,7 +45,12 @@ def test_models_list_as_the_rust_client_deserialises_it(stack: Stack) -> None:
         assert isinstance(entry["ready"], bool)
     ids = {entry["id"] for entry in listing["data"]}
     assert {"whisper-tiny", "whisper-base", "whisper-small", "whisper-medium", "whisper-large"} <= ids
-    assert httpx.get(f"{stack.gateway}/v1/models/parakeet").json()["id"] == "parakeet-tdt-0.6b"
+    by_alias = httpx.get(f"{stack.gateway}/v1/models/parakeet").json()
+    assert (by_alias["id"], by_alias["target"]) == ("parakeet", "parakeet-tdt-0.6b")
+    # OpenAI's names are entries of their own, each with every field the app requires, pointing at the default.
+    for name in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe"):
+        entry = next(e for e in listing["data"] if e["id"] == name)
+        assert entry["target"] == "whisper-tiny.en" and entry["created"] > 1_700_000_000
 
 
 def test_transcription_json_has_the_sidecars_fields(stack: Stack, shared_data: Path) -> None:

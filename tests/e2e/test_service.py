@@ -155,7 +155,8 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
         "default_model": "whisper-base",
     }
     try:
-        assert httpx.get(f"{stack.gateway}/v1/models/whisper-1").json()["id"] == "whisper-base"
+        whisper_1 = httpx.get(f"{stack.gateway}/v1/models/whisper-1").json()
+        assert (whisper_1["id"], whisper_1["target"]) == ("whisper-1", "whisper-base")
         # whisper-base (multilingual, pulled by the test command) now answers what whisper-1 is sent.
         answered = post(stack, (shared_data / "jfk.flac").read_bytes(), name="jfk.flac", response_format="verbose_json")
         assert answered.status_code == 200, answered.text
@@ -166,7 +167,7 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
         # The tests after this one send no model: the gateway's watched copy must be back to MODEL (the
         # setting waits for it, but gives up silently after 2 s).
         wait_until(
-            lambda: httpx.get(f"{stack.gateway}/v1/models/whisper-1").json().get("id") == MODEL,
+            lambda: httpx.get(f"{stack.gateway}/v1/models/whisper-1").json().get("target") == MODEL,
             what=f"{MODEL} to be the default again",
         )
     assert r.json()["status"] == "success" and r.json()["model"] == MODEL

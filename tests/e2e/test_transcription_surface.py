@@ -133,18 +133,29 @@ def test_an_english_only_model_cannot_translate_and_says_which_can(stack: Stack,
 
 
 @pytest.mark.parametrize(
-    ("form", "message"),
+    ("form", "message", "param", "code"),
     [
-        ({"temperature": "hot"}, "temperature must be a number"),
-        ({"temperature": "1.5"}, "temperature must be between 0 and 1"),
-        ({"language": "xx"}, "not one of Whisper's language codes"),
-        ({"language": "de"}, "whisper-tiny.en knows only en"),
-        ({"timestamp_granularities[]": "letter"}, "'letter' is not 'word' or 'segment'"),
-        ({"vad_filter": "maybe"}, "vad_filter must be true or false"),
+        ({"temperature": "hot"}, "temperature must be a number", "temperature", None),
+        ({"temperature": "1.5"}, "temperature must be between 0 and 1", "temperature", None),
+        ({"language": "xx"}, "not one of Whisper's language codes", "language", "invalid_language"),
+        (
+            {"language": "de", "model": "whisper-tiny.en"},
+            "whisper-tiny.en knows only en",
+            "language",
+            "invalid_language",
+        ),
+        (
+            {"timestamp_granularities[]": "letter"},
+            "'letter' is not 'word' or 'segment'",
+            "timestamp_granularities",
+            None,
+        ),
+        ({"vad_filter": "maybe"}, "vad_filter must be true or false", "vad_filter", None),
+        ({"response_format": "docx"}, "response_format 'docx' is not one of", "response_format", None),
     ],
 )
 def test_bad_options_are_400_in_openais_shape(
-    stack: Stack, shared_data: Path, form: dict[str, str], message: str
+    stack: Stack, shared_data: Path, form: dict[str, str], message: str, param: str, code: str | None
 ) -> None:
     reply = httpx.post(
         f"{stack.gateway}/v1/audio/transcriptions",
@@ -154,6 +165,39 @@ def test_bad_options_are_400_in_openais_shape(
     assert reply.status_code == 400, reply.text
     error = reply.json()["error"]
     assert message in error["message"] and error["type"] == "invalid_request_error"
+    assert (error["param"], error["code"]) == (param, code)
+
+
+def test_whisper_1_translates_and_speaks_other_languages_as_openais_does(
+    oai: openai.OpenAI, voices: dict[str, Path]
+) -> None:
+    """The default model is English-only tiny.en; whisper-1 (and OpenAI's newer names) then means the largest
+    installed multilingual model for a translation or another language, and the response says which."""
+    with voices["es"].open("rb") as fh:
+        translated = oai.audio.translations.create(model="whisper-1", file=fh, response_format="verbose_json")
+    assert "coffee" in translated.text.lower() and translated.to_dict()["model"] == "whisper-base"
+    for name in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"):
+        with voices["de"].open("rb") as fh:
+            german = oai.audio.transcriptions.create(model=name, file=fh, language="de", response_format="verbose_json")
+        assert german.to_dict()["model"] == "whisper-base" and {"kaffee", "milch"} & set(
+            german.text.lower().replace(".", " ").split()
+        )
+    with voices["en0"].open("rb") as fh:  # English, no language: the default model
+        english = oai.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json")
+    assert english.to_dict()["model"] == "whisper-tiny.en"
+    assert oai.models.retrieve("whisper-1").id == "whisper-1"
+
+
+def test_the_sdk_raises_the_error_class_its_users_catch(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad_audio:
+        oai.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"plain text, not audio\n" * 20))
+    assert (bad_audio.value.code, bad_audio.value.param) == ("unsupported_audio", "file")
+    with pytest.raises(openai.NotFoundError) as unknown:
+        oai.audio.transcriptions.create(model="whisper-huge", file=("a.wav", b"RIFF"))
+    assert (unknown.value.code, unknown.value.param) == ("model_not_found", "model")
+    with pytest.raises(openai.BadRequestError) as language:
+        oai.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF"), language="xx")
+    assert (language.value.code, language.value.param) == ("invalid_language", "language")
 
 
 def test_ignored_openai_parameters_are_accepted(stack: Stack, shared_data: Path) -> None:
