@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from nats.aio.client import Client
 
 from asrpro import client
@@ -21,6 +20,7 @@ from framework.config import Config, node_name, start_budget
 from gateway.cluster_view import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, status_and_code
+from gateway.responses import render, usage
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
@@ -39,7 +39,6 @@ from schemas.transcribe import response_format as parse_response_format
 router = APIRouter()
 log = logging.getLogger("asrpro.gateway")
 DISCONNECT_CHECK_S = 0.5
-_MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
 File_ = Annotated[UploadFile | None, File()]
@@ -80,6 +79,7 @@ async def transcriptions(
             )
     form = AudioForm(
         task="transcribe",
+        app_client=model_q is not None or response_format_q is not None,
         file=file,
         model=model or model_q,
         language=language,
@@ -114,6 +114,7 @@ async def translations(
 ) -> Response:
     form = AudioForm(
         task="translate",
+        app_client=model_q is not None or response_format_q is not None,
         file=file,
         model=model or model_q,
         fmt=parse_response_format(response_format or response_format_q),
@@ -142,6 +143,9 @@ class AudioForm:
     hotwords: str | None = None
     keep_alive: str | None = None
     stream: bool = False
+    # The original asrpro app asks with model and response_format as query parameters, and reads more from
+    # `json` than OpenAI's text and usage.
+    app_client: bool = False
 
 
 def _number(name: str, value: str | None) -> float | None:
@@ -225,7 +229,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
             "total_s": result.timing.total_s,
         },
     )
-    return render(result, form.fmt)
+    return render(result, form.fmt, app_client=form.app_client)
 
 
 async def until_disconnected(
@@ -260,7 +264,8 @@ async def server_sent_events(
                 finished = True
                 # OpenAI's done event, plus the segments (so that a page can offer subtitles without a second run).
                 segments = [{"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in piece.segments]
-                yield _sse({"type": "transcript.text.done", "text": piece.text, "segments": segments})
+                done = {"type": "transcript.text.done", "text": piece.text, "segments": segments}
+                yield _sse({**done, "usage": usage(piece)})
     except AsrError as exc:
         finished = True
         status, code = status_and_code(exc)
@@ -272,34 +277,6 @@ async def server_sent_events(
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
-
-
-def render(result: TranscriptionResult, fmt: ResponseFormat) -> Response:
-    if fmt in _MEDIA_TYPES:
-        return PlainTextResponse(result.formatted or "", media_type=_MEDIA_TYPES[fmt])
-    if fmt == "json":
-        # OpenAI's `text`, and what the original asrpro app's json carried (extra fields do not bother OpenAI
-        # clients): language, its probability, duration, segments, the model, processing time, the backend.
-        return JSONResponse(
-            {
-                "text": result.text,
-                "language": result.language,
-                "language_probability": result.language_probability,
-                "duration": result.duration,
-                "segments": [
-                    {"id": s.id, "start": s.start, "end": s.end, "text": s.text, "confidence": s.avg_logprob}
-                    for s in result.segments
-                ],
-                "model_id": result.model,
-                "processing_time": result.timing.total_s,
-                "backend": "asrpro",
-            }
-        )
-    body = msgspec.to_builtins(result)
-    body.pop("formatted", None)
-    if result.words is None:
-        body.pop("words", None)  # OpenAI's verbose_json has words only when they were asked for
-    return JSONResponse(body)
 
 
 def openai_model(m: ModelInfo, default_model: str, running: set[str], name: str = "") -> dict[str, Any]:

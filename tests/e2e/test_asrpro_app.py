@@ -68,7 +68,16 @@ def test_transcription_json_has_the_sidecars_fields(stack: Stack, shared_data: P
     assert isinstance(body["processing_time"], float) and isinstance(body["backend"], str)
     for segment in body["segments"]:
         assert isinstance(segment["text"], str) and isinstance(segment["start"], float)
-        assert isinstance(segment["end"], float) and isinstance(segment["confidence"], float | None)
+        assert isinstance(segment["end"], float) and 0.0 < segment["confidence"] <= 1.0  # a probability
+    assert body["usage"] == {"type": "duration", "seconds": 11}
+    # Everyone else (fields in the form, as OpenAI's SDKs send them) gets OpenAI's json exactly.
+    openai_json = httpx.post(
+        f"{stack.gateway}/v1/audio/transcriptions",
+        files={"file": ("jfk.flac", (shared_data / "jfk.flac").read_bytes())},
+        data={"model": "whisper-base", "response_format": "json"},
+        timeout=120,
+    ).json()
+    assert set(openai_json) == {"text", "usage"} and openai_json["usage"] == {"type": "duration", "seconds": 11}
     listed = {m["id"]: m for m in httpx.get(f"{stack.gateway}/v1/models").json()["data"]}
     assert listed["whisper-base"]["ready"] is True  # its server runs now
     assert listed["whisper-base"]["size_bytes"] > 100 * 2**20 and listed["whisper-small"]["size_bytes"] is None

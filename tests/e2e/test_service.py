@@ -71,7 +71,8 @@ def test_openai_client_every_response_format(oai: openai.OpenAI, shared_data: Pa
         assert cues and word_error_rate(JFK_TEXT, " ".join(c.split("\n")[1] for c in cues)) <= 0.1
     elif fmt == "verbose_json":
         assert result.duration == pytest.approx(11.0, abs=0.1)
-        assert result.language == "en" and result.segments and result.segments[-1].end <= 11.1
+        assert result.language == "english" and result.segments and result.segments[-1].end <= 11.1
+        assert result.to_dict()["language_code"] == "en" and result.usage.seconds == 11
         assert word_error_rate(JFK_TEXT, result.text) <= 0.1
     else:
         assert word_error_rate(JFK_TEXT, result.text) <= 0.1
@@ -160,7 +161,8 @@ def test_models_health_metrics_and_default_model(stack: Stack, shared_data: Path
         # whisper-base (multilingual, pulled by the test command) now answers what whisper-1 is sent.
         answered = post(stack, (shared_data / "jfk.flac").read_bytes(), name="jfk.flac", response_format="verbose_json")
         assert answered.status_code == 200, answered.text
-        assert answered.json()["model"] == "whisper-base" and answered.json()["language"] == "en"
+        assert answered.json()["model"] == "whisper-base" and answered.json()["language"] == "english"
+        assert answered.json()["language_code"] == "en"
         assert word_error_rate(JFK_TEXT, answered.json()["text"]) <= 0.1
     finally:
         r = httpx.post(f"{stack.gateway}/v1/settings/model", json={"model_id": MODEL})

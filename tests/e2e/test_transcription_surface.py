@@ -80,7 +80,8 @@ def test_word_timestamps_and_the_full_verbose_json(oai: openai.OpenAI, shared_da
     segment = (result.segments or [])[0]
     assert segment.seek == 0 and segment.tokens and segment.temperature == 0.0 and segment.compression_ratio > 0
     assert segment.avg_logprob < 0 and 0 <= segment.no_speech_prob <= 1
-    assert result.language == "en"
+    assert (result.language, result.to_dict()["language_code"]) == ("english", "en")
+    assert result.usage is not None and (result.usage.type, result.usage.seconds) == ("duration", 11)
 
 
 def test_words_only_when_asked(oai: openai.OpenAI, shared_data: Path) -> None:
@@ -119,7 +120,10 @@ def test_language_detection_in_verbose_json(oai: openai.OpenAI, voices: dict[str
     for language in ("fr", "de"):
         with voices[language].open("rb") as fh:
             result = oai.audio.transcriptions.create(model="whisper-base", file=fh, response_format="verbose_json")
-        assert result.language == language
+        assert (result.language, result.to_dict()["language_code"]) == (
+            {"fr": "french", "de": "german"}[language],
+            language,
+        )
 
 
 def test_an_english_only_model_cannot_translate_and_says_which_can(stack: Stack, voices: dict[str, Path]) -> None:
