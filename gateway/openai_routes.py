@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
@@ -37,6 +37,8 @@ from schemas.transcribe import (
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
+T = TypeVar("T")
+Piece = TranscriptionDelta | TranscriptionResult
 log = logging.getLogger("asrpro.gateway")
 DISCONNECT_CHECK_S = 0.5
 
@@ -210,8 +212,13 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         timeout=timeout,
     )
     if form.stream:
+        pieces = client.transcribe_stream(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
+        # The 200 and the first bytes only once the proxy says the request was admitted and its audio opened (its
+        # first partial): an unknown or uninstalled model, a full queue or undecodable audio is then still an HTTP
+        # error the SDKs raise as such, never a 200 followed by an error event (the gateway decodes no audio).
+        first = await until_disconnected(request, nc, message, anext(pieces))
         return StreamingResponse(
-            server_sent_events(nc, info.id, message, timeout + 5, node_name(config)),
+            server_sent_events(nc, message, first, pieces),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -232,10 +239,9 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
     return render(result, form.fmt, app_client=form.app_client)
 
 
-async def until_disconnected(
-    request: Request, nc: Client, message: TranscribeRequest, work: Awaitable[TranscriptionResult]
-) -> TranscriptionResult:
-    """The result, unless the client goes away first: then the proxy is told to stop (its slot is freed)."""
+async def until_disconnected(request: Request, nc: Client, message: TranscribeRequest, work: Awaitable[T]) -> T:
+    """The result (or the first piece of a stream), unless the client goes away first: then the proxy is told to
+    stop (its slot is freed)."""
     task = asyncio.ensure_future(work)
     try:
         while True:
@@ -251,15 +257,22 @@ async def until_disconnected(
 
 
 async def server_sent_events(
-    nc: Client, model: str, message: TranscribeRequest, timeout: float, via: str = ""
+    nc: Client, message: TranscribeRequest, first: Piece, rest: AsyncIterator[Piece]
 ) -> AsyncIterator[str]:
     """OpenAI's transcription stream: transcript.text.delta events as segments are decoded, then
-    transcript.text.done; an error after the stream began is an `error` event (the client raises it)."""
+    transcript.text.done; an error after the stream began (the server lost mid-way) is an `error` event."""
     finished = False
+
+    async def pieces() -> AsyncIterator[Piece]:
+        yield first
+        async for piece in rest:
+            yield piece
+
     try:
-        async for piece in client.transcribe_stream(nc, model, message, timeout=timeout, via=via):
+        async for piece in pieces():
             if isinstance(piece, TranscriptionDelta):
-                yield _sse({"type": "transcript.text.delta", "delta": piece.text})
+                if piece.text:  # the first partial says only that the audio opened
+                    yield _sse({"type": "transcript.text.delta", "delta": piece.text})
             else:
                 finished = True
                 # OpenAI's done event, plus the segments (so that a page can offer subtitles without a second run).

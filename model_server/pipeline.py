@@ -9,19 +9,21 @@ from collections.abc import Iterator
 from model_server import audio
 from model_server.engines import Engine
 from schemas.formats import render_text
-from schemas.model_server import Frame, ResultFrame, SegmentFrame, TranscribeOptions
+from schemas.model_server import Frame, OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.transcribe import Segment, Timing, TranscriptionResult, Word
 
 
 def stream(
     engine: Engine, data: bytes, filename: str, options: TranscribeOptions, *, model_id: str, received_at: float
 ) -> Iterator[Frame]:
-    """A SegmentFrame per segment as the engine decodes it, then the ResultFrame. ``received_at`` is the
+    """An OpenedFrame once the audio is decoded, a SegmentFrame per segment as the engine decodes it, then the
+    ResultFrame. ``received_at`` is the
     request's perf_counter start, so server_s includes the upload and any queueing. Stop iterating and the
     decoding stops (at the end of the 30-s window under way)."""
     started = time.perf_counter()
     samples = audio.decode(data, filename)
     decoded = time.perf_counter()
+    yield OpenedFrame(duration=round(len(samples) / audio.SAMPLE_RATE, 3))
     decoding = engine.decode(samples, options)
     segments: list[Segment] = []
     words: list[Word] | None = [] if options.word_timestamps else None

@@ -127,6 +127,13 @@ STREAM_PARAM = "stream"
 STREAM_MEDIA_TYPE = "application/x-ndjson"
 
 
+class OpenedFrame(msgspec.Struct, kw_only=True, tag="opened", tag_field="type"):
+    """The audio is decoded (it is audio, and this long): sent before the first segment, so that a front door can
+    answer an undecodable upload with an HTTP error before it starts a stream."""
+
+    duration: float
+
+
 class SegmentFrame(msgspec.Struct, kw_only=True, tag="segment", tag_field="type"):
     segment: Segment
     words: list[Word] | None = None
@@ -141,4 +148,4 @@ class ErrorFrame(msgspec.Struct, kw_only=True, tag="error", tag_field="type"):
     error: ErrorDetail
 
 
-Frame = SegmentFrame | ResultFrame | ErrorFrame
+Frame = OpenedFrame | SegmentFrame | ResultFrame | ErrorFrame

@@ -113,7 +113,9 @@ class TranscriptionDelta(msgspec.Struct, kw_only=True):
     request_id: str
     model: str
     text: str  # the segment's text, as it is to be appended
-    segment: Segment
+    # None in the first partial: the request was admitted and its audio opened (text empty, progress 0); a front
+    # door answers errors until then with a status of their own, and starts its stream on it.
+    segment: Segment | None = None
     words: list[Word] | None = None
     progress: float  # 0..1 of the audio's duration
     elapsed_s: float

@@ -123,7 +123,11 @@ class HandOver:
             message = bus.decode_streamed(reply, what)
             if isinstance(message, TranscriptionResult):
                 return message
-            if message.segment is None or message.segment.end > sent.until:
-                sent.until = message.segment.end if message.segment is not None else sent.until
+            if message.segment is None:
+                if not sent.opened:  # once, even when a second node serves it after the first was lost
+                    sent.opened = True
+                    await send_partial(message)
+            elif message.segment.end > sent.until:
+                sent.until = message.segment.end
                 await send_partial(message)
         raise AsrError(errors.INTERNAL, f"{what} ended without a result")

@@ -20,6 +20,7 @@ class Sent:
     """How far a streaming requester's text has been relayed (the end of the last segment sent)."""
 
     until: float = -1.0
+    opened: bool = False  # the requester heard that its audio opened
 
 
 class Relay:
@@ -30,6 +31,20 @@ class Relay:
         self.proxy, self.msg, self.model_id, self.started = proxy, msg, model_id, started
         self.sent = sent  # end of the last segment relayed, also by another node before a retry here
         self.last_progress = 0.0
+
+    async def opened(self) -> None:
+        """The model server opened the audio: a streaming requester may start its stream (one empty partial)."""
+        if self.msg.stream and not self.sent.opened:
+            self.sent.opened = True
+            await send_partial(
+                TranscriptionDelta(
+                    request_id=self.msg.request_id,
+                    model=self.model_id,
+                    text="",
+                    progress=0.0,
+                    elapsed_s=round(time.monotonic() - self.started, 3),
+                )
+            )
 
     async def segment(self, frame: SegmentFrame) -> None:
         end = frame.segment.end

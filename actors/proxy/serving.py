@@ -23,7 +23,7 @@ from schemas.events import TranscriptionCompleted, TranscriptionFailed, Transcri
 from schemas.formats import render_text
 from schemas.kv import SERVER
 from schemas.lifecycle import EnsureServer, ServerStatus
-from schemas.model_server import ResultFrame, SegmentFrame, TranscribeOptions
+from schemas.model_server import OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.registry import ModelInfo, not_installed
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
@@ -200,6 +200,8 @@ class Serving:
                         return frame.result
                     if isinstance(frame, SegmentFrame):
                         await relay.segment(frame)
+                    elif isinstance(frame, OpenedFrame):
+                        await relay.opened()
         except TimeoutError:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")

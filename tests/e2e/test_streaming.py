@@ -102,10 +102,22 @@ def test_streaming_goes_with_json_or_text_only(stack: Stack, shared_data: Path) 
     assert reply.status_code == 400 and "stream=true goes with response_format json or text" in reply.text
 
 
-def test_errors_after_the_stream_began_are_error_events(oai: openai.OpenAI) -> None:
-    with pytest.raises(openai.APIError, match="could not decode audio"):
-        for _ in oai.audio.transcriptions.create(model=MODEL, file=("x.wav", b"not audio at all" * 100), stream=True):
-            pass
+def test_a_stream_that_cannot_start_is_an_http_error_before_any_event(oai: openai.OpenAI, stack: Stack) -> None:
+    """The gateway decodes no audio: it answers 200 and starts the stream only once the proxy's first partial says
+    the request was admitted and its audio opened. Before that, an error is a status the SDK raises at once."""
+    with pytest.raises(openai.BadRequestError, match="could not decode audio") as bad:
+        oai.audio.transcriptions.create(model=MODEL, file=("x.wav", b"not audio at all" * 100), stream=True)
+    assert (bad.value.status_code, bad.value.code, bad.value.param) == (400, "unsupported_audio", "file")
+    with pytest.raises(openai.NotFoundError) as unknown:
+        oai.audio.transcriptions.create(model="whisper-huge", file=("x.wav", b"RIFF"), stream=True)
+    assert unknown.value.code == "model_not_found"
+    reply = httpx.post(
+        f"{stack.gateway}/v1/audio/transcriptions",
+        files={"file": ("x.wav", b"not audio at all" * 100)},
+        data={"stream": "true", "model": MODEL},
+        timeout=60,
+    )
+    assert reply.status_code == 400 and reply.headers["content-type"].startswith("application/json")
 
 
 async def test_a_plain_nats_client_streams_or_not(stack: Stack, shared_data: Path) -> None:
@@ -124,6 +136,9 @@ async def test_a_plain_nats_client_streams_or_not(stack: Stack, shared_data: Pat
                 partials.append(json.loads(msg.data))
             else:
                 final = json.loads(msg.data)
+        # The first partial: admitted, the audio opened (no text yet); then one per decoded segment.
+        opened, *partials = partials
+        assert (opened["text"], opened.get("segment"), opened["progress"]) == ("", None, 0.0)
         assert partials and all(p["model"] == MODEL and 0 < p["progress"] <= 1 for p in partials)
         assert "".join(p["text"] for p in partials).strip() == final["text"]
         # Without stream: exactly one reply, as before.

@@ -15,7 +15,7 @@ import msgspec
 from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
 from framework.model_server import ModelServerClient
-from schemas.model_server import Health, HealthStatus, ResultFrame, SegmentFrame
+from schemas.model_server import Frame, Health, HealthStatus, OpenedFrame, ResultFrame, SegmentFrame
 from schemas.registry import Installed, ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult
 
@@ -108,7 +108,8 @@ class FakeModelServer:
         )
         if request.url.params.get("stream") != "true":
             return httpx.Response(200, content=msgspec.json.encode(result))
-        frames = [SegmentFrame(segment=seg, duration=3.0) for seg in segments] + [ResultFrame(result=result)]
+        opened: list[Frame] = [OpenedFrame(duration=3.0)]  # as the real server: the audio opened, then segments
+        frames = opened + [SegmentFrame(segment=seg, duration=3.0) for seg in segments] + [ResultFrame(result=result)]
         return httpx.Response(200, content=b"".join(msgspec.json.encode(f) + b"\n" for f in frames))
 
     def client(self) -> ModelServerClient:

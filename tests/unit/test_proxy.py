@@ -58,8 +58,10 @@ async def test_a_streaming_requester_gets_partials_then_the_result_and_everyone_
     bus.listeners.append((subjects.PROGRESS_ALL, listen))
     message = TranscribeRequest(audio=b"RIFF", request_id="s1", stream=True, filename="a.wav")
     result = await bus.request(endpoints.TRANSCRIBE.at(MODEL), message)
-    deltas = [codec.decode(data, TranscriptionDelta) for _, data, headers in bus.partials]
+    opened, *deltas = [codec.decode(data, TranscriptionDelta) for _, data, headers in bus.partials]
     assert all(headers[codec.PARTIAL_HEADER] == "1" for _, _, headers in bus.partials)
+    # First: admitted and the audio opened (a front door starts its stream on it), then each segment.
+    assert (opened.text, opened.segment, opened.progress) == ("", None, 0.0)
     assert [d.text for d in deltas] == [
         " part 0 by whisper-tiny.en",
         " part 1 by whisper-tiny.en",
