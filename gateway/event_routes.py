@@ -8,10 +8,10 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -38,6 +38,7 @@ from schemas.transcribe import TranscriptionProgress
 
 router = APIRouter()
 HEARTBEAT_S = 15.0
+RETRY_MS = 2000  # how soon a browser's EventSource reconnects (it then sends Last-Event-ID and gets the gap)
 
 # Events as asrpro's frontend names them.
 FRONTEND_TYPES = {
@@ -96,6 +97,18 @@ def replay_config(since: str | None, since_seq: int | None = None) -> ConsumerCo
     return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=when)
 
 
+def _after(last_event_id: str) -> int:
+    """The stream sequence after the last event a reader saw (`id:` is the sequence)."""
+    try:
+        seq = int(last_event_id.strip())
+    except ValueError:
+        seq = -1
+    if not 0 <= seq < 2**63 - 1:
+        message = f"Last-Event-ID {last_event_id[:40]!r} is not an event id of this stream (a sequence number)"
+        raise AsrError(errors.BAD_REQUEST, message, param="Last-Event-ID")
+    return seq + 1
+
+
 def event_json(event: Event) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.to_builtins(event)
     return body
@@ -109,9 +122,14 @@ async def events(
     since_seq: int | None = None,
     model: str | None = None,
     progress: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """The lifecycle stream as Server-Sent Events (replayed `since`, then live); with `progress=true`, live
-    `progress` events of transcriptions beside them (progress is not history: never replayed, no `id`)."""
+    `progress` events of transcriptions beside them (progress is not history: never replayed, no `id`).
+    A reconnecting EventSource sends `Last-Event-ID`: the stream resumes after that event, whatever `since` says,
+    so the reader gets the gap instead of silence."""
+    if last_event_id is not None and last_event_id.strip():
+        since_seq = _after(last_event_id)
     config = replay_config(since, since_seq)
     if model is not None:
         model = conn.catalogue.resolve(model).id  # 404 for what is not a model (and never an invalid subject)
@@ -135,6 +153,7 @@ async def events(
 
     async def stream() -> AsyncIterator[str]:
         try:
+            yield f"retry: {RETRY_MS}\n\n"
             while not await request.is_disconnected():
                 try:
                     msg = await asyncio.wait_for(inbox.get(), HEARTBEAT_S)

@@ -34,15 +34,20 @@ def transcribe(stack: Stack, audio: bytes, **form: str) -> httpx.Response:
     )
 
 
-def sse_events(stack: Stack, query: str, model: str = MODEL, quiet: float = 2.0) -> list[dict]:
+def sse_events(
+    stack: Stack, query: str, model: str = MODEL, quiet: float = 2.0, headers: dict[str, str] | None = None
+) -> list[dict]:
     """Read /v1/events until nothing more arrives for `quiet` seconds (the replay is over)."""
     seen: list[dict] = []
-    with httpx.stream("GET", f"{stack.gateway}/v1/events?{query}", timeout=quiet) as response:
+    url = f"{stack.gateway}/v1/events?{query}"
+    with httpx.stream("GET", url, timeout=quiet, headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         block: dict[str, str] = {}
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 2000"  # how soon a browser's EventSource reconnects
         try:
-            for line in response.iter_lines():
+            for line in lines:
                 if line.startswith(("id:", "event:", "data:")):
                     key, _, value = line.partition(":")
                     block[key] = value.strip()
@@ -115,6 +120,11 @@ def test_events_replay_from_sequence_zero(stack: Stack, shared_data: Path) -> No
     # An integer time (Unix seconds) is a time, not a sequence: from a minute ago, the replay has the events.
     since_time = sse_events(stack, f"since={int(events[-1]['at']) - 60}")
     assert since_time and since_time[-1]["_id"] == events[-1]["_id"]
+    # A reconnecting EventSource sends the last id it saw (and the URL it first used): it gets the gap.
+    resumed = sse_events(stack, "since=0", headers={"Last-Event-ID": str(events[-3]["_id"])})
+    assert [e["_id"] for e in resumed] == [e["_id"] for e in events[-2:]]
+    wrong = httpx.get(f"{stack.gateway}/v1/events", headers={"Last-Event-ID": "abc"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "Last-Event-ID"
     bad = httpx.get(f"{stack.gateway}/v1/events", params={"since": "yesterday"})
     assert bad.status_code == 400 and "since" in bad.json()["error"]["message"]
     for model in ("no such model", "a.b"):
