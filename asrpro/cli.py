@@ -182,7 +182,7 @@ def cmd_users(config: Config, args: argparse.Namespace) -> int:
     """Applications' NATS users: each its own password, inbox and audio bucket (see asrpro.nats_users)."""
     from asrpro.nats_users import DEFAULT_APP, UserStore
 
-    store = UserStore(config.nats.store_dir)
+    store = UserStore(config.nats.store_dir, config.nats.credentials_dir)
     if args.action == "list":
         print(f"{DEFAULT_APP:<24} events      (built in: nats.client_password)")
         for app in store.load():

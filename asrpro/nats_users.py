@@ -120,9 +120,11 @@ class UserStore:
     """The applications of one deployment: `<store_dir>/users.json` (0600), passwords in plain text like the
     actors' credentials file beside it — both are as secret as the nats-server configuration they produce."""
 
-    def __init__(self, store_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, store_dir: str | os.PathLike[str], credentials_dir: str | os.PathLike[str] = "") -> None:
         self.dir = Path(store_dir)
         self.path = self.dir / "users.json"
+        # Where each application's credentials file goes (nats.credentials_dir); only `asrpro users` writes them.
+        self.credentials_dir = Path(credentials_dir) if credentials_dir else None
 
     def load(self) -> list[AppUser]:
         try:
@@ -153,11 +155,14 @@ class UserStore:
         if not any(app.name == name for app in apps):
             raise ValueError(f"no application '{name}' (asrpro users list)")
         self.save([app for app in apps if app.name != name])
-        with contextlib.suppress(FileNotFoundError):
-            self.credentials_path(name).unlink()
+        if self.credentials_dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.credentials_path(name).unlink()
 
     def credentials_path(self, name: str) -> Path:
-        return self.dir.parent / "users" / f"{name}.json"
+        if self.credentials_dir is None:
+            raise ValueError("no credentials directory given (nats.credentials_dir)")
+        return self.credentials_dir / f"{name}.json"
 
     def write_credentials(self, user: AppUser, url: str) -> Path:
         creds = Credentials(

@@ -26,7 +26,6 @@ import nats.errors
 import pytest
 
 from asrpro import client as asr_client
-from asrpro.nats_users import UserStore
 from framework import bus
 from schemas.transcribe import TranscribeRequest
 from tests.chaos.load import Load
@@ -206,8 +205,8 @@ def test_users_and_api_keys_added_on_one_host_reach_every_host(cluster: Cluster,
     stay required.)"""
     added = cli(cluster, "node-a", "users", "add", "carol")
     assert added.returncode == 0, added.stderr
-    store = UserStore(cluster.env["node-a"]["ASRPRO_NATS__STORE_DIR"])
-    creds = json.loads(store.credentials_path("carol").read_text())
+    written = Path(added.stdout.split("credentials are in ")[1].split(" (mode")[0])  # nats.credentials_dir
+    creds = json.loads(written.read_text())
     far = cluster.stacks["node-c"].nats_url
 
     async def carol_connects(url: str) -> bool:

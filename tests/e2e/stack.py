@@ -153,6 +153,7 @@ def launch_stack(tmp: Path, log: Path | None = None, args: tuple[str, ...] = (),
             "ASRPRO_NATS__URL": f"nats://127.0.0.1:{free_port()}",
             "ASRPRO_GATEWAY__PORT": str(free_port()),
             "ASRPRO_NATS__STORE_DIR": str(tmp / "state"),
+            "ASRPRO_NATS__CREDENTIALS_DIR": str(tmp / "credentials"),  # not beside the store: as configured
             # Not the repository's .asrpro/api_keys: a developer's own keys must not change what a test sees.
             "ASRPRO_GATEWAY__API_KEYS_FILE": str(tmp / "api_keys"),
             "ASRPRO_NATS__CLIENT_PASSWORD": client_password,

@@ -52,7 +52,7 @@ async def test_an_application_added_at_run_time_transcribes_and_once_removed_is_
     added = asrpro(stack, "users", "add", "notes-app")
     assert added.returncode == 0, added.stderr
     creds_path, mode, creds = credentials(added.stdout)
-    assert mode == 0o600
+    assert mode == 0o600 and Path(creds_path).parent == Path(stack.env["ASRPRO_NATS__CREDENTIALS_DIR"])
     assert creds["user"] == "notes-app" and creds["inbox_prefix"] == "_INBOX.notes-app" and "audio_bucket" not in creds
     assert "notes-app" in asrpro(stack, "users", "list").stdout
     assert asrpro(stack, "users", "add", "gateway").returncode == 1  # an actor's name is not an application's
