@@ -20,6 +20,7 @@ from nats.aio.client import Client
 
 from framework.bus import (
     RECONNECT_WAIT_S,
+    check_inbox,
     decode_streamed,
     reconnected,
     request,
@@ -35,6 +36,7 @@ _PAYLOAD_HEADROOM = 64 * 1024
 
 async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     """The request as it can travel: audio too large for one message goes through the object store."""
+    check_inbox(nc)  # a reply that could never arrive is an error now, not a timeout later
     if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
         return message
     user = sender_of(nc)

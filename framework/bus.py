@@ -102,6 +102,25 @@ def sender_of(nc: Client) -> str:
     return _user.get(nc) or ""
 
 
+def check_inbox(nc: Client) -> None:
+    """A connection of an application user must read its replies under its own inbox, _INBOX.<user>: the only
+    inbox nats-server lets it subscribe to. Without that prefix its requests would wait for replies that can never
+    arrive (the server refuses the subscription asynchronously; nats-py only reports it to the error callback),
+    so say so at once, naming the prefix. The admin user may read any inbox."""
+    url = nc.connected_url
+    user = _user.get(nc) or nc.options.get("user") or (url.username if url is not None else None) or ""
+    if not user or user == "admin":
+        return
+    wanted = subjects.inbox_prefix(user)
+    if not nc.new_inbox().startswith(wanted + "."):
+        raise AsrError(
+            errors.BAD_REQUEST,
+            f"this connection's replies would go to an inbox user '{user}' may not read: connect with "
+            f'inbox_prefix="{wanted}" (nats.connect(..., inbox_prefix="{wanted}")); each user reads replies '
+            "only under its own inbox",
+        )
+
+
 def _connection_lost(nc: Client) -> None:
     event = _lost.get(nc)
     if event is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -272,3 +273,17 @@ async def test_no_actor_answers_or_acts_on_a_reply_subject_that_is_not_an_inbox(
     finally:
         await eve.close()
         await watcher.close()
+
+
+async def test_a_client_connected_without_its_inbox_prefix_is_told_which_at_once(apps, jetstream: Nats) -> None:
+    """nats-server refuses the subscription to _INBOX.> asynchronously (nats-py reports it to the error callback
+    only): the client library says what to do instead of waiting for a reply that cannot arrive."""
+    plain = await nats.connect(jetstream.url, user="alice", password=jetstream.passwords["alice"])  # no inbox_prefix
+    try:
+        started = time.monotonic()
+        with pytest.raises(AsrError) as err:
+            await asr_client.transcribe(plain, MODEL, TranscribeRequest(audio=b"RIFF", filename="a.wav"), timeout=30)
+        assert err.value.code == "400" and 'inbox_prefix="_INBOX.alice"' in err.value.message
+        assert time.monotonic() - started < 10  # told at once, not after the 30-s timeout
+    finally:
+        await plain.close()
