@@ -193,7 +193,9 @@ def raise_for_error(headers: dict[str, str] | None, data: bytes) -> None:
         message, retry_after, kind, param = body.message or message, body.retry_after, body.kind or kind, body.param
     except codec.DecodeError:
         pass
-    raise AsrError(code, message, retry_after, kind, param)
+    error = AsrError(code, message, retry_after, kind, param)
+    error.relayed = True
+    raise error
 
 
 def _error_code(value: str | None) -> ErrorCode | None:

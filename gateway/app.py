@@ -21,6 +21,7 @@ from gateway.auth import ApiKeys, KeyRing
 from gateway.browsers import BrowserGuard
 from gateway.connection import GatewayConnection
 from gateway.errors import asr_error_handler, validation_error_handler
+from gateway.http_metrics import HttpMetrics
 from gateway.limits import UploadLimit
 from gateway.request_id import RequestId
 from schemas.errors import AsrError
@@ -68,4 +69,4 @@ def create_app(config: Config) -> ASGIApp:
     guarded = BrowserGuard(
         keyed, allowed_hosts=list(gw.allowed_hosts), cors_origins=list(gw.cors_origins), bound_host=gw.host
     )
-    return RequestId(guarded)
+    return HttpMetrics(RequestId(guarded))

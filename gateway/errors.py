@@ -38,9 +38,12 @@ def error_response(
     code: str | None = None,
     retry_after: float | None = None,
     param: str | None = None,
+    counted: bool = True,
 ) -> JSONResponse:
+    """`counted`: a refusal of the gateway's own (asrpro_gateway_rejected); an error relayed from the proxy was
+    counted there already (asrpro_requests), and is not counted twice."""
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    if status < 500:
+    if status < 500 and counted:
         REJECTED.labels(str(status), code or "none").inc()
     return JSONResponse({"error": error_object(status, message, code, param)}, status_code=status, headers=headers)
 
@@ -64,7 +67,9 @@ def status_and_code(exc: AsrError) -> tuple[int, str | None]:
 
 def from_asr_error(exc: AsrError) -> JSONResponse:
     status, code = status_and_code(exc)
-    return error_response(status, exc.message, code=code, retry_after=exc.retry_after, param=exc.param)
+    return error_response(
+        status, exc.message, code=code, retry_after=exc.retry_after, param=exc.param, counted=not exc.relayed
+    )
 
 
 async def asr_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from framework.config import node_name
 from gateway.cluster_view import lifecycle_status, live_nodes, measured_mb, node_records
 from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
+from gateway.http_metrics import server_processes
 from gateway.status import system_status
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
@@ -23,6 +25,7 @@ from schemas.lifecycle import CloseBreaker, EnsureServer, ServerStatus, StopServ
 from schemas.metrics import SnapshotRequest
 
 router = APIRouter()
+MB = 2**20  # the actors count MB; Prometheus wants base units
 
 
 def _iso(ts: float | None) -> str | None:
@@ -46,33 +49,58 @@ async def health(conn: Connection) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(conn: Connection) -> PlainTextResponse:
-    """The metrics actor's counters (kept from the event stream), and what is true now: GPU memory per device and
-    requests in flight per model."""
+async def metrics(conn: Connection, config: Settings) -> PlainTextResponse:
+    """The metrics actor's counters (kept from the event stream), what is true now (GPU memory per device and per
+    model, requests in flight, the queue limits, the model servers' processes here) and the gateway's own."""
     snap = await conn.request(endpoints.METRICS_SNAPSHOT, SnapshotRequest())
     now = CollectorRegistry()
-    allocated = Gauge("asrpro_gpu_memory_allocated_mb", "GPU memory allocated to models", ["device"], registry=now)
-    total = Gauge("asrpro_gpu_memory_total_mb", "GPU memory of the device", ["device"], registry=now)
+    allocated = Gauge("asrpro_gpu_memory_allocated_bytes", "GPU memory allocated to models", ["device"], registry=now)
+    total = Gauge("asrpro_gpu_memory_total_bytes", "GPU memory of the device", ["device"], registry=now)
     busy = Gauge("asrpro_gpu_utilization_percent", "GPU utilisation (NVML), where measured", ["device"], registry=now)
+    per_model = Gauge(
+        "asrpro_model_gpu_memory_bytes",
+        "GPU memory of a model's server: allocated (declared or measured before) and measured (NVML, per process)",
+        ["model", "node", "kind"],
+        registry=now,
+    )
     inflight = Gauge("asrpro_requests_inflight", "Requests being served per model", ["model"], registry=now)
     uptime = Gauge("asrpro_server_uptime_seconds", "Seconds since the running server started", ["model"], registry=now)
+    limits = Gauge(
+        "asrpro_queue_limit",
+        "Per proxy and model: max_parallel requests forwarded at once, max_queue waiting (saturation = depth / this)",
+        ["model", "limit"],
+        registry=now,
+    )
+    me = node_name(config)
     try:
         gpu = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)
         for device in gpu.devices:
-            allocated.labels(f"cuda:{device.index}").set(device.allocated_mb)
-            total.labels(f"cuda:{device.index}").set(device.total_mb)
+            allocated.labels(f"cuda:{device.index}").set(device.allocated_mb * MB)
+            total.labels(f"cuda:{device.index}").set(device.total_mb * MB)
             if device.utilization_pct is not None:
                 busy.labels(f"cuda:{device.index}").set(device.utilization_pct)
+        for allocation in gpu.allocations:
+            per_model.labels(allocation.model, me, "allocated").set(allocation.memory_mb * MB)
     except AsrError:
         pass  # the gpu actor does not answer: its figures are left out rather than made up
+    here: dict[str, int] = {}
     try:
         status = await lifecycle_status(conn, timeout=2.0)
         for server in status.servers:
             inflight.labels(server.model).inc(server.inflight)
             if server.started_at:
                 uptime.labels(server.model).set(max(0.0, time.time() - server.started_at))
+            if server.pid and server.node in ("", me):
+                here[server.model] = server.pid
+        for (node, model), mb in (await measured_mb(conn, sorted({s.node for s in status.servers}))).items():
+            per_model.labels(model, node, "measured").set(mb * MB)
     except AsrError:
         pass
+    listing = conn.catalogue.listing
+    for info in listing.models if listing is not None else []:
+        limits.labels(info.id, "max_parallel").set(info.max_parallel or config.lifecycle.max_parallel)
+        limits.labels(info.id, "max_queue").set(info.max_queue or config.lifecycle.max_queue)
+    server_processes(now, here)
     text = snap.prometheus + generate_latest(now).decode() + generate_latest(GATEWAY_METRICS).decode()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

@@ -149,6 +149,7 @@ class AsrError(Exception):
         self.retry_after = retry_after
         self.kind: ErrorCode | None = kind or GENERIC.get(code)
         self.param = param
+        self.relayed = False  # an error reply received from another actor (it counted the request itself)
 
     def reply(self) -> ErrorReply:
         return ErrorReply(

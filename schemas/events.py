@@ -107,6 +107,7 @@ class TranscriptionCompleted(_Event, tag="transcribed"):
     result_length: int = 0  # characters of text
     queue_s: float = 0.0  # waiting for a slot of the model
     waiting: int = 0  # requests waiting for a slot of the model at this proxy when this one finished
+    first_text_s: float | None = None  # a streamed request: from its arrival to its first text sent back
 
 
 class TranscriptionFailed(_Event, tag="transcription_failed"):

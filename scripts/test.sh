@@ -17,8 +17,9 @@ apt_install() {
 
 # sox cuts and joins test recordings; espeak-ng speaks sentences the tests know (translations, parity);
 # chromium and chromium-driver run the web console's tests in a real browser; docker.io is the Docker Engine for the docker tests;
-# debootstrap makes the images' base where no container registry answers; docker-compose runs containers/compose.yml.
-apt_install sox espeak-ng docker.io debootstrap docker-compose chromium chromium-driver
+# debootstrap makes the images' base where no container registry answers; docker-compose runs containers/compose.yml;
+# prometheus brings promtool, which checks /metrics as Prometheus reads it.
+apt_install sox espeak-ng docker.io debootstrap docker-compose chromium chromium-driver prometheus
 
 if ! docker info >/dev/null 2>&1; then
   echo "starting dockerd" >&2

@@ -31,6 +31,7 @@ class Relay:
         self.proxy, self.msg, self.model_id, self.started = proxy, msg, model_id, started
         self.sent = sent  # end of the last segment relayed, also by another node before a retry here
         self.last_progress = 0.0
+        self.first_text_s: float | None = None  # a streamed request: when its first text went back (metrics)
 
     async def opened(self) -> None:
         """The model server opened the audio: a streaming requester may start its stream (one empty partial)."""
@@ -63,6 +64,8 @@ class Relay:
                 elapsed_s=round(time.monotonic() - self.started, 3),
             )
             await send_partial(delta)
+            if self.first_text_s is None and frame.segment.text.strip():
+                self.first_text_s = round(time.monotonic() - self.started, 3)
         now = time.monotonic()
         if now - self.last_progress >= PROGRESS_EVERY_S:
             self.last_progress = now

@@ -148,6 +148,7 @@ class Serving:
                 result_length=len(result.text),
                 queue_s=result.timing.queue_s,
                 waiting=self.queue(model).waiting,
+                first_text_s=relay.first_text_s,
             )
         )
         return result
