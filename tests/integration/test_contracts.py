@@ -143,26 +143,27 @@ async def test_gpu_configured_inventory_accounts_memory(start_actor, jetstream) 
 
 async def test_metrics_counts_events_and_renders_prometheus(start_actor, jetstream) -> None:
     await start_actor(Metrics)
+    m = "whisper-tiny.en"  # a catalogued model: any other name is counted as "unknown"
     proxy = await jetstream.connect("proxy")
     gateway = await jetstream.connect("gateway")
     try:
         for event in (
-            TranscriptionCompleted(model="m1", request_id="r1", audio_s=11.0, total_s=0.5),
-            TranscriptionCompleted(model="m1", request_id="r2", audio_s=4.0, total_s=0.25),
-            TranscriptionFailed(model="m1", request_id="r3", code="415", reason="bad audio"),
+            TranscriptionCompleted(model=m, request_id="r1", audio_s=11.0, total_s=0.5),
+            TranscriptionCompleted(model=m, request_id="r2", audio_s=4.0, total_s=0.25),
+            TranscriptionFailed(model=m, request_id="r3", code="415", reason="bad audio"),
         ):
-            await proxy.publish(subject_of(type(event), "m1"), codec.encode(event))
-        await proxy.publish("asr.events.transcribed.m1", b"garbage")  # ignored, does not stop the actor
+            await proxy.publish(subject_of(type(event), m), codec.encode(event))
+        await proxy.publish(f"asr.events.transcribed.{m}", b"garbage")  # ignored, does not stop the actor
         await proxy.flush()
         for _ in range(200):  # up to ~10 s: the events reach metrics through the JetStream stream
             snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
-            if snap.models.get("m1") and snap.models["m1"].requests == 3:
+            if snap.models.get(m) and snap.models[m].requests == 3:
                 break
             await asyncio.sleep(0.05)
-        counters = snap.models["m1"]
-        assert (counters.requests, counters.errors, counters.audio_seconds) == (3, 1, 15.0)
-        assert 'asrpro_requests_total{model="m1",outcome="ok"} 2.0' in snap.prometheus
-        assert 'asrpro_requests_total{model="m1",outcome="error"} 1.0' in snap.prometheus
+        counters = snap.models[m]
+        assert (counters.requests, counters.errors, counters.client_errors, counters.audio_seconds) == (3, 0, 1, 15.0)
+        assert f'asrpro_requests_total{{model="{m}",outcome="ok",code="200"}} 2.0' in snap.prometheus
+        assert f'asrpro_requests_total{{model="{m}",outcome="client_error",code="415"}} 1.0' in snap.prometheus
     finally:
         await proxy.close()
         await gateway.close()
