@@ -146,11 +146,30 @@ function tick() {
   }
 }
 
-function event(text) {
+function event(text, at) {
   const item = document.createElement("li");
-  item.textContent = new Date().toLocaleTimeString() + " " + text;
+  item.textContent = (at ? new Date(at * 1000) : new Date()).toLocaleTimeString() + " " + text;
   $("#events").prepend(item);
   while ($("#events").children.length > 200) $("#events").lastChild.remove();
+}
+
+// The Events panel: the last hour of the lifecycle stream, then live, through the resumable /v1/events (an
+// EventSource reconnects by itself with Last-Event-ID and gets what it missed meanwhile).
+const EVENT_KINDS = ["starting", "ready", "stopped", "failed", "crashed", "unhealthy", "restart_scheduled",
+  "breaker", "transcribing", "transcribed", "transcription_failed", "default_changed"];
+const LIFECYCLE = new Set(["starting", "ready", "stopped", "failed", "crashed", "default_changed"]);
+
+function follow() {
+  const params = new URLSearchParams({since: String(Math.floor(Date.now() / 1000) - 3600)});
+  if (apiKey()) params.set("token", apiKey());
+  const source = new EventSource("/v1/events?" + params);
+  const show = (message) => {
+    const data = JSON.parse(message.data);
+    const why = data.reason || "";
+    event(`${message.type} ${data.model || ""} ${why}`.trim(), data.at);
+    if (LIFECYCLE.has(message.type)) refresh();
+  };
+  for (const kind of EVENT_KINDS) source.addEventListener(kind, show);
 }
 
 function connect() {
@@ -165,9 +184,7 @@ function connect() {
       }
       return;
     }
-    if (type === "pong" || type === "system_status") return;
-    event(`${data.status || type} ${data.model || ""} ${data.reason || data.error || ""}`.trim());
-    if (type === "container_status") refresh();
+    // Lifecycle events come through the resumable event stream (follow); the WebSocket brings live progress.
   };
   ws.onclose = () => setTimeout(connect, 2000);
 }
@@ -250,6 +267,7 @@ $("#api-key").addEventListener("change", () => {
   refresh();
 });
 connect();
+follow();
 refresh();
 setInterval(refresh, 5000);
 setInterval(tick, 1000);

@@ -97,6 +97,10 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
     wait(browser, lambda b: "stopped" in b.find_element(By.ID, "events").text)
     browser.save_screenshot(str(ARTEFACTS / "console-unloaded.png"))
 
+    # A page opened later shows the recent history, not an empty panel: the event stream replays the last hour.
+    browser.refresh()
+    wait(browser, lambda b: {"ready", "stopped"} <= set(b.find_element(By.ID, "events").text.split()))
+
 
 def test_the_api_docs_stay_at_docs(stack: Stack, browser: WebDriver) -> None:
     browser.get(stack.gateway + "/docs")
