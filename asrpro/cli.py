@@ -135,7 +135,7 @@ def cmd_images(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models(config: Config, args: argparse.Namespace) -> int:
-    from asrpro import weights_pull
+    from framework import weights_pull
 
     if args.action == "list":
         rows = weights_pull.listing(config)

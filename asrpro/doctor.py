@@ -104,7 +104,7 @@ def _cuda_libraries(_: Config) -> Check:
 
 
 def _models(config: Config) -> Check:
-    from asrpro import weights_pull
+    from framework import weights_pull
 
     rows = weights_pull.listing(config)
     missing = [r.model for r in rows if not r.installed]

@@ -17,6 +17,8 @@ from schemas.lifecycle import (
     EnsureServer,
     LifecycleStatus,
     LifecycleStatusRequest,
+    PullModel,
+    PullResult,
     ServerStatus,
     StopReply,
     StopServer,
@@ -95,6 +97,9 @@ LIFECYCLE_ENSURE = Rpc(
 LIFECYCLE_STOP = Rpc(
     subjects.LIFECYCLE_STOP, StopServer, StopReply, server="lifecycle", callers=_OPERATE, per_node=True
 )
+LIFECYCLE_PULL = Rpc(
+    subjects.LIFECYCLE_PULL, PullModel, PullResult, server="lifecycle", callers=_OPERATE, per_node=True
+)
 LIFECYCLE_STATUS = Rpc(
     subjects.LIFECYCLE_STATUS,
     LifecycleStatusRequest,
@@ -143,6 +148,7 @@ ALL = (
     LIFECYCLE_ENSURE,
     LIFECYCLE_STOP,
     LIFECYCLE_STATUS,
+    LIFECYCLE_PULL,
     GPU_ALLOCATE,
     GPU_RELEASE,
     GPU_BIND,

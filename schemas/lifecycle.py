@@ -4,6 +4,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.registry import Installed
+
 
 class EnsureServer(msgspec.Struct, kw_only=True):
     """Make sure a model server runs and is healthy; counts as activity."""
@@ -80,3 +82,25 @@ class LifecycleStatus(msgspec.Struct, kw_only=True):
     runtime_reason: str
     servers: list[ServerStatus]
     breakers: list[BreakerState] = []
+
+
+class PullModel(msgspec.Struct, kw_only=True):
+    """Pull a model's weights onto the node whose lifecycle actor is asked (asr.lifecycle.pull.<node>)."""
+
+    model: str
+
+
+class PullProgress(msgspec.Struct, kw_only=True):
+    """A partial reply of a pull (Asr-Partial): what it does now and how far (`completed` of `total` steps or
+    bytes, as the step counts them; 0 of 0 while it cannot tell)."""
+
+    model: str
+    status: str
+    completed: int = 0
+    total: int = 0
+
+
+class PullResult(msgspec.Struct, kw_only=True):
+    model: str
+    pulled: bool  # False: it was installed already
+    installed: Installed

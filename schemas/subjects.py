@@ -15,6 +15,7 @@ REGISTRY_SET_DEFAULT = "asr.registry.set_default"
 LIFECYCLE_ENSURE = "asr.lifecycle.ensure"
 LIFECYCLE_STOP = "asr.lifecycle.stop"
 LIFECYCLE_STATUS = "asr.lifecycle.status"
+LIFECYCLE_PULL = "asr.lifecycle.pull"  # per node: weights are per host
 
 GPU_ALLOCATE = "asr.gpu.allocate"
 GPU_RELEASE = "asr.gpu.release"

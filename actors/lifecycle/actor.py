@@ -20,6 +20,7 @@ from actors.lifecycle.idle import IdleClocks
 from actors.lifecycle.installed import INSTALLED_CHECK_EVERY_S, InstalledReports
 from actors.lifecycle.janitor import NodeJanitor
 from actors.lifecycle.node import NodeBeacon
+from actors.lifecycle.pulling import Puller
 from actors.lifecycle.records import KvServerRecords, ServerRecords
 from actors.lifecycle.runtimes import Runtime, choose_runtime
 from actors.lifecycle.server import Fleet, Server
@@ -46,6 +47,8 @@ from schemas.lifecycle import (
     EnsureServer,
     LifecycleStatus,
     LifecycleStatusRequest,
+    PullModel,
+    PullResult,
     ServerStatus,
     StopReply,
     StopServer,
@@ -104,6 +107,7 @@ class Lifecycle(Actor):
         self.idle = IdleClocks(self, self.starter)
         self.breakers = BreakerGate(self.node_name, config.node.dead_after, self.heartbeats)
         self.installed = InstalledReports(self, self.runtime, self.catalogue)
+        self.puller = Puller(self, self.catalogue, self.installed)
         self.node = NodeBeacon(
             config, self.instance, self.runtime.name, lambda: list(self.servers), self.gpu.devices, self.installed.here
         )
@@ -195,6 +199,11 @@ class Lifecycle(Actor):
                 )
             await self.starter.stop(server, msg.reason or "requested")
             return StopReply(model=model.id, stopped=True)
+
+    @endpoint(endpoints.LIFECYCLE_PULL)
+    async def pull(self, msg: PullModel) -> PullResult:
+        """This node's copy of a model's weights, progress as partial replies (actors.lifecycle.pulling)."""
+        return await self.puller.pull(msg.model)
 
     @endpoint(endpoints.LIFECYCLE_STATUS)
     async def status(self, msg: LifecycleStatusRequest) -> LifecycleStatus:

@@ -45,6 +45,43 @@ async function json(path, options) {
 
 let expiries = [];
 
+// Pull a model's weights onto this gateway's node (POST /api/pull, admin), with a progress bar fed by the
+// newline-delimited JSON the route streams; the catalogue shows it installed once done.
+const pulling = new Map();  // model -> its progress bar and note, while a pull runs (or just failed)
+
+async function pull(model, where) {
+  const bar = document.createElement("progress");
+  const note = document.createElement("span");
+  where.replaceChildren(bar, note);
+  pulling.set(model, [bar, note]);
+  try {
+    const response = await send("/api/pull", {method: "POST", headers: {"Content-Type": "application/json"},
+                                               body: JSON.stringify({model})});
+    if (!response.ok) throw new Error((await response.json()).error.message);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffered = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffered += value;
+      let end;
+      while ((end = buffered.indexOf("\n")) >= 0) {
+        const line = JSON.parse(buffered.slice(0, end));
+        buffered = buffered.slice(end + 1);
+        if (line.error) throw new Error(line.error.message);
+        if (line.total) { bar.max = line.total; bar.value = line.completed; } else bar.removeAttribute("value");
+        note.textContent = " " + line.status;
+      }
+    }
+    pulling.delete(model);
+    refresh();
+  } catch (e) {
+    note.textContent = " " + e.message;
+    note.className = "error";
+    setTimeout(() => pulling.delete(model), 15000);  // then the Pull button again
+  }
+}
+
 async function refresh() {
   try {
     const health = await json("/health");
@@ -74,6 +111,8 @@ async function refresh() {
           json("/v1/settings/model", {method: "POST", headers: {"Content-Type": "application/json"},
                                       body: JSON.stringify({model_id: m.id})})));
       }
+      if (pulling.has(m.id)) actions.replaceChildren(...pulling.get(m.id));  // survives the table's refresh
+      else if (m.installed === false) actions.appendChild(button("Pull", () => pull(m.id, actions)));
       body.appendChild(row);
       if (m.installed !== false) {
         const option = document.createElement("option");
