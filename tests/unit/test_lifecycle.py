@@ -14,7 +14,7 @@ from actors.registry import catalogue as catalogue_of
 from framework.catalogue import Catalogue
 from framework.collaborators import worker_factory
 from framework.memory_bus import MemoryBus
-from schemas import endpoints
+from schemas import codec, endpoints
 from schemas.errors import AsrError
 from schemas.events import (
     BreakerChanged,
@@ -29,7 +29,7 @@ from schemas.events import (
     kind,
 )
 from schemas.gpu import Allocate, Allocation, Release, Released
-from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, ServerStatus, StopServer
+from schemas.lifecycle import EnsureServer, LifecycleStatusRequest, PullModel, PullProgress, ServerStatus, StopServer
 from schemas.registry import ModelList
 from tests.unit.fakes import FakeModelServer, FakeRuntime, config, until
 
@@ -342,3 +342,17 @@ def test_the_docker_runtime_runs_the_cuda_image_on_a_gpu_and_the_cpu_image_other
     model = catalogue_of(config())["whisper-base"]
     assert DockerRuntime.image_for(LaunchSpec(model=model, device="cuda:1")) == "asrpro/whisper-base:0.1.0-cuda"
     assert DockerRuntime.image_for(LaunchSpec(model=model, device="cpu")) == "asrpro/whisper-base:0.1.0"
+
+
+async def test_a_pull_reports_progress_as_partials_and_refuses_what_it_cannot_pull() -> None:
+    bus, _, _, _ = await start()
+    done = await bus.request(endpoints.LIFECYCLE_PULL, PullModel(model="whisper-1"))  # the default: installed
+    assert (done.model, done.pulled, done.installed.installed) == ("whisper-tiny.en", False, True)
+    first = codec.decode(bus.partials[0][1], PullProgress)
+    assert (first.model, first.status) == ("whisper-tiny.en", "pulling")
+    with pytest.raises(AsrError) as unknown:
+        await bus.request(endpoints.LIFECYCLE_PULL, PullModel(model="whisper-huge"))
+    assert unknown.value.code == "404"
+    with pytest.raises(AsrError) as no_source:  # configured without a source: nothing to pull from
+        await bus.request(endpoints.LIFECYCLE_PULL, PullModel(model="whisper-large-v3"))
+    assert no_source.value.code == "409" and "no source to pull from" in no_source.value.message
