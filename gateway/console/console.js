@@ -308,5 +308,66 @@ $("#api-key").addEventListener("change", () => {
 connect();
 follow();
 refresh();
+// Activity: requests and their mean latency per interval, over the last 10 minutes, from the counters /metrics
+// already has (asrpro_requests_total, asrpro_request_duration_seconds): differences between two scrapes.
+const ACTIVITY_EVERY_S = 10;
+const activity = [];  // {requests, meanS} per interval, oldest first
+let lastTotals = null;
+
+function totals(text) {
+  let requests = 0, sum = 0, count = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const value = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (line.startsWith("asrpro_requests_total{")) requests += value;
+    else if (line.startsWith("asrpro_request_duration_seconds_sum{")) sum += value;
+    else if (line.startsWith("asrpro_request_duration_seconds_count{")) count += value;
+  }
+  return {requests, sum, count};
+}
+
+async function sample() {
+  try {
+    const now = totals(await (await send("/metrics")).text());
+    if (lastTotals) {
+      const done = now.count - lastTotals.count;
+      activity.push({requests: Math.max(0, now.requests - lastTotals.requests),
+                     meanS: done > 0 ? (now.sum - lastTotals.sum) / done : null});
+      while (activity.length > 600 / ACTIVITY_EVERY_S) activity.shift();
+      draw();
+    }
+    lastTotals = now;
+  } catch (e) { /* the next sample tries again */ }
+}
+
+function draw() {
+  const canvas = $("#activity");
+  const g = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height, slot = w / (600 / ACTIVITY_EVERY_S);
+  g.clearRect(0, 0, w, h);
+  const most = Math.max(1, ...activity.map((a) => a.requests));
+  const slowest = Math.max(0.001, ...activity.map((a) => a.meanS || 0));
+  g.fillStyle = "#37a";
+  activity.forEach((a, i) => {
+    const bar = (a.requests / most) * (h - 10);
+    g.fillRect(w - (activity.length - i) * slot, h - bar, slot - 1, bar);
+  });
+  g.strokeStyle = "#c80";
+  g.beginPath();
+  activity.forEach((a, i) => {
+    if (a.meanS === null) return;
+    const x = w - (activity.length - i - 0.5) * slot, y = h - (a.meanS / slowest) * (h - 10);
+    g.lineTo(x, y);
+  });
+  g.stroke();
+  const total = activity.reduce((n, a) => n + a.requests, 0);
+  const timed = activity.filter((a) => a.meanS !== null);
+  const mean = timed.length ? timed.reduce((n, a) => n + a.meanS, 0) / timed.length : null;
+  $("#activity-text").textContent = `${total} requests` +
+    (mean === null ? "" : `, mean latency ${mean.toFixed(2)} s (line; bars: requests per ${ACTIVITY_EVERY_S} s)`);
+}
+
+sample();
+setInterval(sample, ACTIVITY_EVERY_S * 1000);
 setInterval(refresh, 5000);
 setInterval(tick, 1000);

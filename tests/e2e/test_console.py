@@ -89,6 +89,9 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
     wait(browser, lambda b: "ready" in b.find_element(By.ID, "events").text)
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#servers tr[data-model="{MODEL}"]'))
     browser.save_screenshot(str(ARTEFACTS / "console-transcribed.png"))
+    # The activity chart counted the transcription from /metrics (sampled every 10 s).
+    wait(browser, lambda b: b.find_element(By.ID, "activity-text").text.split(" ")[0] not in ("", "0"), timeout=40)
+    assert "mean latency" in browser.find_element(By.ID, "activity-text").text
     # At a laptop's 1400 px the servers table fits its panel: no sideways scrolling.
     browser.set_window_size(1400, 900)
     fits = "const s = document.querySelector('#servers').closest('section'); return s.scrollWidth <= s.clientWidth;"
