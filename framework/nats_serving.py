@@ -5,6 +5,7 @@ message subject a subscription. The in-memory counterpart is framework.memory_bu
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,16 @@ if TYPE_CHECKING:
 
 async def serve(self: Actor, nc: Client) -> Service:
     """Serve every entrypoint of `self` on `nc`; returns the nats.micro service (stopped by the actor)."""
-    service = await add_service(nc, name=f"asrpro-{self.name}", version=VERSION, description=self.__doc__ or self.name)
+    # The metadata says where the process runs, so that a gateway on the same host can read its CPU and memory
+    # (/metrics) — found through nats.micro's own discovery ($SRV.INFO), not a registry of our own.
+    where = {"node": self.node_name, "pid": str(os.getpid())}
+    service = await add_service(
+        nc,
+        name=subjects.SERVICE_PREFIX + self.name,
+        version=VERSION,
+        description=self.__doc__ or self.name,
+        metadata=where,
+    )
     for fn, spec in entrypoints(self):
         if isinstance(spec, EndpointSpec):
             await _serve_endpoint(self, service, fn, spec)

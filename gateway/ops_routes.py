@@ -15,7 +15,7 @@ from framework.config import node_name
 from gateway.cluster_view import lifecycle_status, live_nodes, measured_mb, node_records
 from gateway.connection import Connection, Settings
 from gateway.errors import GATEWAY_METRICS
-from gateway.http_metrics import server_processes
+from gateway.http_metrics import actor_processes, server_processes
 from gateway.status import system_status
 from schemas import endpoints, errors
 from schemas.durations import parse_duration
@@ -101,6 +101,7 @@ async def metrics(conn: Connection, config: Settings) -> PlainTextResponse:
         limits.labels(info.id, "max_parallel").set(info.max_parallel or config.lifecycle.max_parallel)
         limits.labels(info.id, "max_queue").set(info.max_queue or config.lifecycle.max_queue)
     server_processes(now, here)
+    await actor_processes(now, conn.client, me)
     text = snap.prometheus + generate_latest(now).decode() + generate_latest(GATEWAY_METRICS).decode()
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

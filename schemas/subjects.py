@@ -17,6 +17,11 @@ LIFECYCLE_STOP = "asr.lifecycle.stop"
 LIFECYCLE_STATUS = "asr.lifecycle.status"
 LIFECYCLE_PULL = "asr.lifecycle.pull"  # per node: weights are per host
 
+# nats.micro discovery: each actor is a service named SERVICE_PREFIX + its name, its metadata {node, pid};
+# SERVICE_INFO asks every service for its info (name, id, metadata).
+SERVICE_PREFIX = "asrpro-"
+SERVICE_INFO = "$SRV.INFO"
+
 GPU_ALLOCATE = "asr.gpu.allocate"
 GPU_RELEASE = "asr.gpu.release"
 GPU_STATUS = "asr.gpu.status"

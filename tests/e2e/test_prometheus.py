@@ -94,3 +94,5 @@ def test_metrics_pass_promtool_and_cannot_be_flooded(stack: Stack, shared_data: 
     assert found[("asrpro_real_time_factor_count", (("model", MODEL),))] == 1
     assert found[("asrpro_gateway_process_resident_memory_bytes", ())] > 0
     assert found[("asrpro_model_server_resident_memory_bytes", (("model", MODEL),))] > 10 * 2**20  # a loaded model
+    actors = {dict(labels)["actor"] for (name, labels) in found if name == "asrpro_actor_resident_memory_bytes"}
+    assert {"registry", "lifecycle", "gpu", "proxy", "recovery", "metrics"} <= actors  # found by $SRV.INFO
