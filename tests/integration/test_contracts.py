@@ -162,8 +162,8 @@ async def test_metrics_counts_events_and_renders_prometheus(start_actor, jetstre
             await asyncio.sleep(0.05)
         counters = snap.models[m]
         assert (counters.requests, counters.errors, counters.client_errors, counters.audio_seconds) == (3, 0, 1, 15.0)
-        assert f'asrpro_requests_total{{model="{m}",outcome="ok",code="200"}} 2.0' in snap.prometheus
-        assert f'asrpro_requests_total{{model="{m}",outcome="client_error",code="415"}} 1.0' in snap.prometheus
+        assert f'asrpro_requests_total{{code="200",model="{m}",outcome="ok"}} 2.0' in snap.prometheus
+        assert f'asrpro_requests_total{{code="415",model="{m}",outcome="client_error"}} 1.0' in snap.prometheus
     finally:
         await proxy.close()
         await gateway.close()

@@ -145,9 +145,10 @@ async def test_registry_and_metrics_rebuild_their_state_after_a_restart(start_ac
     gateway = await jetstream.connect("gateway")
     try:
         await bus.request(gateway, endpoints.REGISTRY_SET_DEFAULT, SetDefaultModel(model_id="whisper-base"))
-        failed = TranscriptionFailed(model="m", request_id="r", code="415", reason="x")
+        # A catalogued model (any other name is counted as "unknown"), failed through the service's fault.
+        failed = TranscriptionFailed(model="whisper-tiny.en", request_id="r", code="503", reason="x")
         proxy = await jetstream.connect("proxy")  # the gateway may not publish events; the proxy does
-        await proxy.publish(subjects.event("transcription_failed", "m"), encode(failed))
+        await proxy.publish(subjects.event("transcription_failed", "whisper-tiny.en"), encode(failed))
         await proxy.close()
         await registry.stop()
         await metrics.stop()
@@ -156,9 +157,9 @@ async def test_registry_and_metrics_rebuild_their_state_after_a_restart(start_ac
         assert (await bus.request(gateway, endpoints.REGISTRY_GET, GetModel(id="whisper-1"))).id == "whisper-base"
         for _ in range(200):  # up to ~10 s: the events reach metrics through the JetStream stream
             snap = await bus.request(gateway, endpoints.METRICS_SNAPSHOT, SnapshotRequest())
-            if "m" in snap.models:
+            if "whisper-tiny.en" in snap.models:
                 break
             await asyncio.sleep(0.05)
-        assert snap.models["m"].errors == 1
+        assert snap.models["whisper-tiny.en"].errors == 1
     finally:
         await gateway.close()
