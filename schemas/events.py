@@ -113,8 +113,9 @@ class TranscriptionCompleted(_Event, tag="transcribed"):
 class TranscriptionFailed(_Event, tag="transcription_failed"):
     owner: ClassVar[str] = "proxy"
     request_id: str
-    code: str
+    code: str  # the HTTP status
     reason: str
+    kind: str | None = None  # the symbolic code (schemas.errors.ErrorCode), as HTTP clients see it in `code`
     filename: str = ""
 
 

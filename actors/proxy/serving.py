@@ -120,6 +120,7 @@ class Serving:
                     request_id=msg.request_id,
                     code=error.code,
                     reason=error.message,
+                    kind=error.kind,
                     filename=msg.filename,
                 )
             )

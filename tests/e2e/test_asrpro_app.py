@@ -197,6 +197,7 @@ async def test_the_websocket_speaks_the_sidecars_messages(stack: Stack, long_fla
     assert completed["model"] == "whisper-tiny.en"
     error = seen["transcription_error"][0]
     assert error["filename"] == "bad.wav" and "decode" in str(error["error"]) and error["model"] == "whisper-tiny.en"
+    assert (error["code"], error["kind"]) == ("400", "unsupported_audio")  # the one table, as HTTP shows it
 
 
 def test_hostile_hosts_and_origins_are_refused(stack: Stack) -> None:
