@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -20,6 +21,15 @@ from schemas.errors import AsrError
 from schemas.lifecycle import PullModel, PullProgress, PullResult
 
 router = APIRouter()
+
+
+class PullRequest(msgspec.Struct, kw_only=True):
+    """The body of POST /api/pull, as Ollama's clients send it."""
+
+    model: str = ""
+    name: str = ""
+
+
 PULL_TIMEOUT_S = 3600.0  # a large model over a slow line
 SILENCE_S = 30.0  # the lifecycle actor sends its figures at least every 5 s while it pulls
 
@@ -27,10 +37,10 @@ SILENCE_S = 30.0  # the lifecycle actor sends its figures at least every 5 s whi
 @router.post("/api/pull")
 async def pull(request: Request, conn: Connection, config: Settings, node: str | None = None) -> StreamingResponse:
     try:
-        body = json.loads(await request.body() or b"{}")
-        wanted = str(body.get("model") or body.get("name") or "")  # Ollama's clients send either
-    except (ValueError, AttributeError):
-        wanted = ""
+        asked = codec.decode(await request.body(), PullRequest, codec.JSON)
+    except codec.DecodeError:  # not JSON, not an object, the wrong types, nested without end: all the same to us
+        asked = PullRequest()
+    wanted = asked.model or asked.name  # Ollama's clients send either
     if not wanted:
         raise AsrError(errors.BAD_REQUEST, 'send JSON {"model": "<model id>"}', param="model")
     model = conn.catalogue.resolve(wanted).id  # 404 naming the known models
