@@ -69,9 +69,9 @@ def test_refusals_are_statuses_and_a_failed_pull_is_a_line(stack: Stack) -> None
     assert status == 404 and body["error"]["code"] == "model_not_found"  # type: ignore[index]
     nowhere = httpx.post(f"{stack.gateway}/api/pull", params={"node": "no-such-node"}, json={"model": MODEL})
     assert nowhere.status_code == 404 and nowhere.json()["error"]["param"] == "node"
-    for body in (b"{}", b"[1, 2]", b'{"model": 7}', b"[" * 10_000 + b"]" * 10_000, b"\xff not json"):
-        refused = httpx.post(f"{stack.gateway}/api/pull", content=body, headers={"Content-Type": "application/json"})
-        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model", body[:20]
+    for raw in (b"{}", b"[1, 2]", b'{"model": 7}', b"[" * 10_000 + b"]" * 10_000, b"\xff not json"):
+        refused = httpx.post(f"{stack.gateway}/api/pull", content=raw, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model", raw[:20]
     # whisper-large-v3 has no source configured: the pull begins, then says why it cannot be done.
     status, lines = pull_lines(stack, "whisper-large-v3")
     assert status == 200 and lines[0]["status"] == "pulling"
