@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
@@ -39,27 +40,41 @@ def detect_nvml() -> tuple[list[GpuDevice], str]:
     """The devices NVML reports (framework.nvml.detect), as the wire's GpuDevice."""
     found, reason = nvml.detect()
     return [
-        GpuDevice(index=d.index, name=d.name, total_mb=d.total_mb, free_mb=d.free_mb, uuid=d.uuid) for d in found
+        GpuDevice(
+            index=d.index, name=d.name, total_mb=d.total_mb, free_mb=d.free_mb, uuid=d.uuid, capability=d.capability
+        )
+        for d in found
     ], reason
 
 
-def inventory(config: Config) -> tuple[str, list[GpuDevice], str]:
+def inventory(config: Config) -> tuple[str, list[GpuDevice], str, str]:
+    """(source, devices, why, the CUDA version the driver supports)."""
     if config.gpu.devices:
         devices = [
-            GpuDevice(index=d.index, name=d.name, total_mb=d.memory_mb, free_mb=d.memory_mb) for d in config.gpu.devices
+            GpuDevice(
+                index=d.index,
+                name=d.name,
+                total_mb=d.memory_mb,
+                free_mb=d.memory_mb,
+                uuid=d.uuid,
+                capability=d.capability,
+            )
+            for d in config.gpu.devices
         ]
-        return "config", devices, "configured inventory (gpu.devices)"
+        return "config", devices, "configured inventory (gpu.devices)", config.gpu.driver_cuda
     if not config.gpu.detect:
-        return "none", [], "GPU detection disabled (gpu.detect = false): running on CPU"
+        return "none", [], "GPU detection disabled (gpu.detect = false): running on CPU", ""
     devices, reason = detect_nvml()
-    return ("nvml" if devices else "none"), devices, reason
+    return ("nvml" if devices else "none"), devices, reason, nvml.driver_cuda_version() if devices else ""
 
 
 def allocated_mb(table: AllocationTable, index: int) -> int:
     return sum(a.memory_mb for a in table.allocations.values() if a.device_index == index)
 
 
-def place(table: AllocationTable, devices: list[GpuDevice], model: str, memory_mb: int) -> Allocation | None:
+def place(
+    table: AllocationTable, devices: list[GpuDevice], model: str, memory_mb: int, driver_cuda: str = ""
+) -> Allocation | None:
     """The device with the most free memory that fits `memory_mb`, or None."""
 
     def free(device: GpuDevice) -> int:
@@ -75,8 +90,26 @@ def place(table: AllocationTable, devices: list[GpuDevice], model: str, memory_m
         device_index=best.index,
         visible=best.uuid,
         memory_mb=memory_mb,
+        capability=best.capability,
+        driver_cuda=driver_cuda,
         at=time.time(),
     )
+
+
+def outside_use(table: AllocationTable, per_device: dict[int, dict[int, int]]) -> dict[int, int]:
+    """Per device, the MB used by processes that are not asrpro's servers: the device's use minus each server's
+    (what NVML measured for its pid, else its allocation: a server still loading, or one whose pid NVML cannot
+    match because it reports host pids into another pid namespace). Our own allocations never count as outside."""
+    used = {pid: mb for device in per_device.values() for pid, mb in device.items() if pid}
+    external = {}
+    for index, device in per_device.items():
+        ours = sum(
+            used.get(a.pid or 0, a.memory_mb)
+            for a in table.allocations.values()
+            if a.device_index == index or (a.device_index is None and a.device == f"cuda:{index}")
+        )
+        external[index] = max(0, device.get(0, 0) - ours)
+    return external
 
 
 class GpuAllocator(Actor):
@@ -89,9 +122,15 @@ class GpuAllocator(Actor):
         """Per device, the MB each process uses: NVML's reading (a test gives a fixed one)."""
         return nvml.memory_in_use
 
+    @collaborator
+    def proc(self) -> Path:
+        """This pid namespace's /proc: NVML's pids are the host's, which a container without --pid=host lacks."""
+        return Path("/proc")
+
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.source, self.devices, self.reason = inventory(config)
+        self.source, self.devices, self.reason, self.driver_cuda = inventory(config)
+        self.pid_namespace_warned = False
         self.kv: KeyValueStore | None = None
         # Each node's GPUs have their own table (key: the node's name): nodes never share memory, and copies of one
         # node's gpu actor still change it by compare-and-set.
@@ -138,7 +177,7 @@ class GpuAllocator(Actor):
             if existing is not None:
                 return existing
             need = table.measured_mb.get(msg.model, msg.memory_mb)
-            allocation = place(table, self.devices, msg.model, need)
+            allocation = place(table, self.devices, msg.model, need, self.driver_cuda)
             if allocation is None:
                 failure.append(self._no_room(table, msg.model, need))
                 return None
@@ -186,20 +225,31 @@ class GpuAllocator(Actor):
         per device what other processes use (placement leaves it alone)."""
         per_device = await asyncio.to_thread(self.measure)
         used = {pid: mb for device in per_device.values() for pid, mb in device.items() if pid}
+        self._check_pid_namespace(used)
 
         def change(table: AllocationTable) -> dict[str, int]:
             for model, allocation in table.allocations.items():
                 if allocation.pid is not None and used.get(allocation.pid):
                     table.measured_mb[model] = used[allocation.pid]
-            ours = {a.pid for a in table.allocations.values() if a.pid}
-            for index, device in per_device.items():
-                mine = sum(mb for pid, mb in device.items() if pid in ours)
-                table.external_mb[index] = max(0, device.get(0, 0) - mine)
+            table.external_mb.update(outside_use(table, per_device))
             return dict(table.measured_mb)
 
         measured = await self._change(change)
         assert isinstance(measured, dict)
         return measured
+
+    def _check_pid_namespace(self, used: dict[int, int]) -> None:
+        """Say once when none of NVML's pids exist here: this process sees another pid namespace than NVML's (a
+        container without --pid=host), so local servers' memory cannot be matched and is taken as allocated."""
+        if self.pid_namespace_warned or not used or any((self.proc / str(pid)).exists() for pid in used):
+            return
+        self.pid_namespace_warned = True
+        self.log.warning(
+            "NVML reports GPU processes (pids %s) that do not exist in this pid namespace: asrpro runs in a container "
+            "without the host's pid namespace (run it with --pid=host to measure each server's GPU memory); servers "
+            "are counted at their allocations, never as memory used outside asrpro",
+            sorted(used)[:8],
+        )
 
     async def _measure_loop(self) -> None:
         while True:
@@ -221,12 +271,15 @@ class GpuAllocator(Actor):
                 free_mb=d.total_mb - allocated_mb(table, d.index) - table.external_mb.get(d.index, 0),
                 allocated_mb=allocated_mb(table, d.index),
                 utilization_pct=busy.get(d.index),
+                uuid=d.uuid,
+                capability=d.capability,
             )
             for d in self.devices
         ]
         return GpuStatus(
             source=self.source,
             reason=self.reason,
+            driver_cuda=self.driver_cuda,
             devices=devices,
             allocations=list(table.allocations.values()),
             measured_mb=table.measured_mb,

@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from framework import cuda_compat
 from framework.config import REPO_ROOT, Config
 
 log = logging.getLogger("asrpro.images")
@@ -183,6 +184,17 @@ def _context(family: str, work: Path, cuda: bool = False) -> Path:
     return context
 
 
+def cuda_labels(wheels: Path) -> dict[str, str]:
+    """What the engine's CUDA code in these wheels needs (its GPU architectures, PTX, CUDA version), as the image's
+    labels: the docker runtime checks them against the GPU and the driver before it starts a container."""
+    for wheel in sorted(wheels.glob("*.whl")):
+        if wheel.name.startswith(("ctranslate2-", "onnxruntime_gpu-")):
+            build = cuda_compat.wheel_build(wheel)
+            if build is not None:
+                return build.labels()
+    return {}
+
+
 def build(config: Config, names: list[str], work: Path, cuda: bool = False) -> dict[str, str]:
     """Build the images of the models in `names` (all models when empty; "stack" for the compose stack); with
     `cuda`, their CUDA variants (`<image>-cuda`, the CUDA libraries inside) instead.
@@ -207,9 +219,16 @@ def build(config: Config, names: list[str], work: Path, cuda: bool = False) -> d
     for family in sorted(families):
         tag = family_image(config, family, cuda)
         context = _context(family, work, cuda)
-        log.info("building %s from %s", tag, base)
+        labels = cuda_labels(context / "wheels") if cuda else {}
+        log.info("building %s from %s", tag, base, extra=labels)
         for chunk in client.api.build(
-            path=str(context), tag=tag, buildargs={"BASE_IMAGE": base}, network_mode="none", rm=True, decode=True
+            path=str(context),
+            tag=tag,
+            buildargs={"BASE_IMAGE": base},
+            labels=labels,
+            network_mode="none",
+            rm=True,
+            decode=True,
         ):
             if "error" in chunk:
                 raise ImageBuildError(f"docker build of {tag} failed: {chunk['error'].strip()}")

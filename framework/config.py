@@ -77,6 +77,9 @@ class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runtime: Literal["auto", "docker", "local"] = "auto"
     inactivity_timeout: float = 300.0
     startup_timeout: float = 60.0
+    # The first start of a CUDA image on a driver: CTranslate2's PTX is compiled for the GPU (Hopper and newer have
+    # no compiled kernels in today's builds) before the kernel cache volume holds it.
+    first_gpu_startup_timeout: float = 900.0
     health_check_interval: float = 30.0
     max_parallel: int = 4  # concurrent requests forwarded to one model server (a model may override)
     max_queue: int = 64  # requests waiting per model beyond max_parallel; more get 429 (a model may override)
@@ -88,6 +91,8 @@ class GpuDeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     index: int
     name: str = "configured"
     memory_mb: int
+    uuid: str = ""  # GPU-...: selects it for CUDA when given (indices are not stable), else the index
+    capability: str = ""  # compute capability ("9.0"): engines' CUDA builds are checked against it when given
 
 
 class GpuConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -96,6 +101,8 @@ class GpuConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Account GPU memory on the configured devices but run the servers on the CPU: for planning a GPU
     # layout on a machine without one, and for tests.
     accounting_only: bool = False
+    # The CUDA version the driver supports ("12.2"), for a configured inventory; NVML's reading otherwise.
+    driver_cuda: str = ""
 
 
 class DockerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -53,20 +53,31 @@ class ModelServerClient:
         await self.http.aclose()
 
     async def health(self, url: str, timeout: float = 5.0) -> tuple[str, str]:
-        """(status, detail): ok, loading, error (detail: what failed), or unreachable (detail: why)."""
+        """(status, detail): ok, loading, error (detail: what failed), gpu (a load the GPU cannot run), or
+        unreachable (detail: why)."""
+        status, detail, _ = await self.reading(url, timeout)
+        return status, detail
+
+    async def reading(self, url: str, timeout: float = 5.0) -> tuple[str, str, Health | None]:
+        """health(), with the server's own report where it gave one (the device and compute type it runs on)."""
         try:
             response = await self.http.get(url + HEALTH_PATH, timeout=timeout)
         except httpx.TimeoutException:  # alive (a port open) but silent: stopped, or stuck
-            return "unreachable", f"/health unreachable: no answer within {timeout:g} s"
+            return "unreachable", f"/health unreachable: no answer within {timeout:g} s", None
         except httpx.HTTPError as exc:
-            return "unreachable", f"/health unreachable: {exc!r}"
-        if response.status_code == 200:
-            return "ok", ""
+            return "unreachable", f"/health unreachable: {exc!r}", None
         try:
             report = _decode_health(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return "error", f"/health answered {response.status_code}"
-        return report.status, report.error or report.status
+            return (
+                ("ok", "", None)
+                if response.status_code == 200
+                else ("error", f"/health answered {response.status_code}", None)
+            )
+        if response.status_code == 200:
+            return "ok", "", report
+        status = "gpu" if report.status == "error" and report.cause == "gpu" else report.status
+        return status, report.error or report.status, report
 
     async def problem(self, url: str) -> str:
         """'' when /health answers ok, else what is wrong."""

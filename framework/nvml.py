@@ -7,8 +7,13 @@ Standard library and nvidia-ml-py (``pynvml``, imported when called) only, no na
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("asrpro.nvml")
 
 
 @dataclass(frozen=True)
@@ -17,7 +22,11 @@ class Device:
     name: str
     total_mb: int
     free_mb: int
-    uuid: str = ""  # a MIG slice's UUID (MIG-...): how CUDA is told to use it
+    # How CUDA and Docker are told to use it: GPU-... (NVML's indices are not guaranteed stable across boots or
+    # driver reloads, UUIDs are), MIG-... for a slice.
+    uuid: str = ""
+    capability: str = ""  # CUDA compute capability, "9.0": which compiled kernels can run on it
+    parent_uuid: str = ""  # a MIG slice's GPU
 
 
 def _nvml() -> Any:
@@ -45,7 +54,11 @@ def detect() -> tuple[list[Device], str]:
     try:
         devices: list[Device] = []
         skipped: list[str] = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as exc:  # a driver in a bad state: no GPUs, said why, never a crash
+            return [], f"NVML cannot count the GPUs ({exc}): running on CPU"
+        for index in range(count):
             try:
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
                 slices = _mig_slices(pynvml, handle, index)
@@ -54,21 +67,75 @@ def detect() -> tuple[list[Device], str]:
                 devices += [_device(pynvml, handle, index)] if slices is None else slices
             except pynvml.NVMLError as exc:
                 skipped.append(f"cuda:{index} ({exc})")
+        devices, hidden = visible(devices, os.environ.get("CUDA_VISIBLE_DEVICES"))
         found = f"NVML: {len(devices)} device(s)" + (f"; unreadable: {', '.join(skipped)}" if skipped else "")
-        return devices, found
+        if hidden:
+            found += f"; {hidden} hidden by CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
+        driver = driver_cuda(pynvml)
+        return devices, found + (f"; driver supports CUDA {driver}" if driver else "")
     finally:
         pynvml.nvmlShutdown()
 
 
-def _device(pynvml: Any, handle: Any, index: int, uuid: str = "") -> Device:
+def visible(devices: list[Device], setting: str | None) -> tuple[list[Device], int]:
+    """The devices an operator's CUDA_VISIBLE_DEVICES leaves to asrpro (None: all), and how many it hides. Entries
+    are NVML indices (as with CUDA_DEVICE_ORDER=PCI_BUS_ID) or UUIDs (GPU-..., MIG-..., or a unique prefix), as
+    CUDA reads them; a slice is kept when its GPU is."""
+    if setting is None:
+        return devices, 0
+    wanted = [entry.strip() for entry in setting.split(",") if entry.strip()]
+    kept = []
+    for device in devices:
+        whole = device.index if device.index < 1000 else (device.index - 1000) // 100
+        if any(
+            (entry.isdigit() and int(entry) == whole)
+            or any(uuid and uuid.startswith(entry) for uuid in (device.uuid, device.parent_uuid))
+            for entry in wanted
+        ):
+            kept.append(device)
+    return kept, len(devices) - len(kept)
+
+
+def driver_cuda(pynvml: Any) -> str:
+    """The newest CUDA version the driver supports ("12.2"), '' when NVML cannot say."""
+    try:
+        version = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+    except (pynvml.NVMLError, AttributeError):
+        return ""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def driver_cuda_version() -> str:
+    """driver_cuda, opening NVML for the call ('' without NVML)."""
+    pynvml = _nvml()
+    if pynvml is None:
+        return ""
+    try:
+        return driver_cuda(pynvml)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _device(pynvml: Any, handle: Any, index: int, uuid: str = "", capability: str = "") -> Device:
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-    name = pynvml.nvmlDeviceGetName(handle)
+    if not uuid:
+        with contextlib.suppress(pynvml.NVMLError, AttributeError):
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+    if not capability:
+        with contextlib.suppress(pynvml.NVMLError, AttributeError):
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            capability = f"{major}.{minor}"
     return Device(
         index=index,
-        name=name.decode() if isinstance(name, bytes) else name,
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
         total_mb=int(memory.total // 2**20),
         free_mb=int(memory.free // 2**20),
         uuid=uuid,
+        capability=capability,
     )
 
 
@@ -81,16 +148,15 @@ def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[Device] | None:
         return None
     if current != pynvml.NVML_DEVICE_MIG_ENABLE:
         return None
+    gpu = _device(pynvml, handle, index)
     slices = []
     for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
         try:
             mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
         except pynvml.NVMLError:  # an empty slot
             continue
-        uuid = pynvml.nvmlDeviceGetUUID(mig)
-        slices.append(
-            _device(pynvml, mig, 1000 + 100 * index + slot, uuid.decode() if isinstance(uuid, bytes) else uuid)
-        )
+        device = _device(pynvml, mig, 1000 + 100 * index + slot, _text(pynvml.nvmlDeviceGetUUID(mig)), gpu.capability)
+        slices.append(dataclasses.replace(device, parent_uuid=gpu.uuid))
     return slices
 
 
@@ -102,7 +168,7 @@ def memory_in_use() -> dict[int, dict[int, int]]:
         return {}
     try:
         found: dict[int, dict[int, int]] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        for index in range(_count(pynvml)):
             try:
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
                 used = {0: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20)}
@@ -124,9 +190,18 @@ def utilization() -> dict[int, int]:
         return {}
     try:
         busy = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        for index in range(_count(pynvml)):
             with contextlib.suppress(pynvml.NVMLError):
                 busy[index] = int(pynvml.nvmlDeviceGetUtilizationRates(pynvml.nvmlDeviceGetHandleByIndex(index)).gpu)
         return busy
     finally:
         pynvml.nvmlShutdown()
+
+
+def _count(pynvml: Any) -> int:
+    """nvmlDeviceGetCount, 0 when the driver cannot answer (logged): a reading is skipped, nothing crashes."""
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except pynvml.NVMLError as exc:
+        log.warning("NVML cannot count the GPUs: %s", exc)
+        return 0

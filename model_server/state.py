@@ -6,7 +6,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
+from framework import cuda_compat
+from model_server.cuda_libs import CudaLibrariesMissing
 from model_server.engines import Engine, load_engine
 from model_server.settings import EngineSettings
 from schemas.model_server import Health, HealthStatus
@@ -35,6 +38,7 @@ class ModelState:
         self.status: HealthStatus = "loading"
         self.engine: Engine | None = None
         self.error: str | None = None
+        self.cause: Literal["gpu"] | None = None
         self.load_s: float | None = None
 
     def start_loading(self) -> threading.Thread:
@@ -52,7 +56,13 @@ class ModelState:
         except Exception as exc:
             self.error = str(exc) or type(exc).__name__
             self.status = "error"
-            log.error("model load failed", extra={"model": self.settings.model_id, "error": self.error})
+            # The GPU's fault, not the model's: CUDA libraries missing, or kernels this driver cannot load (raised
+            # by CTranslate2's warm-up decode, e.g. "the provided PTX was compiled with an unsupported toolchain").
+            if isinstance(exc, CudaLibrariesMissing) or cuda_compat.TOOLCHAIN_ERRORS.search(self.error):
+                self.cause = "gpu"
+            log.error(
+                "model load failed", extra={"model": self.settings.model_id, "error": self.error, "cause": self.cause}
+            )
             return
         self.load_s = round(time.perf_counter() - started, 3)
         self.engine = engine
@@ -69,4 +79,5 @@ class ModelState:
             compute_type=engine.compute_type if engine else self.settings.compute_type,
             load_s=self.load_s,
             error=self.error,
+            cause=self.cause,
         )

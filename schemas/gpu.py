@@ -12,10 +12,13 @@ class Allocation(msgspec.Struct, kw_only=True):
     model: str
     device: str  # "cpu" or "cuda:<index>"
     device_index: int | None = None
-    # What selects the device for CUDA (CUDA_VISIBLE_DEVICES, a Docker device request): the NVML index, or the
-    # UUID of a MIG slice. Empty: str(device_index).
+    # What selects the device for CUDA (CUDA_VISIBLE_DEVICES, a Docker device request): the GPU's UUID (GPU-...)
+    # or a MIG slice's (MIG-...). Empty (a configured inventory without UUIDs): str(device_index).
     visible: str = ""
     memory_mb: int = 0
+    # What the runtime checks an engine's CUDA build against before starting it ('' = unknown: not checked).
+    capability: str = ""  # the device's compute capability, "9.0"
+    driver_cuda: str = ""  # the newest CUDA version the host's driver supports, "12.2"
     pid: int | None = None  # the server's process on the host, once known (for NVML per-process use)
     at: float = 0.0
 
@@ -55,12 +58,14 @@ class GpuDevice(msgspec.Struct, kw_only=True):
     free_mb: int  # as the source reports it (NVML) or total minus allocations (configured)
     allocated_mb: int = 0
     utilization_pct: int | None = None  # NVML's GPU utilisation, where NVML is the source
-    uuid: str = ""  # a MIG slice's UUID (MIG-...): how CUDA is told to use it; its index is synthetic
+    uuid: str = ""  # GPU-... (a MIG slice's MIG-..., its index synthetic): how CUDA is told to use it
+    capability: str = ""  # CUDA compute capability, "9.0"
 
 
 class GpuStatus(msgspec.Struct, kw_only=True):
     source: str  # nvml | config | none
     reason: str
+    driver_cuda: str = ""  # the newest CUDA version the driver supports ('' without NVML)
     devices: list[GpuDevice]
     allocations: list[Allocation]
     measured_mb: dict[str, int] = {}

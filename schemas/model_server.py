@@ -47,6 +47,9 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     compute_type: str
     load_s: float | None = None
     error: str | None = None
+    # "gpu" when the load failed because the GPU cannot run the engine (CUDA libraries missing, a driver too old for
+    # its kernels): the lifecycle actor then fails the start with `cause: gpu`, which no breaker counts.
+    cause: Literal["gpu"] | None = None
 
 
 class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -31,6 +31,7 @@ async def adopt(starter: Starter, catalogue: Catalogue) -> None:
         server = Server(model=model, handle=handle, allocation=allocation, state="ready")
         if record is not None:  # resume its idle clock rather than restart it
             server.keep_alive = record.keep_alive
+            server.ran_on, server.compute_type = record.device, record.compute_type
             # Serving when recorded: requests may still run (the proxies do not need us for warm requests),
             # and their end was reported to the actor that died: the clock starts now.
             if not record.inflight:

@@ -26,6 +26,10 @@ class Server:
     keep_alive: float | None = None  # the last request's keep_alive, seconds
     stopping: bool = False
     unhealthy: str = ""  # what the last failed health check said ('' when healthy)
+    # Where the engine says it runs ("cuda:0", "cpu": its own /health, not the allocation) and with which compute
+    # type; '' until it is healthy.
+    ran_on: str = ""
+    compute_type: str = ""
 
     @property
     def model_id(self) -> str:
@@ -47,7 +51,8 @@ class Server:
             url=self.handle.url,
             pid=self.handle.pid,
             container_id=self.handle.container_id,
-            device=self.allocation.device,
+            device=self.ran_on or self.allocation.device,
+            compute_type=self.compute_type,
             memory_mb=self.allocation.memory_mb,
             started_at=self.handle.started_at,
             last_activity=self.last_activity,

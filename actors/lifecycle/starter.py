@@ -12,12 +12,20 @@ from actors.lifecycle.gpu_client import GpuClient
 from actors.lifecycle.health import HealthProbe
 from actors.lifecycle.placement import Placement, idle_timeout
 from actors.lifecycle.records import ServerRecords
-from actors.lifecycle.runtimes import LaunchSpec, Runtime
+from actors.lifecycle.runtimes import GpuRefused, LaunchSpec, Runtime, ServerHandle
 from actors.lifecycle.server import Fleet, Server
 from framework.actor import Actor
 from schemas import errors
 from schemas.errors import AsrError, ErrorCode
-from schemas.events import ServerCrashed, ServerFailed, ServerReady, ServerStarting, ServerStopped, StopReason
+from schemas.events import (
+    FailureCause,
+    ServerCrashed,
+    ServerFailed,
+    ServerReady,
+    ServerStarting,
+    ServerStopped,
+    StopReason,
+)
 from schemas.gpu import Allocation
 from schemas.lifecycle import ServerStatus
 from schemas.registry import ModelInfo
@@ -80,8 +88,7 @@ class Starter:
         try:
             if run_on.startswith("cuda"):
                 allocation, run_on = await self._gpu_usable(model, allocation, run_on)
-            visible = allocation.visible if run_on.startswith("cuda") else ""
-            handle = await self.runtime.launch(LaunchSpec(model=model, device=run_on, visible=visible))
+            handle, allocation = await self._launch(model, allocation, run_on)
         except Exception as exc:
             if isinstance(exc, AsrError) and exc.kind == ErrorCode.GPU_UNUSABLE:
                 raise  # released and announced already
@@ -94,32 +101,56 @@ class Starter:
         self.servers[model.id] = server
         # Measured from the start: memory a loading server holds is its own, not "used outside asrpro".
         await self.gpu.bind(server)
+        # The first start of a CUDA image on this driver compiles its kernels (no cache yet): given longer.
+        timeout = self.cfg.first_gpu_startup_timeout if handle.cold_kernel_cache else None
         try:
-            await self.probe.wait_healthy(handle)
+            report = await self.probe.wait_healthy(handle, timeout)
         except AsrError as exc:
             if handle.note:
                 exc.message = f"{exc.message} [{handle.note}]"
             await self.stop(server, "failed", publish=False)
-            await self.actor.publish(ServerFailed(model=model.id, runtime=runtime, reason=exc.message))
+            # A load the GPU cannot run (CUDA libraries, kernels the driver cannot compile) is not the model's
+            # fault: `cause: gpu`, which no breaker counts.
+            cause: FailureCause = "gpu" if exc.kind == ErrorCode.GPU_UNUSABLE else "start"
+            await self.actor.publish(ServerFailed(model=model.id, runtime=runtime, reason=exc.message, cause=cause))
             raise
+        if report is not None:  # what the engine itself runs on, not what was allocated
+            server.ran_on = allocation.device if report.device == "cuda" else report.device
+            server.compute_type = report.compute_type
         await self.ready(server, startup_s=round(time.monotonic() - t0, 3))
         return server
+
+    async def _launch(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[ServerHandle, Allocation]:
+        visible = allocation.visible if run_on.startswith("cuda") else ""
+        try:
+            spec = LaunchSpec(model=model, device=run_on, visible=visible, driver_cuda=allocation.driver_cuda)
+            return await self.runtime.launch(spec), allocation
+        except GpuRefused as exc:  # the very first refusal too: the GPU's fault; fall back, or name the fix
+            await self._gpu_refused(model, run_on, str(exc))
+            on_cpu = Allocation(model=model.id, device="cpu")
+            return await self.runtime.launch(LaunchSpec(model=model, device="cpu")), on_cpu
 
     async def _gpu_usable(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[Allocation, str]:
         """The GPU placement when this runtime can run the model there; else the CPU (cpu_fallback, with the reason
         in a `starting` event) or a clear 503 naming the fix — not a start that fails once per retry."""
         try:
-            problem = await self.runtime.gpu_problem(model)
+            problem = await self.runtime.gpu_problem(model, allocation)
         except Exception as exc:  # the runtime could not tell (its daemon is down, say): not the GPU's fault
             problem = f"the {self.runtime.name} runtime could not check: {exc}"
         if not problem:
             return allocation, run_on
+        await self._gpu_refused(model, run_on, problem)
+        return Allocation(model=model.id, device="cpu"), "cpu"
+
+    async def _gpu_refused(self, model: ModelInfo, run_on: str, problem: str) -> None:
+        """The GPU cannot run `model` here: its memory is given back, then it runs on the CPU (cpu_fallback, said in
+        a `starting` event), or the start fails with `cause: gpu` and a 503 naming the fix."""
         await self.gpu.release(model.id)
         if model.cpu_fallback:
             self.log.warning("%s on the CPU: %s", model.id, problem, extra={"model": model.id})
             reason = f"on the CPU instead of {run_on}: {problem}"
             await self.actor.publish(ServerStarting(model=model.id, runtime=self.runtime.name, reason=reason))
-            return Allocation(model=model.id, device="cpu"), "cpu"
+            return
         message = f"{model.id} was placed on {run_on} but cannot run there: {problem}"
         await self.actor.publish(ServerFailed(model=model.id, runtime=self.runtime.name, reason=message, cause="gpu"))
         raise AsrError(errors.UNAVAILABLE, message, kind=ErrorCode.GPU_UNUSABLE)

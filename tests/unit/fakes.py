@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from actors.lifecycle.runtimes import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes import GpuRefused, LaunchSpec, Runtime, ServerHandle
 from framework.config import Config, load_config
 from framework.model_server import ModelServerClient
+from schemas.gpu import Allocation
 from schemas.model_server import Frame, Health, HealthStatus, OpenedFrame, ResultFrame, SegmentFrame
 from schemas.registry import Installed, ModelInfo
 from schemas.transcribe import Segment, TranscriptionResult
@@ -40,14 +41,17 @@ class FakeRuntime(Runtime):
         self.adoptable: list[ServerHandle] = []  # what adopt() finds running
         self.absent: set[str] = set()  # models whose weights are not here
         self.gpu_trouble = ""  # what gpu_problem() says (no CUDA image, no toolkit, ...)
+        self.refuse_gpu = ""  # a message: a launch on a GPU raises GpuRefused with it (Docker without the toolkit)
         self._pids = itertools.count(1000)
 
-    async def gpu_problem(self, model: ModelInfo) -> str:
+    async def gpu_problem(self, model: ModelInfo, allocation: Allocation) -> str:
         return self.gpu_trouble
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         if self.fail_launch:
             raise RuntimeError(self.fail_launch)
+        if self.refuse_gpu and spec.device_kind == "cuda":
+            raise GpuRefused(self.refuse_gpu)
         self.launched.append(spec)
         handle = ServerHandle(
             model=spec.model.id, url=f"http://{spec.model.id}.fake", runtime=self.name, pid=next(self._pids)
@@ -81,8 +85,11 @@ class FakeModelServer:
     """Every fake server's HTTP side: /health says `health[model]` (ok by default), /transcribe answers a
     result naming the model; `requests` records what was sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: FakeRuntime | None = None) -> None:
+        self.runtime = runtime  # its launches say where a server runs, unless `device` says otherwise
         self.health: dict[str, HealthStatus] = {}
+        self.device: dict[str, str] = {}  # what /health says the engine runs on (default: where it was launched)
+        self.gpu_failure: dict[str, str] = {}  # a load the GPU could not run: /health's error, with cause gpu
         self.requests: list[httpx.Request] = []
         self.respond: Callable[[httpx.Request], httpx.Response] | None = None
 
@@ -93,14 +100,20 @@ class FakeModelServer:
             return self.respond(request)
         if request.url.path == "/health":
             status = self.health.get(model, "ok")
+            gpu_failure = self.gpu_failure.get(model)
+            launched = [s.device_kind for s in self.runtime.launched if s.model.id == model] if self.runtime else []
+            device = self.device.get(model) or (launched[-1] if launched else "cpu")
+            on_gpu = device == "cuda"
             body = Health(
-                status=status,
+                status="error" if gpu_failure else status,
                 model=model,
                 engine="fake",
-                device="cpu",
-                compute_type="int8",
-                error=None if status == "ok" else f"{model} is {status}",
+                device=device,
+                compute_type="float16" if on_gpu else "int8",
+                error=gpu_failure or (None if status == "ok" else f"{model} is {status}"),
+                cause="gpu" if gpu_failure else None,
             )
+            status = body.status
             return httpx.Response(200 if status == "ok" else 503, content=msgspec.json.encode(body))
         segments = [Segment(id=i, start=float(i), end=float(i + 1), text=f" part {i} by {model}") for i in range(3)]
         result = TranscriptionResult(

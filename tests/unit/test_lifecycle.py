@@ -57,7 +57,8 @@ class Gpu:
 async def start(gpu: Gpu | None = None, **env: str) -> tuple[MemoryBus, Lifecycle, FakeRuntime, FakeModelServer]:
     cfg = config(**env)
     listing = ModelList(models=list(catalogue_of(cfg).values()), default_model=cfg.registry.default_model)
-    bus, runtime, servers = MemoryBus(), FakeRuntime(), FakeModelServer()
+    bus, runtime = MemoryBus(), FakeRuntime()
+    servers = FakeModelServer(runtime)
     gpu = gpu or Gpu()
     bus.answer(endpoints.GPU_ALLOCATE, gpu.allocate)
     bus.answer(endpoints.GPU_RELEASE, gpu.release)
@@ -316,7 +317,7 @@ async def test_a_gpu_placement_the_runtime_cannot_use_falls_back_or_names_the_fi
         "ASRPRO_MODELS__WHISPER_BASE__CPU_FALLBACK": "true",
         "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
     }
-    bus, lifecycle, runtime, _ = await start(gpu, **env)
+    bus, lifecycle, runtime, servers = await start(gpu, **env)
     runtime.gpu_trouble = "the CUDA image asrpro/whisper-tiny.en:0.1.0-cuda is not built (asrpro images build ...)"
     with pytest.raises(AsrError) as err:
         await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
@@ -332,7 +333,60 @@ async def test_a_gpu_placement_the_runtime_cannot_use_falls_back_or_names_the_fi
     runtime.gpu_trouble = ""
     lifecycle.servers.clear()
     status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
-    assert status.device == "cuda:0"
+    assert (status.device, status.compute_type) == ("cuda:0", "float16")
+
+
+GPU_ENV = {
+    "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "2048",
+    "ASRPRO_MODELS__WHISPER_BASE__GPU_MEMORY_MB": "2048",
+    "ASRPRO_MODELS__WHISPER_BASE__WEIGHTS": "x",
+    "ASRPRO_MODELS__WHISPER_BASE__CPU_FALLBACK": "true",
+    "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
+}
+
+
+async def test_the_first_gpu_refusal_of_a_runtime_is_the_gpus_fault_and_falls_back_where_allowed() -> None:
+    gpu = Gpu(free_mb=8192)
+    bus, lifecycle, runtime, _ = await start(gpu, **GPU_ENV)
+    runtime.refuse_gpu = "Docker cannot give a container a GPU (no NVIDIA Container Toolkit ...)"
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert (err.value.code, err.value.kind) == (
+        "503",
+        "gpu_unusable",
+    ) and "NVIDIA Container Toolkit" in err.value.message
+    [failed] = [e for e in bus.events if isinstance(e, ServerFailed)]
+    assert failed.cause == "gpu" and gpu.allocations == {}  # the very first refusal: no breaker counts it
+    on_cpu = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert on_cpu.device == "cpu" and [s.device for s in runtime.launched] == ["cpu"] and gpu.allocations == {}
+
+
+async def test_a_load_the_gpu_cannot_run_fails_with_cause_gpu_and_the_device_is_what_the_engine_says() -> None:
+    gpu = Gpu(free_mb=8192)
+    bus, lifecycle, runtime, servers = await start(gpu, **GPU_ENV)
+    servers.gpu_failure["whisper-tiny.en"] = (
+        "CUDA failed with error the provided PTX was compiled with an unsupported toolchain"
+    )
+    with pytest.raises(AsrError) as err:
+        await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert (err.value.code, err.value.kind) == ("503", "gpu_unusable") and "unsupported toolchain" in err.value.message
+    assert [e.cause for e in bus.events if isinstance(e, ServerFailed)] == ["gpu"]
+    assert runtime.stopped == ["whisper-tiny.en"] and gpu.allocations == {}
+    # Allocated a GPU, but the engine says it runs on the CPU: the CPU is what /api/ps shows.
+    servers.device["whisper-base"] = "cpu"
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert runtime.launched[-1].device == "cuda:0" and (status.device, status.compute_type) == ("cpu", "int8")
+    listed = await bus.request(endpoints.LIFECYCLE_STATUS, LifecycleStatusRequest())
+    assert [(s.model, s.device) for s in listed.servers] == [("whisper-base", "cpu")]
+
+
+async def test_accounting_only_shows_the_cpu_the_servers_run_on() -> None:
+    gpu = Gpu(free_mb=8192)
+    bus, lifecycle, runtime, _ = await start(gpu, ASRPRO_GPU__ACCOUNTING_ONLY="true", **GPU_ENV)
+    status = await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    assert (
+        runtime.launched[-1].device == "cpu" and status.device == "cpu" and gpu.allocations == {"whisper-tiny.en": 2048}
+    )
 
 
 def test_the_docker_runtime_runs_the_cuda_image_on_a_gpu_and_the_cpu_image_otherwise() -> None:

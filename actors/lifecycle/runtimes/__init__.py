@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.base import GpuRefused, LaunchSpec, Runtime, ServerHandle
 from actors.lifecycle.runtimes.local import LocalRuntime
 from framework.config import Config
 
-__all__ = ["LaunchSpec", "LocalRuntime", "Runtime", "ServerHandle", "choose_runtime"]
+__all__ = ["GpuRefused", "LaunchSpec", "LocalRuntime", "Runtime", "ServerHandle", "choose_runtime"]
 
 
 def choose_runtime(config: Config) -> tuple[Runtime, str]:

@@ -7,7 +7,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from framework import cuda_compat
 from framework.installed_weights import check
+from schemas.gpu import Allocation
 from schemas.registry import Installed, ModelInfo
 
 
@@ -15,7 +17,8 @@ from schemas.registry import Installed, ModelInfo
 class LaunchSpec:
     model: ModelInfo
     device: str  # "cpu" or "cuda:<index>"
-    visible: str = ""  # what selects the GPU for CUDA: a MIG slice's UUID; empty: the index
+    visible: str = ""  # what selects the GPU for CUDA: its UUID (GPU-..., MIG-...); empty: the index
+    driver_cuda: str = ""  # the CUDA version the host's driver supports: names the kernel cache
 
     @property
     def device_kind(self) -> str:
@@ -46,8 +49,16 @@ class ServerHandle:
     started_at: float = field(default_factory=time.time)
     exit_code: int | None = None
     note: str = ""  # added to failure messages, e.g. where mounted weights come from on the host
+    # No CUDA kernel cache yet for this image and driver: the first start may compile PTX for minutes
+    # (lifecycle.first_gpu_startup_timeout applies).
+    cold_kernel_cache: bool = False
     # Resolves with a reason ("exited with code -9 (SIGKILL)") when the server exits by itself or is stopped.
     exited: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GpuRefused(RuntimeError):
+    """The runtime cannot give a server a GPU at all (Docker without the NVIDIA Container Toolkit): the GPU's fault,
+    never the model's."""
 
 
 class Runtime(abc.ABC):
@@ -67,8 +78,8 @@ class Runtime(abc.ABC):
         thread). Here: the weights directory or package on this host."""
         return check(model.id, model.weights, model.engine)
 
-    async def gpu_problem(self, model: ModelInfo) -> str:
-        """'' when a server of `model` placed on a GPU can use it here, else why not and what fixes it."""
+    async def gpu_problem(self, model: ModelInfo, allocation: Allocation) -> str:
+        """'' when a server of `model` placed on this GPU can use it here, else why not and what fixes it."""
         return ""
 
     async def adopt(self) -> list[ServerHandle]:
@@ -77,3 +88,10 @@ class Runtime(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release runtime resources (clients, sockets)."""
+
+
+def build_problem(build: cuda_compat.CudaBuild | None, allocation: Allocation, what: str) -> str:
+    """Whether an engine's CUDA build (None: unknown) runs on the allocated GPU with this host's driver."""
+    if build is None:
+        return ""
+    return cuda_compat.problem(build, allocation.capability, allocation.driver_cuda, what)

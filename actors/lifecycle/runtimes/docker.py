@@ -18,9 +18,11 @@ import requests
 from docker.models.containers import Container
 from docker.types import DeviceRequest
 
-from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.base import GpuRefused, LaunchSpec, Runtime, ServerHandle, build_problem
+from framework import cuda_compat
 from framework.config import Config, node_name
 from framework.installed_weights import PACKAGE_PREFIX
+from schemas.gpu import Allocation
 from schemas.registry import Installed, ModelInfo
 
 log = logging.getLogger("asrpro.runtime.docker")
@@ -31,6 +33,7 @@ NODE_LABEL = "asrpro.node"
 DEPLOYMENT_LABEL = "asrpro.deployment"
 CONTAINER_PORT = "9000/tcp"
 MODELS_MOUNT = "/models"
+CUDA_CACHE_MOUNT = "/cuda-cache"  # CUDA_CACHE_PATH inside CUDA containers: a volume per image and driver
 
 
 class DockerUnavailable(RuntimeError):
@@ -136,13 +139,14 @@ class DockerRuntime(Runtime):
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         self._loop = asyncio.get_running_loop()
         try:
-            container = await self._run(self._launch_sync, spec)
+            container, cold_cache = await self._run(self._launch_sync, spec)
         except docker.errors.APIError as exc:
             if spec.device_kind == "cuda" and "could not select device driver" in str(exc):
                 self._gpu_driver_problem = (
                     "Docker cannot give a container a GPU (no NVIDIA Container Toolkit: install it and restart "
                     "dockerd, then the lifecycle actor)"
                 )
+                raise GpuRefused(f"{self._gpu_driver_problem}: {exc}") from exc
             raise
         try:
             handle: ServerHandle = await self._run(self._handle_for, container)
@@ -150,6 +154,7 @@ class DockerRuntime(Runtime):
             await self._run(self._remove, container.id, 1.0)
             raise
         self._ensure_watcher()
+        handle.cold_kernel_cache = cold_cache
         return handle
 
     def _ensure_image(self, client: docker.DockerClient, image: str) -> None:
@@ -189,22 +194,36 @@ class DockerRuntime(Runtime):
                     raise
                 log.warning("pull of %s failed (%s): retrying in %.0f s", image, exc, self.pull_retries[attempt])
 
-    async def gpu_problem(self, model: ModelInfo) -> str:
+    async def gpu_problem(self, model: ModelInfo, allocation: Allocation) -> str:
         if self._gpu_driver_problem:
             return self._gpu_driver_problem
         try:
             await self._run(self._ensure_image, self._docker(), model.cuda_image)
+            labels = (await self._run(self._docker().images.get, model.cuda_image)).labels or {}
         except DockerUnavailable:
             raise
         except Exception as exc:
             return f"the CUDA image {model.cuda_image} is not available ({exc}; asrpro images build {model.id} --cuda)"
-        return ""
+        # Written by `asrpro images build --cuda` from the wheels it installs; an older image has none: unchecked.
+        return build_problem(cuda_compat.CudaBuild.from_labels(labels), allocation, f"the image {model.cuda_image}")
 
     @staticmethod
     def image_for(spec: LaunchSpec) -> str:
         return spec.model.cuda_image if spec.device_kind == "cuda" and spec.model.cuda_image else spec.model.image
 
-    def _launch_sync(self, spec: LaunchSpec) -> Container:
+    def _kernel_cache(self, client: docker.DockerClient, image: str, driver: str) -> tuple[str, bool]:
+        """The volume that keeps CUDA's JIT kernel cache for this image and driver across starts (the container's
+        HOME is a tmpfs), and whether it was just made (the first start then compiles the kernels)."""
+        image_id = client.images.get(image).id.removeprefix("sha256:")[:12]
+        name = f"asrpro-cuda-cache-{image_id}-driver{driver or 'unknown'}"
+        try:
+            client.volumes.get(name)
+            return name, False
+        except docker.errors.NotFound:
+            client.volumes.create(name, labels={DEPLOYMENT_LABEL: self.deployment})
+            return name, True
+
+    def _launch_sync(self, spec: LaunchSpec) -> tuple[Container, bool]:
         client = self._docker()
         model = spec.model
         image = self.image_for(spec)
@@ -236,12 +255,17 @@ class DockerRuntime(Runtime):
             volumes[str(host_dir)] = {"bind": target, "mode": "ro"}
             environment["WEIGHTS"] = target
         device_requests = None
+        cold_cache = False
         if spec.device_kind == "cuda":
+            # The GPU's UUID: NVML's indices are not guaranteed stable.
             device_requests = [DeviceRequest(device_ids=[spec.cuda_visible], capabilities=[["gpu"]])]
+            cache, cold_cache = self._kernel_cache(client, image, spec.driver_cuda)
+            volumes[cache] = {"bind": CUDA_CACHE_MOUNT, "mode": "rw"}
+            environment |= {"CUDA_CACHE_PATH": CUDA_CACHE_MOUNT, "CUDA_CACHE_MAXSIZE": str(4 * 2**30)}
         network: dict[str, Any] = {"ports": {CONTAINER_PORT: ("127.0.0.1", None)}}
         if self.cfg.network:
             network = {"network": self.cfg.network}
-        return client.containers.run(
+        container = client.containers.run(
             image,
             detach=True,
             name=name,
@@ -258,6 +282,7 @@ class DockerRuntime(Runtime):
             mem_limit=self.cfg.memory_limit,
             pids_limit=self.cfg.pids_limit,
         )
+        return container, cold_cache
 
     def _url(self, container: Container) -> str:
         if self.cfg.network:

@@ -10,10 +10,32 @@ import signal
 import socket
 import sys
 
-from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle
+from actors.lifecycle.runtimes.base import LaunchSpec, Runtime, ServerHandle, build_problem
+from framework import cuda_compat
 from framework.processes import die_with_parent
 from model_server import cuda_libs
+from schemas.gpu import Allocation
 from schemas.registry import ModelInfo
+
+# ctranslate2 before 4.6.3 needs cuDNN 9 (libcudnn.so.9) for the encoder's convolutions; later builds do not.
+CTRANSLATE2_NO_CUDNN = (4, 6, 3)
+# The newest onnxruntime-gpu on PyPI is built for CUDA 13 (libcublas.so.13, R580 drivers); 1.23.2 is CUDA 12. Both
+# it and the CPU onnxruntime (which faster-whisper pulls in) write the same package directory: one must go.
+ONNXRUNTIME_GPU_RECIPE = (
+    "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]==1.23.2' "
+    "(a CUDA 12 build; see the GPU page of the manual)"
+)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
 
 
 def free_port() -> int:
@@ -38,17 +60,23 @@ class LocalRuntime(Runtime):
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: set[asyncio.Task[None]] = set()
 
-    async def gpu_problem(self, model: ModelInfo) -> str:
+    async def gpu_problem(self, model: ModelInfo, allocation: Allocation) -> str:
         if model.engine == "onnx-asr":
-            try:
-                importlib.metadata.distribution("onnxruntime-gpu")
-            except importlib.metadata.PackageNotFoundError:
-                return "the CPU build of onnxruntime is installed here (pip install onnxruntime-gpu[cuda,cudnn])"
-            return ""
+            gpu_build = _version("onnxruntime-gpu")
+            if not gpu_build:
+                return f"the CPU build of onnxruntime is installed here: {ONNXRUNTIME_GPU_RECIPE}"
+            build = await asyncio.to_thread(cuda_compat.installed_onnxruntime)
+            if build is None:  # installed, then overwritten by the CPU build's files
+                return f"onnxruntime's files here are the CPU build's, not onnxruntime-gpu's: {ONNXRUNTIME_GPU_RECIPE}"
+            return build_problem(build, allocation, f"onnxruntime-gpu {gpu_build}")
+        ctranslate2 = _version("ctranslate2")
+        if ctranslate2 and _release(ctranslate2) < CTRANSLATE2_NO_CUDNN:
+            return f"ctranslate2 {ctranslate2} needs cuDNN 9 on a GPU: pip install 'ctranslate2>=4.6.3'"
         missing = [soname for soname, where in (await asyncio.to_thread(cuda_libs.locate)).items() if not where]
         if missing:
             return f"CUDA libraries not found on this host: {', '.join(missing)} ({cuda_libs.INSTALL_HINT})"
-        return ""
+        build = await asyncio.to_thread(cuda_compat.installed_ctranslate2)
+        return build_problem(build, allocation, f"ctranslate2 {ctranslate2}")
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         port = free_port()
