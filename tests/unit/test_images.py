@@ -28,3 +28,40 @@ def test_cuda_images_are_named_after_the_cpu_ones() -> None:
     cfg = config()
     assert images.model_image(cfg, "whisper-base", cuda=True) == images.model_image(cfg, "whisper-base") + "-cuda"
     assert images.family_image(cfg, "parakeet", cuda=True).endswith("-cuda")
+
+
+def test_every_image_requirement_is_pinned_to_one_version_and_ctranslate2_needs_no_cudnn() -> None:
+    """An old venv or a new release on the index cannot change what an image contains."""
+    import re
+    import tomllib
+
+    from tests.conftest import REPO
+
+    versions: dict[str, str] = {}
+    for path in sorted((REPO / "containers").glob("*/requirements*.txt")):
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                assert re.fullmatch(r"[A-Za-z0-9_.-]+(\[[a-z,]+\])?==[0-9][0-9A-Za-z.+-]*", line), f"{path}: {line}"
+                name, version = line.split("==")
+                versions[name] = version
+    assert tuple(int(p) for p in versions["ctranslate2"].split(".")) >= (4, 6, 3)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "ctranslate2>=4.6.3" in extras["local"] and "ctranslate2>=4.6.3" in extras["gpu"]
+
+
+def test_cuda_images_are_labelled_with_what_their_engines_cuda_code_needs(tmp_path) -> None:
+    import zipfile
+
+    from framework.cuda_compat import LABEL_PTX, LABEL_RUNTIME, LABEL_SASS
+    from tests.unit.test_cuda_compat import fatbin
+
+    with zipfile.ZipFile(tmp_path / "ctranslate2-4.8.5-cp311-cp311-manylinux_2_28_x86_64.whl", "w") as wheel:
+        wheel.writestr(
+            "ctranslate2.libs/libctranslate2-a7a60d30.so.4.8.5", b"ELF" + fatbin([(2, 80, (1, 7)), (1, 86, (8, 7))])
+        )
+    assert images.cuda_labels(tmp_path) == {LABEL_SASS: "80", LABEL_PTX: "86:8.7"}
+    with zipfile.ZipFile(tmp_path / "onnxruntime_gpu-1.23.2-cp311-cp311-manylinux_2_28_x86_64.whl", "w") as wheel:
+        wheel.writestr("onnxruntime/capi/build_and_package_info.py", "cuda_version = '12.8'\n")
+    (tmp_path / "ctranslate2-4.8.5-cp311-cp311-manylinux_2_28_x86_64.whl").unlink()
+    assert images.cuda_labels(tmp_path) == {LABEL_RUNTIME: "12.8"}
