@@ -7,7 +7,6 @@ compare-and-set on it, so several gpu actors (or one restarted) never give the s
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from framework import nvml
 from framework.actor import Actor, endpoint
 from framework.collaborators import collaborator
 from framework.config import Config
+from framework.gpu_accounting import allocated_mb, outside_use, place
 from framework.transport import KeyValueStore
 from schemas import endpoints, errors
 from schemas.errors import AsrError
@@ -66,50 +66,6 @@ def inventory(config: Config) -> tuple[str, list[GpuDevice], str, str]:
         return "none", [], "GPU detection disabled (gpu.detect = false): running on CPU", ""
     devices, reason = detect_nvml()
     return ("nvml" if devices else "none"), devices, reason, nvml.driver_cuda_version() if devices else ""
-
-
-def allocated_mb(table: AllocationTable, index: int) -> int:
-    return sum(a.memory_mb for a in table.allocations.values() if a.device_index == index)
-
-
-def place(
-    table: AllocationTable, devices: list[GpuDevice], model: str, memory_mb: int, driver_cuda: str = ""
-) -> Allocation | None:
-    """The device with the most free memory that fits `memory_mb`, or None."""
-
-    def free(device: GpuDevice) -> int:
-        return device.total_mb - allocated_mb(table, device.index) - table.external_mb.get(device.index, 0)
-
-    fitting = [d for d in devices if free(d) >= memory_mb]
-    if not fitting:
-        return None
-    best = max(fitting, key=free)
-    return Allocation(
-        model=model,
-        device=f"cuda:{best.index}",
-        device_index=best.index,
-        visible=best.uuid,
-        memory_mb=memory_mb,
-        capability=best.capability,
-        driver_cuda=driver_cuda,
-        at=time.time(),
-    )
-
-
-def outside_use(table: AllocationTable, per_device: dict[int, dict[int, int]]) -> dict[int, int]:
-    """Per device, the MB used by processes that are not asrpro's servers: the device's use minus each server's
-    (what NVML measured for its pid, else its allocation: a server still loading, or one whose pid NVML cannot
-    match because it reports host pids into another pid namespace). Our own allocations never count as outside."""
-    used = {pid: mb for device in per_device.values() for pid, mb in device.items() if pid}
-    external = {}
-    for index, device in per_device.items():
-        ours = sum(
-            used.get(a.pid or 0, a.memory_mb)
-            for a in table.allocations.values()
-            if a.device_index == index or (a.device_index is None and a.device == f"cuda:{index}")
-        )
-        external[index] = max(0, device.get(0, 0) - ours)
-    return external
 
 
 class GpuAllocator(Actor):

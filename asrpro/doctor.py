@@ -103,6 +103,31 @@ def _cuda_libraries(_: Config) -> Check:
     return Check("cuda libraries (host)", not missing or None, detail, cuda_libs.INSTALL_HINT if missing else "", found)
 
 
+def _cuda_build(_: Config) -> Check:
+    """Whether this host's ctranslate2 has code for each GPU, given the driver (read from its library)."""
+    import importlib.metadata
+
+    from framework import cuda_compat, nvml
+
+    build = cuda_compat.installed_ctranslate2()
+    if build is None:
+        return Check("ctranslate2 vs GPU", None, "ctranslate2 is not installed here")
+    devices, _ = nvml.detect()
+    driver = nvml.driver_cuda_version()
+    what = f"ctranslate2 {importlib.metadata.version('ctranslate2')}"
+    if not devices:
+        return Check("ctranslate2 vs GPU", None, f"{what}: {build.describe()}; no GPU to check it against")
+    problems = {
+        f"cuda:{d.index}": cuda_compat.problem(build, d.capability, driver, what) for d in devices if d.capability
+    }
+    bad = {device: problem for device, problem in problems.items() if problem}
+    detail = "; ".join(f"{device}: {problem}" for device, problem in bad.items()) or (
+        f"{what} runs on {', '.join(problems) or 'these GPUs'} with this driver (CUDA {driver or 'unknown'})"
+    )
+    data = {"build": build.describe(), "driver_cuda": driver, "problems": bad}
+    return Check("ctranslate2 vs GPU", not bad, detail, "see the GPU page of the manual" if bad else "", data)
+
+
 def _models(config: Config) -> Check:
     from framework import weights_pull
 
@@ -174,6 +199,7 @@ CHECKS: list[Callable[[Config], Check]] = [
     _images,
     _nvml,
     _cuda_libraries,
+    _cuda_build,
     _models,
     _node,
     _ports,

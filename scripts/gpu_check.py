@@ -1,10 +1,17 @@
 """The checks of scripts/gpu-check.sh, for a machine with an NVIDIA GPU (not run on the project's own machines,
-which have none: see the README's GPU section for what was verified where). Prints one JSON report; exit 0 when
-every check passed, 1 otherwise.
+which have none: see the manual's GPU page for what was verified where). Prints one JSON report. Exit 0 when every
+check passed, 1 when one failed, 2 when it cannot run here (something it needs is missing: the reason on stderr),
+77 without a GPU.
 
 --nvml-only needs only python3 with nvidia-ml-py: the gpu actor's NVML reading (framework.nvml) against
 nvidia-smi, and its per-process measurement of a process holding GPU memory (allocated through the driver's own
-libcuda.so.1, so no CUDA toolkit or framework is needed) and the release after that process stops."""
+libcuda.so.1, so no CUDA toolkit or framework is needed) and the release after that process stops.
+
+--offline DIR needs only python3 and DIR (made by --prepare on a connected machine): its wheels are unpacked into
+DIR/site, which goes on PYTHONPATH; then NVML against nvidia-smi, admission beside a process holding GPU memory, and
+CTranslate2's kernels on CUDA (a tiny random Whisper: encode per compute type against a CPU float32 reference, a
+generate, the first call's JIT time), with the pre-start verdict (framework.cuda_compat) compared to what ran.
+`--device cpu` rehearses it on a CPU machine with a stand-in NVML (the test does)."""
 
 from __future__ import annotations
 
@@ -24,7 +31,9 @@ sys.path.insert(0, str(REPO))
 from framework import nvml  # noqa: E402  (nvidia-ml-py only: no nats-py, no msgspec)
 
 REPORT: list[dict[str, Any]] = []
+EXIT_FAILED, EXIT_CANNOT_RUN, EXIT_NO_GPU = 1, 2, 77
 HOLD_MB = 512
+HOLDER_MARK = "asrpro-gpu-check-holder"  # in the holder's argv: a stand-in NVML finds the rehearsal's holder by it
 # A process that holds HOLD_MB of GPU memory through the CUDA driver API until it is killed.
 HOLDER = f"""
 import ctypes, sys, time
@@ -36,6 +45,12 @@ assert cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t({HOLD_MB} * 2**20))
 print("holding", flush=True)
 time.sleep(600)
 """
+# The rehearsal's holder (--device cpu): holds nothing; the stand-in NVML reports HOLD_MB for it.
+REHEARSAL_HOLDER = "import time; print('holding', flush=True); time.sleep(600)"
+
+
+class CannotRun(Exception):
+    """Something the check needs is not here (a module, a library, the prepared DIR): exit 2, never 1."""
 
 
 def check(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], None]]:
@@ -70,27 +85,36 @@ def inventory() -> dict[str, Any]:
         .splitlines()
     )
     expected = [(int(i), n.strip(), int(m)) for i, n, m in (line.split(",") for line in smi)]
-    seen = [(d.index, d.name, d.total_mb) for d in devices if not d.uuid]
+    seen = [(d.index, d.name, d.total_mb) for d in devices if d.index < 1000]
     whole = {index for index, _, _ in seen}  # a GPU in MIG mode is listed as its slices (synthetic indices)
     assert seen == [e for e in expected if e[0] in whole], f"NVML {seen} != nvidia-smi {expected} ({reason})"
-    return {"devices": seen, "mig_slices": [(d.index, d.uuid, d.total_mb) for d in devices if d.uuid]}
+    return {"devices": seen, "mig_slices": [(d.index, d.uuid, d.total_mb) for d in devices if d.index >= 1000]}
+
+
+DEVICE = "cuda"  # --device
+
+
+def hold_memory() -> subprocess.Popen[str]:
+    """A process of our own holding HOLD_MB of GPU memory, once NVML shows it."""
+    program = HOLDER if DEVICE == "cuda" else REHEARSAL_HOLDER
+    holder = subprocess.Popen([sys.executable, "-c", program, HOLDER_MARK], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "holding", "could not allocate"
+    used = 0
+    for _ in range(50):
+        used = sum(per.get(holder.pid, 0) for per in nvml.memory_in_use().values())
+        if used >= HOLD_MB:
+            return holder
+        time.sleep(0.2)
+    holder.kill()
+    raise AssertionError(f"NVML shows {used} MB for pid {holder.pid}, expected >= {HOLD_MB}")
 
 
 @check("per-process measurement and release")
 def measurement() -> dict[str, Any]:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding", "could not allocate"
-        used = 0
-        for _ in range(50):
-            used = sum(per.get(holder.pid, 0) for per in nvml.memory_in_use().values())
-            if used >= HOLD_MB:
-                break
-            time.sleep(0.2)
-        assert used >= HOLD_MB, f"NVML shows {used} MB for pid {holder.pid}, expected >= {HOLD_MB}"
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = hold_memory()
+    used = sum(per.get(holder.pid, 0) for per in nvml.memory_in_use().values())
+    holder.kill()
+    holder.wait()
     t0 = time.monotonic()
     while any(holder.pid in per for per in nvml.memory_in_use().values()):
         assert time.monotonic() - t0 < 30, "the memory was not released within 30 s of the process ending"
@@ -186,17 +210,179 @@ def compute_types() -> dict[str, Any]:
     return {"seconds_for_11s_of_audio": timings}
 
 
+@check("admission leaves the memory another process holds alone")
+def admission() -> dict[str, Any]:
+    from framework.gpu_accounting import outside_use, place
+    from schemas.gpu import AllocationTable, GpuDevice
+
+    holder = hold_memory()
+    try:
+        found, _ = nvml.detect()
+        first = found[0]
+        devices = [GpuDevice(index=first.index, name=first.name, total_mb=first.total_mb, free_mb=first.free_mb)]
+        table = AllocationTable()
+        table.external_mb = outside_use(table, nvml.memory_in_use())
+        outside = table.external_mb.get(first.index, 0)
+        assert outside >= HOLD_MB, f"{outside} MB counted as used outside asrpro, the holder alone holds {HOLD_MB}"
+        room = first.total_mb - outside
+        assert place(table, devices, "too-big", room + 1) is None, "placed beside the holder's memory"
+        assert place(table, devices, "fits", room - 1) is not None, f"{room - 1} MB did not fit in {room} MB free"
+        return {"outside_mb": outside, "room_mb": room}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def features() -> Any:
+    import numpy as np
+
+    return np.random.default_rng(7).standard_normal((1, 80, 3000)).astype(np.float32)
+
+
+def cublas_here() -> str:
+    """Where libcublas.so.12 loads from; CannotRun without it (today's ctranslate2 is built for CUDA 12)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcublas.so.12", mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise CannotRun(
+            f"no libcublas.so.12 can be loaded here ({exc}): today's ctranslate2 is built for CUDA 12 and a CUDA "
+            "13-only machine cannot run it (install CUDA 12's cuBLAS, or the gpu extra's nvidia-cublas-cu12)"
+        ) from exc
+    return "system"
+
+
+@check("ctranslate2's kernels: encode per compute type against CPU float32, generate, the JIT's first call")
+def kernels() -> dict[str, Any]:
+    import ctranslate2
+    import numpy as np
+
+    from framework import cuda_compat
+
+    model = str(PREPARED / "tiny-whisper")
+    build = cuda_compat.installed_ctranslate2()
+    assert build is not None, "no libctranslate2 found beside the ctranslate2 package"
+    found, _ = nvml.detect()
+    driver = nvml.driver_cuda_version()
+    verdict = cuda_compat.problem(build, found[0].capability, driver, f"ctranslate2 {ctranslate2.__version__}")
+    mel = ctranslate2.StorageView.from_array(features())
+    reference = np.array(ctranslate2.models.Whisper(model, device="cpu", compute_type="float32").encode(mel, True))
+    types = ("float16", "int8_float16", "int8") if DEVICE == "cuda" else ("int8_float32", "int8", "float32")
+    tolerance = {"float16": 0.02, "float32": 1e-4}  # of the reference's largest value; int8 weights: 0.05
+    results: dict[str, Any] = {}
+    for compute_type in types:
+        t0 = time.perf_counter()
+        try:
+            whisper = ctranslate2.models.Whisper(model, device=DEVICE, compute_type=compute_type)
+            encoded = np.array(whisper.encode(mel, True)).astype(np.float32)
+            first_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            whisper.encode(mel, True)
+            again_s = time.perf_counter() - t1
+            prompt = [["<|startoftranscript|>", "<|notimestamps|>"]]
+            tokens = whisper.generate(mel, prompt, max_length=16, beam_size=1)[0].sequences_ids[0]
+        except RuntimeError as exc:
+            results[compute_type] = {"ok": False, "error": str(exc)}
+            continue
+        error = float(np.abs(encoded - reference).max() / np.abs(reference).max())
+        limit = tolerance.get(compute_type, 0.05)
+        results[compute_type] = {
+            "ok": error <= limit and len(tokens) > 0,
+            "relative_error": round(error, 5),
+            "tolerance": limit,
+            "tokens": len(tokens),
+            "first_call_s": round(first_s, 3),  # on a GPU without compiled kernels: the PTX's JIT compile
+            "second_call_s": round(again_s, 4),
+        }
+    ran = all(r["ok"] for r in results.values())
+    report = {"build": build.describe(), "driver_cuda": driver, "capability": found[0].capability}
+    report["imported_from"] = {m.__name__: str(Path(m.__file__ or "").parent) for m in (ctranslate2, np)}
+    report |= {"verdict": verdict or "runs", "compute_types": results}
+    # The verdict the lifecycle acts on before a start must agree with what really ran.
+    assert ran == (verdict == ""), f"the pre-start verdict ({verdict or 'runs'}) disagrees with what ran: {report}"
+    assert ran, f"ctranslate2 could not run here: {report}"
+    return report
+
+
+PREPARED = Path(".")
+
+
+def prepared_site(directory: Path) -> Path:
+    """DIR/site with DIR's wheels unpacked (once); CannotRun when DIR was not prepared for this Python."""
+    import zipfile
+
+    manifest_file = directory / "manifest.json"
+    if not manifest_file.is_file():
+        raise CannotRun(
+            f"{directory} is not prepared: run scripts/gpu-check.sh --prepare {directory} on a connected machine"
+        )
+    manifest = json.loads(manifest_file.read_text())
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if manifest["python"] != here:
+        raise CannotRun(f"{directory} was prepared for Python {manifest['python']}, this python3 is {here}")
+    site = directory / "site"
+    if not (site / ".unpacked").is_file():
+        for wheel in sorted((directory / "wheels").glob("*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+        (site / ".unpacked").write_text("\n".join(manifest["files"]))
+    return site
+
+
+def offline(directory: Path) -> None:
+    """Run again with DIR/site on PYTHONPATH (after what is there already: a stand-in NVML in the rehearsal)."""
+    site = prepared_site(directory)
+    if os.environ.get("ASRPRO_GPU_CHECK_SITE") != str(site):
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(site), str(REPO)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "ASRPRO_GPU_CHECK_SITE": str(site)}
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, "-s", *sys.argv], env)
+
+
+def needed(*modules: str) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CannotRun(f"{name} is not importable here ({exc})") from exc
+
+
 def main() -> int:
+    global DEVICE, PREPARED
     parser = argparse.ArgumentParser()
     parser.add_argument("--nvml-only", action="store_true")
+    parser.add_argument("--offline", type=Path, metavar="DIR", help="run from what --prepare wrote into DIR")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a rehearsal (stand-in NVML)")
     args = parser.parse_args()
-    checks = [inventory, measurement]
-    if not args.nvml_only:
-        checks += [local_runtime, docker_runtime, compute_types]
+    DEVICE = args.device
+    try:
+        if args.offline:
+            PREPARED = args.offline.resolve()
+            offline(PREPARED)
+            needed("pynvml", "msgspec", "numpy", "ctranslate2")
+            if DEVICE == "cuda":
+                cublas_here()
+            checks = [inventory, admission, kernels]
+        elif args.nvml_only:
+            needed("pynvml")
+            checks = [inventory, measurement]
+        else:
+            needed("pynvml", "nats", "msgspec", "faster_whisper", "httpx")
+            checks = [inventory, measurement, local_runtime, docker_runtime, compute_types]
+        devices, reason = nvml.detect()
+        if not devices:
+            print(f"gpu-check: NVML finds no GPU ({reason}): nothing to check", file=sys.stderr)
+            return EXIT_NO_GPU
+    except CannotRun as exc:
+        print(f"gpu-check: cannot run here: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     for run in checks:
         run()
     print(json.dumps({"ok": all(r["ok"] for r in REPORT), "checks": REPORT}, indent=2))
-    return 0 if all(r["ok"] for r in REPORT) else 1
+    return 0 if all(r["ok"] for r in REPORT) else EXIT_FAILED
 
 
 if __name__ == "__main__":

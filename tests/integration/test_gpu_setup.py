@@ -61,3 +61,75 @@ def test_doctor_reports_this_machine_as_it_is() -> None:
 def test_the_prepared_gpu_check_declines_without_a_gpu() -> None:
     done = subprocess.run(["bash", "scripts/gpu-check.sh"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 77 and "no NVIDIA GPU" in done.stderr
+
+
+STANDIN = REPO / "tests" / "fixtures" / "standin_gpu"
+# The system's PATH, without this venv's bin: `python3` is then the bare interpreter a GPU machine would have.
+SYSTEM_PATH = ":".join(p for p in os.environ["PATH"].split(":") if not p.startswith(sys.prefix))
+
+
+def gpu_check(*args: str, standin_nvml: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/gpu-check.sh with the stand-in nvidia-smi on PATH (and its pynvml on PYTHONPATH), the system python3."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    environ["PATH"] = f"{STANDIN / 'bin'}:{SYSTEM_PATH}"
+    if standin_nvml:
+        environ["PYTHONPATH"] = str(STANDIN)
+    command = ["bash", "scripts/gpu-check.sh", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=environ | env)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What --prepare writes for the system python3 (pip's cache keeps the wheels between runs)."""
+    version = subprocess.run(
+        ["python3", "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": SYSTEM_PATH},
+    ).stdout.strip()
+    directory = tmp_path_factory.mktemp("gpu-check") / "prepared"
+    done = gpu_check("--prepare", str(directory), "--python", version)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total_mib"] < 64
+    manifest = json.loads((directory / "manifest.json").read_text())
+    wheels = {name.split("/")[1].split("-")[0].lower() for name in manifest["files"] if name.startswith("wheels/")}
+    assert wheels == {"ctranslate2", "numpy", "pyyaml", "nvidia_ml_py", "msgspec"}
+    assert (directory / "tiny-whisper" / "model.bin").stat().st_size < 4 * 2**20
+    return directory
+
+
+def test_the_offline_gpu_check_runs_from_the_prepared_dir_alone(prepared: Path) -> None:
+    """Rehearsed on the CPU with a stand-in NVML, by the system python3: what it imported came from DIR/site."""
+    done = gpu_check("--offline", str(prepared), "--device", "cpu")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = {c["check"].split(" ")[0]: c for c in json.loads(done.stdout)["checks"]}
+    assert report["admission"]["outside_mb"] >= 512 and report["admission"]["ok"]
+    kernels = report["ctranslate2's"]
+    assert kernels["verdict"] == "runs" and kernels["capability"] == "8.6" and kernels["driver_cuda"] == "12.8"
+    assert all(r["ok"] and r["tokens"] > 0 for r in kernels["compute_types"].values())
+    assert all(where.startswith(str(prepared / "site")) for where in kernels["imported_from"].values()), kernels
+    assert (prepared / "site" / "ctranslate2").is_dir() and not (prepared / "site" / "pip").exists()
+
+
+def test_the_gpu_check_says_when_it_cannot_run_here_and_fails_only_a_failed_check(
+    prepared: Path, tmp_path: Path
+) -> None:
+    # On CUDA (no --device cpu), this machine has no libcublas.so.12: it cannot run here, which is not a failure.
+    no_cublas = gpu_check("--offline", str(prepared))
+    assert no_cublas.returncode == 2 and "no libcublas.so.12" in no_cublas.stderr
+    unprepared = gpu_check("--offline", str(tmp_path))
+    assert unprepared.returncode == 2 and "--prepare" in unprepared.stderr
+    other = tmp_path / "other"
+    shutil.copytree(prepared, other, ignore=shutil.ignore_patterns("site"))
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps(manifest | {"python": "3.99"}))
+    wrong_python = gpu_check("--offline", str(other), "--device", "cpu")
+    assert wrong_python.returncode == 2 and "prepared for Python 3.99" in wrong_python.stderr
+    bare = gpu_check("--nvml-only", standin_nvml=False)  # the system python3 without nvidia-ml-py
+    assert bare.returncode == 2 and "pynvml is not importable" in bare.stderr
+    # nvidia-smi and NVML disagree on the memory: a failed check, exit 1.
+    disagree = gpu_check("--offline", str(prepared), "--device", "cpu", STANDIN_SMI_TOTAL_MB="24576")
+    assert disagree.returncode == 1, disagree.stdout + disagree.stderr
+    [inventory] = [c for c in json.loads(disagree.stdout)["checks"] if c["check"].startswith("nvml inventory")]
+    assert inventory["ok"] is False and "24576" in inventory["error"]
