@@ -103,7 +103,7 @@ def _cuda_libraries(_: Config) -> Check:
     return Check("cuda libraries (host)", not missing or None, detail, cuda_libs.INSTALL_HINT if missing else "", found)
 
 
-def _cuda_build(_: Config) -> Check:
+def _cuda_build(_config: Config) -> Check:
     """Whether this host's ctranslate2 has code for each GPU, given the driver (read from its library)."""
     import importlib.metadata
 
@@ -112,7 +112,7 @@ def _cuda_build(_: Config) -> Check:
     build = cuda_compat.installed_ctranslate2()
     if build is None:
         return Check("ctranslate2 vs GPU", None, "ctranslate2 is not installed here")
-    devices, _ = nvml.detect()
+    devices, _reason = nvml.detect()
     driver = nvml.driver_cuda_version()
     what = f"ctranslate2 {importlib.metadata.version('ctranslate2')}"
     if not devices:

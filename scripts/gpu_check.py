@@ -296,7 +296,7 @@ def kernels() -> dict[str, Any]:
             "second_call_s": round(again_s, 4),
         }
     ran = all(r["ok"] for r in results.values())
-    report = {"build": build.describe(), "driver_cuda": driver, "capability": found[0].capability}
+    report: dict[str, Any] = {"build": build.describe(), "driver_cuda": driver, "capability": found[0].capability}
     report["imported_from"] = {m.__name__: str(Path(m.__file__ or "").parent) for m in (ctranslate2, np)}
     report |= {"verdict": verdict or "runs", "compute_types": results}
     # The verdict the lifecycle acts on before a start must agree with what really ran.

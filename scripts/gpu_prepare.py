@@ -69,14 +69,15 @@ def build_tiny_whisper(target: Path) -> None:
     def attention(spec: object, cross: bool) -> None:
         norm(spec.layer_norm)  # type: ignore[attr-defined]
         linears = spec.linear  # type: ignore[attr-defined]
-        if cross:  # query; fused key and value (of the encoder's output); output
-            linear(linears[0], WIDTH, WIDTH), linear(linears[1], 2 * WIDTH, WIDTH), linear(linears[2], WIDTH, WIDTH)
-        else:  # fused query, key and value; output
-            linear(linears[0], 3 * WIDTH, WIDTH), linear(linears[1], WIDTH, WIDTH)
+        # Cross-attention: query, fused key and value (of the encoder's output), output; self: fused q/k/v, output.
+        shapes = [(WIDTH, WIDTH), (2 * WIDTH, WIDTH), (WIDTH, WIDTH)] if cross else [(3 * WIDTH, WIDTH), (WIDTH, WIDTH)]
+        for layer, (out, inp) in zip(linears, shapes, strict=True):
+            linear(layer, out, inp)
 
     def feed_forward(spec: object) -> None:
         norm(spec.layer_norm)  # type: ignore[attr-defined]
-        linear(spec.linear_0, FFN, WIDTH), linear(spec.linear_1, WIDTH, FFN)  # type: ignore[attr-defined]
+        linear(spec.linear_0, FFN, WIDTH)  # type: ignore[attr-defined]
+        linear(spec.linear_1, WIDTH, FFN)  # type: ignore[attr-defined]
 
     vocabulary = [f"t{i}" for i in range(256)] + SPECIALS + [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
     spec = whisper_spec.WhisperSpec(LAYERS, HEADS, LAYERS, HEADS)
