@@ -190,3 +190,43 @@ async def test_auto_uses_local_when_the_images_are_not_built(docker_client, star
         assert status.runtime == "local" and "image asrpro/not-built:0 is not built" in status.runtime_reason
     finally:
         await gateway.close()
+
+
+async def test_the_first_gpu_refusal_of_an_engine_without_the_nvidia_toolkit_is_the_gpus_fault(
+    model_images, docker_client: docker.DockerClient, deployment, start_actor, proxy_nc, events
+) -> None:
+    """This Docker Engine has no NVIDIA Container Toolkit: its real refusal ("could not select device driver") of a
+    GPU placement is `cause: gpu` at the very first start — no breaker counts it — and it names the fix."""
+    if any("nvidia" in name for name in docker_client.info().get("Runtimes", {})):
+        pytest.skip("this Docker Engine has the NVIDIA runtime")
+    log = await events(MODEL)
+    gpu = '[{index = 0, name = "Stand-in", memory_mb = 16384, uuid = "GPU-5a4d1c2e", capability = "8.6"}]'
+    env = {
+        "ASRPRO_GPU__DEVICES": gpu,
+        "ASRPRO_GPU__DRIVER_CUDA": "12.4",
+        "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "1000",
+        "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
+        # The CPU image, unlabelled, stands in for the CUDA one: dockerd refuses the device request before it runs.
+        "ASRPRO_MODELS__WHISPER_TINY_EN__CUDA_IMAGE": model_images[MODEL],
+    }
+    await start_actor(Registry, **env)
+    await start_actor(GpuAllocator, **env)
+    await start_actor(Lifecycle, ASRPRO_LIFECYCLE__RUNTIME="docker", ASRPRO_DOCKER__DEPLOYMENT=deployment, **env)
+    try:
+        with pytest.raises(AsrError) as err:
+            await ensure(proxy_nc)
+        assert (err.value.code, err.value.kind) == ("503", "gpu_unusable")
+        assert "NVIDIA Container Toolkit" in err.value.message and "could not select device driver" in err.value.message
+        failed = await log.wait_for("failed")
+        assert isinstance(failed, ServerFailed) and failed.cause == "gpu"
+        assert containers_of(docker_client, deployment) == []
+        # Remembered: the next start is refused before any container is made, still the GPU's fault.
+        with pytest.raises(AsrError) as again:
+            await ensure(proxy_nc)
+        assert again.value.kind == "gpu_unusable"
+        await log.wait_for("failed", count=2)
+        assert [e.cause for e in log.events if isinstance(e, ServerFailed)] == ["gpu", "gpu"]
+    finally:
+        for volume in docker_client.volumes.list(filters={"name": "asrpro-cuda-cache-"}):
+            if volume.attrs.get("Labels", {}).get("asrpro.deployment") == deployment:
+                volume.remove(force=True)
