@@ -197,8 +197,25 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def start_budget(config: Config) -> float:
-    """How long a caller of asr.lifecycle.ensure may have to wait: the slower runtime's start-up plus margin."""
-    return max(config.lifecycle.startup_timeout, config.docker.container_timeout) + 15.0
+    """How long a caller of asr.lifecycle.ensure may have to wait: the slower runtime's start-up plus margin; where
+    models may run on a GPU, the first start's kernel compile (lifecycle.first_gpu_startup_timeout) too."""
+    budget = max(config.lifecycle.startup_timeout, config.docker.container_timeout)
+    if gpu_possible(config):
+        budget = max(budget, config.lifecycle.first_gpu_startup_timeout)
+    return budget + 15.0
+
+
+def gpu_possible(config: Config) -> bool:
+    """Whether servers may run on a GPU here: GPUs configured or found by NVML, and not accounting only."""
+    if config.gpu.accounting_only:
+        return False
+    if config.gpu.devices:
+        return True
+    if not config.gpu.detect:
+        return False
+    from framework import nvml  # standard library and, when installed, nvidia-ml-py
+
+    return nvml.present()
 
 
 def _env_key(name: str) -> str:

@@ -105,16 +105,19 @@ def read_fatbins(data: bytes) -> CudaBuild:
     sass: set[int] = set()
     ptx: set[tuple[int, tuple[int, int]]] = set()
     start = data.find(FATBIN_MAGIC)
-    while start >= 0:
-        _, _, header_size, payload_size = struct.unpack_from("<IHHQ", data, start)
+    while 0 <= start <= len(data) - 16:
+        _, version, header_size, payload_size = struct.unpack_from("<IHHQ", data, start)
+        if version != 1 or header_size != 16:  # the magic's bytes by chance, not a container
+            start = data.find(FATBIN_MAGIC, start + 4)
+            continue
         entry, end = start + header_size, min(start + header_size + payload_size, len(data))
         while entry + 32 <= end:
             kind, _, entry_header, size, _, _, minor, major, arch = struct.unpack_from("<HHIQIIHHI", data, entry)
-            if entry_header == 0 or kind not in (FATBIN_PTX, FATBIN_ELF):
-                break  # not an entry: the rest of this container is padding
+            if entry_header == 0:
+                break  # the rest of this container is padding
             if kind == FATBIN_ELF:
                 sass.add(arch)
-            else:
+            elif kind == FATBIN_PTX:
                 ptx.add((arch, (major, minor)))
             entry += entry_header + size
         start = data.find(FATBIN_MAGIC, max(end, start + 16))
@@ -186,9 +189,12 @@ def problem(build: CudaBuild, capability: str, driver_cuda: str, what: str) -> s
         return ""
     major, minor = parse_version(capability)
     arch = major * 10 + minor
+    ptx_needs = PTX_CUDA.get(build.ptx_version) if build.ptx_arch else None
+    if build.ptx_arch and ptx_needs is None:
+        return f"{what} carries PTX {version_text(build.ptx_version)}, newer than any CUDA this check knows"
     # Compiled code runs on GPUs of its major architecture with the same or a higher minor number.
     if any(a // 10 == major and a <= arch for a in build.sass):
-        needs = PTX_CUDA.get(build.ptx_version, (12, 0))
+        needs = ptx_needs or (0, 0)  # no PTX: the toolkit's CUDA major is not in the build; not checked
         if driver != (0, 0) and driver[0] < needs[0]:
             return (
                 f"{what} needs a driver for CUDA {needs[0]} and this one supports CUDA {version_text(driver)}: "
@@ -198,9 +204,7 @@ def problem(build: CudaBuild, capability: str, driver_cuda: str, what: str) -> s
     kernels = build.describe()
     if not build.ptx_arch or build.ptx_arch > arch:
         return f"{what} has no code for this GPU (compute capability {capability}; {kernels})"
-    ptx_needs = PTX_CUDA.get(build.ptx_version)
-    if ptx_needs is None:
-        return f"{what} carries PTX {version_text(build.ptx_version)}, newer than any CUDA this check knows"
+    assert ptx_needs is not None
     needs = ptx_needs
     if driver != (0, 0) and driver < needs:
         branch = DRIVER_BRANCH.get(needs, "a newer driver")
@@ -212,11 +216,19 @@ def problem(build: CudaBuild, capability: str, driver_cuda: str, what: str) -> s
     return ""
 
 
+def needs_jit(build: CudaBuild | None, capability: str) -> bool:
+    """Whether this GPU has no compiled code in `build`, so the driver compiles its PTX at the first start (minutes
+    on Hopper without a kernel cache). False when unknown."""
+    if build is None or not capability or not build.ptx_arch:
+        return False
+    major, minor = parse_version(capability)
+    return not any(a // 10 == major and a <= major * 10 + minor for a in build.sass)
+
+
 # CTranslate2's own message when the driver cannot load its PTX, and when no code fits the GPU: raised by the
-# warm-up decode. The model server exits with GPU_EXIT_CODE on these, so the start fails with `cause: gpu`.
+# warm-up decode. The model server's /health then says `cause: gpu`, and the start fails with it.
 TOOLCHAIN_ERRORS = re.compile(
     r"unsupported toolchain|no kernel image is available|PTX JIT compil|invalid device function|"
     r"CUDA driver version is insufficient",
     re.IGNORECASE,
 )
-GPU_EXIT_CODE = 86

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ def driver_cuda(pynvml: Any) -> str:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
+@functools.lru_cache(maxsize=1)
+def present() -> bool:
+    """Whether NVML finds a GPU on this host (read once)."""
+    return bool(detect()[0])
+
+
 def driver_cuda_version() -> str:
     """driver_cuda, opening NVML for the call ('' without NVML)."""
     pynvml = _nvml()
@@ -148,15 +155,20 @@ def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[Device] | None:
         return None
     if current != pynvml.NVML_DEVICE_MIG_ENABLE:
         return None
-    gpu = _device(pynvml, handle, index)
+    parent, capability = "", ""  # each read on its own: a GPU that cannot say one still gives its slices
+    with contextlib.suppress(pynvml.NVMLError, AttributeError):
+        parent = _text(pynvml.nvmlDeviceGetUUID(handle))
+    with contextlib.suppress(pynvml.NVMLError, AttributeError):
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        capability = f"{major}.{minor}"
     slices = []
     for slot in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
         try:
             mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
         except pynvml.NVMLError:  # an empty slot
             continue
-        device = _device(pynvml, mig, 1000 + 100 * index + slot, _text(pynvml.nvmlDeviceGetUUID(mig)), gpu.capability)
-        slices.append(dataclasses.replace(device, parent_uuid=gpu.uuid))
+        device = _device(pynvml, mig, 1000 + 100 * index + slot, _text(pynvml.nvmlDeviceGetUUID(mig)), capability)
+        slices.append(dataclasses.replace(device, parent_uuid=parent))
     return slices
 
 

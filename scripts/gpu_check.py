@@ -61,6 +61,9 @@ def check(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[], No
             try:
                 details = fn()
                 REPORT.append({"check": name, "ok": True, "seconds": round(time.monotonic() - t0, 1), **details})
+            except CannotRun as exc:  # not a failure: something it needs is not on this machine
+                print(f"gpu-check: cannot run {name!r} here: {exc}", file=sys.stderr)
+                REPORT.append({"check": name, "ok": None, "cannot_run": str(exc)})
             except Exception as exc:
                 REPORT.append(
                     {"check": name, "ok": False, "seconds": round(time.monotonic() - t0, 1), "error": repr(exc)}
@@ -94,10 +97,16 @@ def inventory() -> dict[str, Any]:
 DEVICE = "cuda"  # --device
 
 
-def hold_memory() -> subprocess.Popen[str]:
-    """A process of our own holding HOLD_MB of GPU memory, once NVML shows it."""
-    program = HOLDER if DEVICE == "cuda" else REHEARSAL_HOLDER
-    holder = subprocess.Popen([sys.executable, "-c", program, HOLDER_MARK], stdout=subprocess.PIPE, text=True)
+def hold_memory(uuid: str = "") -> subprocess.Popen[str]:
+    """A process of our own holding HOLD_MB of GPU memory (on the GPU with this UUID, else CUDA's first), once NVML
+    shows it."""
+    import pynvml
+
+    # A stand-in NVML (the rehearsal's) measures a holder that allocates nothing; a real one, real memory.
+    program = REHEARSAL_HOLDER if getattr(pynvml, "STANDIN", False) else HOLDER
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": uuid} if uuid else None
+    command = [sys.executable, "-c", program, HOLDER_MARK]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "holding", "could not allocate"
     used = 0
     for _ in range(50):
@@ -215,10 +224,13 @@ def admission() -> dict[str, Any]:
     from framework.gpu_accounting import outside_use, place
     from schemas.gpu import AllocationTable, GpuDevice
 
-    holder = hold_memory()
+    found, _ = nvml.detect()
+    whole = [d for d in found if d.index < 1000]
+    if not whole:
+        raise CannotRun("only MIG slices here: NVML measures whole GPUs, so admission is not checked per slice")
+    first = whole[0]  # NVML's order; the holder is put on it by UUID, not on CUDA's first device
+    holder = hold_memory(first.uuid)
     try:
-        found, _ = nvml.detect()
-        first = found[0]
         devices = [GpuDevice(index=first.index, name=first.name, total_mb=first.total_mb, free_mb=first.free_mb)]
         table = AllocationTable()
         table.external_mb = outside_use(table, nvml.memory_in_use())
@@ -260,10 +272,15 @@ def kernels() -> dict[str, Any]:
 
     from framework import cuda_compat
 
+    if DEVICE == "cuda":
+        cublas_here()
     model = str(PREPARED / "tiny-whisper")
     build = cuda_compat.installed_ctranslate2()
     assert build is not None, "no libctranslate2 found beside the ctranslate2 package"
     found, _ = nvml.detect()
+    # CTranslate2's device 0 is the GPU whose capability is checked: NVML's first, by UUID (before CUDA starts).
+    if DEVICE == "cuda" and found[0].uuid:
+        os.environ["CUDA_VISIBLE_DEVICES"] = found[0].uuid
     driver = nvml.driver_cuda_version()
     verdict = cuda_compat.problem(build, found[0].capability, driver, f"ctranslate2 {ctranslate2.__version__}")
     mel = ctranslate2.StorageView.from_array(features())
@@ -363,8 +380,6 @@ def main() -> int:
             PREPARED = args.offline.resolve()
             offline(PREPARED)
             needed("pynvml", "msgspec", "numpy", "ctranslate2")
-            if DEVICE == "cuda":
-                cublas_here()
             checks = [inventory, admission, kernels]
         elif args.nvml_only:
             needed("pynvml")
@@ -381,8 +396,11 @@ def main() -> int:
         return EXIT_CANNOT_RUN
     for run in checks:
         run()
-    print(json.dumps({"ok": all(r["ok"] for r in REPORT), "checks": REPORT}, indent=2))
-    return 0 if all(r["ok"] for r in REPORT) else EXIT_FAILED
+    failed = any(r["ok"] is False for r in REPORT)
+    print(json.dumps({"ok": not failed and all(r["ok"] for r in REPORT), "checks": REPORT}, indent=2))
+    if failed:
+        return EXIT_FAILED
+    return EXIT_CANNOT_RUN if any(r["ok"] is None for r in REPORT) else 0
 
 
 if __name__ == "__main__":

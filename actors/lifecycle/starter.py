@@ -101,8 +101,10 @@ class Starter:
         self.servers[model.id] = server
         # Measured from the start: memory a loading server holds is its own, not "used outside asrpro".
         await self.gpu.bind(server)
-        # The first start of a CUDA image on this driver compiles its kernels (no cache yet): given longer.
-        timeout = self.cfg.first_gpu_startup_timeout if handle.cold_kernel_cache else None
+        # A start that compiles the engine's kernels (no cache yet for this GPU and driver) is given longer.
+        timeout = None
+        if handle.compiles_kernels:
+            timeout = max(self.cfg.first_gpu_startup_timeout, self.runtime.startup_timeout or self.cfg.startup_timeout)
         try:
             report = await self.probe.wait_healthy(handle, timeout)
         except AsrError as exc:
@@ -123,7 +125,13 @@ class Starter:
     async def _launch(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[ServerHandle, Allocation]:
         visible = allocation.visible if run_on.startswith("cuda") else ""
         try:
-            spec = LaunchSpec(model=model, device=run_on, visible=visible, driver_cuda=allocation.driver_cuda)
+            spec = LaunchSpec(
+                model=model,
+                device=run_on,
+                visible=visible,
+                driver_cuda=allocation.driver_cuda,
+                capability=allocation.capability,
+            )
             return await self.runtime.launch(spec), allocation
         except GpuRefused as exc:  # the very first refusal too: the GPU's fault; fall back, or name the fix
             await self._gpu_refused(model, run_on, str(exc))
@@ -170,7 +178,7 @@ class Starter:
                 url=handle.url,
                 pid=handle.pid,
                 container_id=handle.container_id,
-                device=allocation.device,
+                device=server.ran_on or allocation.device,  # where the engine says it runs
                 startup_s=startup_s,
                 adopted=adopted,
             )

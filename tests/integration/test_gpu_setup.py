@@ -116,8 +116,11 @@ def test_the_gpu_check_says_when_it_cannot_run_here_and_fails_only_a_failed_chec
     prepared: Path, tmp_path: Path
 ) -> None:
     # On CUDA (no --device cpu), this machine has no libcublas.so.12: it cannot run here, which is not a failure.
+    # NVML and admission still run (a bare driver host has no cuBLAS: it does not fit the prepared 64 MiB).
     no_cublas = gpu_check("--offline", str(prepared))
     assert no_cublas.returncode == 2 and "no libcublas.so.12" in no_cublas.stderr
+    ran = {c["check"].split(" ")[0]: c["ok"] for c in json.loads(no_cublas.stdout)["checks"]}
+    assert ran == {"nvml": True, "admission": True, "ctranslate2's": None}
     unprepared = gpu_check("--offline", str(tmp_path))
     assert unprepared.returncode == 2 and "--prepare" in unprepared.stderr
     other = tmp_path / "other"

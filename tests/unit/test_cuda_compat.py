@@ -150,3 +150,31 @@ def test_missing_cuda_libraries_are_the_gpus_fault() -> None:
     state = ModelState(EngineSettings(model_id="m", engine="faster-whisper", weights="/x", device="cuda"), loader)  # type: ignore[arg-type]
     state.start_loading().join()
     assert state.health().cause == "gpu"
+
+
+def test_stray_magic_bytes_and_unknown_entries_do_not_hide_the_real_containers() -> None:
+    stray = cuda_compat.FATBIN_MAGIC + struct.pack("<HHQ", 7, 99, 2**40)  # the magic by chance, a huge "size"
+    unknown_kind = fatbin([(3, 0, (0, 0)), (2, 90, (1, 7))])
+    build = cuda_compat.read_fatbins(stray + b"x" * 20 + unknown_kind + cuda_compat.FATBIN_MAGIC)
+    assert build.sass == (90,)
+
+
+def test_a_ptx_newer_than_the_check_knows_is_refused_even_beside_compiled_kernels() -> None:
+    cuda13_1 = CudaBuild(sass=(80, 86, 90), ptx_arch=90, ptx_version=(9, 1))
+    assert "newer than any CUDA this check knows" in cuda_compat.problem(cuda13_1, "8.0", "12.8", "ct2")
+
+
+def test_kernels_are_compiled_at_start_only_where_the_gpu_has_no_compiled_code() -> None:
+    build = CudaBuild(sass=(53, 60, 61, 70, 75, 80, 86), ptx_arch=86, ptx_version=(8, 7))
+    assert cuda_compat.needs_jit(build, "9.0") and cuda_compat.needs_jit(build, "12.0")
+    assert not cuda_compat.needs_jit(build, "8.9") and not cuda_compat.needs_jit(build, "")
+    assert not cuda_compat.needs_jit(None, "9.0")
+
+
+def test_the_start_budget_allows_a_first_gpu_start_only_where_a_gpu_may_be_used() -> None:
+    from framework.config import start_budget
+
+    declared = '[{index = 0, memory_mb = 81920, capability = "9.0"}]'
+    assert start_budget(config(ASRPRO_GPU__DEVICES=declared)) == 900 + 15
+    assert start_budget(config(ASRPRO_GPU__DEVICES=declared, ASRPRO_GPU__ACCOUNTING_ONLY="true")) == 60 + 15
+    assert start_budget(config(ASRPRO_GPU__DETECT="false")) == 60 + 15

@@ -19,6 +19,7 @@ class LaunchSpec:
     device: str  # "cpu" or "cuda:<index>"
     visible: str = ""  # what selects the GPU for CUDA: its UUID (GPU-..., MIG-...); empty: the index
     driver_cuda: str = ""  # the CUDA version the host's driver supports: names the kernel cache
+    capability: str = ""  # the GPU's compute capability: whether its kernels must be compiled from PTX
 
     @property
     def device_kind(self) -> str:
@@ -49,9 +50,9 @@ class ServerHandle:
     started_at: float = field(default_factory=time.time)
     exit_code: int | None = None
     note: str = ""  # added to failure messages, e.g. where mounted weights come from on the host
-    # No CUDA kernel cache yet for this image and driver: the first start may compile PTX for minutes
-    # (lifecycle.first_gpu_startup_timeout applies).
-    cold_kernel_cache: bool = False
+    # The engine has no compiled kernels for this GPU: the driver compiles its PTX at the first start, for minutes
+    # until the kernel cache holds them (lifecycle.first_gpu_startup_timeout applies).
+    compiles_kernels: bool = False
     # Resolves with a reason ("exited with code -9 (SIGKILL)") when the server exits by itself or is stopped.
     exited: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 

@@ -139,13 +139,15 @@ class DockerRuntime(Runtime):
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         self._loop = asyncio.get_running_loop()
         try:
-            container, cold_cache = await self._run(self._launch_sync, spec)
+            container, compiles = await self._run(self._launch_sync, spec)
         except docker.errors.APIError as exc:
             if spec.device_kind == "cuda" and "could not select device driver" in str(exc):
                 self._gpu_driver_problem = (
                     "Docker cannot give a container a GPU (no NVIDIA Container Toolkit: install it and restart "
                     "dockerd, then the lifecycle actor)"
                 )
+                # Refused at start, after it was created: the container must not stay behind.
+                await self._run(self._remove_named, container_name(self.deployment, spec.model.id, self.node))
                 raise GpuRefused(f"{self._gpu_driver_problem}: {exc}") from exc
             raise
         try:
@@ -154,8 +156,12 @@ class DockerRuntime(Runtime):
             await self._run(self._remove, container.id, 1.0)
             raise
         self._ensure_watcher()
-        handle.cold_kernel_cache = cold_cache
+        handle.compiles_kernels = compiles
         return handle
+
+    def _remove_named(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._docker().containers.get(name).remove(force=True)
 
     def _ensure_image(self, client: docker.DockerClient, image: str) -> None:
         policy = self.cfg.pull_policy
@@ -211,17 +217,20 @@ class DockerRuntime(Runtime):
     def image_for(spec: LaunchSpec) -> str:
         return spec.model.cuda_image if spec.device_kind == "cuda" and spec.model.cuda_image else spec.model.image
 
-    def _kernel_cache(self, client: docker.DockerClient, image: str, driver: str) -> tuple[str, bool]:
-        """The volume that keeps CUDA's JIT kernel cache for this image and driver across starts (the container's
-        HOME is a tmpfs), and whether it was just made (the first start then compiles the kernels)."""
-        image_id = client.images.get(image).id.removeprefix("sha256:")[:12]
-        name = f"asrpro-cuda-cache-{image_id}-driver{driver or 'unknown'}"
+    def _kernel_cache(self, client: docker.DockerClient, image: str, spec: LaunchSpec) -> tuple[str, bool]:
+        """The volume that keeps CUDA's JIT kernel cache for this image, GPU architecture and driver across starts
+        (the container's HOME is a tmpfs), and whether the image's engine has no compiled kernels for this GPU
+        (its labels say): then a start without the cache compiles them, for minutes on Hopper."""
+        found = client.images.get(image)
+        image_id = found.id.removeprefix("sha256:")[:12]
+        arch = spec.capability.replace(".", "") or "unknown"
+        name = f"asrpro-cuda-cache-{image_id}-sm{arch}-driver{spec.driver_cuda or 'unknown'}"
         try:
             client.volumes.get(name)
-            return name, False
         except docker.errors.NotFound:
             client.volumes.create(name, labels={DEPLOYMENT_LABEL: self.deployment})
-            return name, True
+        build = cuda_compat.CudaBuild.from_labels(found.labels or {})
+        return name, cuda_compat.needs_jit(build, spec.capability)
 
     def _launch_sync(self, spec: LaunchSpec) -> tuple[Container, bool]:
         client = self._docker()
@@ -255,11 +264,11 @@ class DockerRuntime(Runtime):
             volumes[str(host_dir)] = {"bind": target, "mode": "ro"}
             environment["WEIGHTS"] = target
         device_requests = None
-        cold_cache = False
+        compiles = False
         if spec.device_kind == "cuda":
             # The GPU's UUID: NVML's indices are not guaranteed stable.
             device_requests = [DeviceRequest(device_ids=[spec.cuda_visible], capabilities=[["gpu"]])]
-            cache, cold_cache = self._kernel_cache(client, image, spec.driver_cuda)
+            cache, compiles = self._kernel_cache(client, image, spec)
             volumes[cache] = {"bind": CUDA_CACHE_MOUNT, "mode": "rw"}
             environment |= {"CUDA_CACHE_PATH": CUDA_CACHE_MOUNT, "CUDA_CACHE_MAXSIZE": str(4 * 2**30)}
         network: dict[str, Any] = {"ports": {CONTAINER_PORT: ("127.0.0.1", None)}}
@@ -282,7 +291,7 @@ class DockerRuntime(Runtime):
             mem_limit=self.cfg.memory_limit,
             pids_limit=self.cfg.pids_limit,
         )
-        return container, cold_cache
+        return container, compiles
 
     def _url(self, container: Container) -> str:
         if self.cfg.network:

@@ -81,10 +81,16 @@ class LocalRuntime(Runtime):
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         port = free_port()
         env = dict(os.environ, HF_HUB_OFFLINE="1")
+        compiles = False
         if spec.device_kind == "cuda":
             # NVML numbers devices by PCI bus; CUDA, unless told, fastest first: make them agree.
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-            env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible
+            env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible  # the GPU's UUID
+            # CUDA's JIT cache (~/.nv/ComputeCache) keeps compiled PTX across starts; room for Whisper's kernels.
+            env.setdefault("CUDA_CACHE_MAXSIZE", str(4 * 2**30))
+            if spec.model.engine == "faster-whisper":
+                build = await asyncio.to_thread(cuda_compat.installed_ctranslate2)
+                compiles = cuda_compat.needs_jit(build, spec.capability)
         model = spec.model
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -109,6 +115,7 @@ class LocalRuntime(Runtime):
             preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         handle = ServerHandle(model=model.id, url=f"http://127.0.0.1:{port}", runtime=self.name, pid=proc.pid)
+        handle.compiles_kernels = compiles
         self.processes[proc.pid] = proc
         watcher = asyncio.ensure_future(self._watch(proc, handle))
         self._watchers.add(watcher)
