@@ -9,7 +9,7 @@ import pytest
 
 from actors.lifecycle import Lifecycle
 from actors.lifecycle.records import ServerRecords
-from actors.lifecycle.runtimes import ServerHandle
+from actors.lifecycle.runtimes import LaunchSpec, ServerHandle
 from actors.registry import catalogue as catalogue_of
 from framework.catalogue import Catalogue
 from framework.collaborators import worker_factory
@@ -410,3 +410,28 @@ async def test_a_pull_reports_progress_as_partials_and_refuses_what_it_cannot_pu
     with pytest.raises(AsrError) as no_source:  # configured without a source: nothing to pull from
         await bus.request(endpoints.LIFECYCLE_PULL, PullModel(model="whisper-large-v3"))
     assert no_source.value.code == "409" and "no source to pull from" in no_source.value.message
+
+
+async def test_a_start_that_compiles_its_kernels_is_given_the_first_gpu_start_timeout() -> None:
+    gpu = Gpu(free_mb=8192)
+    bus, lifecycle, runtime, _ = await start(gpu, **GPU_ENV)
+    waited: list[float | None] = []
+    probe = lifecycle.starter.probe
+    wait_healthy = probe.wait_healthy
+
+    async def recording(handle: ServerHandle, timeout: float | None = None) -> object:
+        waited.append(timeout)
+        return await wait_healthy(handle, timeout)
+
+    probe.wait_healthy = recording  # type: ignore[method-assign,assignment]
+    launch = runtime.launch
+
+    async def compiling(spec: LaunchSpec) -> ServerHandle:
+        handle = await launch(spec)
+        handle.compiles_kernels = spec.model.id == "whisper-tiny.en"
+        return handle
+
+    runtime.launch = compiling  # type: ignore[method-assign]
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-tiny.en"))
+    await bus.request(endpoints.LIFECYCLE_ENSURE, EnsureServer(model="whisper-base"))
+    assert waited == [900.0, None]
