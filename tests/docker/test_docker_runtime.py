@@ -203,7 +203,7 @@ async def test_the_first_gpu_refusal_of_an_engine_without_the_nvidia_toolkit_is_
     gpu = '[{index = 0, name = "Stand-in", memory_mb = 16384, uuid = "GPU-5a4d1c2e", capability = "8.6"}]'
     env = {
         "ASRPRO_GPU__DEVICES": gpu,
-        "ASRPRO_GPU__DRIVER_CUDA": "\"12.4\"",  # read as TOML: a string
+        "ASRPRO_GPU__DRIVER_CUDA": '"12.4"',  # read as TOML: a string
         "ASRPRO_MODELS__WHISPER_TINY_EN__GPU_MEMORY_MB": "1000",
         "ASRPRO_MODELS__WHISPER_TINY_EN__CPU_FALLBACK": "false",
         # The CPU image, unlabelled, stands in for the CUDA one: dockerd refuses the device request before it runs.
