@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import msgspec
+
 from model_server import audio
 from model_server.engines import Engine
 from schemas.formats import render_text
@@ -23,18 +25,24 @@ def stream(
     started = time.perf_counter()
     samples = audio.decode(data, filename)
     decoded = time.perf_counter()
-    yield OpenedFrame(duration=round(len(samples) / audio.SAMPLE_RATE, 3))
-    decoding = engine.decode(samples, options)
+    whole = len(samples) / audio.SAMPLE_RATE
+    yield OpenedFrame(duration=round(whole, 3))
+    # A resumed decode: the audio before `offset` is done already; what follows keeps the recording's timestamps.
+    skip = min(len(samples), int(options.offset * audio.SAMPLE_RATE))
+    decoding = engine.decode(samples[skip:], options)
+    shift = skip / audio.SAMPLE_RATE
     segments: list[Segment] = []
     words: list[Word] | None = [] if options.word_timestamps else None
     for segment, segment_words in decoding.pieces:
+        if shift:
+            segment, segment_words = _shifted(segment, segment_words, shift)
         segments.append(segment)
         if words is not None and segment_words:
             words.extend(segment_words)
-        yield SegmentFrame(segment=segment, words=segment_words, duration=round(decoding.duration, 3))
+        yield SegmentFrame(segment=segment, words=segment_words, duration=round(whole, 3))
     finished = time.perf_counter()
     server_s = finished - received_at
-    duration = decoding.duration
+    duration = whole
     result = TranscriptionResult(
         text="".join(segment.text for segment in segments).strip(),
         language=decoding.language,
@@ -54,6 +62,18 @@ def stream(
     )
     result.formatted = render_text(result, options.response_format)
     yield ResultFrame(result=result)
+
+
+def _shifted(segment: Segment, words: list[Word] | None, by: float) -> tuple[Segment, list[Word] | None]:
+    """A segment (and its words) of a decode that began `by` seconds into the recording, in the recording's time."""
+    moved = None
+    if words is not None:
+        moved = [msgspec.structs.replace(w, start=round(w.start + by, 3), end=round(w.end + by, 3)) for w in words]
+    seek = None if segment.seek is None else segment.seek + round(by * 100)  # in 10-ms frames, as Whisper counts
+    segment = msgspec.structs.replace(
+        segment, start=round(segment.start + by, 3), end=round(segment.end + by, 3), seek=seek
+    )
+    return segment, moved
 
 
 def transcribe(

@@ -11,7 +11,7 @@ The caller's request id travels in the ``X-Request-Id`` header.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -67,6 +67,9 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     vad_filter: bool = False
     word_timestamps: bool = False
     hotwords: str | None = None
+    # Decode from this many seconds into the audio (a resumed job: where its checkpoint stopped); timestamps stay
+    # those of the whole recording.
+    offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
     def form(self) -> dict[str, str]:
         """As form fields (and query parameters): lists comma-separated, booleans true/false."""

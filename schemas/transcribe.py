@@ -50,6 +50,9 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
+    # Start decoding this many seconds into the audio, timestamps kept those of the whole recording (a durable
+    # job resuming from its checkpoint).
+    offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     # Partial results on the reply subject as the audio is decoded (TranscriptionDelta messages with the
     # Asr-Partial header), then the TranscriptionResult; false: the result alone, in one reply.
     stream: bool = False

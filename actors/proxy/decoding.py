@@ -36,4 +36,5 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         vad_filter=decoding.vad_filter if msg.vad_filter is None else msg.vad_filter,
         word_timestamps="word" in msg.timestamp_granularities,
         hotwords=msg.hotwords or None,
+        offset=msg.offset,
     )

