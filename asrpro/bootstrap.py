@@ -57,6 +57,23 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
         log.warning("bucket %s kept as it was: %s", subjects.NODES_BUCKET, exc)
     for owner in subjects.AUDIO_SENDERS:
         await ensure_audio_bucket(nc, config, owner)
+    await ensure_jobs(nc, config)
+
+
+async def ensure_jobs(nc: Client, config: Config) -> None:
+    """The jobs' work queue (a job's message stays until its job ended) and their records."""
+    js = nc.jetstream()
+    if not await _exists(js, subjects.JOBS_STREAM):
+        queue = StreamConfig(
+            name=subjects.JOBS_STREAM,
+            subjects=[subjects.JOBS_QUEUE_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+        )
+        await js.add_stream(queue)
+    if not await _exists(js, "KV_" + subjects.JOBS_BUCKET):
+        records = KeyValueConfig(bucket=subjects.JOBS_BUCKET, description="durable jobs", history=1)
+        await js.create_key_value(records)
 
 
 async def _exists(js: JetStreamContext, stream: str) -> bool:
@@ -76,6 +93,8 @@ async def ensure_audio_bucket(nc: Client, config: Config, owner: str) -> None:
         max_bytes=int(config.nats.gateway_audio_max_mb * 2**20),
         storage=StorageType.FILE,
     )
+    if owner == subjects.JOBS_AUDIO_OWNER:  # a queued job's audio must not expire; bounded by the job limits
+        bucket = ObjectStoreConfig(description="durable jobs' audio and results", storage=StorageType.FILE)
     try:
         if not await _exists(nc.jetstream(), "OBJ_" + subjects.audio_bucket(owner)):
             await nc.jetstream().create_object_store(subjects.audio_bucket(owner), bucket)

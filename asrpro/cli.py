@@ -24,6 +24,7 @@ ACTOR_CLASSES = {
     "proxy": "actors.proxy.actor:ModelProxy",
     "recovery": "actors.recovery:Recovery",
     "metrics": "actors.metrics:Metrics",
+    "jobs": "actors.jobs.actor:Jobs",
 }
 
 

@@ -47,7 +47,12 @@ async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
             f"({(nc.max_payload - _PAYLOAD_HEADROOM) / 2**20:.1f} MB): send it through the HTTP gateway "
             "(POST /v1/audio/transcriptions), or compress it (FLAC, Opus)",
         )
-    bucket = subjects.audio_bucket(user)
+    return await stage(nc, message)
+
+
+async def stage(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
+    """The request with its audio put in the sender's own bucket (ASR_AUDIO_<user>), named by an unguessable ref."""
+    bucket = subjects.audio_bucket(sender_of(nc))
     store = await nc.jetstream().object_store(bucket)
     name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
     await store.put(name, message.audio)

@@ -40,7 +40,7 @@ PID_FILE = "nats-server.pid"
 # would publish its answer to asr.lifecycle.stop on the requester's behalf), and nats-server's config reload
 # (adding a user) forgets the grants of requests in flight. Publishing into an inbox is harmless without
 # knowing its random name, which only its owner (who alone may subscribe there) sees.
-REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery")
+REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery", "jobs")
 RENDERED = "nats-server.conf"
 
 
@@ -94,6 +94,13 @@ def render(template: str, apps: list[AppUser]) -> str:
         indent = line[: len(line) - len(line.lstrip())]
         if marker == "# @audio:gateway":
             out.append(quoted(access.object_bucket_rights(subjects.audio_bucket("gateway"), write=True), indent))
+        elif marker == "# @audio:jobs":  # its own bucket, which it reads too (results): a trusted actor
+            own = subjects.audio_bucket("jobs")
+            rights = access.object_bucket_rights(own, write=True) + access.object_bucket_rights(own, write=False)
+            out.append(quoted(list(dict.fromkeys(rights)), indent))
+        elif marker.startswith("# @audio-from:"):  # reads (and deletes) what another user staged in its bucket
+            owner = marker.removeprefix("# @audio-from:")
+            out.append(quoted(access.object_bucket_rights(subjects.audio_bucket(owner), write=False), indent))
         elif marker == "# @audio:proxy":
             reads = [
                 s for owner in owners for s in access.object_bucket_rights(subjects.audio_bucket(owner), write=False)

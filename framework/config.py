@@ -176,6 +176,19 @@ def node_name(config: Config) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", first).strip("-_")[:63] or "node"
 
 
+class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Durable transcription jobs (POST /v1/audio/jobs)."""
+
+    max_running: int = 1  # jobs decoding at once per jobs actor (node)
+    max_queued_per_app: int = 1000  # queued jobs an owner may have; beyond: 429
+    max_deliveries: int = 5  # attempts of a job (a crash of what decodes it is one) before it fails
+    retry_backoff: list[float] = msgspec.field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0])
+    decode_timeout: float = 86400.0  # one decode of a whole recording, from its checkpoint to the end
+    checkpoint_every: float = 30.0  # seconds of audio between checkpoints (one Whisper window)
+    keep_audio: bool = True  # keep a completed job's audio (False: delete it when the job completes)
+    ack_wait: float = 60.0  # a worker silent this long (crashed, its node lost): the job goes to another attempt
+
+
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_model: str = "whisper-tiny.en"
     # What whisper-1 (and OpenAI's other names) means for a translation or a language the default model lacks;
@@ -191,6 +204,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     docker: DockerConfig = msgspec.field(default_factory=DockerConfig)
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     models: dict[str, ModelConfig] = {}

@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from framework.config import Config
-from gateway import event_routes, openai_routes, ops_routes, options_routes, pull_routes
+from gateway import event_routes, job_routes, openai_routes, ops_routes, options_routes, pull_routes
 from gateway.auth import ApiKeys, KeyRing
 from gateway.browsers import BrowserGuard
 from gateway.connection import GatewayConnection
@@ -60,7 +60,7 @@ def create_app(config: Config) -> ASGIApp:
 
     app.add_exception_handler(AsrError, asr_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    for module in (openai_routes, ops_routes, event_routes, options_routes, pull_routes):
+    for module in (openai_routes, job_routes, ops_routes, event_routes, options_routes, pull_routes):
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.
     limited = UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024)

@@ -152,7 +152,10 @@ class ApiKeys:
             message = "this API key may not do that: an admin key is needed (gateway.admin_keys)"
             await _refuse(scope, send, ErrorCode.INSUFFICIENT_SCOPE, message)
             return
-        scope.setdefault("state", {})["api_scope"] = granted
+        state = scope.setdefault("state", {})
+        state["api_scope"] = granted
+        # Whose jobs these are: the key, by a digest of it (never the key itself), as one subject token.
+        state["api_owner"] = "key-" + digest(key or "")[:24]
         await self.app(scope, receive, send)
 
 

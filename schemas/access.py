@@ -17,7 +17,7 @@ from schemas.events import EVENT_TYPES, subject_of
 from schemas.transcribe import CancelTranscription, TranscriptionProgress
 
 # The actors' NATS users (nats.conf defines them); "admin" is the operator's, allowed everything.
-ACTORS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway")
+ACTORS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "jobs")
 # Applications with scope events or admin (asrpro/nats_users.py) also follow events and progress live.
 EVENT_READERS = "event-reading-applications"
 
@@ -34,7 +34,7 @@ class Topic:
 
 # A requester that gave up (asr.cancel.<request id>): the proxy serving it stops. Only the request's cancel token
 # makes a cancellation count, so anyone who may request may cancel.
-CANCEL = Topic(subjects.CANCEL_ALL, CancelTranscription, publishers=("gateway", APPS), subscribers=("proxy",))
+CANCEL = Topic(subjects.CANCEL_ALL, CancelTranscription, publishers=("gateway", "jobs", APPS), subscribers=("proxy",))
 # Progress of a transcription (asr.progress.<model>), live only.
 PROGRESS = Topic(
     subjects.PROGRESS_ALL, TranscriptionProgress, publishers=("proxy",), subscribers=("gateway", EVENT_READERS)

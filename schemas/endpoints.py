@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from schemas import subjects
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
+from schemas.jobs import JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
 from schemas.lifecycle import (
     BreakerClosed,
     CloseBreaker,
@@ -119,7 +120,16 @@ RECOVERY_CLOSE_BREAKER = Rpc(
     subjects.RECOVERY_CLOSE_BREAKER, CloseBreaker, BreakerClosed, server="recovery", callers=_OPERATE
 )
 # One endpoint for every model: the model is the subject's last part (ids may contain dots).
-TRANSCRIBE = Rpc(subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult, server="proxy", callers=_FRONT)
+# The jobs actor decodes durable jobs through the proxies like any front door.
+TRANSCRIBE = Rpc(
+    subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult, server="proxy", callers=(*_FRONT, "jobs")
+)
+# Durable jobs: the gateway asks the jobs actor, naming the owner (the API key's) it checked.
+JOBS_SUBMIT = Rpc(subjects.JOBS_SUBMIT, SubmitJob, JobRecord, server="jobs", callers=("gateway",))
+JOBS_GET = Rpc(subjects.JOBS_GET, JobQuery, JobRecord, server="jobs", callers=("gateway",))
+JOBS_RESULT = Rpc(subjects.JOBS_RESULT, JobQuery, JobResult, server="jobs", callers=("gateway",))
+JOBS_LIST = Rpc(subjects.JOBS_LIST, ListJobs, JobPage, server="jobs", callers=("gateway",))
+JOBS_CANCEL = Rpc(subjects.JOBS_CANCEL, JobQuery, JobRecord, server="jobs", callers=("gateway",))
 # A request handed to the proxies of one node (asr.forward.<node>.<model>); only proxies send it.
 FORWARD = Rpc(
     subjects.FORWARD_ALL,
@@ -158,4 +168,9 @@ ALL = (
     TRANSCRIBE,
     FORWARD,
     VIA,
+    JOBS_SUBMIT,
+    JOBS_GET,
+    JOBS_RESULT,
+    JOBS_LIST,
+    JOBS_CANCEL,
 )

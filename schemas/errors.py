@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     WRONG_MODEL = "wrong_model"  # a model server asked for a model it does not run
     NO_ROOM = "no_room"  # no GPU has room (yet): not the model's fault, breakers do not count it
     GPU_UNUSABLE = "gpu_unusable"  # placed on a GPU this runtime cannot use (no CUDA image, libraries, toolkit)
+    JOB_NOT_FOUND = "job_not_found"  # no such job, or another application's
+    JOB_NOT_COMPLETED = "job_not_completed"  # its result was asked for while it is queued, running, failed, cancelled
     # the HTTP gateway's own refusals
     INVALID_API_KEY = "invalid_api_key"  # none given, or not a valid one (OpenAI's code)
     INSUFFICIENT_SCOPE = "insufficient_scope"  # a valid key without the admin scope the route needs
@@ -87,6 +89,8 @@ STATUS: dict[ErrorCode, str] = {
     ErrorCode.WRONG_MODEL: CONFLICT,
     ErrorCode.NO_ROOM: UNAVAILABLE,
     ErrorCode.GPU_UNUSABLE: UNAVAILABLE,
+    ErrorCode.JOB_NOT_FOUND: NOT_FOUND,
+    ErrorCode.JOB_NOT_COMPLETED: CONFLICT,
     ErrorCode.INVALID_API_KEY: UNAUTHORIZED,
     ErrorCode.INSUFFICIENT_SCOPE: FORBIDDEN,
     ErrorCode.FORBIDDEN_ORIGIN: FORBIDDEN,

@@ -17,6 +17,7 @@ import msgspec
 
 from schemas import subjects
 from schemas.gpu import AllocationTable
+from schemas.jobs import JobRecord
 from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord
 from schemas.registry import FirstSeen, InstalledModels, ModelList
@@ -103,4 +104,7 @@ DEFAULT_MODEL = KvRecord(subjects.SETTINGS_BUCKET, "default_model", str)
 # ASR_SETTINGS: when the registry first saw each model id (OpenAI's `created`), kept across restarts.
 FIRST_SEEN = KvRecord(subjects.SETTINGS_BUCKET, "first_seen", FirstSeen)
 
-ALL = (SERVER, PLACEMENT_CLAIM, NODE, GPU_TABLE, CATALOGUE, INSTALLED, DEFAULT_MODEL, FIRST_SEEN)
+# ASR_JOBS: a durable job's record (state, progress, checkpoint), changed by compare-and-set.
+JOB = KvRecord(subjects.JOBS_BUCKET, "{job}", JobRecord)
+
+ALL = (SERVER, PLACEMENT_CLAIM, NODE, GPU_TABLE, CATALOGUE, INSTALLED, DEFAULT_MODEL, FIRST_SEEN, JOB)

@@ -54,12 +54,25 @@ VIA_PREFIX = "asr.via."
 VIA_ALL = "asr.via.>"
 
 EVENTS_STREAM = "ASR_EVENTS"
+
+# Durable jobs: requests the gateway makes of the jobs actor, and the work queue only the jobs actor touches (one
+# subject per owner, so that owners are served in turn).
+JOBS_SUBMIT = "asr.jobs.submit"
+JOBS_GET = "asr.jobs.get"
+JOBS_LIST = "asr.jobs.list"
+JOBS_CANCEL = "asr.jobs.cancel"
+JOBS_RESULT = "asr.jobs.result"
+JOBS_QUEUE_PREFIX = "asr.jobs.queue."
+JOBS_QUEUE_ALL = "asr.jobs.queue.>"
+JOBS_STREAM = "ASR_JOB_QUEUE"  # work-queue retention: a job's message is gone once its job ended
+JOBS_BUCKET = "ASR_JOBS"  # key <job id>: the job's record (state, progress, checkpoint)
+JOBS_AUDIO_OWNER = "jobs"  # ASR_AUDIO_jobs holds jobs' audio and results, without a time-to-live
 # Audio too large for one message goes to its sender's own object store bucket ASR_AUDIO_<user> (the gateway's,
 # see AUDIO_SENDERS); the proxy reads it by the unguessable name the request carries.
 AUDIO_BUCKET_PREFIX = "ASR_AUDIO_"
 USER_NAME = r"[a-z][a-z0-9_-]{0,31}"  # a NATS user of this system: one subject token, one bucket name suffix
 # The users whose large audio may sit in a bucket of theirs: only the gateway (applications get no JetStream).
-AUDIO_SENDERS = ("gateway",)
+AUDIO_SENDERS = ("gateway", "jobs")
 INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. and only it may subscribe there
 GPU_BUCKET = "ASR_GPU"  # key <node>: that node's AllocationTable (its devices, compare-and-set)
 SERVERS_BUCKET = "ASR_SERVERS"  # key <node>.<model id>: a node's lifecycle actor's record of a server it runs
@@ -71,6 +84,10 @@ SETTINGS_BUCKET = "ASR_SETTINGS"  # key "default_model": what whisper-1 means
 
 def audio_bucket(user: str) -> str:
     return AUDIO_BUCKET_PREFIX + user
+
+
+def job_queue(owner: str) -> str:
+    return JOBS_QUEUE_PREFIX + owner
 
 
 def inbox_prefix(user: str) -> str:

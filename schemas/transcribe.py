@@ -53,6 +53,8 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     # Start decoding this many seconds into the audio, timestamps kept those of the whole recording (a durable
     # job resuming from its checkpoint).
     offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    # The sender keeps the referenced audio (a durable job's, read again if its decode resumes): not deleted after.
+    keep_audio: bool = False
     # Partial results on the reply subject as the audio is decoded (TranscriptionDelta messages with the
     # Asr-Partial header), then the TranscriptionResult; false: the result alone, in one reply.
     stream: bool = False

@@ -90,9 +90,14 @@ async def reset_state(nats: Nats) -> None:
     nc = await nats.connect("admin")
     try:
         js = nc.jetstream()
-        for bucket in (subjects.GPU_BUCKET, subjects.SERVERS_BUCKET, subjects.SETTINGS_BUCKET):
+        for bucket in (subjects.GPU_BUCKET, subjects.SERVERS_BUCKET, subjects.SETTINGS_BUCKET, subjects.JOBS_BUCKET):
             await js.purge_stream(f"KV_{bucket}")
         await js.purge_stream(subjects.EVENTS_STREAM)
+        # Jobs: no queued job of an earlier test, no consumer bound to one.
+        await js.purge_stream(subjects.JOBS_STREAM)
+        await js.purge_stream("OBJ_" + subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER))
+        for consumer in await js.consumers_info(subjects.JOBS_STREAM):
+            await js.delete_consumer(subjects.JOBS_STREAM, consumer.name)
     finally:
         await nc.close()
 

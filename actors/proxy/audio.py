@@ -39,8 +39,8 @@ class AudioStore:
         return audio
 
     async def drop(self, msg: TranscribeRequest) -> None:
-        """Free the space of a referenced upload now rather than at the bucket's TTL."""
-        if not AUDIO_BUCKET.fullmatch(msg.audio_bucket or ""):
+        """Free the space of a referenced upload now rather than at the bucket's TTL (unless its sender keeps it)."""
+        if msg.keep_audio or not AUDIO_BUCKET.fullmatch(msg.audio_bucket or ""):
             return
         try:
             store = await self.actor.transport.object_store(msg.audio_bucket or "")

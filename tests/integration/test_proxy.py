@@ -177,3 +177,48 @@ async def test_metrics_count_requests_through_the_proxy(system, client: Client, 
         assert counters.audio_seconds == pytest.approx(11.0, abs=0.1)
     finally:
         await gateway.close()
+
+
+async def test_a_checkpointed_job_decode_cut_short_resumes_from_its_checkpoint(
+    system, client: Client, long_audio: bytes
+) -> None:
+    """The durable jobs' decode through the real proxy and model server: cut short after its first checkpoint (the
+    worker decoding it killed), then resumed from it with `offset`: only the rest is decoded again, and the text
+    reads as the uninterrupted decode's."""
+    from actors.jobs.checkpoints import decode_with_checkpoints
+    from schemas.jobs import JobCheckpoint
+
+    request = TranscribeRequest(audio=long_audio, filename="jfk4.wav", response_format="verbose_json")
+
+    def decode(message: TranscribeRequest):
+        return asr_client.transcribe_stream(client, MODEL, message, timeout=120)
+
+    async def ignore(_: JobCheckpoint) -> None:
+        return None
+
+    whole = await decode_with_checkpoints(request, None, decode, ignore, every_s=10.0)
+    saved: list[JobCheckpoint] = []
+
+    class Killed(Exception):
+        pass
+
+    async def save(checkpoint: JobCheckpoint) -> None:
+        saved.append(checkpoint)
+        if len(saved) == 1:
+            raise Killed  # the worker dies right after its first checkpoint is stored
+
+    with pytest.raises(Killed):
+        await decode_with_checkpoints(request, None, decode, save, every_s=10.0)
+    first = saved[0]
+    assert 10.0 <= first.seek < 30.0 and first.segments
+    offsets: list[float] = []
+
+    def resumed_decode(message: TranscribeRequest):
+        offsets.append(message.offset)
+        return decode(message)
+
+    result = await decode_with_checkpoints(request, first, resumed_decode, ignore, every_s=10.0)
+    assert offsets == [first.seek]
+    assert abs(result.duration - 44.0) < 0.5 and result.segments[0].start == whole.segments[0].start
+    assert [s.id for s in result.segments] == list(range(len(result.segments)))
+    assert word_error_rate(whole.text, result.text) <= 0.05, (whole.text, result.text)

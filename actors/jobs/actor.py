@@ -1,0 +1,134 @@
+"""Jobs actor: durable transcription jobs. A submission's audio moves into the jobs' own bucket (no time-to-live),
+its record into ASR_JOBS, its id onto the work queue (one subject per owner); the worker (actors/jobs/worker.py)
+decodes queued jobs with checkpoints. Every query names the owner the gateway checked: another owner's job is not
+found, whatever its id."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import msgspec
+
+from actors.jobs.store import JobStore
+from actors.jobs.worker import JobWorker
+from framework.actor import Actor, endpoint
+from framework.config import Config
+from schemas import endpoints, errors, subjects
+from schemas.errors import AsrError, ErrorCode
+from schemas.jobs import ENDED, JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
+
+OWNER = subjects.USER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
+
+
+class Jobs(Actor):
+    name = "jobs"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.cfg = config.jobs
+        self.store: JobStore | None = None
+        self.worker: JobWorker | None = None
+
+    async def setup(self) -> None:
+        self.store = JobStore(self.transport)
+        self.worker = JobWorker(self, self.store)
+        self.loop(self.worker.run())
+
+    def _store(self) -> JobStore:
+        if self.store is None:
+            raise AsrError(errors.UNAVAILABLE, "the jobs actor is starting")
+        return self.store
+
+    @endpoint(endpoints.JOBS_SUBMIT)
+    async def submit(self, msg: SubmitJob) -> JobRecord:
+        store = self._store()
+        if not re.fullmatch(OWNER, msg.owner):
+            raise AsrError(errors.BAD_REQUEST, f"owner {msg.owner!r} is not a valid owner name")
+        request = msg.request
+        if not request.audio_ref or request.audio_bucket != subjects.audio_bucket("gateway"):
+            raise AsrError(errors.BAD_REQUEST, "a job's audio must be staged in the gateway's bucket", param="file")
+        queued = [j for j in await store.all() if j.owner == msg.owner and j.status == "queued"]
+        if len(queued) >= self.cfg.max_queued_per_app:
+            raise AsrError(
+                errors.OVERLOADED,
+                f"{len(queued)} jobs of yours are queued already "
+                f"(jobs.max_queued_per_app = {self.cfg.max_queued_per_app})",
+                retry_after=60.0,
+                kind=ErrorCode.RATE_LIMIT_EXCEEDED,
+            )
+        staged = await self.transport.object_store(request.audio_bucket)
+        try:
+            audio = (await staged.get(request.audio_ref)).data or b""
+        except Exception as exc:
+            raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
+        if not audio:
+            raise AsrError(errors.BAD_REQUEST, "the file is empty", param="file")
+        job_id = "job_" + secrets.token_hex(16)
+        await store.put_audio(job_id, audio)
+        try:
+            await staged.delete(request.audio_ref)
+        except Exception as exc:  # its bucket's TTL removes it
+            self.log.info("could not delete the staged audio %s: %s", request.audio_ref, exc)
+        kept = msgspec.structs.replace(request, audio=b"", audio_ref=None, audio_bucket=None, stream=False)
+        record = JobRecord(
+            id=job_id,
+            owner=msg.owner,
+            model=msg.model,
+            request=kept,
+            created_at=time.time(),
+            metadata=msg.metadata,
+        )
+        await store.create(record)
+        # Queued last: a job on the queue always has its record and audio. JetStream acknowledges the publish.
+        await self.connection.jetstream().publish(subjects.job_queue(msg.owner), job_id.encode())
+        self.log.info("job queued", extra={"job": job_id, "owner": msg.owner, "model": msg.model})
+        return record
+
+    async def _owned(self, query: JobQuery) -> JobRecord:
+        record = await self._store().get(query.id) if query.id.startswith("job_") else None
+        if record is None or (record.owner != query.owner and not query.admin):
+            raise AsrError(errors.NOT_FOUND, f"no job {query.id!r}", param="job_id", kind=ErrorCode.JOB_NOT_FOUND)
+        return record
+
+    @endpoint(endpoints.JOBS_GET)
+    async def get(self, query: JobQuery) -> JobRecord:
+        return await self._owned(query)
+
+    @endpoint(endpoints.JOBS_RESULT)
+    async def result(self, query: JobQuery) -> JobResult:
+        record = await self._owned(query)
+        if record.status != "completed":
+            problem = f"job {record.id} is {record.status}, not completed"
+            raise AsrError(errors.CONFLICT, problem, param="job_id", kind=ErrorCode.JOB_NOT_COMPLETED)
+        return JobResult(job=record, result=await self._store().result(record.id))
+
+    @endpoint(endpoints.JOBS_LIST)
+    async def list_jobs(self, query: ListJobs) -> JobPage:
+        jobs = [
+            j
+            for j in await self._store().all()
+            if (query.admin or j.owner == query.owner) and (query.status is None or j.status == query.status)
+        ]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)  # newest first
+        if query.after:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(query.after) + 1 :] if query.after in ids else []
+        limit = max(1, min(query.limit, 100))
+        return JobPage(jobs=jobs[:limit], has_more=len(jobs) > limit)
+
+    @endpoint(endpoints.JOBS_CANCEL)
+    async def cancel(self, query: JobQuery) -> JobRecord:
+        record = await self._owned(query)
+        if record.status in ENDED:
+            return record
+
+        def cancel(r: JobRecord) -> None:
+            if r.status not in ENDED:
+                r.status, r.finished_at = "cancelled", time.time()
+
+        record = await self._store().change(record.id, cancel)
+        if self.worker is not None:
+            self.worker.cancelled(record.id)  # a decode under way here stops at once; elsewhere at its next beat
+        return record

@@ -1,0 +1,90 @@
+"""Where jobs live: records in the KV bucket ASR_JOBS (compare-and-set, so a cancel and a checkpoint never undo each
+other), audio and results in the object store bucket ASR_AUDIO_jobs, which has no time-to-live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+from framework.transport import KeyValueStore, ObjectStoreLike, Transport
+from schemas import errors, subjects
+from schemas.errors import AsrError
+from schemas.jobs import JobRecord
+from schemas.kv import JOB
+from schemas.transcribe import TranscriptionResult
+
+RESULT_SUFFIX = ".result"
+_decode_result = msgspec.msgpack.Decoder(TranscriptionResult).decode
+
+
+class JobStore:
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._kv: KeyValueStore | None = None
+        self._files: ObjectStoreLike | None = None
+
+    async def kv(self) -> KeyValueStore:
+        if self._kv is None:
+            self._kv = await self.transport.kv(JOB.bucket)
+        return self._kv
+
+    async def files(self) -> ObjectStoreLike:
+        if self._files is None:
+            self._files = await self.transport.object_store(subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER))
+        return self._files
+
+    async def create(self, record: JobRecord) -> None:
+        await (await self.kv()).create(JOB.key(record.id), JOB.encode(record))
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        try:
+            entry = await (await self.kv()).get(JOB.key(job_id))
+        except (KeyNotFoundError, ValueError):  # ValueError: not a valid key (a hostile id)
+            return None
+        return JOB.decode(entry.value) if entry.value else None
+
+    async def change(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Apply `change` to the record with compare-and-set, again when another writer got there first."""
+        kv = await self.kv()
+        for _ in range(50):
+            entry = await kv.get(JOB.key(job_id))
+            record = JOB.decode(entry.value or b"")
+            change(record)
+            try:
+                await kv.update(JOB.key(job_id), JOB.encode(record), last=entry.revision)
+                return record
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.01)
+        raise AsrError(errors.UNAVAILABLE, f"job {job_id} is too contended: try again")
+
+    async def all(self) -> list[JobRecord]:
+        kv = await self.kv()
+        try:
+            keys = await kv.keys()
+        except Exception:  # nats-py: NoKeysError on an empty bucket
+            return []
+        found = []
+        for key in keys:
+            record = await self.get(key)
+            if record is not None:
+                found.append(record)
+        return found
+
+    async def put_audio(self, job_id: str, audio: bytes) -> None:
+        await (await self.files()).put(job_id, audio)
+
+    async def put_result(self, job_id: str, result: TranscriptionResult) -> None:
+        await (await self.files()).put(job_id + RESULT_SUFFIX, msgspec.msgpack.encode(result))
+
+    async def result(self, job_id: str) -> TranscriptionResult:
+        obj = await (await self.files()).get(job_id + RESULT_SUFFIX)
+        return _decode_result(obj.data or b"")
+
+    async def drop_audio(self, job_id: str) -> None:
+        try:
+            await (await self.files()).delete(job_id)
+        except Exception:  # gone already
+            return

@@ -1,0 +1,179 @@
+"""Durable transcription jobs over HTTP: POST /v1/audio/jobs (202), GET one, its result, the caller's list, DELETE
+(cancel). A job belongs to the API key that submitted it (all jobs belong to `local` without keys): another key's
+request for it is a 404, as if it did not exist; an admin key sees every job."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from asrpro import client
+from framework import logs
+from gateway.connection import Connection
+from gateway.openai_routes import File_, Text, Texts, _boolean, _number
+from gateway.responses import render
+from schemas import endpoints, errors
+from schemas.errors import AsrError
+from schemas.jobs import JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
+from schemas.registry import not_installed
+from schemas.transcribe import Task, TranscribeRequest
+from schemas.transcribe import response_format as parse_response_format
+
+router = APIRouter()
+LOCAL_OWNER = "local"  # every job's owner when the gateway has no API keys (loopback only)
+JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "completed", "failed", "cancelled")
+
+
+def owner_of(request: Request) -> tuple[str, bool]:
+    """(owner, admin): the API key's digest-named owner and whether it is an admin key."""
+    state = request.scope.get("state") or {}
+    return state.get("api_owner") or LOCAL_OWNER, state.get("api_scope") == "admin"
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": job.id,
+        "object": "audio.job",
+        "status": job.status,
+        "model": job.model,
+        "created_at": int(job.created_at),
+        "started_at": int(job.started_at) if job.started_at else None,
+        "finished_at": int(job.finished_at) if job.finished_at else None,
+        "progress": round(job.progress, 4),
+        "audio_seconds": job.audio_seconds,
+        "processed_seconds": job.processed_seconds,
+        "attempts": job.attempts,
+        "error": {"message": job.error, "type": "server_error", "code": None} if job.error else None,
+        "metadata": job.metadata,
+        "response_format": job.request.response_format,
+    }
+    return body
+
+
+@router.post("/v1/audio/jobs", response_model=None)
+async def submit(
+    request: Request,
+    conn: Connection,
+    file: File_ = None,
+    model: Text = None,
+    language: Text = None,
+    prompt: Text = None,
+    response_format: Text = None,
+    temperature: Text = None,
+    timestamp_granularities: Annotated[Texts, Form(alias="timestamp_granularities[]")] = None,
+    vad_filter: Text = None,
+    hotwords: Text = None,
+    task: Text = None,
+    metadata: Text = None,
+    webhook_url: Text = None,
+) -> Response:
+    owner, _ = owner_of(request)
+    if file is None:
+        raise AsrError(errors.BAD_REQUEST, "no file: send the audio as the multipart field 'file'", param="file")
+    if webhook_url:
+        raise AsrError(errors.BAD_REQUEST, "webhooks are not available yet: poll the job", param="webhook_url")
+    if (task or "transcribe") not in ("transcribe", "translate"):
+        raise AsrError(errors.BAD_REQUEST, f"task must be transcribe or translate, not {task!r}", param="task")
+    for granularity in timestamp_granularities or []:
+        if granularity not in ("word", "segment"):
+            problem = f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'"
+            raise AsrError(errors.BAD_REQUEST, problem, param="timestamp_granularities")
+    tags = _metadata(metadata)
+    temp = _number("temperature", temperature)
+    if temp is not None and not 0.0 <= temp <= 1.0:
+        raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temp:g}", param="temperature")
+    fmt = parse_response_format(response_format)
+    nc = conn.client
+    job_task: Task = "translate" if task == "translate" else "transcribe"
+    info = conn.catalogue.resolve_for(model or "whisper-1", job_task, language)
+    if info.installed is False:
+        raise not_installed(info)
+    audio = await file.read()
+    if not audio:
+        raise AsrError(errors.BAD_REQUEST, f"the file '{file.filename}' is empty", param="file")
+    message = TranscribeRequest(
+        audio=audio,
+        filename=file.filename or "audio",
+        language=language or None,
+        prompt=prompt or None,
+        response_format=fmt,
+        temperature=temp,
+        task=job_task,
+        timestamp_granularities=[g for g in ("word", "segment") if g in (timestamp_granularities or [])],
+        vad_filter=_boolean("vad_filter", vad_filter),
+        hotwords=hotwords or None,
+        request_id=logs.request_id.get() or logs.new_request_id(),
+    )
+    staged = await client.stage(nc, message)
+    job = await conn.request(
+        endpoints.JOBS_SUBMIT, SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags), timeout=60.0
+    )
+    return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/v1/audio/jobs/{job.id}"})
+
+
+def _metadata(raw: str | None) -> dict[str, str]:
+    """A small JSON object of strings, echoed back with the job."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if (
+        not isinstance(value, dict)
+        or len(value) > 16
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in value.items()
+        )
+    ):
+        problem = "metadata must be a JSON object of at most 16 string values (keys <= 64, values <= 512 characters)"
+        raise AsrError(errors.BAD_REQUEST, problem, param="metadata")
+    return value
+
+
+@router.get("/v1/audio/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, conn: Connection) -> dict[str, Any]:
+    owner, admin = owner_of(request)
+    return job_json(await conn.request(endpoints.JOBS_GET, JobQuery(owner=owner, id=job_id, admin=admin)))
+
+
+@router.get("/v1/audio/jobs/{job_id}/result", response_model=None)
+async def job_result(
+    job_id: str, request: Request, conn: Connection, format: Annotated[str | None, Query()] = None
+) -> Response:
+    owner, admin = owner_of(request)
+    found = await conn.request(endpoints.JOBS_RESULT, JobQuery(owner=owner, id=job_id, admin=admin), timeout=30.0)
+    fmt = parse_response_format(format or found.job.request.response_format)
+    return render(found.result, fmt)
+
+
+@router.get("/v1/audio/jobs")
+async def list_jobs(
+    request: Request,
+    conn: Connection,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query()] = None,
+    status: Annotated[str | None, Query()] = None,
+) -> dict[str, Any]:
+    owner, admin = owner_of(request)
+    if status is not None and status not in JOB_STATUSES:
+        raise AsrError(errors.BAD_REQUEST, f"status must be one of {', '.join(JOB_STATUSES)}", param="status")
+    query = ListJobs(owner=owner, admin=admin, limit=limit, after=after, status=status)
+    page = await conn.request(endpoints.JOBS_LIST, query, timeout=30.0)
+    data = [job_json(j) for j in page.jobs]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": page.has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+@router.delete("/v1/audio/jobs/{job_id}")
+async def cancel_job(job_id: str, request: Request, conn: Connection) -> dict[str, Any]:
+    owner, admin = owner_of(request)
+    return job_json(await conn.request(endpoints.JOBS_CANCEL, JobQuery(owner=owner, id=job_id, admin=admin)))

@@ -1,0 +1,130 @@
+"""Durable jobs as an HTTP user meets them, on the whole stack (`asrpro up`, separate processes): submitted once,
+finished whatever is killed — `kill -9` of the jobs actor mid-decode, SIGTERM of the whole stack and `asrpro up`
+again on the same store — resumed from the checkpoint, completed once, seen only by the key that submitted it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import JFK_TEXT
+from tests.e2e.stack import Stack, start_stack, wait_until
+from tests.wer import word_error_rate
+
+KEY_A, KEY_B, ADMIN = "sk-jobs-app-a-0123456789", "sk-jobs-app-b-0123456789", "sk-jobs-admin-0123456789"
+JOBS_ENV = {
+    "ASRPRO_GATEWAY__API_KEYS": json.dumps([KEY_A, KEY_B]),
+    "ASRPRO_GATEWAY__ADMIN_KEYS": json.dumps([ADMIN]),
+    "ASRPRO_JOBS__ACK_WAIT": "5",
+    "ASRPRO_JOBS__CHECKPOINT_EVERY": "10",
+}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    out = tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac"
+    src = str(shared_data / "jfk.flac")
+    subprocess.run(["sox", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
+    return out.read_bytes()
+
+
+def submit(stack: Stack, audio: bytes, key: str = KEY_A, **form: str) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway}/v1/audio/jobs",
+        files={"file": ("meeting.flac", audio)},
+        data={"model": "whisper-tiny.en", **form},
+        headers=bearer(key),
+        timeout=60,
+    )
+
+
+def job(stack: Stack, job_id: str, key: str = KEY_A) -> dict[str, Any]:
+    reply = httpx.get(f"{stack.gateway}/v1/audio/jobs/{job_id}", headers=bearer(key), timeout=10)
+    reply.raise_for_status()
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def ended(stack: Stack, job_id: str, timeout: float = 240.0) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def done() -> bool:
+        found.update(job(stack, job_id))
+        return found["status"] in ("completed", "failed", "cancelled")
+
+    wait_until(done, timeout=timeout, what=f"job {job_id} to end")
+    return found
+
+
+def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(tmp_path: Path, meeting: bytes) -> None:
+    stack = start_stack(tmp_path, None, **JOBS_ENV)
+    try:
+        accepted = submit(stack, meeting, response_format="srt", metadata=json.dumps({"meeting": "weekly"}))
+        assert accepted.status_code == 202, accepted.text
+        created = accepted.json()
+        assert accepted.headers["Location"] == f"/v1/audio/jobs/{created['id']}"
+        assert (created["object"], created["status"], created["metadata"]) == (
+            "audio.job",
+            "queued",
+            {"meeting": "weekly"},
+        )
+        # Another key: 404, as if it did not exist; the admin key sees it.
+        other = httpx.get(f"{stack.gateway}/v1/audio/jobs/{created['id']}", headers=bearer(KEY_B), timeout=10)
+        assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
+        assert job(stack, created["id"], ADMIN)["id"] == created["id"]
+        # Once it has a checkpoint, the jobs actor is killed mid-decode; the supervisor starts it again.
+        wait_until(lambda: job(stack, created["id"])["processed_seconds"] >= 10, timeout=120, what="a checkpoint")
+        worker = stack.pid_of("actor", "jobs")
+        os.kill(worker, signal.SIGKILL)
+        done = ended(stack, created["id"])
+        assert done["status"] == "completed" and done["attempts"] == 2 and done["progress"] == 1.0, done
+        result = httpx.get(f"{stack.gateway}/v1/audio/jobs/{created['id']}/result", headers=bearer(KEY_A), timeout=30)
+        assert result.status_code == 200 and result.text.count("-->") >= 6, result.text
+        assert result.text.lower().count("fellow americans") >= 5
+        as_text = httpx.get(
+            f"{stack.gateway}/v1/audio/jobs/{created['id']}/result", params={"format": "json"}, headers=bearer(KEY_A)
+        )
+        assert word_error_rate(" ".join([JFK_TEXT] * 6), as_text.json()["text"]) <= 0.1
+        mine = httpx.get(f"{stack.gateway}/v1/audio/jobs", headers=bearer(KEY_A), timeout=10).json()
+        theirs = httpx.get(f"{stack.gateway}/v1/audio/jobs", headers=bearer(KEY_B), timeout=10).json()
+        assert [j["id"] for j in mine["data"]] == [created["id"]] and theirs["data"] == []
+        bad = submit(stack, b"", key=KEY_A)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "file"
+        unknown = submit(stack, meeting, model="whisper-huge")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    finally:
+        assert stack.stop() == 0
+
+
+def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: Path, meeting: bytes) -> None:
+    stack = start_stack(tmp_path, None, **JOBS_ENV)
+    try:
+        created = submit(stack, meeting).json()
+        wait_until(lambda: job(stack, created["id"])["processed_seconds"] >= 10, timeout=120, what="a checkpoint")
+    finally:
+        assert stack.stop() == 0  # SIGTERM of everything, mid-decode
+    stack = start_stack(tmp_path, None, **JOBS_ENV)
+    try:
+        done = ended(stack, created["id"])
+        assert done["status"] == "completed" and done["attempts"] >= 2, done
+        text = httpx.get(
+            f"{stack.gateway}/v1/audio/jobs/{created['id']}/result", params={"format": "text"}, headers=bearer(KEY_A)
+        ).text
+        assert text.lower().count("fellow americans") >= 5, text
+        t0 = time.monotonic()
+        cancelled = httpx.delete(f"{stack.gateway}/v1/audio/jobs/{created['id']}", headers=bearer(KEY_A), timeout=10)
+        assert cancelled.json()["status"] == "completed" and time.monotonic() - t0 < 5  # an ended job stays as it is
+    finally:
+        assert stack.stop() == 0

@@ -1,0 +1,90 @@
+"""A job's checkpointed decode, through the transport seam: a stand-in for the streamed transcription that decodes
+a recording of 10-s segments from any offset, and dies where told. A decode resumed from the last checkpoint asks
+only for the rest, carries the text so far as its prompt, and gives the same result as one uninterrupted decode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.jobs.checkpoints import decode_with_checkpoints
+from schemas.jobs import PROMPT_CHARS, JobCheckpoint
+from schemas.transcribe import Segment, TranscribeRequest, TranscriptionDelta, TranscriptionResult
+
+SEGMENTS = 12  # a two-minute recording
+WORDS = ["ask", "not", "what", "your", "country", "can", "do", "for", "you", "but", "what", "together"]
+
+
+class Crash(Exception):
+    pass
+
+
+class Recording:
+    """The streamed transcription of a 120-s recording, one 10-s segment per word; `crash_after` segments into a
+    decode, it dies (the model server or the proxy killed)."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.crash_after = crash_after
+        self.requests: list[TranscribeRequest] = []
+
+    async def decode(self, request: TranscribeRequest) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+        self.requests.append(request)
+        yield TranscriptionDelta(request_id="r", model="m", text="", progress=0.0, elapsed_s=0.0)
+        decoded: list[Segment] = []
+        for i in range(SEGMENTS):
+            start = i * 10.0
+            if start < request.offset:
+                continue
+            if self.crash_after is not None and len(decoded) == self.crash_after:
+                raise Crash("model server killed")
+            segment = Segment(id=len(decoded), start=start, end=start + 10.0, text=f" {WORDS[i]}")
+            decoded.append(segment)
+            yield TranscriptionDelta(
+                request_id="r", model="m", text=segment.text, segment=segment, progress=(start + 10) / 120, elapsed_s=1
+            )
+        text = "".join(s.text for s in decoded).strip()
+        yield TranscriptionResult(text=text, language="en", duration=120.0, segments=decoded)
+
+
+async def test_a_resumed_decode_reads_as_one_decode_of_the_whole() -> None:
+    request = TranscribeRequest(response_format="srt", prompt="JFK.")
+    uninterrupted = await decode_with_checkpoints(request, None, Recording().decode, save=_ignore)
+
+    saved: list[JobCheckpoint] = []
+
+    async def save(checkpoint: JobCheckpoint) -> None:
+        saved.append(checkpoint)
+
+    crashing = Recording(crash_after=7)
+    with pytest.raises(Crash):
+        await decode_with_checkpoints(request, None, crashing.decode, save, every_s=30.0)
+    assert [c.seek for c in saved] == [30.0, 60.0]  # at least every 30 s of audio; the 10 s after 60 are lost
+    resuming = Recording()
+    result = await decode_with_checkpoints(request, saved[-1], resuming.decode, save, every_s=30.0)
+    [resumed] = resuming.requests
+    assert resumed.offset == 60.0 and resumed.stream and resumed.prompt == "ask not what your country can"
+    assert result.text == uninterrupted.text == " ".join(WORDS)
+    assert [(s.id, s.start) for s in result.segments] == [(s.id, s.start) for s in uninterrupted.segments]
+    assert result.formatted == uninterrupted.formatted and result.formatted and "00:01:50,000" in result.formatted
+    assert [c.seek for c in saved] == [30.0, 60.0, 90.0, 120.0]  # the resumed decode went on checkpointing
+
+
+async def test_the_first_decode_starts_at_zero_with_the_callers_prompt_and_a_long_text_is_cut() -> None:
+    recording = Recording()
+    await decode_with_checkpoints(TranscribeRequest(prompt="Names: Kennedy."), None, recording.decode, _ignore)
+    assert (recording.requests[0].offset, recording.requests[0].prompt) == (0.0, "Names: Kennedy.")
+    long = JobCheckpoint(seek=10.0, segments=[Segment(id=0, start=0.0, end=10.0, text=" x" * 400)])
+    assert long.prompt(None) is not None and len(long.prompt(None) or "") == PROMPT_CHARS
+
+
+async def test_a_stream_without_a_result_is_an_error_not_a_short_text() -> None:
+    async def cut(_: TranscribeRequest) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+        yield TranscriptionDelta(request_id="r", model="m", text="", progress=0.0, elapsed_s=0.0)
+
+    with pytest.raises(RuntimeError, match="without a result"):
+        await decode_with_checkpoints(TranscribeRequest(), None, cut, _ignore)
+
+
+async def _ignore(_: JobCheckpoint) -> None:
+    return None
