@@ -36,6 +36,10 @@ class Jobs(Actor):
         self.worker = JobWorker(self, self.store)
         self.loop(self.worker.run())
 
+    async def teardown(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+
     def _store(self) -> JobStore:
         if self.store is None:
             raise AsrError(errors.UNAVAILABLE, "the jobs actor is starting")

@@ -47,6 +47,16 @@ class JobWorker:
         self.slots = asyncio.Semaphore(max(1, self.cfg.max_running))
         self.subscriptions: dict[str, Any] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.stopping = False
+
+    async def stop(self) -> None:
+        """The actor stops: decodes under way end here unacknowledged, so JetStream gives them to the next worker,
+        which resumes them from their checkpoints."""
+        self.stopping = True
+        for task in list(self.running.values()):
+            task.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=5)
 
     def cancelled(self, job_id: str) -> None:
         task = self.running.get(job_id)
@@ -134,7 +144,9 @@ class JobWorker:
             result = await self._decode(record)
         except asyncio.CancelledError:
             beat.cancel()
-            await message.ack()  # cancelled: its record says so already
+            if self.stopping:
+                raise  # not acknowledged: the job goes to the next worker
+            await message.ack()  # cancelled by its owner: its record says so already
             self.actor.log.info("job cancelled", extra={"job": job_id})
             return
         except Exception as exc:
@@ -178,9 +190,14 @@ class JobWorker:
             if (await self.store.change(record.id, keep)).status == "cancelled":
                 raise asyncio.CancelledError
 
-        return await decode_with_checkpoints(
-            request, record.checkpoint, decode, save, every_s=self.cfg.checkpoint_every
-        )
+        try:
+            return await decode_with_checkpoints(
+                request, record.checkpoint, decode, save, every_s=self.cfg.checkpoint_every
+            )
+        except asyncio.CancelledError:
+            # The proxy decoding it stops too (the cancel token travels with every resumed request).
+            await asyncio.shield(client.cancel(nc, request, "job cancelled or its worker stopping"))
+            raise
 
     async def _beat(self, job_id: str, message: Any) -> None:
         """In progress, every BEAT_S, while the job decodes; a cancel made on another node stops it here."""
