@@ -174,7 +174,7 @@ class JobWorker:
             audio_ref=record.id,
             audio_bucket=subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER),
             keep_audio=True,
-            request_id=f"{record.id}.{record.attempts}",
+            request_id=f"{record.id}-{record.attempts}",
         )
         nc = self.actor.connection
 
