@@ -15,6 +15,7 @@ from framework import logs
 from gateway.connection import Connection
 from gateway.openai_routes import File_, Text, Texts, _boolean, _number
 from gateway.responses import render
+from schemas.formats import render_text
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.jobs import JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
@@ -147,7 +148,10 @@ async def job_result(
     owner, admin = owner_of(request)
     found = await conn.request(endpoints.JOBS_RESULT, JobQuery(owner=owner, id=job_id, admin=admin), timeout=30.0)
     fmt = parse_response_format(format or found.job.request.response_format)
-    return render(found.result, fmt)
+    result = found.result
+    if fmt != found.job.request.response_format:  # stored rendered as submitted: rendered again as asked
+        result.formatted = render_text(result, fmt)
+    return render(result, fmt)
 
 
 @router.get("/v1/audio/jobs")

@@ -1,8 +1,8 @@
 """Durable transcription jobs (issue 21): a job's record, its checkpoint, and its states.
 
 A job decodes a recording of any length through a streamed transcription and keeps, as it goes, the segments
-decoded and where the decoder stands; one redelivered after a crash resumes there (TranscribeRequest.offset, with
-the text so far as the prompt a continuous decode would have carried) instead of from the start."""
+decoded and where the decoder stands; one redelivered after a crash resumes there (TranscribeRequest.offset) instead
+of from the start."""
 
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, 
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 ENDED: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
-# How much of the text so far is carried into a resumed decode as its prompt: Whisper keeps at most half of its
-# 448-token context for the previous text; 200 characters is well inside that.
-PROMPT_CHARS = 200
 
 
 class JobCheckpoint(msgspec.Struct, kw_only=True):
@@ -27,11 +24,6 @@ class JobCheckpoint(msgspec.Struct, kw_only=True):
     segments: list[Segment] = []
     words: list[Word] = []
     saved_at: float = 0.0
-
-    def prompt(self, initial: str | None) -> str | None:
-        """The prompt a continuous decode would carry into the window at `seek`: the end of the text so far."""
-        text = "".join(s.text for s in self.segments).strip()
-        return text[-PROMPT_CHARS:] if text else initial
 
 
 class JobRecord(msgspec.Struct, kw_only=True):
