@@ -15,9 +15,9 @@ from framework import logs
 from gateway.connection import Connection
 from gateway.openai_routes import File_, Text, Texts, _boolean, _number
 from gateway.responses import render
-from schemas.formats import render_text
 from schemas import endpoints, errors
 from schemas.errors import AsrError
+from schemas.formats import render_text
 from schemas.jobs import JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
 from schemas.registry import not_installed
 from schemas.transcribe import Task, TranscribeRequest
