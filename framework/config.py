@@ -187,6 +187,8 @@ class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     checkpoint_every: float = 30.0  # seconds of audio between checkpoints (one Whisper window)
     keep_audio: bool = True  # keep a completed job's audio (False: delete it when the job completes)
     ack_wait: float = 60.0  # a worker silent this long (crashed, its node lost): the job goes to another attempt
+    storage_max_gb: float = 50.0  # audio and results jobs may hold (JetStream's file store is finite): beyond, 507
+    retention: float = 7 * 86400.0  # seconds an ended job (record, audio, result) is kept, then deleted
 
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -4,11 +4,13 @@ request for it is a 404, as if it did not exist; an admin key sees every job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from asrpro import client
 from framework import logs
@@ -18,12 +20,13 @@ from gateway.responses import render
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.formats import render_text
-from schemas.jobs import JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
+from schemas.jobs import ENDED, JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
 from schemas.registry import not_installed
 from schemas.transcribe import Task, TranscribeRequest
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
+EVENTS_POLL_S = 1.0  # how often a job's event stream looks at its record
 LOCAL_OWNER = "local"  # every job's owner when the gateway has no API keys (loopback only)
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "completed", "failed", "cancelled")
 
@@ -139,6 +142,33 @@ def _metadata(raw: str | None) -> dict[str, str]:
 async def get_job(job_id: str, request: Request, conn: Connection) -> dict[str, Any]:
     owner, admin = owner_of(request)
     return job_json(await conn.request(endpoints.JOBS_GET, JobQuery(owner=owner, id=job_id, admin=admin)))
+
+
+@router.get("/v1/audio/jobs/{job_id}/events", response_model=None)
+async def job_events(job_id: str, request: Request, conn: Connection) -> Response:
+    """Server-sent events of one job: `job` with its state each time its status or progress changes, the last when
+    it ended (then the stream closes). 404 before anything when it is not the caller's."""
+    owner, admin = owner_of(request)
+    query = JobQuery(owner=owner, id=job_id, admin=admin)
+    first = await conn.request(endpoints.JOBS_GET, query)
+
+    async def events() -> AsyncIterator[str]:
+        job, last = first, None
+        yield f"retry: {int(EVENTS_POLL_S * 2000)}\n\n"
+        while True:
+            seen = (job.status, job.processed_seconds, job.attempts)
+            if seen != last:
+                last = seen
+                yield f"event: job\ndata: {json.dumps(job_json(job))}\n\n"
+            if job.status in ENDED or await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENTS_POLL_S)
+            try:
+                job = await conn.request(endpoints.JOBS_GET, query)
+            except AsrError as exc:  # the jobs actor restarting: said, and the stream goes on
+                yield f"event: error\ndata: {json.dumps({'message': exc.message})}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/v1/audio/jobs/{job_id}/result", response_model=None)

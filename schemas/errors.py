@@ -25,6 +25,7 @@ CLIENT_CLOSED = "499"  # the requester gave up (nginx's "client closed request")
 INTERNAL = "500"
 UNAVAILABLE = "503"
 TIMEOUT = "504"
+INSUFFICIENT_STORAGE = "507"  # HTTP's name for it: what jobs may hold is full (jobs.storage_max_gb)
 NO_ROOM = "507"  # the GPU allocator: no device has the memory (the lifecycle actor evicts, falls back or waits)
 
 
@@ -56,6 +57,7 @@ class ErrorCode(StrEnum):
     GPU_UNUSABLE = "gpu_unusable"  # placed on a GPU this runtime cannot use (no CUDA image, libraries, toolkit)
     JOB_NOT_FOUND = "job_not_found"  # no such job, or another application's
     JOB_NOT_COMPLETED = "job_not_completed"  # its result was asked for while it is queued, running, failed, cancelled
+    STORAGE_FULL = "storage_full"  # jobs hold jobs.storage_max_gb already: a submission is refused before the 202
     # the HTTP gateway's own refusals
     INVALID_API_KEY = "invalid_api_key"  # none given, or not a valid one (OpenAI's code)
     INSUFFICIENT_SCOPE = "insufficient_scope"  # a valid key without the admin scope the route needs
@@ -91,6 +93,7 @@ STATUS: dict[ErrorCode, str] = {
     ErrorCode.GPU_UNUSABLE: UNAVAILABLE,
     ErrorCode.JOB_NOT_FOUND: NOT_FOUND,
     ErrorCode.JOB_NOT_COMPLETED: CONFLICT,
+    ErrorCode.STORAGE_FULL: INSUFFICIENT_STORAGE,
     ErrorCode.INVALID_API_KEY: UNAUTHORIZED,
     ErrorCode.INSUFFICIENT_SCOPE: FORBIDDEN,
     ErrorCode.FORBIDDEN_ORIGIN: FORBIDDEN,

@@ -5,6 +5,7 @@ found, whatever its id."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -20,6 +21,7 @@ from schemas.errors import AsrError, ErrorCode
 from schemas.jobs import ENDED, JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
 
 OWNER = subjects.USER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
+SWEEP_EVERY_S = 3600.0  # retention: ended jobs past jobs.retention are deleted this often
 
 
 class Jobs(Actor):
@@ -35,6 +37,7 @@ class Jobs(Actor):
         self.store = JobStore(self.transport)
         self.worker = JobWorker(self, self.store)
         self.loop(self.worker.run())
+        self.loop(self._sweeping())
 
     async def teardown(self) -> None:
         if self.worker is not None:
@@ -69,6 +72,11 @@ class Jobs(Actor):
             raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
         if not audio:
             raise AsrError(errors.BAD_REQUEST, "the file is empty", param="file")
+        try:
+            await self._check_room(len(audio))
+        except AsrError:
+            await staged.delete(request.audio_ref)  # refused: nothing of it stays
+            raise
         job_id = "job_" + secrets.token_hex(16)
         await store.put_audio(job_id, audio)
         try:
@@ -89,6 +97,41 @@ class Jobs(Actor):
         await self.connection.jetstream().publish(subjects.job_queue(msg.owner), job_id.encode())
         self.log.info("job queued", extra={"job": job_id, "owner": msg.owner, "model": msg.model})
         return record
+
+    async def _check_room(self, adding: int) -> None:
+        """507 before anything is stored when jobs hold jobs.storage_max_gb already."""
+        bucket = await self.connection.jetstream().stream_info(
+            "OBJ_" + subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER)
+        )
+        held, limit = bucket.state.bytes or 0, int(self.cfg.storage_max_gb * 2**30)
+        if held + adding > limit:
+            raise AsrError(
+                errors.INSUFFICIENT_STORAGE,
+                f"jobs hold {held / 2**30:.2f} GB of the {self.cfg.storage_max_gb:g} GB they may "
+                "(jobs.storage_max_gb): wait for jobs to end and be deleted (jobs.retention)",
+                kind=ErrorCode.STORAGE_FULL,
+            )
+
+    async def sweep(self) -> int:
+        """Delete ended jobs older than jobs.retention: record, audio, result. Returns how many."""
+        cutoff = time.time() - self.cfg.retention
+        store = self._store()
+        gone = 0
+        for job in await store.all():
+            if job.status in ENDED and (job.finished_at or job.created_at) < cutoff:
+                await store.forget(job.id)
+                gone += 1
+        if gone:
+            self.log.info("deleted %d ended jobs older than jobs.retention", gone)
+        return gone
+
+    async def _sweeping(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                self.log.warning("job retention sweep failed: %s", exc)
 
     async def _owned(self, query: JobQuery) -> JobRecord:
         record = await self._store().get(query.id) if query.id.startswith("job_") else None

@@ -83,6 +83,15 @@ class JobStore:
         obj = await (await self.files()).get(job_id + RESULT_SUFFIX)
         return _decode_result(obj.data or b"")
 
+    async def forget(self, job_id: str) -> None:
+        """Record, audio and result: gone."""
+        for name in (job_id, job_id + RESULT_SUFFIX):
+            try:
+                await (await self.files()).delete(name)
+            except Exception:  # never stored, or gone already
+                continue
+        await (await self.kv()).purge(JOB.key(job_id))
+
     async def drop_audio(self, job_id: str) -> None:
         try:
             await (await self.files()).delete(job_id)

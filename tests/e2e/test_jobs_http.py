@@ -126,6 +126,19 @@ def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: P
         assert stack.stop() == 0  # SIGTERM of everything, mid-decode
     stack = start_stack(tmp_path, None, **JOBS_ENV)
     try:
+        # Its events, as a browser's EventSource reads them: the state as it changes, the last one completed.
+        states = []
+        with httpx.stream(
+            "GET", f"{stack.gateway}/v1/audio/jobs/{created['id']}/events", headers=bearer(KEY_A), timeout=240
+        ) as events:
+            assert events.status_code == 200 and events.headers["content-type"].startswith("text/event-stream")
+            for line in events.iter_lines():
+                if line.startswith("data: "):
+                    states.append(json.loads(line.removeprefix("data: ")))
+        assert states and states[-1]["status"] == "completed" and states[-1]["progress"] == 1.0, states
+        assert [s["processed_seconds"] for s in states] == sorted(s["processed_seconds"] for s in states)
+        other = httpx.get(f"{stack.gateway}/v1/audio/jobs/{created['id']}/events", headers=bearer(KEY_B), timeout=10)
+        assert other.status_code == 404
         done = ended(stack, created["id"])
         assert done["status"] == "completed" and done["attempts"] >= 2, done
         text = httpx.get(

@@ -147,3 +147,24 @@ async def test_an_application_cannot_reach_the_jobs_subjects_or_buckets(jetstrea
         assert sum("permissions violation" in str(e).lower() for e in errors) == 4, errors
     finally:
         await nc.close()
+
+
+async def test_jobs_storage_is_bounded_and_ended_jobs_are_deleted_after_their_retention(
+    system, start_actor, gateway_nc: Client, jfk: bytes
+) -> None:
+    jobs = await start_actor(Jobs, ASRPRO_JOBS__RETENTION="0.5")
+    done = await until_ended(gateway_nc, (await submit(gateway_nc, jfk)).id)
+    assert done.status == "completed"
+    await asyncio.sleep(0.6)
+    assert await jobs.sweep() == 1
+    with pytest.raises(AsrError) as err:
+        await bus.request(gateway_nc, endpoints.JOBS_GET, JobQuery(owner="key-a", id=done.id))
+    assert err.value.kind == "job_not_found"
+    await jobs.stop()
+    # 1 kB for all jobs: refused before anything is stored (the upload staged by the gateway is all there is).
+    await start_actor(Jobs, ASRPRO_JOBS__STORAGE_MAX_GB="0.000001")
+    with pytest.raises(AsrError) as err:
+        await submit(gateway_nc, jfk)
+    assert (err.value.code, err.value.kind) == ("507", "storage_full") and "jobs.storage_max_gb" in err.value.message
+    listed = await bus.request(gateway_nc, endpoints.JOBS_LIST, ListJobs(owner="key-a", admin=True))
+    assert listed.jobs == []
