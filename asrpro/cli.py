@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from asrpro.jobs_command import cmd_jobs
 from asrpro.transcribe_command import cmd_transcribe
 from framework.config import Config, ConfigError, load_config
 from framework.logs import setup_logging
@@ -329,6 +330,16 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--api-key", default=os.environ.get("ASRPRO_API_KEY"), help="gateway API key ($ASRPRO_API_KEY)")
     tr.add_argument("--nats", action="store_true", help="send straight over NATS instead of through the gateway")
     tr.set_defaults(fn=cmd_transcribe)
+    jobs = sub.add_parser("jobs", help="durable jobs: submit a file (--wait for its result), list, get, cancel")
+    jobs.add_argument("action", choices=["submit", "list", "get", "cancel"])
+    jobs.add_argument("id", nargs="?", help="the file to submit, or the job id")
+    jobs.add_argument("--wait", action="store_true", help="submit: wait for the result, with a progress bar")
+    jobs.add_argument("--model", default="whisper-1")
+    jobs.add_argument("--language")
+    jobs.add_argument("--format", choices=["json", "text", "srt", "vtt", "verbose_json"], help="the result's format")
+    jobs.add_argument("--url", help="gateway URL (default from the configuration)")
+    jobs.add_argument("--api-key", default=os.environ.get("ASRPRO_API_KEY"), help="gateway API key ($ASRPRO_API_KEY)")
+    jobs.set_defaults(fn=cmd_jobs)
     return p
 
 

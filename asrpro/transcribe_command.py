@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from asrpro import client
+from asrpro.jobs_command import print_http_error
 from framework.config import Config
 
 
@@ -36,12 +37,7 @@ def cmd_transcribe(config: Config, args: argparse.Namespace) -> int:
             timeout=config.gateway.request_timeout,
         )
     if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        print(f"asrpro: HTTP {response.status_code}: {message}", file=sys.stderr)
-        return 1
+        return print_http_error(response)
     print(response.text if args.format in ("text", "srt", "vtt") else json.dumps(response.json(), indent=2))
     return 0
 

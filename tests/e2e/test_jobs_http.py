@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ def ended(stack: Stack, job_id: str, timeout: float = 240.0) -> dict[str, Any]:
     return found
 
 
-def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(tmp_path: Path, meeting: bytes) -> None:
+def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
+    tmp_path: Path, meeting: bytes, shared_data: Path
+) -> None:
     stack = start_stack(tmp_path, None, **JOBS_ENV)
     try:
         accepted = submit(stack, meeting, response_format="srt", metadata=json.dumps({"meeting": "weekly"}))
@@ -109,6 +112,29 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(tmp_path: Path,
         mine = httpx.get(f"{stack.gateway}/v1/audio/jobs", headers=bearer(KEY_A), timeout=10).json()
         theirs = httpx.get(f"{stack.gateway}/v1/audio/jobs", headers=bearer(KEY_B), timeout=10).json()
         assert [j["id"] for j in mine["data"]] == [created["id"]] and theirs["data"] == []
+        # The command line: submit and wait, with a progress bar, then the result as text; the list.
+        cli = [sys.executable, "-m", "asrpro.cli", "jobs"]
+        common = ["--url", stack.gateway, "--api-key", KEY_A]
+        waited = subprocess.run(
+            [
+                *cli,
+                "submit",
+                str(shared_data / "jfk.flac"),
+                "--wait",
+                "--format",
+                "text",
+                "--model",
+                "whisper-tiny.en",
+                *common,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert waited.returncode == 0, waited.stderr
+        assert word_error_rate(JFK_TEXT, waited.stdout) <= 0.1 and "100.0%" in waited.stderr
+        listed = subprocess.run([*cli, "list", *common], capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and created["id"] in listed.stdout and listed.stdout.count("completed") == 2
         bad = submit(stack, b"", key=KEY_A)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "file"
         unknown = submit(stack, meeting, model="whisper-huge")
