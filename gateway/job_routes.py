@@ -165,8 +165,10 @@ async def job_events(job_id: str, request: Request, conn: Connection) -> Respons
             await asyncio.sleep(EVENTS_POLL_S)
             try:
                 job = await conn.request(endpoints.JOBS_GET, query)
-            except AsrError as exc:  # the jobs actor restarting: said, and the stream goes on
+            except AsrError as exc:  # the jobs actor restarting: said, and the stream goes on; gone: it ends
                 yield f"event: error\ndata: {json.dumps({'message': exc.message})}\n\n"
+                if exc.code == errors.NOT_FOUND:
+                    return
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

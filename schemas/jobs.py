@@ -42,6 +42,10 @@ class JobRecord(msgspec.Struct, kw_only=True):
     error: str | None = None
     metadata: dict[str, str] = {}
     checkpoint: JobCheckpoint | None = None
+    # The names of its audio and result in ASR_AUDIO_jobs: secrets, never shown (an id is seen in URLs and logs, and
+    # a name in that bucket is what lets a proxy read the object).
+    audio_object: str = ""
+    result_object: str = ""
 
     @property
     def progress(self) -> float:

@@ -21,6 +21,7 @@ from schemas.errors import AsrError, ErrorCode
 from schemas.jobs import ENDED, JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
 
 OWNER = subjects.USER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
+JOB_ID = re.compile(r"job_[0-9a-f]{32}")  # what submit makes: anything else is not found, never a KV key
 SWEEP_EVERY_S = 3600.0  # retention: ended jobs past jobs.retention are deleted this often
 
 
@@ -78,11 +79,6 @@ class Jobs(Actor):
             await staged.delete(request.audio_ref)  # refused: nothing of it stays
             raise
         job_id = "job_" + secrets.token_hex(16)
-        await store.put_audio(job_id, audio)
-        try:
-            await staged.delete(request.audio_ref)
-        except Exception as exc:  # its bucket's TTL removes it
-            self.log.info("could not delete the staged audio %s: %s", request.audio_ref, exc)
         kept = msgspec.structs.replace(request, audio=b"", audio_ref=None, audio_bucket=None, stream=False)
         record = JobRecord(
             id=job_id,
@@ -91,10 +87,21 @@ class Jobs(Actor):
             request=kept,
             created_at=time.time(),
             metadata=msg.metadata,
+            audio_object="audio-" + secrets.token_hex(16),
+            result_object="result-" + secrets.token_hex(16),
         )
-        await store.create(record)
-        # Queued last: a job on the queue always has its record and audio. JetStream acknowledges the publish.
-        await self.connection.jetstream().publish(subjects.job_queue(msg.owner), job_id.encode())
+        await store.put_audio(record, audio)
+        try:
+            await staged.delete(request.audio_ref)
+        except Exception as exc:  # its bucket's TTL removes it
+            self.log.info("could not delete the staged audio %s: %s", request.audio_ref, exc)
+        try:
+            await store.create(record)
+            # Queued last: a job on the queue always has its record and audio. JetStream acknowledges the publish.
+            await self.connection.jetstream().publish(subjects.job_queue(msg.owner), job_id.encode())
+        except Exception as exc:  # never queued: nothing of it may stay (a record that never runs, orphan audio)
+            await store.forget(record)
+            raise AsrError(errors.UNAVAILABLE, f"the job could not be queued: {exc!r}") from exc
         self.log.info("job queued", extra={"job": job_id, "owner": msg.owner, "model": msg.model})
         return record
 
@@ -119,7 +126,7 @@ class Jobs(Actor):
         gone = 0
         for job in await store.all():
             if job.status in ENDED and (job.finished_at or job.created_at) < cutoff:
-                await store.forget(job.id)
+                await store.forget(job)
                 gone += 1
         if gone:
             self.log.info("deleted %d ended jobs older than jobs.retention", gone)
@@ -134,7 +141,7 @@ class Jobs(Actor):
                 self.log.warning("job retention sweep failed: %s", exc)
 
     async def _owned(self, query: JobQuery) -> JobRecord:
-        record = await self._store().get(query.id) if query.id.startswith("job_") else None
+        record = await self._store().get(query.id) if JOB_ID.fullmatch(query.id) else None
         if record is None or (record.owner != query.owner and not query.admin):
             raise AsrError(errors.NOT_FOUND, f"no job {query.id!r}", param="job_id", kind=ErrorCode.JOB_NOT_FOUND)
         return record
@@ -149,7 +156,7 @@ class Jobs(Actor):
         if record.status != "completed":
             problem = f"job {record.id} is {record.status}, not completed"
             raise AsrError(errors.CONFLICT, problem, param="job_id", kind=ErrorCode.JOB_NOT_COMPLETED)
-        return JobResult(job=record, result=await self._store().result(record.id))
+        return JobResult(job=record, result=await self._store().result(record))
 
     @endpoint(endpoints.JOBS_LIST)
     async def list_jobs(self, query: ListJobs) -> JobPage:

@@ -49,6 +49,8 @@ async def decode_with_checkpoints(
             break
         if piece.segment is None:  # the stream's first message: admitted, audio opened
             continue
+        if piece.segment.end <= done.seek:  # decoded before the checkpoint (a server that ignored `offset`)
+            continue
         segments.append(piece.segment)
         words += piece.words or []
         if piece.progress > 0:  # the share of the recording decoded: its length follows

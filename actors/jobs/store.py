@@ -16,7 +16,6 @@ from schemas.jobs import JobRecord
 from schemas.kv import JOB
 from schemas.transcribe import TranscriptionResult
 
-RESULT_SUFFIX = ".result"
 _decode_result = msgspec.msgpack.Decoder(TranscriptionResult).decode
 
 
@@ -42,7 +41,7 @@ class JobStore:
     async def get(self, job_id: str) -> JobRecord | None:
         try:
             entry = await (await self.kv()).get(JOB.key(job_id))
-        except (KeyNotFoundError, ValueError):  # ValueError: not a valid key (a hostile id)
+        except KeyNotFoundError:
             return None
         return JOB.decode(entry.value) if entry.value else None
 
@@ -73,27 +72,27 @@ class JobStore:
                 found.append(record)
         return found
 
-    async def put_audio(self, job_id: str, audio: bytes) -> None:
-        await (await self.files()).put(job_id, audio)
+    async def put_audio(self, record: JobRecord, audio: bytes) -> None:
+        await (await self.files()).put(record.audio_object, audio)
 
-    async def put_result(self, job_id: str, result: TranscriptionResult) -> None:
-        await (await self.files()).put(job_id + RESULT_SUFFIX, msgspec.msgpack.encode(result))
+    async def put_result(self, record: JobRecord, result: TranscriptionResult) -> None:
+        await (await self.files()).put(record.result_object, msgspec.msgpack.encode(result))
 
-    async def result(self, job_id: str) -> TranscriptionResult:
-        obj = await (await self.files()).get(job_id + RESULT_SUFFIX)
+    async def result(self, record: JobRecord) -> TranscriptionResult:
+        obj = await (await self.files()).get(record.result_object)
         return _decode_result(obj.data or b"")
 
-    async def forget(self, job_id: str) -> None:
+    async def forget(self, record: JobRecord) -> None:
         """Record, audio and result: gone."""
-        for name in (job_id, job_id + RESULT_SUFFIX):
+        for name in (record.audio_object, record.result_object):
             try:
                 await (await self.files()).delete(name)
             except Exception:  # never stored, or gone already
                 continue
-        await (await self.kv()).purge(JOB.key(job_id))
+        await (await self.kv()).purge(JOB.key(record.id))
 
-    async def drop_audio(self, job_id: str) -> None:
+    async def drop_audio(self, record: JobRecord) -> None:
         try:
-            await (await self.files()).delete(job_id)
+            await (await self.files()).delete(record.audio_object)
         except Exception:  # gone already
             return

@@ -90,14 +90,19 @@ class JobWorker:
             await self.slots.acquire()
             try:
                 message = await self._next(owner)
-            except Exception:
+            except Exception as exc:  # this owner's consumer only: the others are still served
                 self.slots.release()
-                raise
+                self.subscriptions.pop(owner, None)  # made again next round (deleted, or its server restarted)
+                self.actor.log.warning("job queue of %s: %s", owner, exc)
+                continue
             if message is None:
                 self.slots.release()
                 continue
             took = True
             job_id = message.data.decode()
+            if job_id in self.running:  # redelivered while it still decodes here (beats lost): left to this one
+                self.slots.release()
+                continue
             task = asyncio.ensure_future(self._process(job_id, message))
             self.running[job_id] = task
             task.add_done_callback(self._finished(job_id))
@@ -133,11 +138,16 @@ class JobWorker:
         attempt = message.metadata.num_delivered
 
         def start(r: JobRecord) -> None:
+            if r.status in ENDED:  # cancelled since it was read: a cancel is never undone
+                return
             r.status, r.attempts, r.error = "running", attempt, None
             r.started_at = r.started_at or time.time()
             r.resumed_from = r.checkpoint.seek if r.checkpoint else 0.0
 
         record = await self.store.change(job_id, start)
+        if record.status in ENDED:
+            await message.ack()
+            return
         self.actor.log.info("job running", extra={"job": job_id, "attempt": attempt, "owner": record.owner})
         beat = asyncio.ensure_future(self._beat(job_id, message))
         try:
@@ -145,16 +155,22 @@ class JobWorker:
         except asyncio.CancelledError:
             beat.cancel()
             if self.stopping:
-                raise  # not acknowledged: the job goes to the next worker
-            await message.ack()  # cancelled by its owner: its record says so already
-            self.actor.log.info("job cancelled", extra={"job": job_id})
+                with contextlib.suppress(Exception):
+                    await message.nak()  # to the next worker at once, not after ack_wait
+                raise
+            current = await self.store.get(job_id)
+            if current is None or current.status in ENDED:
+                await message.ack()  # cancelled by its owner: its record says so already
+                self.actor.log.info("job cancelled", extra={"job": job_id})
+            else:
+                await message.nak()
             return
         except Exception as exc:
             beat.cancel()
             await self._failed(job_id, message, attempt, exc)
             return
         beat.cancel()
-        await self.store.put_result(job_id, result)
+        await self.store.put_result(record, result)
 
         def complete(r: JobRecord) -> None:
             if r.status not in ENDED:
@@ -165,16 +181,18 @@ class JobWorker:
         record = await self.store.change(job_id, complete)
         await message.ack()
         if not self.cfg.keep_audio:
-            await self.store.drop_audio(job_id)
+            await self.store.drop_audio(record)
         self.actor.log.info("job completed", extra={"job": job_id, "audio_s": result.duration})
 
     async def _decode(self, record: JobRecord) -> Any:
         request = msgspec.structs.replace(
             record.request,
-            audio_ref=record.id,
+            audio_ref=record.audio_object,
             audio_bucket=subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER),
             keep_audio=True,
             request_id=f"{record.id}-{record.attempts}",
+            # The proxy's deadline for the whole decode (its default is the gateway's request_timeout).
+            timeout=min(self.cfg.decode_timeout, 86400.0),
         )
         nc = self.actor.connection
 
@@ -203,9 +221,12 @@ class JobWorker:
         """In progress, every BEAT_S, while the job decodes; a cancel made on another node stops it here."""
         while True:
             await asyncio.sleep(min(BEAT_S, self.cfg.ack_wait / 3))
-            with contextlib.suppress(Exception):
+            try:
                 await message.in_progress()
-            record = await self.store.get(job_id)
+                record = await self.store.get(job_id)
+            except Exception as exc:  # a hiccup of the bus: beat again next time, never stop beating
+                self.actor.log.info("job %s heartbeat: %s", job_id, exc)
+                continue
             if record is not None and record.status == "cancelled":
                 self.cancelled(job_id)
                 return

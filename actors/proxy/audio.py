@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from nats.js.errors import NotFoundError
+
 from framework.actor import Actor
 from schemas import errors, subjects
 from schemas.errors import AsrError
@@ -27,10 +29,12 @@ class AudioStore:
             try:
                 store = await self.actor.transport.object_store(bucket)
                 obj = await store.get(msg.audio_ref)
-            except Exception as exc:
+            except NotFoundError as exc:  # the sender's mistake (or its audio expired): not worth a retry
                 raise AsrError(
-                    errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc}"
+                    errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc!r}"
                 ) from exc
+            except Exception as exc:  # the store did not answer: a retry may work
+                raise AsrError(errors.UNAVAILABLE, f"audio_ref '{msg.audio_ref}' could not be read: {exc!r}") from exc
             audio = obj.data or b""
         else:
             audio = msg.audio

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from actors.jobs.checkpoints import decode_with_checkpoints
@@ -86,3 +87,23 @@ async def test_a_stream_without_a_result_is_an_error_not_a_short_text() -> None:
 
 async def _ignore(_: JobCheckpoint) -> None:
     return None
+
+
+async def test_a_server_that_ignores_the_offset_still_gives_each_segment_once() -> None:
+    """A model server of an older image decodes from 0 whatever `offset` says: what precedes the checkpoint is
+    dropped, not doubled."""
+    recording = Recording()
+
+    async def from_zero(request: TranscribeRequest) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+        async for piece in recording.decode(msgspec.structs.replace(request, offset=0.0)):
+            yield piece
+
+    saved: list[JobCheckpoint] = []
+
+    async def save(checkpoint: JobCheckpoint) -> None:
+        saved.append(checkpoint)
+
+    with pytest.raises(Crash):
+        await decode_with_checkpoints(TranscribeRequest(), None, Recording(crash_after=5).decode, save, every_s=30.0)
+    result = await decode_with_checkpoints(TranscribeRequest(), saved[-1], from_zero, _ignore, every_s=30.0)
+    assert result.text == " ".join(WORDS) and len(result.segments) == SEGMENTS
