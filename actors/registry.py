@@ -25,6 +25,7 @@ from schemas.registry import (
     SetDefaultModel,
     not_installed,
     resolve,
+    resolve_for,
     spec_fields,
 )
 
@@ -159,7 +160,7 @@ class Registry(Actor):
 
     @endpoint(endpoints.REGISTRY_GET)
     async def get_model(self, msg: GetModel) -> ModelInfo:
-        return self.resolve(msg.id)
+        return resolve_for(self.listing(), msg.id, msg.task, msg.language)
 
     @endpoint(endpoints.REGISTRY_SET_DEFAULT)
     async def set_default(self, msg: SetDefaultModel) -> ModelInfo:

@@ -63,17 +63,26 @@ async def ensure_jetstream(nc: Client, config: Config) -> None:
 async def ensure_jobs(nc: Client, config: Config) -> None:
     """The jobs' work queue (a job's message stays until its job ended) and their records."""
     js = nc.jetstream()
-    if not await _exists(js, subjects.JOBS_STREAM):
-        queue = StreamConfig(
-            name=subjects.JOBS_STREAM,
-            subjects=[subjects.JOBS_QUEUE_ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-        )
-        await js.add_stream(queue)
+    await _work_queue(js, subjects.JOBS_STREAM, subjects.JOBS_QUEUE_ALL)
+    # A job's end waits here until its webhook is delivered or given up; a second publish of the same end (a worker
+    # retrying after a lost acknowledgement) is dropped by its Nats-Msg-Id.
+    await _work_queue(js, subjects.JOBS_WEBHOOK_STREAM, subjects.JOBS_WEBHOOKS, duplicate_window=3600.0)
     if not await _exists(js, "KV_" + subjects.JOBS_BUCKET):
         records = KeyValueConfig(bucket=subjects.JOBS_BUCKET, description="durable jobs", history=1)
         await js.create_key_value(records)
+
+
+async def _work_queue(js: JetStreamContext, name: str, subject: str, duplicate_window: float = 0.0) -> None:
+    """A stream whose messages stay until acknowledged, each taken by one consumer."""
+    if not await _exists(js, name):
+        config = StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=duplicate_window,
+        )
+        await js.add_stream(config)
 
 
 async def _exists(js: JetStreamContext, stream: str) -> bool:

@@ -40,6 +40,12 @@ def cmd_jobs(config: Config, args: argparse.Namespace) -> int:
             for job in response.json()["data"]:
                 print(f"{job['id']}  {job['status']:<9}  {job['progress'] * 100:5.1f}%  {job['model']}")
             return 0
+        if args.action == "webhook-secret":  # to verify the signatures of this key's webhooks
+            response = http.get(f"{url}/webhook_secret")
+            if response.status_code != 200:
+                return print_http_error(response)
+            print(response.json()["secret"])
+            return 0
         if not args.id:
             print(f"asrpro: jobs {args.action} needs a job id", file=sys.stderr)
             return 2
@@ -60,6 +66,8 @@ def _submit(http: httpx.Client, url: str, args: argparse.Namespace) -> int:
     data = {"model": args.model, "response_format": args.format or "text"}
     if args.language:
         data["language"] = args.language
+    if args.webhook_url:
+        data["webhook_url"] = args.webhook_url
     with path.open("rb") as fh:
         response = http.post(url, files={"file": (path.name, fh)}, data=data, timeout=None)
     if response.status_code != 202:

@@ -145,6 +145,7 @@ def server_part(config: Config, route_password: str) -> str:
 STREAMS = (
     subjects.EVENTS_STREAM,
     subjects.JOBS_STREAM,
+    subjects.JOBS_WEBHOOK_STREAM,
     *dict.fromkeys(record.stream for record in kv_records.ALL),
     *("OBJ_" + subjects.audio_bucket(owner) for owner in subjects.AUDIO_SENDERS),
     "KV_" + subjects.ACCESS_BUCKET,  # asrpro.access_sync

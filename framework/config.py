@@ -189,6 +189,16 @@ class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ack_wait: float = 60.0  # a worker silent this long (crashed, its node lost): the job goes to another attempt
     storage_max_gb: float = 50.0  # audio and results jobs may hold (JetStream's file store is finite): beyond, 507
     retention: float = 7 * 86400.0  # seconds an ended job (record, audio, result) is kept, then deleted
+    # Where webhooks may go: host names (`*.example.com` too), IP addresses or networks (CIDR), and `*` = any host
+    # whose addresses are all public. Loopback, private and link-local addresses only when listed (no SSRF).
+    webhook_allowed_hosts: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # Seconds before the 2nd, 3rd, ... attempt of a webhook (Standard Webhooks' schedule: a day and more).
+    webhook_retry: list[float] = msgspec.field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    # The service's webhook signing secret, from which each application's is derived; empty: one made at first
+    # start and kept in ASR_JOBS (every node of a cluster shares it).
+    webhook_secret: str = ""
 
 
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -20,7 +20,7 @@ from gateway.responses import render
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.formats import render_text
-from schemas.jobs import ENDED, JobQuery, JobRecord, JobStatus, ListJobs, SubmitJob
+from schemas.jobs import ENDED, STATUSES, JobQuery, JobRecord, ListJobs, SecretQuery, SubmitJob, job_view
 from schemas.registry import not_installed
 from schemas.transcribe import Task, TranscribeRequest
 from schemas.transcribe import response_format as parse_response_format
@@ -28,7 +28,6 @@ from schemas.transcribe import response_format as parse_response_format
 router = APIRouter()
 EVENTS_POLL_S = 1.0  # how often a job's event stream looks at its record
 LOCAL_OWNER = "local"  # every job's owner when the gateway has no API keys (loopback only)
-JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "completed", "failed", "cancelled")
 
 
 def owner_of(request: Request) -> tuple[str, bool]:
@@ -38,23 +37,7 @@ def owner_of(request: Request) -> tuple[str, bool]:
 
 
 def job_json(job: JobRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": job.id,
-        "object": "audio.job",
-        "status": job.status,
-        "model": job.model,
-        "created_at": int(job.created_at),
-        "started_at": int(job.started_at) if job.started_at else None,
-        "finished_at": int(job.finished_at) if job.finished_at else None,
-        "progress": round(job.progress, 4),
-        "audio_seconds": job.audio_seconds,
-        "processed_seconds": job.processed_seconds,
-        "attempts": job.attempts,
-        "error": {"message": job.error, "type": "server_error", "code": None} if job.error else None,
-        "metadata": job.metadata,
-        "response_format": job.request.response_format,
-    }
-    return body
+    return job_view(job)
 
 
 @router.post("/v1/audio/jobs", response_model=None)
@@ -77,8 +60,6 @@ async def submit(
     owner, _ = owner_of(request)
     if file is None:
         raise AsrError(errors.BAD_REQUEST, "no file: send the audio as the multipart field 'file'", param="file")
-    if webhook_url:
-        raise AsrError(errors.BAD_REQUEST, "webhooks are not available yet: poll the job", param="webhook_url")
     if (task or "transcribe") not in ("transcribe", "translate"):
         raise AsrError(errors.BAD_REQUEST, f"task must be transcribe or translate, not {task!r}", param="task")
     for granularity in timestamp_granularities or []:
@@ -112,9 +93,8 @@ async def submit(
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
     staged = await client.stage(nc, message)
-    job = await conn.request(
-        endpoints.JOBS_SUBMIT, SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags), timeout=60.0
-    )
+    submission = SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags, webhook_url=webhook_url or None)
+    job = await conn.request(endpoints.JOBS_SUBMIT, submission, timeout=60.0)
     return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/v1/audio/jobs/{job.id}"})
 
 
@@ -136,6 +116,15 @@ def _metadata(raw: str | None) -> dict[str, str]:
         problem = "metadata must be a JSON object of at most 16 string values (keys <= 64, values <= 512 characters)"
         raise AsrError(errors.BAD_REQUEST, problem, param="metadata")
     return value
+
+
+@router.get("/v1/audio/jobs/webhook_secret")
+async def webhook_secret(request: Request, conn: Connection) -> dict[str, Any]:
+    """The caller's webhook signing secret (Standard Webhooks' whsec_...): one per API key, the same for all its
+    jobs; an admin key gets its own, like any key."""
+    owner, _ = owner_of(request)
+    found = await conn.request(endpoints.JOBS_SECRET, SecretQuery(owner=owner))
+    return {"object": "webhook.secret", "secret": found.secret}
 
 
 @router.get("/v1/audio/jobs/{job_id}")
@@ -195,8 +184,8 @@ async def list_jobs(
     status: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     owner, admin = owner_of(request)
-    if status is not None and status not in JOB_STATUSES:
-        raise AsrError(errors.BAD_REQUEST, f"status must be one of {', '.join(JOB_STATUSES)}", param="status")
+    if status is not None and status not in STATUSES:
+        raise AsrError(errors.BAD_REQUEST, f"status must be one of {', '.join(STATUSES)}", param="status")
     query = ListJobs(owner=owner, admin=admin, limit=limit, after=after, status=status)
     page = await conn.request(endpoints.JOBS_LIST, query, timeout=30.0)
     data = [job_json(j) for j in page.jobs]

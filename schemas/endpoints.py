@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from schemas import subjects
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.jobs import JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
+from schemas.jobs import JobPage, JobQuery, JobRecord, JobResult, ListJobs, SecretQuery, SubmitJob, WebhookSecret
 from schemas.lifecycle import (
     BreakerClosed,
     CloseBreaker,
@@ -83,7 +83,7 @@ _FRONT = ("gateway", APPS)  # what every application may do, through the gateway
 _OPERATE = ("gateway", ADMIN_APPS)  # what an operator does: the gateway's admin routes, admin applications
 
 REGISTRY_LIST = Rpc(subjects.REGISTRY_LIST, ListModels, ModelList, server="registry", callers=_FRONT)
-REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo, server="registry", callers=_FRONT)
+REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo, server="registry", callers=(*_FRONT, "jobs"))
 REGISTRY_SET_DEFAULT = Rpc(
     subjects.REGISTRY_SET_DEFAULT, SetDefaultModel, ModelInfo, server="registry", callers=_OPERATE
 )
@@ -130,6 +130,7 @@ JOBS_GET = Rpc(subjects.JOBS_GET, JobQuery, JobRecord, server="jobs", callers=("
 JOBS_RESULT = Rpc(subjects.JOBS_RESULT, JobQuery, JobResult, server="jobs", callers=("gateway",))
 JOBS_LIST = Rpc(subjects.JOBS_LIST, ListJobs, JobPage, server="jobs", callers=("gateway",))
 JOBS_CANCEL = Rpc(subjects.JOBS_CANCEL, JobQuery, JobRecord, server="jobs", callers=("gateway",))
+JOBS_SECRET = Rpc(subjects.JOBS_SECRET, SecretQuery, WebhookSecret, server="jobs", callers=("gateway",))
 # A request handed to the proxies of one node (asr.forward.<node>.<model>); only proxies send it.
 FORWARD = Rpc(
     subjects.FORWARD_ALL,
@@ -173,4 +174,5 @@ ALL = (
     JOBS_RESULT,
     JOBS_LIST,
     JOBS_CANCEL,
+    JOBS_SECRET,
 )

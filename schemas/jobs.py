@@ -6,7 +6,8 @@ of from the start."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import msgspec
 
@@ -14,6 +15,8 @@ from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, 
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 ENDED: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", *ENDED)
+JOB_ID = re.compile(r"job_[0-9a-f]{32}")  # what a submission makes: anything else is not found, never a KV key
 
 
 class JobCheckpoint(msgspec.Struct, kw_only=True):
@@ -24,6 +27,16 @@ class JobCheckpoint(msgspec.Struct, kw_only=True):
     segments: list[Segment] = []
     words: list[Word] = []
     saved_at: float = 0.0
+
+
+class WebhookState(msgspec.Struct, kw_only=True):
+    """The delivery of a job's webhook: one event (its end), one webhook-id, retried until a 2xx or given up."""
+
+    attempts: int = 0
+    delivered_at: float | None = None
+    last_status: int | None = None  # the destination's last answer (None: it gave none)
+    last_error: str | None = None
+    gave_up: bool = False
 
 
 class JobRecord(msgspec.Struct, kw_only=True):
@@ -40,8 +53,12 @@ class JobRecord(msgspec.Struct, kw_only=True):
     attempts: int = 0
     resumed_from: float = 0.0  # where the last attempt started: its checkpoint's position (0: the beginning)
     error: str | None = None
+    error_code: str | None = None  # the last error's symbolic code (schemas.errors.ErrorCode), when it had one
+    error_type: str = "server_error"  # OpenAI's type: invalid_request_error when the job itself was wrong
     metadata: dict[str, str] = {}
     checkpoint: JobCheckpoint | None = None
+    webhook_url: str | None = None  # POSTed the final record when the job ends (actors/jobs/webhooks.py)
+    webhook: WebhookState | None = None
     # The names of its audio and result in ASR_AUDIO_jobs: secrets, never shown (an id is seen in URLs and logs, and
     # a name in that bucket is what lets a proxy read the object).
     audio_object: str = ""
@@ -60,6 +77,7 @@ class SubmitJob(msgspec.Struct, kw_only=True):
     model: str
     request: TranscribeRequest
     metadata: dict[str, str] = {}
+    webhook_url: str | None = None
 
 
 class JobQuery(msgspec.Struct, kw_only=True):
@@ -86,3 +104,36 @@ class JobPage(msgspec.Struct, kw_only=True):
 class JobResult(msgspec.Struct, kw_only=True):
     job: JobRecord
     result: TranscriptionResult
+
+
+class SecretQuery(msgspec.Struct, kw_only=True):
+    """asr.jobs.webhook_secret: the signing secret of the owner's webhooks."""
+
+    owner: str
+
+
+class WebhookSecret(msgspec.Struct, kw_only=True):
+    secret: str  # whsec_<base64>, as Standard Webhooks libraries take it
+
+
+def job_view(job: JobRecord) -> dict[str, Any]:
+    """A job as its owner sees it (GET /v1/audio/jobs/{id}, a webhook's `data`): never the names of its objects."""
+    return {
+        "id": job.id,
+        "object": "audio.job",
+        "status": job.status,
+        "model": job.model,
+        "created_at": int(job.created_at),
+        "started_at": int(job.started_at) if job.started_at else None,
+        "finished_at": int(job.finished_at) if job.finished_at else None,
+        "progress": round(job.progress, 4),
+        "audio_seconds": round(job.audio_seconds, 3),
+        "processed_seconds": round(job.processed_seconds, 3),
+        "attempts": job.attempts,
+        "error": {"message": job.error, "type": job.error_type, "code": job.error_code, "param": None}
+        if job.error
+        else None,
+        "metadata": job.metadata,
+        "response_format": job.request.response_format,
+        "webhook_url": job.webhook_url,
+    }

@@ -102,6 +102,9 @@ class FirstSeen(msgspec.Struct, kw_only=True):
 
 class GetModel(msgspec.Struct, kw_only=True):
     id: str  # a model id or an alias
+    # What it is for: an OpenAI name (whisper-1) means the model that can do it (resolve_for).
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None
 
 
 class SetDefaultModel(msgspec.Struct, kw_only=True):

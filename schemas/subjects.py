@@ -62,6 +62,16 @@ JOBS_GET = "asr.jobs.get"
 JOBS_LIST = "asr.jobs.list"
 JOBS_CANCEL = "asr.jobs.cancel"
 JOBS_RESULT = "asr.jobs.result"
+JOBS_SECRET = "asr.jobs.webhook_secret"
+# A job's end, queued for its webhook's delivery (work queue: retried with back-off until a 2xx or given up).
+JOBS_WEBHOOKS = "asr.jobs.webhooks"
+JOBS_WEBHOOK_STREAM = "ASR_JOB_WEBHOOKS"
+# Applications over NATS: requests on asr.jobs.app.<user>.<op>, which only <user> may publish (its owner is
+# "nats-<user>"), and its jobs' state changes on asr.jobs.state.<owner>.<job id>, which only it (and admin
+# applications) may read: not on the shared asr.events.>.
+JOBS_APP_PREFIX = "asr.jobs.app."
+JOBS_STATE_PREFIX = "asr.jobs.state."
+JOBS_STATE_ALL = "asr.jobs.state.>"
 JOBS_QUEUE_PREFIX = "asr.jobs.queue."
 JOBS_QUEUE_ALL = "asr.jobs.queue.>"
 JOBS_STREAM = "ASR_JOB_QUEUE"  # work-queue retention: a job's message is gone once its job ended
@@ -71,6 +81,7 @@ JOBS_AUDIO_OWNER = "jobs"  # ASR_AUDIO_jobs holds jobs' audio and results, witho
 # see AUDIO_SENDERS); the proxy reads it by the unguessable name the request carries.
 AUDIO_BUCKET_PREFIX = "ASR_AUDIO_"
 USER_NAME = r"[a-z][a-z0-9_-]{0,31}"  # a NATS user of this system: one subject token, one bucket name suffix
+OWNER_NAME = r"[a-z][a-z0-9_-]{0,39}"  # a job's owner: one subject token (key-<digest>, nats-<user>, local)
 # The users whose large audio may sit in a bucket of theirs: only the gateway (applications get no JetStream).
 AUDIO_SENDERS = ("gateway", "jobs")
 INBOX_ROOT = "_INBOX"  # each NATS user's replies arrive under _INBOX.<user>. and only it may subscribe there
@@ -92,6 +103,30 @@ def job_queue(owner: str) -> str:
 
 def inbox_prefix(user: str) -> str:
     return f"{INBOX_ROOT}.{user}"
+
+
+def jobs_app(user: str, op: str) -> str:
+    """An application's own jobs request subject: asr.jobs.app.<user>.submit (and .get, .list, ...)."""
+    return f"{JOBS_APP_PREFIX}{user}.{op}"
+
+
+def jobs_app_all(op: str) -> str:
+    """What the jobs actor serves: asr.jobs.app.*.<op>."""
+    return f"{JOBS_APP_PREFIX}*.{op}"
+
+
+def app_of_jobs_subject(subject: str) -> str:
+    """The application (NATS user) that published on asr.jobs.app.<user>...: only it may (nats.conf)."""
+    return subject[len(JOBS_APP_PREFIX) :].split(".", 1)[0]
+
+
+def nats_owner(user: str) -> str:
+    """The owner of an application's NATS jobs: never an API key's (`key-...`) nor the loopback one (`local`)."""
+    return f"nats-{user}"
+
+
+def job_state(owner: str, job_id: str) -> str:
+    return f"{JOBS_STATE_PREFIX}{owner}.{job_id}"
 
 
 def transcribe(model: str) -> str:

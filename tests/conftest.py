@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,11 @@ async def reset_state(nats: Nats) -> None:
             await js.purge_stream(f"KV_{bucket}")
         await js.purge_stream(subjects.EVENTS_STREAM)
         # Jobs: no queued job of an earlier test, no consumer bound to one.
-        await js.purge_stream(subjects.JOBS_STREAM)
         await js.purge_stream("OBJ_" + subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER))
-        for consumer in await js.consumers_info(subjects.JOBS_STREAM):
-            await js.delete_consumer(subjects.JOBS_STREAM, consumer.name)
+        for stream in (subjects.JOBS_STREAM, subjects.JOBS_WEBHOOK_STREAM):
+            await js.purge_stream(stream)
+            for consumer in await js.consumers_info(stream):
+                await js.delete_consumer(stream, consumer.name)
     finally:
         await nc.close()
 
@@ -269,3 +271,12 @@ def deployment(docker_client: docker.DockerClient) -> Iterator[str]:
 
 def containers_of(client: docker.DockerClient, deployment: str) -> list:
     return client.containers.list(all=True, filters={"label": f"{DEPLOYMENT_LABEL}={deployment}"})
+
+
+@pytest.fixture(scope="session")
+def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """jfk.flac six times over (66 s): long enough for a job's checkpoints and a crash between them."""
+    out = tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac"
+    src = str(shared_data / "jfk.flac")
+    subprocess.run(["sox", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
+    return out.read_bytes()

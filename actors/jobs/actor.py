@@ -12,16 +12,29 @@ import time
 
 import msgspec
 
+from actors.jobs import webhooks
+from actors.jobs.notifier import Notifier
+from actors.jobs.probe import NotAudio, probe
 from actors.jobs.store import JobStore
 from actors.jobs.worker import JobWorker
 from framework.actor import Actor, endpoint
 from framework.config import Config
 from schemas import endpoints, errors, subjects
 from schemas.errors import AsrError, ErrorCode
-from schemas.jobs import ENDED, JobPage, JobQuery, JobRecord, JobResult, ListJobs, SubmitJob
+from schemas.jobs import (
+    ENDED,
+    JOB_ID,
+    JobPage,
+    JobQuery,
+    JobRecord,
+    JobResult,
+    ListJobs,
+    SecretQuery,
+    SubmitJob,
+    WebhookSecret,
+)
 
-OWNER = subjects.USER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
-JOB_ID = re.compile(r"job_[0-9a-f]{32}")  # what submit makes: anything else is not found, never a KV key
+OWNER = subjects.OWNER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
 SWEEP_EVERY_S = 3600.0  # retention: ended jobs past jobs.retention are deleted this often
 
 
@@ -33,16 +46,21 @@ class Jobs(Actor):
         self.cfg = config.jobs
         self.store: JobStore | None = None
         self.worker: JobWorker | None = None
+        self.notifier: Notifier | None = None
 
     async def setup(self) -> None:
         self.store = JobStore(self.transport)
-        self.worker = JobWorker(self, self.store)
+        self.notifier = Notifier(self, self.store)
+        self.worker = JobWorker(self, self.store, self.notifier)
         self.loop(self.worker.run())
+        self.loop(self.notifier.run())
         self.loop(self._sweeping())
 
     async def teardown(self) -> None:
         if self.worker is not None:
             await self.worker.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
 
     def _store(self) -> JobStore:
         if self.store is None:
@@ -55,6 +73,8 @@ class Jobs(Actor):
         if not re.fullmatch(OWNER, msg.owner):
             raise AsrError(errors.BAD_REQUEST, f"owner {msg.owner!r} is not a valid owner name")
         request = msg.request
+        if msg.webhook_url is not None:  # before anything is stored: a refused URL leaves nothing behind
+            await webhooks.check_url(msg.webhook_url, self.cfg.webhook_allowed_hosts)
         if not request.audio_ref or request.audio_bucket != subjects.audio_bucket("gateway"):
             raise AsrError(errors.BAD_REQUEST, "a job's audio must be staged in the gateway's bucket", param="file")
         queued = [j for j in await store.all() if j.owner == msg.owner and j.status == "queued"]
@@ -71,9 +91,8 @@ class Jobs(Actor):
             audio = (await staged.get(request.audio_ref)).data or b""
         except Exception as exc:
             raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
-        if not audio:
-            raise AsrError(errors.BAD_REQUEST, "the file is empty", param="file")
         try:
+            seconds = await self._opened(audio, request.filename)
             await self._check_room(len(audio))
         except AsrError:
             await staged.delete(request.audio_ref)  # refused: nothing of it stays
@@ -89,6 +108,8 @@ class Jobs(Actor):
             metadata=msg.metadata,
             audio_object="audio-" + secrets.token_hex(16),
             result_object="result-" + secrets.token_hex(16),
+            audio_seconds=seconds,
+            webhook_url=msg.webhook_url,
         )
         await store.put_audio(record, audio)
         try:
@@ -104,6 +125,21 @@ class Jobs(Actor):
             raise AsrError(errors.UNAVAILABLE, f"the job could not be queued: {exc!r}") from exc
         self.log.info("job queued", extra={"job": job_id, "owner": msg.owner, "model": msg.model})
         return record
+
+    @staticmethod
+    async def _opened(audio: bytes, filename: str) -> float:
+        """The recording's length; 400 now, before the 202, when it is empty or not audio."""
+        if not audio:
+            raise AsrError(errors.BAD_REQUEST, f"the file {filename!r} is empty", param="file")
+        try:
+            return await asyncio.to_thread(probe, audio)
+        except NotAudio as exc:
+            raise AsrError(
+                errors.BAD_REQUEST,
+                f"the file {filename!r} is not audio this service can decode: {exc}",
+                param="file",
+                kind=ErrorCode.UNSUPPORTED_AUDIO,
+            ) from exc
 
     async def _check_room(self, adding: int) -> None:
         """507 before anything is stored when jobs hold jobs.storage_max_gb already."""
@@ -182,7 +218,17 @@ class Jobs(Actor):
             if r.status not in ENDED:
                 r.status, r.finished_at = "cancelled", time.time()
 
+        before = record.status
         record = await self._store().change(record.id, cancel)
         if self.worker is not None:
             self.worker.cancelled(record.id)  # a decode under way here stops at once; elsewhere at its next beat
+        if record.status == "cancelled" and before not in ENDED and self.notifier is not None:
+            await self.notifier.ended(record)
         return record
+
+    @endpoint(endpoints.JOBS_SECRET)
+    async def webhook_secret(self, query: SecretQuery) -> WebhookSecret:
+        """The owner's webhook signing secret (whsec_...), to verify the signatures of its jobs' webhooks."""
+        if self.notifier is None:
+            raise AsrError(errors.UNAVAILABLE, "the jobs actor is starting")
+        return WebhookSecret(secret=webhooks.shown_secret(await self.notifier.secret(query.owner)))

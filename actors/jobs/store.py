@@ -4,6 +4,7 @@ other), audio and results in the object store bucket ASR_AUDIO_jobs, which has n
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 
 import msgspec
@@ -12,11 +13,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from framework.transport import KeyValueStore, ObjectStoreLike, Transport
 from schemas import errors, subjects
 from schemas.errors import AsrError
-from schemas.jobs import JobRecord
+from schemas.jobs import JOB_ID, JobRecord
 from schemas.kv import JOB
 from schemas.transcribe import TranscriptionResult
 
 _decode_result = msgspec.msgpack.Decoder(TranscriptionResult).decode
+SECRET_KEY = "webhook-secret"  # in ASR_JOBS beside the records: the service's webhook signing secret
 
 
 class JobStore:
@@ -67,10 +69,28 @@ class JobStore:
             return []
         found = []
         for key in keys:
+            if not JOB_ID.fullmatch(key):  # the secret, not a record
+                continue
             record = await self.get(key)
             if record is not None:
                 found.append(record)
         return found
+
+    async def server_secret(self) -> bytes:
+        """The service's webhook secret: made by the first node that needs it, read by every other."""
+        kv = await self.kv()
+        for _ in range(3):
+            try:
+                entry = await kv.get(SECRET_KEY)
+                if entry.value:
+                    return bytes(entry.value)
+            except KeyNotFoundError:
+                pass
+            try:
+                await kv.create(SECRET_KEY, secrets.token_bytes(32))
+            except Exception:  # another node made it first: read theirs
+                continue
+        raise AsrError(errors.UNAVAILABLE, "the webhook secret could not be read or made")
 
     async def put_audio(self, record: JobRecord, audio: bytes) -> None:
         await (await self.files()).put(record.audio_object, audio)

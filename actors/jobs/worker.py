@@ -27,6 +27,7 @@ from schemas.transcribe import TranscribeRequest
 
 if TYPE_CHECKING:
     from actors.jobs.actor import Jobs
+    from actors.jobs.notifier import Notifier
     from actors.jobs.store import JobStore
 
 BEAT_S = 10.0  # well inside jobs.ack_wait (at least 3 beats)
@@ -40,9 +41,10 @@ class Cancelled(Exception):
 
 
 class JobWorker:
-    def __init__(self, actor: Jobs, store: JobStore) -> None:
+    def __init__(self, actor: Jobs, store: JobStore, notifier: Notifier) -> None:
         self.actor = actor
         self.store = store
+        self.notifier = notifier
         self.cfg = actor.config.jobs
         self.slots = asyncio.Semaphore(max(1, self.cfg.max_running))
         self.subscriptions: dict[str, Any] = {}
@@ -179,6 +181,8 @@ class JobWorker:
                 r.checkpoint = None  # the result holds it all now
 
         record = await self.store.change(job_id, complete)
+        if record.status == "completed":
+            await self.notifier.ended(record)  # queued before the ack: a crash between them re-sends, never loses it
         await message.ack()
         if not self.cfg.keep_audio:
             await self.store.drop_audio(record)
@@ -239,12 +243,17 @@ class JobWorker:
             if r.status in ENDED:
                 return
             r.error = why
+            r.error_code = exc.kind.value if isinstance(exc, AsrError) and exc.kind else None
+            client_error = isinstance(exc, AsrError) and exc.code.startswith("4")
+            r.error_type = "invalid_request_error" if client_error else "server_error"
             if final:
                 r.status, r.finished_at = "failed", time.time()
             else:
                 r.status = "queued"
 
-        await self.store.change(job_id, fail)
+        record = await self.store.change(job_id, fail)
+        if final and record.status == "failed":
+            await self.notifier.ended(record)
         if final:
             await message.term()
             self.actor.log.warning("job failed", extra={"job": job_id, "attempt": attempt, "error": why})

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import JFK_TEXT
 from tests.e2e.stack import Stack, start_stack, wait_until
@@ -31,14 +30,6 @@ JOBS_ENV = {
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture(scope="module")
-def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    out = tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac"
-    src = str(shared_data / "jfk.flac")
-    subprocess.run(["sox", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
-    return out.read_bytes()
 
 
 def submit(stack: Stack, audio: bytes, key: str = KEY_A, **form: str) -> httpx.Response:

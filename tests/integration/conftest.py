@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
 
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.metrics import Metrics
 from actors.proxy import ModelProxy
 from actors.registry import Registry
+from tests.conftest import Nats
 
 
 @pytest.fixture
@@ -26,3 +29,11 @@ async def system(start_actor):
 @pytest.fixture(scope="session")
 def jfk(shared_data: Path) -> bytes:
     return (shared_data / "jfk.flac").read_bytes()
+
+
+@pytest.fixture
+async def gateway_nc(jetstream: Nats) -> AsyncIterator[Client]:
+    """A connection as the `gateway` user: what the HTTP routes send, sent by a test."""
+    nc = await jetstream.connect("gateway")
+    yield nc
+    await nc.close()
