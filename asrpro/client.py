@@ -12,8 +12,10 @@ framework.bus; what travels is declared in schemas/ (docs/nats.md).
 from __future__ import annotations
 
 import contextlib
+import io
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client
@@ -29,6 +31,7 @@ from framework.bus import (
 )
 from schemas import codec, endpoints, errors, subjects
 from schemas.errors import AsrError, ErrorCode
+from schemas.jobs import AppSubmit, PublicJob, UploadChunk, UploadDone
 from schemas.transcribe import CancelTranscription, TranscribeRequest, TranscriptionDelta, TranscriptionResult
 
 _PAYLOAD_HEADROOM = 64 * 1024
@@ -110,3 +113,33 @@ async def cancel(nc: Client, message: TranscribeRequest, reason: str = "") -> No
     cancellation = CancelTranscription(reason=reason or "gone", token=message.cancel_token)
     with contextlib.suppress(Exception):
         await nc.publish(subjects.cancel(message.request_id), codec.encode(cancellation))
+
+
+async def submit_job(
+    nc: Client,
+    user: str,
+    audio: bytes | Path,
+    model: str = "whisper-1",
+    fields: TranscribeRequest | None = None,
+    metadata: dict[str, str] | None = None,
+    webhook_url: str | None = None,
+    timeout: float = 60.0,
+) -> PublicJob:
+    """A durable job over NATS, as application `user` (its NATS user): announced, its audio sent in chunks of at
+    most 1 MB (read from disk as they go: a file of gigabytes never sits in memory), then completed: the job,
+    queued. `fields`: the transcription fields (language, response_format, ...) without audio. Its state changes
+    arrive on asr.jobs.state.nats-<user>.<job id> (`subjects.job_state`)."""
+    size = len(audio) if isinstance(audio, bytes) else audio.stat().st_size  # noqa: ASYNC240 (one stat)
+    announce = AppSubmit(
+        model=model, request=fields or TranscribeRequest(), size=size, metadata=metadata or {}, webhook_url=webhook_url
+    )
+    ticket = await request(nc, endpoints.JOBS_APP_SUBMIT.on_subject(subjects.jobs_app(user, "submit")), announce)
+    upload = endpoints.JOBS_APP_UPLOAD.on_subject(ticket.upload_subject)
+    source = io.BytesIO(audio) if isinstance(audio, bytes) else audio.open("rb")
+    with source:
+        seq = 0
+        while chunk := source.read(ticket.chunk_max_bytes):
+            await request(nc, upload, UploadChunk(job_id=ticket.job_id, seq=seq, data=chunk), timeout=timeout)
+            seq += 1
+    done = endpoints.JOBS_APP_COMPLETE.on_subject(ticket.complete_subject)
+    return await request(nc, done, UploadDone(job_id=ticket.job_id), timeout=timeout)

@@ -78,6 +78,9 @@ def app_permissions(user: AppUser) -> dict[str, object]:
     if user.scope == "admin":
         publish.append("$SRV.>")  # service discovery, as the operator's tools use it
     subscribe = [f"{subjects.inbox_prefix(user.name)}.>", *access.application_subscriptions(user.scope)]
+    own_publish, own_subscribe = access.own_jobs_rights(user.name)
+    publish += own_publish
+    subscribe += [s for s in own_subscribe if s not in subscribe]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 

@@ -188,6 +188,7 @@ class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     keep_audio: bool = True  # keep a completed job's audio (False: delete it when the job completes)
     ack_wait: float = 60.0  # a worker silent this long (crashed, its node lost): the job goes to another attempt
     storage_max_gb: float = 50.0  # audio and results jobs may hold (JetStream's file store is finite): beyond, 507
+    max_upload_mb: float = 2048.0  # one job's audio (HTTP: streamed to the store; NATS: spooled chunks): beyond, 413
     retention: float = 7 * 86400.0  # seconds an ended job (record, audio, result) is kept, then deleted
     # Where webhooks may go: host names (`*.example.com` too), IP addresses or networks (CIDR), and `*` = any host
     # whose addresses are all public. Loopback, private and link-local addresses only when listed (no SSRF).

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 from framework import bus as nats_bus
 from framework.actor import Actor, EndpointSpec, EventSpec, MessageSpec, entrypoints
-from framework.memory_store import MemoryKv, MemoryObjectStore, matches
+from framework.memory_store import MemoryKv, MemoryObjectStore
 from schemas import codec, errors, subjects
 from schemas.endpoints import Rpc
 from schemas.errors import AsrError
 from schemas.events import Event, decode_event
+from schemas.subjects import matches
 
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")

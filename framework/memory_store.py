@@ -13,21 +13,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from io import BufferedIOBase
 
 import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, ObjectNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-
-def matches(pattern: str, key: str) -> bool:
-    """NATS subject matching (of subjects, and of KV keys): `*` is one token, a final `>` one or more."""
-    want, have = pattern.split("."), key.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
+from schemas.subjects import matches
 
 
 class MemoryWatcher:
@@ -138,8 +130,8 @@ class MemoryObjectStore:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
 
-    async def put(self, name: str, data: bytes) -> MemoryObject:
-        self.objects[name] = bytes(data)
+    async def put(self, name: str, data: bytes | BufferedIOBase) -> MemoryObject:
+        self.objects[name] = data if isinstance(data, bytes) else data.read()
         return MemoryObject(name, None)
 
     async def get(self, name: str) -> MemoryObject:

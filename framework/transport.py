@@ -14,6 +14,7 @@ the system uses, with nats-py's entry type and errors, so code written against o
 
 from __future__ import annotations
 
+from io import BufferedIOBase
 from typing import Any, Protocol, TypeVar
 
 from nats.aio.client import Client
@@ -60,7 +61,7 @@ class StoredObject(Protocol):
 
 
 class ObjectStoreLike(Protocol):
-    async def put(self, name: str, data: bytes) -> Any: ...
+    async def put(self, name: str, data: bytes | BufferedIOBase) -> Any: ...  # a file is read in chunks
 
     async def get(self, name: str) -> Any: ...
 

@@ -14,6 +14,7 @@ from typing import Any
 from schemas import endpoints, subjects
 from schemas.endpoints import ADMIN_APPS, APPS, Rpc
 from schemas.events import EVENT_TYPES, subject_of
+from schemas.jobs import PublicJob
 from schemas.transcribe import CancelTranscription, TranscriptionProgress
 
 # The actors' NATS users (nats.conf defines them); "admin" is the operator's, allowed everything.
@@ -39,7 +40,15 @@ CANCEL = Topic(subjects.CANCEL_ALL, CancelTranscription, publishers=("gateway", 
 PROGRESS = Topic(
     subjects.PROGRESS_ALL, TranscriptionProgress, publishers=("proxy",), subscribers=("gateway", EVENT_READERS)
 )
-TOPICS = (CANCEL, PROGRESS)
+# A job's state changes (asr.jobs.state.<owner>.<job id>): each application reads only its own owner's (granted per
+# application in asrpro/nats_users.py), admin applications all.
+JOB_STATE = Topic(subjects.JOBS_STATE_ALL, PublicJob, publishers=("jobs",), subscribers=(ADMIN_APPS,))
+TOPICS = (CANCEL, PROGRESS, JOB_STATE)
+
+
+def own_jobs_rights(user: str) -> tuple[list[str], list[str]]:
+    """(publish, subscribe) an application needs for its own jobs over NATS: its requests, its jobs' states."""
+    return [subjects.jobs_app(user, ">")], [subjects.job_state(subjects.nats_owner(user), ">")]
 
 
 def _rpc_subjects(rpc: Rpc[Any, Any]) -> list[str]:

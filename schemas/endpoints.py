@@ -11,7 +11,26 @@ from typing import Generic, TypeVar
 
 from schemas import subjects
 from schemas.gpu import Allocate, Allocation, Bind, GpuStatus, GpuStatusRequest, Release, Released
-from schemas.jobs import JobPage, JobQuery, JobRecord, JobResult, ListJobs, SecretQuery, SubmitJob, WebhookSecret
+from schemas.jobs import (
+    AppJobQuery,
+    AppListJobs,
+    AppSubmit,
+    JobPage,
+    JobQuery,
+    JobRecord,
+    JobResult,
+    ListJobs,
+    PublicJob,
+    PublicPage,
+    PublicResult,
+    SecretQuery,
+    SubmitJob,
+    UploadAck,
+    UploadChunk,
+    UploadDone,
+    UploadTicket,
+    WebhookSecret,
+)
 from schemas.lifecycle import (
     BreakerClosed,
     CloseBreaker,
@@ -72,6 +91,14 @@ class Rpc(Generic[Req, Rep]):
             raise ValueError(f"{self.subject} has no wildcard to fill")
         return Rpc(self.subject[:-1] + token, self.request, self.reply, server=self.server)
 
+    def on_subject(self, subject: str) -> Rpc[Req, Rep]:
+        """This request on a concrete subject its own matches (asr.jobs.app.<user>.submit for asr.jobs.app.*.submit,
+        a node's copy of a per-node one): a subject it does not match is a ValueError."""
+        allowed = [self.subject] + ([subjects.on_node(self.subject, "*")] if self.per_node else [])
+        if not any(subjects.matches(pattern, subject) for pattern in allowed):
+            raise ValueError(f"{subject!r} is not a subject of {self.subject}")
+        return Rpc(subject, self.request, self.reply, server=self.server)
+
     def __repr__(self) -> str:
         return f"Rpc({self.subject!r}, {self.request.__name__} -> {self.reply.__name__})"
 
@@ -79,6 +106,9 @@ class Rpc(Generic[Req, Rep]):
 # Callers that are not actors: every application (any scope), and applications of scope admin.
 APPS = "applications"
 ADMIN_APPS = "admin-applications"
+# Each application on subjects that carry its own user name (asr.jobs.app.<user>.>): granted per application
+# (schemas.access.own_jobs_rights), never the wildcard to all of them.
+OWN_APP = "each-application-itself"
 _FRONT = ("gateway", APPS)  # what every application may do, through the gateway or over NATS itself
 _OPERATE = ("gateway", ADMIN_APPS)  # what an operator does: the gateway's admin routes, admin applications
 
@@ -131,6 +161,29 @@ JOBS_RESULT = Rpc(subjects.JOBS_RESULT, JobQuery, JobResult, server="jobs", call
 JOBS_LIST = Rpc(subjects.JOBS_LIST, ListJobs, JobPage, server="jobs", callers=("gateway",))
 JOBS_CANCEL = Rpc(subjects.JOBS_CANCEL, JobQuery, JobRecord, server="jobs", callers=("gateway",))
 JOBS_SECRET = Rpc(subjects.JOBS_SECRET, SecretQuery, WebhookSecret, server="jobs", callers=("gateway",))
+# Applications' own jobs over NATS: each may publish only on asr.jobs.app.<its user>.> (asrpro/nats_users.py), so the
+# subject names the owner. The upload and its completion go to the node that gave the ticket (it holds the chunks).
+
+
+def _own(op: str, request: type[Req], reply: type[Rep], per_node: bool = False) -> Rpc[Req, Rep]:
+    return Rpc(
+        subjects.jobs_app_all(op),
+        request,
+        reply,
+        server="jobs",
+        callers=(OWN_APP,),
+        per_node=per_node,
+        plain=not per_node,
+    )
+
+
+JOBS_APP_SUBMIT = _own("submit", AppSubmit, UploadTicket)
+JOBS_APP_UPLOAD = _own("upload", UploadChunk, UploadAck, per_node=True)
+JOBS_APP_COMPLETE = _own("complete", UploadDone, PublicJob, per_node=True)
+JOBS_APP_GET = _own("get", AppJobQuery, PublicJob)
+JOBS_APP_RESULT = _own("result", AppJobQuery, PublicResult)
+JOBS_APP_LIST = _own("list", AppListJobs, PublicPage)
+JOBS_APP_CANCEL = _own("cancel", AppJobQuery, PublicJob)
 # A request handed to the proxies of one node (asr.forward.<node>.<model>); only proxies send it.
 FORWARD = Rpc(
     subjects.FORWARD_ALL,
@@ -175,4 +228,11 @@ ALL = (
     JOBS_LIST,
     JOBS_CANCEL,
     JOBS_SECRET,
+    JOBS_APP_SUBMIT,
+    JOBS_APP_UPLOAD,
+    JOBS_APP_COMPLETE,
+    JOBS_APP_GET,
+    JOBS_APP_RESULT,
+    JOBS_APP_LIST,
+    JOBS_APP_CANCEL,
 )

@@ -116,24 +116,114 @@ class WebhookSecret(msgspec.Struct, kw_only=True):
     secret: str  # whsec_<base64>, as Standard Webhooks libraries take it
 
 
+class JobErrorInfo(msgspec.Struct, kw_only=True):
+    """OpenAI's error shape."""
+
+    message: str
+    type: str = "server_error"
+    code: str | None = None
+    param: str | None = None
+
+
+class PublicJob(msgspec.Struct, kw_only=True):
+    """A job as its owner sees it (GET /v1/audio/jobs/{id}, a webhook's `data`, the NATS replies and state
+    messages): never its owner's name nor the names of its objects."""
+
+    id: str
+    object: str = "audio.job"
+    status: JobStatus
+    model: str
+    created_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    progress: float = 0.0
+    audio_seconds: float = 0.0
+    processed_seconds: float = 0.0
+    attempts: int = 0
+    error: JobErrorInfo | None = None
+    metadata: dict[str, str] = {}
+    response_format: str = "json"
+    webhook_url: str | None = None
+
+
+def public(job: JobRecord) -> PublicJob:
+    return PublicJob(
+        id=job.id,
+        status=job.status,
+        model=job.model,
+        created_at=int(job.created_at),
+        started_at=int(job.started_at) if job.started_at else None,
+        finished_at=int(job.finished_at) if job.finished_at else None,
+        progress=round(job.progress, 4),
+        audio_seconds=round(job.audio_seconds, 3),
+        processed_seconds=round(job.processed_seconds, 3),
+        attempts=job.attempts,
+        error=JobErrorInfo(message=job.error, type=job.error_type, code=job.error_code) if job.error else None,
+        metadata=job.metadata,
+        response_format=job.request.response_format,
+        webhook_url=job.webhook_url,
+    )
+
+
 def job_view(job: JobRecord) -> dict[str, Any]:
-    """A job as its owner sees it (GET /v1/audio/jobs/{id}, a webhook's `data`): never the names of its objects."""
-    return {
-        "id": job.id,
-        "object": "audio.job",
-        "status": job.status,
-        "model": job.model,
-        "created_at": int(job.created_at),
-        "started_at": int(job.started_at) if job.started_at else None,
-        "finished_at": int(job.finished_at) if job.finished_at else None,
-        "progress": round(job.progress, 4),
-        "audio_seconds": round(job.audio_seconds, 3),
-        "processed_seconds": round(job.processed_seconds, 3),
-        "attempts": job.attempts,
-        "error": {"message": job.error, "type": job.error_type, "code": job.error_code, "param": None}
-        if job.error
-        else None,
-        "metadata": job.metadata,
-        "response_format": job.request.response_format,
-        "webhook_url": job.webhook_url,
-    }
+    view: dict[str, Any] = msgspec.to_builtins(public(job))
+    return view
+
+
+# -- applications over NATS (asr.jobs.app.<user>.<op>: the owner is the subject's user, never a field) ----------
+
+
+class AppSubmit(msgspec.Struct, kw_only=True):
+    """asr.jobs.app.<user>.submit: the transcription fields (`request` without audio) and the upload's size; the
+    answer names the subject the audio goes to, in chunks, then `complete`."""
+
+    model: str = "whisper-1"
+    request: TranscribeRequest = msgspec.field(default_factory=TranscribeRequest)
+    size: int  # bytes of audio to come
+    metadata: dict[str, str] = {}
+    webhook_url: str | None = None
+
+
+class UploadTicket(msgspec.Struct, kw_only=True):
+    job_id: str
+    upload_subject: str  # UploadChunk requests, only the submitter may publish there
+    complete_subject: str  # then one UploadDone request: the job is queued (or refused) in its answer
+    chunk_max_bytes: int
+    expires_in: float  # seconds without a chunk after which the upload is dropped
+
+
+class UploadChunk(msgspec.Struct, kw_only=True):
+    job_id: str
+    seq: int  # 0, 1, 2, ...: a chunk out of order is refused (a resend of the last one is acknowledged again)
+    data: bytes
+
+
+class UploadAck(msgspec.Struct, kw_only=True):
+    job_id: str
+    received: int  # bytes so far
+
+
+class UploadDone(msgspec.Struct, kw_only=True):
+    job_id: str
+
+
+class AppJobQuery(msgspec.Struct, kw_only=True):
+    """asr.jobs.app.<user>.get / .result / .cancel."""
+
+    id: str
+
+
+class AppListJobs(msgspec.Struct, kw_only=True):
+    status: JobStatus | None = None
+    limit: int = 20
+    after: str | None = None
+
+
+class PublicPage(msgspec.Struct, kw_only=True):
+    jobs: list[PublicJob]
+    has_more: bool = False
+
+
+class PublicResult(msgspec.Struct, kw_only=True):
+    job: PublicJob
+    result: TranscriptionResult

@@ -169,3 +169,14 @@ def event(kind: str, model: str) -> str:
 
 def events_of_model(model: str) -> str:
     return f"{EVENTS_PREFIX}*.{model}"
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching (of subjects, and of KV keys): `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(have) == len(want)

@@ -9,6 +9,7 @@ import asyncio
 import re
 import secrets
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -16,23 +17,37 @@ from actors.jobs import webhooks
 from actors.jobs.notifier import Notifier
 from actors.jobs.probe import NotAudio, probe
 from actors.jobs.store import JobStore
+from actors.jobs.uploads import CHUNK_MAX, IDLE_S, Uploads
 from actors.jobs.worker import JobWorker
 from framework.actor import Actor, endpoint
 from framework.config import Config
-from schemas import endpoints, errors, subjects
+from schemas import codec, endpoints, errors, subjects
 from schemas.errors import AsrError, ErrorCode
 from schemas.jobs import (
     ENDED,
     JOB_ID,
+    AppJobQuery,
+    AppListJobs,
+    AppSubmit,
     JobPage,
     JobQuery,
     JobRecord,
     JobResult,
     ListJobs,
+    PublicJob,
+    PublicPage,
+    PublicResult,
     SecretQuery,
     SubmitJob,
+    UploadAck,
+    UploadChunk,
+    UploadDone,
+    UploadTicket,
     WebhookSecret,
+    public,
 )
+from schemas.registry import GetModel, not_installed
+from schemas.transcribe import TranscribeRequest
 
 OWNER = subjects.OWNER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
 SWEEP_EVERY_S = 3600.0  # retention: ended jobs past jobs.retention are deleted this often
@@ -47,16 +62,19 @@ class Jobs(Actor):
         self.store: JobStore | None = None
         self.worker: JobWorker | None = None
         self.notifier: Notifier | None = None
+        self.uploads = Uploads(int(self.cfg.max_upload_mb * 2**20))
 
     async def setup(self) -> None:
-        self.store = JobStore(self.transport)
+        self.store = JobStore(self.transport, on_change=self.state_changed)
         self.notifier = Notifier(self, self.store)
         self.worker = JobWorker(self, self.store, self.notifier)
         self.loop(self.worker.run())
         self.loop(self.notifier.run())
         self.loop(self._sweeping())
+        self.loop(self._expiring())
 
     async def teardown(self) -> None:
+        self.uploads.close()
         if self.worker is not None:
             await self.worker.stop()
         if self.notifier is not None:
@@ -69,15 +87,40 @@ class Jobs(Actor):
 
     @endpoint(endpoints.JOBS_SUBMIT)
     async def submit(self, msg: SubmitJob) -> JobRecord:
-        store = self._store()
-        if not re.fullmatch(OWNER, msg.owner):
-            raise AsrError(errors.BAD_REQUEST, f"owner {msg.owner!r} is not a valid owner name")
+        """From the gateway: the audio staged in its bucket, the owner the API key it checked."""
         request = msg.request
-        if msg.webhook_url is not None:  # before anything is stored: a refused URL leaves nothing behind
-            await webhooks.check_url(msg.webhook_url, self.cfg.webhook_allowed_hosts)
+        await self._admissible(msg.owner, msg.webhook_url)
         if not request.audio_ref or request.audio_bucket != subjects.audio_bucket("gateway"):
             raise AsrError(errors.BAD_REQUEST, "a job's audio must be staged in the gateway's bucket", param="file")
-        queued = [j for j in await store.all() if j.owner == msg.owner and j.status == "queued"]
+        staged = await self.transport.object_store(request.audio_bucket)
+        try:
+            audio = (await staged.get(request.audio_ref)).data or b""
+        except Exception as exc:
+            raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
+        try:
+            return await self._accept(
+                "job_" + secrets.token_hex(16),
+                msg.owner,
+                msg.model,
+                request,
+                audio,
+                len(audio),
+                msg.metadata,
+                msg.webhook_url,
+            )
+        finally:  # stored in the jobs' bucket, or refused: the staged copy is not needed either way
+            try:
+                await staged.delete(request.audio_ref)
+            except Exception as exc:  # its bucket's TTL removes it
+                self.log.info("could not delete the staged audio %s: %s", request.audio_ref, exc)
+
+    async def _admissible(self, owner: str, webhook_url: str | None) -> None:
+        """What is checked before any audio is stored: the owner's name, its queue's length, the webhook URL."""
+        if not re.fullmatch(OWNER, owner):
+            raise AsrError(errors.BAD_REQUEST, f"owner {owner!r} is not a valid owner name")
+        if webhook_url is not None:
+            await webhooks.check_url(webhook_url, self.cfg.webhook_allowed_hosts)
+        queued = [j for j in await self._store().all() if j.owner == owner and j.status == "queued"]
         if len(queued) >= self.cfg.max_queued_per_app:
             raise AsrError(
                 errors.OVERLOADED,
@@ -86,50 +129,61 @@ class Jobs(Actor):
                 retry_after=60.0,
                 kind=ErrorCode.RATE_LIMIT_EXCEEDED,
             )
-        staged = await self.transport.object_store(request.audio_bucket)
-        try:
-            audio = (await staged.get(request.audio_ref)).data or b""
-        except Exception as exc:
-            raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
-        try:
-            seconds = await self._opened(audio, request.filename)
-            await self._check_room(len(audio))
-        except AsrError:
-            await staged.delete(request.audio_ref)  # refused: nothing of it stays
-            raise
-        job_id = "job_" + secrets.token_hex(16)
+
+    async def _accept(
+        self,
+        job_id: str,
+        owner: str,
+        model: str,
+        request: TranscribeRequest,
+        audio: bytes | Path,
+        size: int,
+        metadata: dict[str, str],
+        webhook_url: str | None,
+    ) -> JobRecord:
+        """Open the audio (400 when it is not audio), check the room (507), store audio and record, then queue."""
+        store = self._store()
+        seconds = await self._opened(audio, request.filename, size)
+        await self._check_room(size)
         kept = msgspec.structs.replace(request, audio=b"", audio_ref=None, audio_bucket=None, stream=False)
         record = JobRecord(
             id=job_id,
-            owner=msg.owner,
-            model=msg.model,
+            owner=owner,
+            model=model,
             request=kept,
             created_at=time.time(),
-            metadata=msg.metadata,
+            metadata=metadata,
             audio_object="audio-" + secrets.token_hex(16),
             result_object="result-" + secrets.token_hex(16),
             audio_seconds=seconds,
-            webhook_url=msg.webhook_url,
+            webhook_url=webhook_url,
         )
-        await store.put_audio(record, audio)
         try:
-            await staged.delete(request.audio_ref)
-        except Exception as exc:  # its bucket's TTL removes it
-            self.log.info("could not delete the staged audio %s: %s", request.audio_ref, exc)
-        try:
+            await store.put_audio(record, audio)
             await store.create(record)
             # Queued last: a job on the queue always has its record and audio. JetStream acknowledges the publish.
-            await self.connection.jetstream().publish(subjects.job_queue(msg.owner), job_id.encode())
+            await self.connection.jetstream().publish(subjects.job_queue(owner), job_id.encode())
         except Exception as exc:  # never queued: nothing of it may stay (a record that never runs, orphan audio)
             await store.forget(record)
             raise AsrError(errors.UNAVAILABLE, f"the job could not be queued: {exc!r}") from exc
-        self.log.info("job queued", extra={"job": job_id, "owner": msg.owner, "model": msg.model})
+        self.log.info("job queued", extra={"job": job_id, "owner": owner, "model": model})
+        await self.state_changed(record)
         return record
 
+    async def state_changed(self, record: JobRecord) -> None:
+        """The job's state to its owner (and admin applications): asr.jobs.state.<owner>.<id>, JSON."""
+        view = codec.encode(public(record), codec.JSON)
+        try:
+            await self.transport.publish(
+                subjects.job_state(record.owner, record.id), view, headers={codec.CONTENT_TYPE: codec.JSON}
+            )
+        except Exception as exc:  # live only: a lost one is seen in the next, or by asking
+            self.log.info("job %s: its state was not published: %s", record.id, exc)
+
     @staticmethod
-    async def _opened(audio: bytes, filename: str) -> float:
+    async def _opened(audio: bytes | Path, filename: str, size: int) -> float:
         """The recording's length; 400 now, before the 202, when it is empty or not audio."""
-        if not audio:
+        if not size:
             raise AsrError(errors.BAD_REQUEST, f"the file {filename!r} is empty", param="file")
         try:
             return await asyncio.to_thread(probe, audio)
@@ -232,3 +286,95 @@ class Jobs(Actor):
         if self.notifier is None:
             raise AsrError(errors.UNAVAILABLE, "the jobs actor is starting")
         return WebhookSecret(secret=webhooks.shown_secret(await self.notifier.secret(query.owner)))
+
+    # -- applications over NATS: the owner is the subject's user (only it may publish there), never a field ------
+
+    @staticmethod
+    def _app(subject: str) -> tuple[str, str]:
+        """(user, owner) of a request on asr.jobs.app.<user>.<op>."""
+        user = subjects.app_of_jobs_subject(subject)
+        return user, subjects.nats_owner(user)
+
+    @endpoint(endpoints.JOBS_APP_SUBMIT)
+    async def app_submit(self, msg: AppSubmit, subject: str) -> UploadTicket:
+        """A job announced: checked (model, webhook, queue, size) before any audio comes; the answer names where
+        its chunks go, on this node, which spools them."""
+        user, owner = self._app(subject)
+        if msg.request.audio or msg.request.audio_ref:
+            raise AsrError(errors.BAD_REQUEST, "the audio goes to the upload subject, in chunks", param="audio")
+        _metadata_ok(msg.metadata)
+        await self._admissible(owner, msg.webhook_url)
+        query = GetModel(id=msg.model, task=msg.request.task, language=msg.request.language)
+        info = await self.transport.request(endpoints.REGISTRY_GET, query, timeout=10.0)
+        if info.installed is False:
+            raise not_installed(info)
+        upload = self.uploads.start("job_" + secrets.token_hex(16), owner, info.id, msg)
+        return UploadTicket(
+            job_id=upload.job_id,
+            upload_subject=subjects.on_node(subjects.jobs_app(user, "upload"), self.node_name),
+            complete_subject=subjects.on_node(subjects.jobs_app(user, "complete"), self.node_name),
+            chunk_max_bytes=CHUNK_MAX,
+            expires_in=IDLE_S,
+        )
+
+    @endpoint(endpoints.JOBS_APP_UPLOAD)
+    async def app_upload(self, msg: UploadChunk, subject: str) -> UploadAck:
+        _, owner = self._app(subject)
+        upload = self.uploads.find(msg.job_id, owner)
+        return UploadAck(job_id=msg.job_id, received=self.uploads.add(upload, msg.seq, msg.data))
+
+    @endpoint(endpoints.JOBS_APP_COMPLETE)
+    async def app_complete(self, msg: UploadDone, subject: str) -> PublicJob:
+        """The upload is whole: opened, stored and queued as an HTTP submission is (or refused, and dropped)."""
+        _, owner = self._app(subject)
+        upload = self.uploads.find(msg.job_id, owner)
+        if upload.received != upload.submission.size:
+            problem = f"{upload.received} of the {upload.submission.size} bytes announced arrived: send the rest"
+            raise AsrError(errors.BAD_REQUEST, problem, param="size")
+        submission = upload.submission
+        try:
+            record = await self._accept(
+                upload.job_id,
+                owner,
+                upload.model,
+                submission.request,
+                upload.path,
+                upload.received,
+                submission.metadata,
+                submission.webhook_url,
+            )
+        finally:
+            self.uploads.drop(upload.job_id)
+        return public(record)
+
+    @endpoint(endpoints.JOBS_APP_GET)
+    async def app_get(self, msg: AppJobQuery, subject: str) -> PublicJob:
+        return public(await self._owned(JobQuery(owner=self._app(subject)[1], id=msg.id)))
+
+    @endpoint(endpoints.JOBS_APP_RESULT)
+    async def app_result(self, msg: AppJobQuery, subject: str) -> PublicResult:
+        found = await self.result(JobQuery(owner=self._app(subject)[1], id=msg.id))
+        return PublicResult(job=public(found.job), result=found.result)
+
+    @endpoint(endpoints.JOBS_APP_LIST)
+    async def app_list(self, msg: AppListJobs, subject: str) -> PublicPage:
+        query = ListJobs(owner=self._app(subject)[1], status=msg.status, limit=msg.limit, after=msg.after)
+        page = await self.list_jobs(query)
+        return PublicPage(jobs=[public(j) for j in page.jobs], has_more=page.has_more)
+
+    @endpoint(endpoints.JOBS_APP_CANCEL)
+    async def app_cancel(self, msg: AppJobQuery, subject: str) -> PublicJob:
+        return public(await self.cancel(JobQuery(owner=self._app(subject)[1], id=msg.id)))
+
+    async def _expiring(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_S / 10)
+            for job_id in self.uploads.expire():
+                self.log.info("upload %s dropped: no chunk for %g s", job_id, IDLE_S)
+
+
+def _metadata_ok(metadata: dict[str, str]) -> None:
+    """At most 16 strings (keys <= 64, values <= 512 characters): echoed back, not a store."""
+    if len(metadata) > 16 or not all(len(k) <= 64 and len(v) <= 512 for k, v in metadata.items()):
+        problem = "metadata: at most 16 string values (keys <= 64, values <= 512 characters)"
+        raise AsrError(errors.BAD_REQUEST, problem, param="metadata")

@@ -6,6 +6,7 @@ container, or is left 0 (found by the decode) where the container does not say."
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import av
@@ -17,10 +18,12 @@ class NotAudio(ValueError):
     """The upload is not audio PyAV can decode; the message says why."""
 
 
-def probe(data: bytes) -> float:
-    """The recording's length in seconds (0.0 when its container does not say); NotAudio when it is not audio."""
+def probe(source: bytes | Path) -> float:
+    """The recording's length in seconds (0.0 when its container does not say); NotAudio when it is not audio.
+    `source`: the bytes, or a file holding them (an upload spooled to disk)."""
+    opened = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        with av.open(opened, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise NotAudio("it holds no audio stream")
             stream = container.streams.audio[0]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -22,8 +23,9 @@ SECRET_KEY = "webhook-secret"  # in ASR_JOBS beside the records: the service's w
 
 
 class JobStore:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, on_change: Callable[[JobRecord], Awaitable[None]] | None = None) -> None:
         self.transport = transport
+        self.on_change = on_change  # told every change of a record (its owner's state messages)
         self._kv: KeyValueStore | None = None
         self._files: ObjectStoreLike | None = None
 
@@ -56,9 +58,12 @@ class JobStore:
             change(record)
             try:
                 await kv.update(JOB.key(job_id), JOB.encode(record), last=entry.revision)
-                return record
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(0.01)
+                continue
+            if self.on_change is not None:
+                await self.on_change(record)
+            return record
         raise AsrError(errors.UNAVAILABLE, f"job {job_id} is too contended: try again")
 
     async def all(self) -> list[JobRecord]:
@@ -92,8 +97,13 @@ class JobStore:
                 continue
         raise AsrError(errors.UNAVAILABLE, "the webhook secret could not be read or made")
 
-    async def put_audio(self, record: JobRecord, audio: bytes) -> None:
-        await (await self.files()).put(record.audio_object, audio)
+    async def put_audio(self, record: JobRecord, audio: bytes | Path) -> None:
+        """The job's audio: bytes, or a spooled file, read in chunks (never whole in memory)."""
+        if isinstance(audio, bytes):
+            await (await self.files()).put(record.audio_object, audio)
+            return
+        with audio.open("rb") as spool:
+            await (await self.files()).put(record.audio_object, spool)
 
     async def put_result(self, record: JobRecord, result: TranscriptionResult) -> None:
         await (await self.files()).put(record.result_object, msgspec.msgpack.encode(result))

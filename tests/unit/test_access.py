@@ -7,10 +7,10 @@ from pathlib import Path
 
 from asrpro import nats_users
 from schemas import access, endpoints, subjects
-from schemas.endpoints import ADMIN_APPS, APPS
+from schemas.endpoints import ADMIN_APPS, APPS, OWN_APP
 from schemas.events import EVENT_TYPES, subject_of
 
-ROLES = {*access.ACTORS, APPS, ADMIN_APPS, access.EVENT_READERS}
+ROLES = {*access.ACTORS, APPS, ADMIN_APPS, OWN_APP, access.EVENT_READERS}
 
 
 def test_every_declaration_names_known_users() -> None:
@@ -41,7 +41,10 @@ def test_applications_by_scope() -> None:
     assert subjects.TRANSCRIBE_ALL in plain_pub and subjects.CANCEL_ALL in plain_pub
     assert "asr.lifecycle.stop" not in plain_pub and "asr.via.*.>" not in plain_pub
     assert "asr.lifecycle.stop" in admin_pub and "asr.recovery.close_breaker" in admin_pub
-    assert plain["subscribe"]["allow"] == ["_INBOX.app.>"]  # type: ignore[index]
+    # Its inbox and its own jobs' states; its own jobs' requests, never another application's.
+    assert plain["subscribe"]["allow"] == ["_INBOX.app.>", "asr.jobs.state.nats-app.>"]  # type: ignore[index]
+    assert "asr.jobs.app.app.>" in plain_pub and not any(p.startswith("asr.jobs.app.*") for p in plain_pub)
+    assert "asr.jobs.state.>" in admin["subscribe"]["allow"]  # type: ignore[index]
     assert subjects.PROGRESS_ALL in admin["subscribe"]["allow"]  # type: ignore[index]
 
 

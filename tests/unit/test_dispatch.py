@@ -9,12 +9,12 @@ import pytest
 from framework import bus
 from framework.actor import Actor, EndpointSpec, endpoint, entrypoints, on_event
 from framework.memory_bus import MemoryBus
-from framework.memory_store import matches
 from schemas import codec, endpoints
 from schemas.errors import AsrError, ErrorCode
 from schemas.events import EVENT_TYPES, BreakerChanged, Event, ServerCrashed, ServerReady, ServerUnhealthy, subject_of
 from schemas.gpu import GpuStatusRequest
 from schemas.registry import GetModel, ListModels, ModelInfo, ModelList
+from schemas.subjects import matches
 from tests.unit.fakes import config
 
 
