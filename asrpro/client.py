@@ -16,6 +16,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 from nats.aio.client import Client
@@ -53,12 +54,13 @@ async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     return await stage(nc, message)
 
 
-async def stage(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
-    """The request with its audio put in the sender's own bucket (ASR_AUDIO_<user>), named by an unguessable ref."""
+async def stage(nc: Client, message: TranscribeRequest, source: BinaryIO | None = None) -> TranscribeRequest:
+    """The request with its audio put in the sender's own bucket (ASR_AUDIO_<user>), named by an unguessable ref.
+    `source`: a file to read the audio from in chunks instead of `message.audio` (an upload spooled to disk)."""
     bucket = subjects.audio_bucket(sender_of(nc))
     store = await nc.jetstream().object_store(bucket)
     name = f"{uuid.uuid4().hex}-{message.filename}"[:200]
-    await store.put(name, message.audio)
+    await store.put(name, source if source is not None else message.audio)  # type: ignore[arg-type]
     return msgspec.structs.replace(message, audio=b"", audio_ref=name, audio_bucket=bucket)
 
 

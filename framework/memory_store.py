@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BufferedIOBase
+from typing import Any
 
 import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, ObjectNotFoundError
@@ -134,9 +135,12 @@ class MemoryObjectStore:
         self.objects[name] = data if isinstance(data, bytes) else data.read()
         return MemoryObject(name, None)
 
-    async def get(self, name: str) -> MemoryObject:
+    async def get(self, name: str, writeinto: Any = None) -> MemoryObject:
         if name not in self.objects:
             raise ObjectNotFoundError
+        if writeinto is not None:
+            writeinto.write(self.objects[name])
+            return MemoryObject(name, b"")
         return MemoryObject(name, self.objects[name])
 
     async def delete(self, name: str) -> MemoryObject:

@@ -63,7 +63,11 @@ def create_app(config: Config) -> ASGIApp:
     for module in (openai_routes, job_routes, ops_routes, event_routes, options_routes, pull_routes):
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.
-    limited = UploadLimit(app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024)
+    # A job's audio may be far larger than a synchronous request's: it streams to the store either way.
+    jobs_limit = (int(config.jobs.max_upload_mb * 2**20), "jobs.max_upload_mb")
+    limited = UploadLimit(
+        app, int(config.gateway.max_upload_mb * 2**20), slack=64 * 1024, paths={"/v1/audio/jobs": jobs_limit}
+    )
     gw = config.gateway
     keyed = ApiKeys(limited, KeyRing(config.gateway))
     guarded = BrowserGuard(

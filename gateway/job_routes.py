@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from asrpro import client
 from framework import logs
 from gateway.connection import Connection
 from gateway.openai_routes import File_, Text, Texts, _boolean, _number
 from gateway.responses import render
+from gateway.uploads import with_upload
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.formats import render_text
@@ -76,11 +76,7 @@ async def submit(
     info = conn.catalogue.resolve_for(model or "whisper-1", job_task, language)
     if info.installed is False:
         raise not_installed(info)
-    audio = await file.read()
-    if not audio:
-        raise AsrError(errors.BAD_REQUEST, f"the file '{file.filename}' is empty", param="file")
     message = TranscribeRequest(
-        audio=audio,
         filename=file.filename or "audio",
         language=language or None,
         prompt=prompt or None,
@@ -92,7 +88,7 @@ async def submit(
         hotwords=hotwords or None,
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
-    staged = await client.stage(nc, message)
+    staged = await with_upload(nc, file, message, stage=True)
     submission = SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags, webhook_url=webhook_url or None)
     job = await conn.request(endpoints.JOBS_SUBMIT, submission, timeout=60.0)
     return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/v1/audio/jobs/{job.id}"})

@@ -21,6 +21,7 @@ from gateway.cluster_view import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, status_and_code
 from gateway.responses import render, usage
+from gateway.uploads import with_upload
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
@@ -192,12 +193,8 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
     info = conn.catalogue.resolve_for(form.model or "whisper-1", form.task, form.language)
     if info.installed is False:
         raise not_installed(info)
-    audio = await form.file.read()
-    if not audio:
-        raise AsrError(errors.BAD_REQUEST, f"the file '{form.file.filename}' is empty", param="file")
     timeout = config.gateway.request_timeout
     message = TranscribeRequest(
-        audio=audio,
         filename=form.file.filename or "audio",
         language=form.language or None,
         prompt=form.prompt or None,
@@ -211,6 +208,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
+    message = await with_upload(nc, form.file, message)
     if form.stream:
         pieces = client.transcribe_stream(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
         # The 200 and the first bytes only once the proxy says the request was admitted and its audio opened (its

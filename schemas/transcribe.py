@@ -55,6 +55,10 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     # The sender keeps the referenced audio (a durable job's, read again if its decode resumes): not deleted after.
     keep_audio: bool = False
+    # Which waiter a freed decoding slot goes to first (actors/proxy/queue.py): interactive requests before batch
+    # ones (durable jobs), which hold at most all slots but one. Anyone may lower its own priority; "live"
+    # (realtime sessions) is reserved for the gateway.
+    priority: Literal["live", "interactive", "batch"] = "interactive"
     # Partial results on the reply subject as the audio is decoded (TranscriptionDelta messages with the
     # Asr-Partial header), then the TranscriptionResult; false: the result alone, in one reply.
     stream: bool = False

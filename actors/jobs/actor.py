@@ -21,6 +21,7 @@ from actors.jobs.uploads import CHUNK_MAX, IDLE_S, Uploads
 from actors.jobs.worker import JobWorker
 from framework.actor import Actor, endpoint
 from framework.config import Config
+from framework.transport import read_object
 from schemas import codec, endpoints, errors, subjects
 from schemas.errors import AsrError, ErrorCode
 from schemas.jobs import (
@@ -93,22 +94,19 @@ class Jobs(Actor):
         if not request.audio_ref or request.audio_bucket != subjects.audio_bucket("gateway"):
             raise AsrError(errors.BAD_REQUEST, "a job's audio must be staged in the gateway's bucket", param="file")
         staged = await self.transport.object_store(request.audio_bucket)
+        # Copied through a spool file, never whole in memory: a recording may be gigabytes.
+        spool = self.uploads.dir / ("staged-" + secrets.token_hex(8))
         try:
-            audio = (await staged.get(request.audio_ref)).data or b""
-        except Exception as exc:
-            raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
-        try:
-            return await self._accept(
-                "job_" + secrets.token_hex(16),
-                msg.owner,
-                msg.model,
-                request,
-                audio,
-                len(audio),
-                msg.metadata,
-                msg.webhook_url,
-            )
-        finally:  # stored in the jobs' bucket, or refused: the staged copy is not needed either way
+            try:
+                with spool.open("wb") as sink:
+                    await read_object(staged, request.audio_ref, into=sink)
+            except Exception as exc:
+                raise AsrError(errors.BAD_REQUEST, f"the uploaded audio is gone ({exc})", param="file") from exc
+            job_id = "job_" + secrets.token_hex(16)
+            size = spool.stat().st_size
+            return await self._accept(job_id, msg.owner, msg.model, request, spool, size, msg.metadata, msg.webhook_url)
+        finally:  # stored in the jobs' bucket, or refused: neither copy is needed any more
+            spool.unlink(missing_ok=True)
             try:
                 await staged.delete(request.audio_ref)
             except Exception as exc:  # its bucket's TTL removes it

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from framework.transport import KeyValueStore, ObjectStoreLike, Transport
+from framework.transport import KeyValueStore, ObjectStoreLike, Transport, read_object
 from schemas import errors, subjects
 from schemas.errors import AsrError
 from schemas.jobs import JOB_ID, JobRecord
@@ -109,8 +109,7 @@ class JobStore:
         await (await self.files()).put(record.result_object, msgspec.msgpack.encode(result))
 
     async def result(self, record: JobRecord) -> TranscriptionResult:
-        obj = await (await self.files()).get(record.result_object)
-        return _decode_result(obj.data or b"")
+        return _decode_result(await read_object(await self.files(), record.result_object))
 
     async def forget(self, record: JobRecord) -> None:
         """Record, audio and result: gone."""

@@ -194,6 +194,7 @@ class JobWorker:
             audio_ref=record.audio_object,
             audio_bucket=subjects.audio_bucket(subjects.JOBS_AUDIO_OWNER),
             keep_audio=True,
+            priority="batch",  # after interactive requests, on all slots but one (actors/proxy/queue.py)
             request_id=f"{record.id}-{record.attempts}",
             # The proxy's deadline for the whole decode (its default is the gateway's request_timeout).
             timeout=min(self.cfg.decode_timeout, 86400.0),

@@ -8,6 +8,7 @@ import re
 from nats.js.errors import NotFoundError
 
 from framework.actor import Actor
+from framework.transport import read_object
 from schemas import errors, subjects
 from schemas.errors import AsrError
 from schemas.transcribe import TranscribeRequest
@@ -28,14 +29,13 @@ class AudioStore:
                 raise AsrError(errors.BAD_REQUEST, f"audio_ref needs audio_bucket (the sender's {own}), not {bucket!r}")
             try:
                 store = await self.actor.transport.object_store(bucket)
-                obj = await store.get(msg.audio_ref)
+                audio = await read_object(store, msg.audio_ref)
             except NotFoundError as exc:  # the sender's mistake (or its audio expired): not worth a retry
                 raise AsrError(
                     errors.BAD_REQUEST, f"audio_ref '{msg.audio_ref}' not found in bucket {bucket}: {exc!r}"
                 ) from exc
             except Exception as exc:  # the store did not answer: a retry may work
                 raise AsrError(errors.UNAVAILABLE, f"audio_ref '{msg.audio_ref}' could not be read: {exc!r}") from exc
-            audio = obj.data or b""
         else:
             audio = msg.audio
         if not audio:

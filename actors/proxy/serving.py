@@ -10,7 +10,7 @@ import time
 
 from actors.proxy.audio import AudioStore
 from actors.proxy.decoding import decoding_for
-from actors.proxy.queue import ModelQueue
+from actors.proxy.queue import ModelQueue, Priority
 from actors.proxy.relay import Relay, Sent
 from framework.actor import Actor
 from framework.catalogue import Catalogue
@@ -79,7 +79,7 @@ class Serving:
                 raise not_installed(model)
             options = decoding_for(model, msg, self.catalogue.listing)
             audio = await self.audio.read(msg)
-            async with self.queue(model).slot(deadline) as queued_s:
+            async with self.queue(model).slot(deadline, _priority(msg)) as queued_s:
                 await self.actor.publish(
                     TranscriptionStarted(
                         model=model_id,
@@ -207,3 +207,9 @@ class Serving:
         except TimeoutError:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
+
+
+def _priority(msg: TranscribeRequest) -> Priority:
+    """The request's place in the queue. "live" is the realtime sessions' (issue 23), which nothing sends yet: a
+    request claiming it is served as interactive, so that no client jumps the queue by saying so."""
+    return "interactive" if msg.priority == "live" else msg.priority

@@ -298,6 +298,87 @@ async function transcribe(submit) {
   }
 }
 
+// Durable jobs (/v1/audio/jobs): this key's jobs, newest first, with their progress; a result downloads as a file
+// (fetched with the key: a plain link could not carry it); a queued or running job can be cancelled.
+const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+async function download(job, format) {
+  const response = await send(`/v1/audio/jobs/${job.id}/result?format=${format}`);
+  if (!response.ok) throw new Error((await response.json()).error.message);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `${(job.metadata.filename || job.id).replace(/\.[^.]*$/, "")}.${format === "text" ? "txt" : format}`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+async function refreshJobs() {
+  let jobs;
+  try { jobs = (await json("/v1/audio/jobs?limit=20")).data; } catch (e) { return; }
+  const body = $("#jobs tbody");
+  body.replaceChildren();
+  for (const job of jobs) {
+    const row = document.createElement("tr");
+    row.dataset.job = job.id;
+    row.dataset.status = job.status;
+    cell(row, job.id);
+    cell(row, job.metadata.filename || "");
+    cell(row, job.status + (job.attempts > 1 ? ` (attempt ${job.attempts})` : ""))
+      .title = job.error ? job.error.message : "";
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    bar.value = job.progress;
+    cell(row, "").append(bar, ` ${Math.round(job.progress * 100)}%`);
+    cell(row, job.audio_seconds ? `${Math.round(job.audio_seconds)} s` : "");
+    cell(row, job.model);
+    cell(row, new Date(job.created_at * 1000).toLocaleTimeString());
+    const actions = cell(row, "");
+    if (job.status === "completed") {
+      for (const format of ["text", "srt", "vtt", "json"]) {
+        const get = document.createElement("a");
+        get.href = "#";
+        get.className = "result";
+        get.dataset.format = format;
+        get.textContent = format;
+        get.addEventListener("click", (click) => {
+          click.preventDefault();
+          download(job, format).catch((e) => { $("#job-error").textContent = e.message; });
+        });
+        actions.appendChild(get);
+      }
+    } else if (!ENDED.has(job.status)) {
+      actions.appendChild(button("Cancel", () => json(`/v1/audio/jobs/${job.id}`, {method: "DELETE"})));
+    } else if (job.error) {
+      actions.textContent = job.error.message;
+    }
+    body.appendChild(row);
+  }
+}
+
+async function submitJob(submit) {
+  submit.preventDefault();
+  const file = $("#job-file").files[0];
+  if (!file) return;
+  $("#job-error").textContent = "";
+  const form = new FormData();
+  form.append("file", file);
+  form.append("model", $("#upload-model").value || "whisper-1");
+  form.append("metadata", JSON.stringify({filename: file.name.slice(0, 500)}));
+  $("#job-submit").disabled = true;
+  try {
+    await json("/v1/audio/jobs", {method: "POST", body: form});
+    $("#job-form").reset();
+  } catch (e) {
+    $("#job-error").textContent = String(e.message || e);
+  } finally {
+    $("#job-submit").disabled = false;
+    refreshJobs();
+  }
+}
+
+$("#job-form").addEventListener("submit", submitJob);
+setInterval(refreshJobs, 2000);
+refreshJobs();
 $("#upload").addEventListener("submit", transcribe);
 $("#api-key").value = apiKey();
 $("#api-key").addEventListener("change", () => {

@@ -54,7 +54,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
     session = webdriver.Chrome(service=Service(driver), options=options)
+    session.downloads = downloads  # type: ignore[attr-defined]
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     yield session
     session.quit()
@@ -107,6 +110,36 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
     # A page opened later shows the recent history, not an empty panel: the event stream replays the last hour.
     browser.refresh()
     wait(browser, lambda b: {"ready", "stopped"} <= set(b.find_element(By.ID, "events").text.split()))
+
+
+def test_the_console_submits_follows_downloads_and_cancels_jobs(
+    stack: Stack, browser: WebDriver, shared_data: Path, meeting: bytes, tmp_path: Path
+) -> None:
+    browser.get(stack.gateway + "/")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
+    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    browser.find_element(By.ID, "job-file").send_keys(str(shared_data / "jfk.flac"))
+    browser.find_element(By.ID, "job-submit").click()
+    done = '#jobs tr[data-status="completed"]'
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, done), timeout=120)
+    row = browser.find_element(By.CSS_SELECTOR, done)
+    assert "jfk.flac" in row.text and "100%" in row.text and "11 s" in row.text
+    row.find_element(By.CSS_SELECTOR, 'a[data-format="srt"]').click()
+    downloads: Path = browser.downloads  # type: ignore[attr-defined]
+    wait(browser, lambda b: (downloads / "jfk.srt").exists() and (downloads / "jfk.srt").stat().st_size > 0)
+    srt = (downloads / "jfk.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ") and "fellow Americans" in srt
+    # A long one, cancelled from the page while it is queued or running.
+    long = tmp_path / "meeting.flac"
+    long.write_bytes(meeting)
+    browser.find_element(By.ID, "job-file").send_keys(str(long))
+    browser.find_element(By.ID, "job-submit").click()
+    active = '#jobs tr[data-status="queued"], #jobs tr[data-status="running"]'
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, active))
+    browser.save_screenshot(str(ARTEFACTS / "console-jobs.png"))
+    browser.find_element(By.CSS_SELECTOR, active).find_element(By.TAG_NAME, "button").click()
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, '#jobs tr[data-status="cancelled"]'))
+    assert browser.find_element(By.ID, "job-error").text == ""
 
 
 def test_the_api_docs_stay_at_docs(stack: Stack, browser: WebDriver) -> None:

