@@ -2,8 +2,9 @@
 slot goes to the most urgent waiter — live sessions, then interactive requests, then batch (durable jobs) — first
 come first served within each; batch requests hold at most max_parallel - 1 slots (all of them when there is
 only one), so with two slots or more an interactive request never waits for a job to end: one slot is always
-out of the jobs' reach. (A running job is not interrupted: with one slot, an interactive request waits for it.) Interactive overflow (more than `max_queue` waiting) is refused at once (429); batch requests
-are not refused (the jobs actor bounds them with jobs.max_running); a wait past the deadline ends in 504."""
+out of the jobs' reach. (A running job is not interrupted: with one slot, an interactive request waits for it.)
+Interactive overflow (more than `max_queue` waiting) is refused at once (429); batch requests are not refused
+(the jobs actor bounds them with jobs.max_running); a wait past the deadline ends in 504."""
 
 from __future__ import annotations
 
