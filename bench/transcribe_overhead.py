@@ -40,6 +40,7 @@ from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
 from asrpro.nats_server import new_password  # noqa: E402
 from framework.config import load_config  # noqa: E402
+from framework.cores import thread_plan, usable_cores  # noqa: E402
 from model_server import pipeline  # noqa: E402
 from model_server.engines.whisper import WhisperEngine  # noqa: E402
 from model_server.settings import EngineSettings  # noqa: E402
@@ -60,8 +61,12 @@ BEAM1_ENV = {"ASRPRO_MODELS__WHISPER_TINY_EN__DECODING": "{ beam_size = 1, tempe
 OPTIONS_BEAM1 = decoding_for(catalogue(load_config(environ=BEAM1_ENV))["whisper-tiny.en"], TranscribeRequest())
 
 
-def engine(workers: int) -> WhisperEngine:
-    return WhisperEngine(WEIGHTS, device="cpu", compute_type="int8", concurrency=workers)
+def engine(workers: int, threads: int | None = None) -> WhisperEngine:
+    """In-process faster-whisper: `threads` per worker; None: as the model server sets it up (framework/cores.py)."""
+    if threads is None:
+        plan = thread_plan(usable_cores().count, workers)
+        workers, threads = plan.workers, plan.threads
+    return WhisperEngine(WEIGHTS, device="cpu", compute_type="int8", concurrency=workers, cpu_threads=threads)
 
 
 def in_process_once(model: WhisperEngine, audio: bytes, options: TranscribeOptions = OPTIONS) -> str:
@@ -71,14 +76,16 @@ def in_process_once(model: WhisperEngine, audio: bytes, options: TranscribeOptio
 
 
 def direct_throughput(requests: int, clients: int, audio: bytes) -> dict[str, float]:
+    """Requests per second in-process by num_workers x cpu_threads (0: CTranslate2's own choice), searched."""
     rates = {}
-    for workers in (1, 2, 4):
-        model = engine(workers)
+    cores = usable_cores().count
+    for workers, threads in dict.fromkeys([(1, 0), (2, 0), (4, 0), (1, cores), (2, max(1, cores // 2)), (4, 1)]):
+        model = engine(workers, threads)
         in_process_once(model, audio)
         with ThreadPoolExecutor(clients) as pool:
             t0 = time.perf_counter()
             list(pool.map(in_process_once, [model] * requests, [audio] * requests))
-            rates[str(workers)] = requests / (time.perf_counter() - t0)
+            rates[f"{workers}x{threads}"] = requests / (time.perf_counter() - t0)
     return rates
 
 
@@ -277,7 +284,7 @@ def main() -> None:
                 "bus_messages_per_request": bus_per_request,
                 "throughput_requests": args.requests,
                 "throughput_clients": args.clients,
-                "direct_rps_by_num_workers": {k: round(v, 3) for k, v in direct_rates.items()},
+                "direct_rps_by_workers_x_threads": {k: round(v, 3) for k, v in direct_rates.items()},
                 "direct_best_rps": round(direct_rates[best_workers], 3),
                 "system_rps": round(system_rate, 3),
                 "ratio_system_vs_best_direct_rps": round(system_rate / direct_rates[best_workers], 3),

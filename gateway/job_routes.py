@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from framework import logs
 from gateway.connection import Connection
-from gateway.openai_routes import File_, Text, Texts, _boolean, _number
+from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field
 from gateway.responses import render
 from gateway.uploads import with_upload
 from schemas import endpoints, errors
@@ -53,6 +53,7 @@ async def submit(
     timestamp_granularities: Annotated[Texts, Form(alias="timestamp_granularities[]")] = None,
     vad_filter: Text = None,
     hotwords: Text = None,
+    batch_size: Text = None,
     task: Text = None,
     metadata: Text = None,
     webhook_url: Text = None,
@@ -86,6 +87,7 @@ async def submit(
         timestamp_granularities=[g for g in ("word", "segment") if g in (timestamp_granularities or [])],
         vad_filter=_boolean("vad_filter", vad_filter),
         hotwords=hotwords or None,
+        batch_size=batch_size_field(batch_size),
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
     staged = await with_upload(nc, file, message, stage=True)

@@ -28,6 +28,7 @@ from schemas.errors import AsrError, ErrorCode
 from schemas.lifecycle import EnsureServer
 from schemas.registry import OPENAI_NAMES, ListModels, ModelInfo, ModelList, SetDefaultModel, find, not_installed
 from schemas.transcribe import (
+    MAX_BATCH_SIZE,
     Granularity,
     ResponseFormat,
     Task,
@@ -65,6 +66,7 @@ async def transcriptions(
     stream: Text = None,
     vad_filter: Text = None,
     hotwords: Text = None,
+    batch_size: Text = None,
     keep_alive: Text = None,
     # OpenAI parameters accepted and ignored: include[] (logprobs), chunking_strategy (the whole file is one job).
     include: Annotated[Texts, Form(alias="include[]")] = None,
@@ -93,6 +95,7 @@ async def transcriptions(
         granularities=[g for g in ("word", "segment") if g in granularities],
         vad_filter=_boolean("vad_filter", vad_filter),
         hotwords=hotwords or None,
+        batch_size=batch_size_field(batch_size),
         keep_alive=keep_alive,
         stream=bool(_boolean("stream", stream)),
     )
@@ -111,12 +114,14 @@ async def translations(
     temperature: Text = None,
     stream: Text = None,
     vad_filter: Text = None,
+    batch_size: Text = None,
     keep_alive: Text = None,
     model_q: Annotated[str | None, Query(alias="model")] = None,
     response_format_q: Annotated[str | None, Query(alias="response_format")] = None,
 ) -> Response:
     form = AudioForm(
         task="translate",
+        batch_size=batch_size_field(batch_size),
         app_client=model_q is not None or response_format_q is not None,
         file=file,
         model=model or model_q,
@@ -144,6 +149,7 @@ class AudioForm:
     granularities: list[Granularity] = field(default_factory=list)
     vad_filter: bool | None = None
     hotwords: str | None = None
+    batch_size: int | None = None
     keep_alive: str | None = None
     stream: bool = False
     # The original asrpro app asks with model and response_format as query parameters, and reads more from
@@ -161,6 +167,20 @@ def _number(name: str, value: str | None) -> float | None:
     if not math.isfinite(number):
         raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}", param=name)
     return number
+
+
+def batch_size_field(value: str | None) -> int | None:
+    """The `batch_size` form field: empty for the model's rule, 0 for sequential decoding, 1 to MAX_BATCH_SIZE."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = -1
+    if not 0 <= size <= MAX_BATCH_SIZE:
+        problem = f"batch_size must be a whole number from 0 (sequential) to {MAX_BATCH_SIZE}, got {value!r}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="batch_size")
+    return size
 
 
 def _boolean(name: str, value: str | None) -> bool | None:
@@ -204,6 +224,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         timestamp_granularities=form.granularities,
         vad_filter=form.vad_filter,
         hotwords=form.hotwords,
+        batch_size=form.batch_size,
         request_id=logs.request_id.get() or logs.new_request_id(),
         keep_alive=form.keep_alive or None,
         timeout=timeout,

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compute-type", help="int8, float16, int8_float16, ... [COMPUTE_TYPE, default int8]")
     parser.add_argument("--concurrency", type=int, help="transcriptions at once [CONCURRENCY, default 2]")
     parser.add_argument("--cpu-threads", type=int, help="threads per transcription, 0 = auto [CPU_THREADS, default 0]")
+    parser.add_argument(
+        "--cpu-cores", type=int, help="cores this server may use, 0 = all it is allowed [CPU_CORES, default 0]"
+    )
     parser.add_argument("--log-level", help="server log level [LOG_LEVEL, default info]")
     return parser
 
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         compute_type=args.compute_type or _env("COMPUTE_TYPE") or "int8",
         concurrency=_int(parser, args.concurrency, "CONCURRENCY", 2),
         cpu_threads=_int(parser, args.cpu_threads, "CPU_THREADS", 0),
+        cpu_cores=_int(parser, args.cpu_cores, "CPU_CORES", 0),
     )
     host = args.host or _env("HOST") or "127.0.0.1"
     port = _int(parser, args.port, "PORT", 9000)

@@ -19,7 +19,8 @@ class EngineSettings:
     compute_type: str = "int8"
     # Transcriptions that may run at once; faster-whisper gets as many workers so they really run in parallel.
     concurrency: int = 2
-    cpu_threads: int = 0  # 0 lets CTranslate2 choose
+    cpu_threads: int = 0  # threads per worker on the CPU; 0: the cores usable divided among the workers
+    cpu_cores: int = 0  # the cores this server may use beside other model servers; 0: all it is allowed
 
     @property
     def weights_spec(self) -> str:

@@ -18,6 +18,7 @@ import msgspec
 from schemas import errors
 from schemas.transcribe import (
     FALLBACK_TEMPERATURES,
+    MAX_BATCH_SIZE,
     ResponseFormat,
     Segment,
     Task,
@@ -70,6 +71,10 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Decode from this many seconds into the audio (a resumed job: where its checkpoint stopped); timestamps stay
     # those of the whole recording.
     offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    # Batched decoding of VAD-cut chunks, `batch_size` at once (0: sequential), for audio of at least
+    # `batch_from_s` seconds (what follows `offset`); shorter audio decodes sequentially.
+    batch_size: Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH_SIZE)] = 0
+    batch_from_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
 
     def form(self) -> dict[str, str]:
         """As form fields (and query parameters): lists comma-separated, booleans true/false."""

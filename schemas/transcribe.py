@@ -13,6 +13,7 @@ Task = Literal["transcribe", "translate"]  # translate: into English
 Granularity = Literal["word", "segment"]
 # faster-whisper's fallback ladder: a decode that fails its compression/log-prob checks is retried hotter.
 FALLBACK_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_BATCH_SIZE = 64  # chunks decoded at once: beyond it memory grows and the gain does not
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 
 
@@ -50,6 +51,10 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
+    # Batched decoding (docs/batching.md): the recording cut at pauses (VAD) into chunks of at most 30 s, decoded
+    # `batch_size` at once. None: the model's rule (its decoding.batch_size for jobs and for audio of at least
+    # decoding.batch_from_s); 0: sequential, window after window.
+    batch_size: Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH_SIZE)] | None = None
     # Start decoding this many seconds into the audio, timestamps kept those of the whole recording (a durable
     # job resuming from its checkpoint).
     offset: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0

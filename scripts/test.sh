@@ -57,10 +57,10 @@ tier types .venv/bin/mypy
 # Not with -q or -v: either one stops strict mode counting warnings (mkdocs/mkdocs#4126, #3991).
 tier docs env NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$(mktemp -d)"
 tier unit .venv/bin/python -m pytest -q tests/unit
-tier integration .venv/bin/python -m pytest -q tests/integration
-tier e2e .venv/bin/python -m pytest -q tests/e2e
-tier docker .venv/bin/python -m pytest -q tests/docker
-tier chaos .venv/bin/python -m pytest -q tests/chaos
+tier integration .venv/bin/python -m pytest -q --durations=8 tests/integration
+tier e2e .venv/bin/python -m pytest -q --durations=8 tests/e2e
+tier docker .venv/bin/python -m pytest -q --durations=8 tests/docker
+tier chaos .venv/bin/python -m pytest -q --durations=8 tests/chaos
 tier cluster .venv/bin/python -m pytest -q -s tests/cluster
 tier fuzz .venv/bin/python -m pytest -q -s tests/fuzz
 if [ ${#failed[@]} -gt 0 ]; then

@@ -15,6 +15,7 @@ from actors.lifecycle.records import ServerRecords
 from actors.lifecycle.runtimes import GpuRefused, LaunchSpec, Runtime, ServerHandle
 from actors.lifecycle.server import Fleet, Server
 from framework.actor import Actor
+from framework.cores import share, usable_cores
 from schemas import errors
 from schemas.errors import AsrError, ErrorCode
 from schemas.events import (
@@ -29,6 +30,11 @@ from schemas.events import (
 from schemas.gpu import Allocation
 from schemas.lifecycle import ServerStatus
 from schemas.registry import ModelInfo
+
+
+def _on_cpu(server: Server) -> bool:
+    return not (server.ran_on or server.allocation.device).startswith("cuda")
+
 
 # Between withdrawing an idle server from the proxies' view and stopping it: far longer than an event takes.
 RETIRE_GRACE_S = 0.3
@@ -131,12 +137,36 @@ class Starter:
                 visible=visible,
                 driver_cuda=allocation.driver_cuda,
                 capability=allocation.capability,
+                cpu_cores=self._cores(model, run_on),
+                cpu_threads=self.cfg.cpu_threads,
             )
             return await self.runtime.launch(spec), allocation
         except GpuRefused as exc:  # the very first refusal too: the GPU's fault; fall back, or name the fix
             await self._gpu_refused(model, run_on, str(exc))
             on_cpu = Allocation(model=model.id, device="cpu")
-            return await self.runtime.launch(LaunchSpec(model=model, device="cpu")), on_cpu
+            return await self.runtime.launch(
+                LaunchSpec(
+                    model=model, device="cpu", cpu_cores=self._cores(model, run_on), cpu_threads=self.cfg.cpu_threads
+                )
+            ), on_cpu
+
+    def _cores(self, model: ModelInfo, run_on: str) -> int:
+        """This server's share of the node's cores: the usable cores divided among the model servers on the CPU
+        (itself included), so two loaded models do not each start a thread per core."""
+        if run_on.startswith("cuda"):
+            return 0
+        beside = sum(1 for s in self.servers.values() if s.model.id != model.id and _on_cpu(s))
+        usable = usable_cores()
+        cores = share(usable.count, beside + 1)
+        self.log.info(
+            "%s: %d of %d cores (%s), %d other model server(s) on the CPU",
+            model.id,
+            cores,
+            usable.count,
+            usable.source,
+            beside,
+        )
+        return cores
 
     async def _gpu_usable(self, model: ModelInfo, allocation: Allocation, run_on: str) -> tuple[Allocation, str]:
         """The GPU placement when this runtime can run the model there; else the CPU (cpu_fallback, with the reason

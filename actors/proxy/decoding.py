@@ -3,11 +3,13 @@ defaults unless configured otherwise) merged with what the request asked for, ch
 
 from __future__ import annotations
 
+from typing import Any
+
 from schemas import errors
 from schemas.errors import AsrError
 from schemas.languages import check_language, multilingual
 from schemas.model_server import TranscribeOptions
-from schemas.registry import ModelInfo, ModelList
+from schemas.registry import Decoding, ModelInfo, ModelList
 from schemas.transcribe import TranscribeRequest
 
 
@@ -37,4 +39,17 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         word_timestamps="word" in msg.timestamp_granularities,
         hotwords=msg.hotwords or None,
         offset=msg.offset,
+        **_batching(decoding, msg),
     )
+
+
+def _batching(decoding: Decoding, msg: TranscribeRequest) -> dict[str, Any]:
+    """Batched or sequential: what the request asked for, else the model's rule — jobs batched when
+    `batch_jobs`, other audio when it lasts at least `batch_from_s` (the server knows the length, not the proxy)."""
+    if msg.batch_size is not None:
+        return {"batch_size": msg.batch_size}
+    if msg.priority == "batch" and decoding.batch_jobs:
+        return {"batch_size": decoding.batch_size}
+    if decoding.batch_from_s > 0:
+        return {"batch_size": decoding.batch_size, "batch_from_s": decoding.batch_from_s}
+    return {}

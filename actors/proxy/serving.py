@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
+
 from actors.proxy.audio import AudioStore
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue, Priority
@@ -102,7 +104,8 @@ class Serving:
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     cold = cold or server.cold_start
                     try:
-                        result = await self._forward(server, options, msg.filename, audio, deadline, relay)
+                        retry = _resumed(options, msg, relay.sent.until)
+                        result = await self._forward(server, retry, msg.filename, audio, deadline, relay)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
         except (Exception, asyncio.CancelledError) as exc:
@@ -207,6 +210,16 @@ class Serving:
         except TimeoutError:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
+
+
+def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: float) -> TranscribeOptions:
+    """The options of a retry after the server died mid-decode. A job's decode (streamed, batch) resumes after the
+    last segment relayed: its worker assembles the text from the streamed segments (actors/jobs/checkpoints.py), so
+    re-decoding what it already has would only cost time — half an hour of CPU for a recording killed half-way
+    through two hours. Any other request starts again: its requester takes the final result's text as it is."""
+    if msg.priority != "batch" or not msg.stream or relayed_until <= options.offset:
+        return options
+    return msgspec.structs.replace(options, offset=relayed_until)
 
 
 def _priority(msg: TranscribeRequest) -> Priority:

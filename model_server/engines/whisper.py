@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger("model_server")
+SAMPLE_RATE = 16000  # faster-whisper's audio
 PACKAGE_PREFIX = "package:"
 FALLBACKS = {
     "float16": ("float32",),
@@ -104,6 +105,8 @@ class WhisperEngine:
     def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
         faster-whisper's defaults unless configured otherwise, with what the request asked for)."""
+        if options.batch_size > 0 and len(audio) / SAMPLE_RATE >= options.batch_from_s:
+            return self._decode_batched(audio, options)
         pieces, info = self._model.transcribe(
             audio,
             task=options.task,
@@ -115,6 +118,36 @@ class WhisperEngine:
             vad_filter=options.vad_filter,
             word_timestamps=options.word_timestamps,
             hotwords=options.hotwords,
+        )
+        return Decoding(
+            info.language,
+            info.duration,
+            round(float(info.language_probability), 4),
+            (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
+        )
+
+    def _decode_batched(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
+        """faster-whisper's batched pipeline: the audio cut at pauses by its VAD into chunks of at most 30 s,
+        `batch_size` chunks through the encoder and the decoder at once; segments come in order as each batch ends.
+        Unlike the sequential decode, no chunk sees the previous one's text, and only the first temperature is
+        tried (no fallback ladder)."""
+        from faster_whisper import BatchedInferencePipeline
+
+        # One pipeline per decode: it keeps per-transcription state, and it is a thin wrapper round the model.
+        pieces, info = BatchedInferencePipeline(self._model).transcribe(
+            audio,
+            task=options.task,
+            language=options.language,
+            initial_prompt=options.prompt,
+            temperature=options.temperature[:1],
+            beam_size=options.beam_size,
+            word_timestamps=options.word_timestamps,
+            hotwords=options.hotwords,
+            batch_size=options.batch_size,
+            # Segments with their own timestamps: the pipeline's default, one segment per chunk, would make every
+            # subtitle up to 30 s long.
+            without_timestamps=False,
+            vad_filter=True,
         )
         return Decoding(
             info.language,

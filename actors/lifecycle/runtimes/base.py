@@ -20,6 +20,14 @@ class LaunchSpec:
     visible: str = ""  # what selects the GPU for CUDA: its UUID (GPU-..., MIG-...); empty: the index
     driver_cuda: str = ""  # the CUDA version the host's driver supports: names the kernel cache
     capability: str = ""  # the GPU's compute capability: whether its kernels must be compiled from PTX
+    cpu_cores: int = 0  # on the CPU: the cores this server may use beside the others (0: all)
+    cpu_threads: int = 0  # on the CPU: threads per worker (lifecycle.cpu_threads; 0: from the cores)
+
+    def cpu_settings(self) -> dict[str, str]:
+        """What the model server is told about the cores (its CPU_CORES and CPU_THREADS)."""
+        if self.device_kind != "cpu":
+            return {}
+        return {"CPU_CORES": str(self.cpu_cores), "CPU_THREADS": str(self.cpu_threads)}
 
     @property
     def device_kind(self) -> str:

@@ -1,0 +1,43 @@
+"""Long speech with a known transcript, for benchmarks: paragraphs of this repository's own documentation spoken by
+espeak-ng (voices and speeds varied) and joined by sox. The code under test must not care how long it is."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VOICES = ["en-us", "en", "en-us+m3", "en+f2"]
+
+
+def prose() -> list[str]:
+    """Sentences of this repository's documentation, markdown stripped: varied English for espeak-ng to speak."""
+    text = " ".join(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"[`*#|_\[\]()<>{}=/\\-]+", " ", text)
+    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text)]
+    return [s for s in sentences if 6 <= len(s.split()) <= 40 and s.isascii()]
+
+
+def recording(minutes: float, out: Path) -> Path:
+    """`minutes` of speech as 16 kHz mono FLAC: espeak-ng paragraphs, voices and speeds varied, joined by sox."""
+    return spoken(minutes, out)[0]
+
+
+def spoken(minutes: float, out: Path) -> tuple[Path, str]:
+    """`minutes` of speech as 16 kHz mono FLAC at `out`, and the text spoken."""
+    parts, total, sentences, i, said = [], 0.0, prose(), 0, []
+    while total < minutes * 60:
+        paragraph = " ".join(sentences[(i * 8) % len(sentences) : (i * 8) % len(sentences) + 8])
+        wav = out.parent / f"part{i}.wav"
+        speed = ["-s", str(150 + 15 * (i % 3))]
+        subprocess.run(["espeak-ng", "-v", VOICES[i % 4], *speed, "-w", str(wav), paragraph], check=True)
+        total += float(subprocess.run(["soxi", "-D", str(wav)], capture_output=True, text=True, check=True).stdout)
+        parts.append(str(wav))
+        said.append(paragraph)
+        i += 1
+    subprocess.run(["sox", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
+    for part in parts:
+        Path(part).unlink()
+    return out, " ".join(said)
