@@ -38,7 +38,7 @@ from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
 from bench.speech import spoken  # noqa: E402
 from framework.config import load_config  # noqa: E402
-from framework.cores import thread_plan, usable_cores  # noqa: E402
+from framework.cores import server_plan  # noqa: E402
 from model_server import pipeline  # noqa: E402
 from model_server.engines.whisper import WhisperEngine  # noqa: E402
 from model_server.settings import EngineSettings  # noqa: E402
@@ -57,7 +57,7 @@ ENV = {"ASRPRO_RECOVERY__BACKOFF": "[0]", "ASRPRO_JOBS__RETRY_BACKOFF": "[1]"}
 
 
 def in_process(audio: bytes, name: str) -> tuple[float, str]:
-    plan = thread_plan(usable_cores().count, EngineSettings().concurrency)  # as the model server sets it up
+    _, _, plan = server_plan(EngineSettings().concurrency)  # as the model server sets it up
     model = WhisperEngine(
         WEIGHTS, device="cpu", compute_type="int8", concurrency=plan.workers, cpu_threads=plan.threads
     )

@@ -40,7 +40,7 @@ from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
 from asrpro.nats_server import new_password  # noqa: E402
 from framework.config import load_config  # noqa: E402
-from framework.cores import thread_plan, usable_cores  # noqa: E402
+from framework.cores import server_plan, usable_cores  # noqa: E402
 from model_server import pipeline  # noqa: E402
 from model_server.engines.whisper import WhisperEngine  # noqa: E402
 from model_server.settings import EngineSettings  # noqa: E402
@@ -64,7 +64,7 @@ OPTIONS_BEAM1 = decoding_for(catalogue(load_config(environ=BEAM1_ENV))["whisper-
 def engine(workers: int, threads: int | None = None) -> WhisperEngine:
     """In-process faster-whisper: `threads` per worker; None: as the model server sets it up (framework/cores.py)."""
     if threads is None:
-        plan = thread_plan(usable_cores().count, workers)
+        _, _, plan = server_plan(workers)
         workers, threads = plan.workers, plan.threads
     return WhisperEngine(WEIGHTS, device="cpu", compute_type="int8", concurrency=workers, cpu_threads=threads)
 

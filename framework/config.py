@@ -84,8 +84,8 @@ class LifecycleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_parallel: int = 4  # concurrent requests forwarded to one model server (a model may override)
     max_queue: int = 64  # requests waiting per model beyond max_parallel; more get 429 (a model may override)
     max_concurrent_containers: int = 0  # model servers running at once; 0 = no limit
-    # Threads per CTranslate2 worker of a model server on the CPU; 0: the server's share of the node's usable cores
-    # (affinity, cgroup quota) divided among its workers (framework/cores.py).
+    # Threads per CTranslate2 worker of a model server on the CPU; 0: planned from the server's share of the node's
+    # usable cores (affinity, cgroup quota) and its workers (framework/cores.py).
     cpu_threads: int = 0
     preload: list[str] = []  # models started at boot
 

@@ -1,8 +1,7 @@
 """The CPU cores a process may really use, and how a CTranslate2 model spreads over them.
 
 `os.cpu_count()` is the host's count: inside a container limited to two CPUs (`docker run --cpus 2`, a Kubernetes
-limit) it still says 64, and CTranslate2 left to choose starts that many threads per worker — oversubscription that
-was measured here at 10 % of throughput on two cores (bench/transcribe_overhead.py)."""
+limit) it still says 64, and CTranslate2 left to choose starts threads by the host's cores in every worker."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ CGROUP = Path("/sys/fs/cgroup")
 @dataclass(frozen=True)
 class Cores:
     count: int  # whole cores this process may use
-    source: str  # what bounded it: "affinity", "cgroup cpu.max", "cgroup v1 cfs quota", "configured"
+    source: str  # what bounded it: "affinity", "cgroup cpu.max", "cgroup v1 cfs quota"
 
 
 def usable_cores(root: Path = CGROUP) -> Cores:
@@ -47,6 +46,16 @@ def _cgroup_quota(root: Path) -> tuple[float, str] | None:
     except (OSError, ValueError):
         return None
     return (quota_us / period_us, "cgroup v1 cfs quota") if quota_us > 0 and period_us > 0 else None
+
+
+def server_plan(concurrency: int, share_of: int = 0, threads: int = 0) -> tuple[int, str, ThreadPlan]:
+    """(cores, where that count comes from, the plan) for a model server given `share_of` the node's cores by the
+    lifecycle actor (0: all it may use), bounded by what it may use itself (a container sees its own quota)."""
+    usable = usable_cores()
+    if share_of <= 0:
+        return usable.count, usable.source, thread_plan(usable.count, concurrency, threads)
+    cores = min(usable.count, share_of)
+    return cores, f"{usable.source}, share {share_of}", thread_plan(cores, concurrency, threads)
 
 
 def share(cores: int, servers: int) -> int:

@@ -19,7 +19,7 @@ class EngineSettings:
     compute_type: str = "int8"
     # Transcriptions that may run at once; faster-whisper gets as many workers so they really run in parallel.
     concurrency: int = 2
-    cpu_threads: int = 0  # threads per worker on the CPU; 0: the cores usable divided among the workers
+    cpu_threads: int = 0  # threads per worker on the CPU; 0: planned from the cores (framework/cores.py)
     cpu_cores: int = 0  # the cores this server may use beside other model servers; 0: all it is allowed
 
     @property

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from framework import cuda_compat
-from framework.cores import thread_plan, usable_cores
+from framework.cores import server_plan
 from model_server.cuda_libs import CudaLibrariesMissing
 from model_server.engines import Engine, load_engine
 from model_server.settings import EngineSettings
@@ -26,10 +26,7 @@ def load_from_settings(settings: EngineSettings) -> Engine:
         # Workers x threads from the cores this server may use (its affinity, its container's quota, the share the
         # lifecycle actor gave it beside other loaded models): CTranslate2 alone would start a thread per host core
         # in each worker.
-        usable = usable_cores()
-        cores = min(usable.count, settings.cpu_cores) if settings.cpu_cores > 0 else usable.count
-        source = f"{usable.source}, share {settings.cpu_cores}" if settings.cpu_cores > 0 else usable.source
-        plan = thread_plan(cores, settings.concurrency, settings.cpu_threads)
+        cores, source, plan = server_plan(settings.concurrency, settings.cpu_cores, settings.cpu_threads)
         concurrency, threads = plan.workers, plan.threads
         log.info(
             "%s on the CPU: %d cores usable (%s): %s",

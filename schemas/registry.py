@@ -18,7 +18,7 @@ class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     temperature: list[float] = msgspec.field(default_factory=lambda: list(FALLBACK_TEMPERATURES))
     condition_on_previous_text: bool = True
     vad_filter: bool = False
-    # Batched decoding (docs/batching.md): VAD-cut chunks decoded batch_size at once, for durable jobs
+    # Batched decoding (docs/throughput.md): VAD-cut chunks decoded batch_size at once, for durable jobs
     # (batch_jobs) and for audio of at least batch_from_s seconds (0: never by default); a request's batch_size
     # overrides both. Chosen from the word error rates measured both ways (bench/batching.py).
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] = 8

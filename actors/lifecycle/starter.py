@@ -146,7 +146,7 @@ class Starter:
             on_cpu = Allocation(model=model.id, device="cpu")
             return await self.runtime.launch(
                 LaunchSpec(
-                    model=model, device="cpu", cpu_cores=self._cores(model, run_on), cpu_threads=self.cfg.cpu_threads
+                    model=model, device="cpu", cpu_cores=self._cores(model, "cpu"), cpu_threads=self.cfg.cpu_threads
                 )
             ), on_cpu
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_server import cuda_libs
+from model_server.audio import SAMPLE_RATE
 from model_server.engines.base import Decoding, WeightsNotFound, check_readable, hub_offline
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger("model_server")
-SAMPLE_RATE = 16000  # faster-whisper's audio
 PACKAGE_PREFIX = "package:"
 FALLBACKS = {
     "float16": ("float32",),
@@ -119,12 +119,7 @@ class WhisperEngine:
             word_timestamps=options.word_timestamps,
             hotwords=options.hotwords,
         )
-        return Decoding(
-            info.language,
-            info.duration,
-            round(float(info.language_probability), 4),
-            (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
-        )
+        return _decoding(pieces, info, options)
 
     def _decode_batched(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper's batched pipeline: the audio cut at pauses by its VAD into chunks of at most 30 s,
@@ -149,12 +144,17 @@ class WhisperEngine:
             without_timestamps=False,
             vad_filter=True,
         )
-        return Decoding(
-            info.language,
-            info.duration,
-            round(float(info.language_probability), 4),
-            (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
-        )
+        return _decoding(pieces, info, options)
+
+
+def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:
+    """faster-whisper's lazy segments and transcription info, sequential or batched, as the server takes them."""
+    return Decoding(
+        info.language,
+        info.duration,
+        round(float(info.language_probability), 4),
+        (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
+    )
 
 
 def _segment(number: int, piece: Any, with_words: bool) -> tuple[Segment, list[Word] | None]:
