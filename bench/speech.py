@@ -41,3 +41,19 @@ def spoken(minutes: float, out: Path) -> tuple[Path, str]:
     for part in parts:
         Path(part).unlink()
     return out, " ".join(said)
+
+
+def utterances(count: int, out: Path) -> list[tuple[bytes, str]]:
+    """`count` short recordings (two sentences each, about 5 to 15 s: what a dictation or a voice message is) as
+    16 kHz mono WAV bytes, each with the text spoken; voices and speeds varied."""
+    sentences, made = prose(), []
+    for i in range(count):
+        text = " ".join(sentences[(2 * i) % len(sentences) : (2 * i) % len(sentences) + 2])
+        raw, wav = out / f"u{i}.raw.wav", out / f"u{i}.wav"
+        speed = ["-s", str(150 + 15 * (i % 3))]
+        subprocess.run(["espeak-ng", "-v", VOICES[i % 4], *speed, "-w", str(raw), text], check=True)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(wav), "trim", "0", "29"], check=True)
+        made.append((wav.read_bytes(), text))
+        raw.unlink()
+        wav.unlink()
+    return made

@@ -98,7 +98,7 @@ async def metrics(conn: Connection, config: Settings) -> PlainTextResponse:
         pass
     listing = conn.catalogue.listing
     for info in listing.models if listing is not None else []:
-        limits.labels(info.id, "max_parallel").set(info.max_parallel or config.lifecycle.max_parallel)
+        limits.labels(info.id, "max_parallel").set(info.parallel(config.lifecycle.max_parallel))
         limits.labels(info.id, "max_queue").set(info.max_queue or config.lifecycle.max_queue)
     server_processes(now, here)
     await actor_processes(now, conn.client, me)

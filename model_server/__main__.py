@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-cores", type=int, help="cores this server may use, 0 = all it is allowed [CPU_CORES, default 0]"
     )
+    parser.add_argument(
+        "--max-batch", type=int, help="short requests decoded together, 1 = never [MAX_BATCH, default 1]"
+    )
+    parser.add_argument(
+        "--batch-window-ms", type=int, help="how long a batch waits for company [BATCH_WINDOW_MS, default 20]"
+    )
     parser.add_argument("--log-level", help="server log level [LOG_LEVEL, default info]")
     return parser
 
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         concurrency=_int(parser, args.concurrency, "CONCURRENCY", 2),
         cpu_threads=_int(parser, args.cpu_threads, "CPU_THREADS", 0),
         cpu_cores=_int(parser, args.cpu_cores, "CPU_CORES", 0),
+        max_batch=_int(parser, args.max_batch, "MAX_BATCH", 1),
+        batch_window_ms=_int(parser, args.batch_window_ms, "BATCH_WINDOW_MS", 20),
     )
     host = args.host or _env("HOST") or "127.0.0.1"
     port = _int(parser, args.port, "PORT", 9000)

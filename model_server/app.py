@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 
 import anyio
 import msgspec
@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from framework import logs
 from model_server import pipeline
 from model_server.audio import AudioDecodeError
+from model_server.batcher import BatchingEngine
 from model_server.engines import Engine
 from model_server.settings import EngineSettings
 from model_server.state import Loader, ModelState, load_from_settings
@@ -39,6 +40,7 @@ from schemas.model_server import (
     ResultFrame,
     TranscribeOptions,
 )
+from schemas.transcribe import TranscriptionResult
 
 log = logging.getLogger("model_server")
 
@@ -72,7 +74,8 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
         nonlocal limiter
         # Created here because anyio limiters belong to the running event loop. Requests beyond it wait their
         # turn instead of piling decoded audio and model work onto the CPU at once.
-        limiter = anyio.CapacityLimiter(max(1, engine_settings.concurrency))
+        # With batching, as many as a batch holds: they wait in the batcher, not here.
+        limiter = anyio.CapacityLimiter(max(1, engine_settings.concurrency, engine_settings.max_batch))
         log.info("loading model", extra={**vars(engine_settings), "weights": engine_settings.weights_spec})
         state.start_loading()
         yield
@@ -140,13 +143,15 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
                 _streamed(engine, data, filename, options, engine_settings.model_id, received_at, limiter),
                 media_type=STREAM_MEDIA_TYPE,
             )
-        try:
-            result = await anyio.to_thread.run_sync(
-                lambda: pipeline.transcribe(
+
+        def work() -> TranscriptionResult:
+            with _inside(engine):
+                return pipeline.transcribe(
                     engine, data, filename, options, model_id=engine_settings.model_id, received_at=received_at
-                ),
-                limiter=limiter,
-            )
+                )
+
+        try:
+            result = await anyio.to_thread.run_sync(work, limiter=limiter)
         except AudioDecodeError as exc:
             raise errors.AsrError(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file") from exc
         log.info(
@@ -174,11 +179,14 @@ async def _streamed(
 
     def work() -> None:
         try:
-            for frame in pipeline.stream(engine, data, filename, options, model_id=model_id, received_at=received_at):
-                if gone.is_set():
-                    log.info("client gone: decoding stopped", extra={"file": filename})
-                    return
-                loop.call_soon_threadsafe(frames.put_nowait, frame)
+            with _inside(engine):
+                for frame in pipeline.stream(
+                    engine, data, filename, options, model_id=model_id, received_at=received_at
+                ):
+                    if gone.is_set():
+                        log.info("client gone: decoding stopped", extra={"file": filename})
+                        return
+                    loop.call_soon_threadsafe(frames.put_nowait, frame)
         except AudioDecodeError as exc:
             loop.call_soon_threadsafe(
                 frames.put_nowait, _error_frame(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file")
@@ -203,6 +211,11 @@ async def _streamed(
         gone.set()  # a finished decode ignores it; one under way stops at its next segment
         if not worker.done():
             worker.add_done_callback(lambda task: task.exception())  # retrieved: nothing left to report
+
+
+def _inside(engine: Engine) -> AbstractContextManager[None]:
+    """A batching engine counts the requests it works on (model_server/batcher.py); others need nothing."""
+    return engine.inside() if isinstance(engine, BatchingEngine) else nullcontext()
 
 
 def _error_frame(code: str | errors.ErrorCode, message: str, param: str | None = None) -> ErrorFrame:

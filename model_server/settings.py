@@ -21,6 +21,10 @@ class EngineSettings:
     concurrency: int = 2
     cpu_threads: int = 0  # threads per worker on the CPU; 0: planned from the cores (framework/cores.py)
     cpu_cores: int = 0  # the cores this server may use beside other model servers; 0: all it is allowed
+    # Dynamic batching (model_server/batcher.py): short requests that arrive together decode as one batch of at
+    # most max_batch (1: never), the first waiting at most batch_window_ms for company.
+    max_batch: int = 1
+    batch_window_ms: float = 0.0
 
     @property
     def weights_spec(self) -> str:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from framework import cuda_compat
 from framework.cores import server_plan
+from model_server.batcher import BatchCapable, BatchingEngine
 from model_server.cuda_libs import CudaLibrariesMissing
 from model_server.engines import Engine, load_engine
 from model_server.settings import EngineSettings
@@ -36,7 +37,7 @@ def load_from_settings(settings: EngineSettings) -> Engine:
             plan,
             extra={"cores": cores, "workers": plan.workers, "cpu_threads": plan.threads},
         )
-    return load_engine(
+    engine = load_engine(
         settings.engine,
         settings.weights_spec,
         settings.device,
@@ -45,6 +46,18 @@ def load_from_settings(settings: EngineSettings) -> Engine:
         concurrency=concurrency,
         cpu_threads=threads,
     )
+    if settings.max_batch > 1 and isinstance(engine, BatchCapable):
+        log.info(
+            "%s batches up to %d short requests, waiting up to %g ms",
+            settings.model_id,
+            settings.max_batch,
+            settings.batch_window_ms,
+        )
+        # A runner per CTranslate2 worker: each decodes a batch while the others gather theirs.
+        return BatchingEngine(
+            engine, max_batch=settings.max_batch, window_s=settings.batch_window_ms / 1000, runners=concurrency
+        )
+    return engine
 
 
 class ModelState:
@@ -87,7 +100,10 @@ class ModelState:
 
     def health(self) -> Health:
         engine = self.engine
+        batcher = engine.batcher if isinstance(engine, BatchingEngine) else None
         return Health(
+            batches=batcher.batches if batcher else None,
+            batched=batcher.batched if batcher else None,
             status=self.status,
             model=self.settings.model_id,
             engine=self.settings.engine,

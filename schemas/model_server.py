@@ -51,6 +51,9 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     # "gpu" when the load failed because the GPU cannot run the engine (CUDA libraries missing, a driver too old for
     # its kernels): the lifecycle actor then fails the start with `cause: gpu`, which no breaker counts.
     cause: Literal["gpu"] | None = None
+    # With dynamic batching: batches decoded, and the requests they held (their mean size is the one over the other).
+    batches: int | None = None
+    batched: int | None = None
 
 
 class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -46,7 +46,17 @@ class ModelSpec(msgspec.Struct, kw_only=True):
     cpu_fallback: bool = False  # run on the CPU (int8) when no GPU has room, instead of waiting
     max_parallel: int | None = None
     max_queue: int | None = None
+    # Dynamic batching (docs/throughput.md): concurrent requests of at most 30 s with matching decoding options
+    # decode as one batch of up to max_batch (1: each alone), the first waiting at most batch_window_ms for more
+    # while the server is busy. The proxy forwards at least max_batch requests at once to let batches fill.
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] = 1
+    batch_window_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 20
     decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
+
+    def parallel(self, default: int) -> int:
+        """Requests forwarded at once to this model's server (`default`: lifecycle.max_parallel): enough to fill
+        a batch where it batches."""
+        return max(self.max_parallel or default, self.max_batch)
 
 
 def spec_fields(spec: ModelSpec) -> dict[str, Any]:

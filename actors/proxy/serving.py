@@ -50,9 +50,7 @@ class Serving:
         queue = self.queues.get(model.id)
         if queue is None:
             lifecycle = self.config.lifecycle
-            queue = ModelQueue(
-                model.id, model.max_parallel or lifecycle.max_parallel, model.max_queue or lifecycle.max_queue
-            )
+            queue = ModelQueue(model.id, model.parallel(lifecycle.max_parallel), model.max_queue or lifecycle.max_queue)
             self.queues[model.id] = queue
         return queue
 

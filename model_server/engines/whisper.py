@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,11 @@ FALLBACKS = {
     "int8_bfloat16": ("int8_float16", "int8_float32", "int8"),
 }
 REQUIRED_FILES = ("config.json", "model.bin")
+WINDOW_S = 30  # Whisper's window: audio of at most this length decodes in one pass, and may share a batch
+# faster-whisper's thresholds for a window that the sequential decode would decode again at the next temperature
+# (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
 
 
 def resolve_weights(spec: str) -> Path:
@@ -121,6 +128,68 @@ class WhisperEngine:
         )
         return _decoding(pieces, info, options)
 
+    def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> Hashable | None:
+        """What a decode must share with others to be batched with them, or None: it goes alone (longer than one
+        window, word timestamps, VAD, a language still to detect, the long-recording batched mode)."""
+        if options.batch_size or options.word_timestamps or options.vad_filter or options.offset:
+            return None
+        if not 0 < len(audio) <= WINDOW_S * SAMPLE_RATE:
+            return None
+        language = options.language if self._model.model.is_multilingual else "en"
+        if language is None:
+            return None
+        first = options.temperature[0] if options.temperature else 0.0
+        return (options.task, language, options.prompt, options.hotwords, options.beam_size, first)
+
+    def decode_batch(self, audios: Sequence[np.ndarray], options: TranscribeOptions) -> list[Decoding | None]:
+        """Short recordings of one `batch_key`, decoded as one batch: each in a window of its own, one encoder
+        pass and one beam search for all. A result that the sequential decode would have decoded again at a higher
+        temperature (or dropped as silence) is None: its caller decodes it alone, so batching changes no text
+        that the thresholds would have changed."""
+        from faster_whisper import BatchedInferencePipeline
+
+        # Each recording at the start of a 30-s slot of one long array: its window is exactly its slot, and a
+        # segment's `seek` (10-ms frames from the array's start) says whose it is.
+        slot = WINDOW_S * SAMPLE_RATE
+        joined = np.zeros(slot * len(audios), dtype=np.float32)
+        clips = []
+        for n, audio in enumerate(audios):
+            joined[n * slot : n * slot + len(audio)] = audio
+            clips.append({"start": n * WINDOW_S, "end": n * WINDOW_S + len(audio) / SAMPLE_RATE})
+        pieces, _ = BatchedInferencePipeline(self._model).transcribe(
+            joined,
+            task=options.task,
+            language=options.language if self._model.model.is_multilingual else "en",
+            initial_prompt=options.prompt,
+            temperature=options.temperature[:1],
+            beam_size=options.beam_size,
+            hotwords=options.hotwords,
+            batch_size=len(audios),
+            without_timestamps=False,
+            clip_timestamps=clips,
+        )
+        found: list[list[Any]] = [[] for _ in audios]
+        for piece in pieces:
+            found[min(len(audios) - 1, round(piece.seek / (WINDOW_S * 100)))].append(piece)
+        results: list[Decoding | None] = []
+        for n, (audio, mine) in enumerate(zip(audios, found, strict=True)):
+            if any(_would_retry(piece) for piece in mine):
+                results.append(None)
+                continue
+            shift = n * WINDOW_S
+            shifted = [
+                dataclasses.replace(piece, start=piece.start - shift, end=piece.end - shift, seek=0) for piece in mine
+            ]
+            results.append(
+                Decoding(
+                    options.language or "en",
+                    len(audio) / SAMPLE_RATE,
+                    1.0,
+                    (_segment(k, piece, False) for k, piece in enumerate(shifted)),
+                )
+            )
+        return results
+
     def _decode_batched(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper's batched pipeline: the audio cut at pauses by its VAD into chunks of at most 30 s,
         `batch_size` chunks through the encoder and the decoder at once; segments come in order as each batch ends.
@@ -155,6 +224,10 @@ def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:
         round(float(info.language_probability), 4),
         (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
     )
+
+
+def _would_retry(piece: Any) -> bool:
+    return bool(piece.compression_ratio > COMPRESSION_RATIO_THRESHOLD or piece.avg_logprob < LOG_PROB_THRESHOLD)
 
 
 def _segment(number: int, piece: Any, with_words: bool) -> tuple[Segment, list[Word] | None]:

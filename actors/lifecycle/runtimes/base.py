@@ -23,11 +23,13 @@ class LaunchSpec:
     cpu_cores: int = 0  # on the CPU: the cores this server may use beside the others (0: all)
     cpu_threads: int = 0  # on the CPU: threads per worker (lifecycle.cpu_threads; 0: from the cores)
 
-    def cpu_settings(self) -> dict[str, str]:
-        """What the model server is told about the cores (its CPU_CORES and CPU_THREADS)."""
+    def server_env(self) -> dict[str, str]:
+        """What the model server is told beside its model and device: the cores (CPU_CORES, CPU_THREADS) on the
+        CPU, and how it batches (MAX_BATCH, BATCH_WINDOW_MS)."""
+        batching = {"MAX_BATCH": str(self.model.max_batch), "BATCH_WINDOW_MS": str(self.model.batch_window_ms)}
         if self.device_kind != "cpu":
-            return {}
-        return {"CPU_CORES": str(self.cpu_cores), "CPU_THREADS": str(self.cpu_threads)}
+            return batching
+        return batching | {"CPU_CORES": str(self.cpu_cores), "CPU_THREADS": str(self.cpu_threads)}
 
     @property
     def device_kind(self) -> str:

@@ -250,7 +250,7 @@ class DockerRuntime(Runtime):
             "HOST": "0.0.0.0",  # inside the container's own network namespace; published on 127.0.0.1 only
             "PORT": CONTAINER_PORT.split("/")[0],
             "HF_HUB_OFFLINE": "1",
-        } | spec.cpu_settings()
+        } | spec.server_env()
         volumes = {}
         if model.weights.startswith("package:"):
             environment["WEIGHTS"] = model.weights

@@ -80,7 +80,7 @@ class LocalRuntime(Runtime):
 
     async def launch(self, spec: LaunchSpec) -> ServerHandle:
         port = free_port()
-        env = dict(os.environ, HF_HUB_OFFLINE="1") | spec.cpu_settings()
+        env = dict(os.environ, HF_HUB_OFFLINE="1") | spec.server_env()
         compiles = False
         if spec.device_kind == "cuda":
             # NVML numbers devices by PCI bus; CUDA, unless told, fastest first: make them agree.
