@@ -26,6 +26,7 @@ ACTOR_CLASSES = {
     "recovery": "actors.recovery:Recovery",
     "metrics": "actors.metrics:Metrics",
     "jobs": "actors.jobs.actor:Jobs",
+    "live": "actors.live.actor:Live",
 }
 
 

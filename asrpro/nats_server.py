@@ -21,7 +21,20 @@ from framework.processes import terminate
 
 _SAFE_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{7,}")
 # `route` is not a client: the password the servers of a cluster authenticate their routes with.
-USERS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "jobs", "client", "admin", "route")
+USERS = (
+    "registry",
+    "lifecycle",
+    "gpu",
+    "proxy",
+    "recovery",
+    "metrics",
+    "gateway",
+    "jobs",
+    "live",
+    "client",
+    "admin",
+    "route",
+)
 # This host's place in a cluster (asrpro.nats_cluster.route_block), kept beside the rendered configuration so that every
 # rendering (a reload after `asrpro users add`, `asrpro nats`) keeps it.
 CLUSTER_PART = "nats-cluster.conf"

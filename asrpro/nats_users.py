@@ -40,7 +40,7 @@ PID_FILE = "nats-server.pid"
 # would publish its answer to asr.lifecycle.stop on the requester's behalf), and nats-server's config reload
 # (adding a user) forgets the grants of requests in flight. Publishing into an inbox is harmless without
 # knowing its random name, which only its owner (who alone may subscribe there) sees.
-REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery", "jobs")
+REQUESTERS = ("gateway", "admin", "proxy", "lifecycle", "recovery", "jobs", "live")
 RENDERED = "nats-server.conf"
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger("asrpro.supervisor")
 
 # Start order; shutdown runs in reverse so the gateway stops taking work first
 # and lifecycle still reaches registry/gpu while it stops its model servers.
-ACTORS = ("registry", "gpu", "metrics", "lifecycle", "recovery", "proxy", "jobs")
+ACTORS = ("registry", "gpu", "metrics", "lifecycle", "recovery", "proxy", "jobs", "live")
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_AFTER_S = 60.0
 # A clustered JetStream answers once a quorum of servers formed: the first host waits for the second this long.

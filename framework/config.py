@@ -205,6 +205,19 @@ class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_secret: str = ""
 
 
+class RealtimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Live transcription sessions (WS /v1/realtime, asr.live.*; docs/realtime.md)."""
+
+    max_sessions: int = 16  # sessions open at once per live actor (node); more are refused at connect
+    idle_timeout: float = 60.0  # seconds without a client event: the session is closed
+    max_session_s: float = 4 * 3600.0  # the longest a session may stay open
+    partial_every_s: float = 0.5  # new audio between two decodes of an utterance still spoken
+    partial_beam_size: int = 1  # the decodes behind deltas: greedy (the final decode uses the model's decoding)
+    max_buffer_s: float = 60.0  # audio a client may append without committing (without turn detection)
+    send_queue: int = 256  # events waiting for a client that does not read: beyond, the session is closed
+    allowed_origins: list[str] = []  # web pages that may open sessions, beyond the gateway's own cors_origins
+
+
 class RegistryConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_model: str = "whisper-tiny.en"
     # What whisper-1 (and OpenAI's other names) means for a translation or a language the default model lacks;
@@ -221,6 +234,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
+    realtime: RealtimeConfig = msgspec.field(default_factory=RealtimeConfig)
     node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     models: dict[str, ModelConfig] = {}

@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp
 
 from framework.config import Config
-from gateway import event_routes, job_routes, openai_routes, ops_routes, options_routes, pull_routes
+from gateway import event_routes, job_routes, openai_routes, ops_routes, options_routes, pull_routes, realtime_routes
 from gateway.auth import ApiKeys, KeyRing
 from gateway.browsers import BrowserGuard
 from gateway.connection import GatewayConnection
@@ -60,7 +60,8 @@ def create_app(config: Config) -> ASGIApp:
 
     app.add_exception_handler(AsrError, asr_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    for module in (openai_routes, job_routes, ops_routes, event_routes, options_routes, pull_routes):
+    routes = (openai_routes, job_routes, ops_routes, event_routes, options_routes, pull_routes, realtime_routes)
+    for module in routes:
         app.include_router(module.router)
     # The limit is on the file; multipart framing and form fields get a little slack on top.
     # A job's audio may be far larger than a synchronous request's: it streams to the store either way.

@@ -31,7 +31,9 @@ _LINE = re.compile(r"^sha256:([0-9a-fA-F]{64})\s+(transcribe|admin)\s*$")
 # and the API's documentation. CORS preflights carry no credentials by design.
 _PUBLIC_PATHS = ("/health", "/", "/favicon.ico", "/docs", "/openapi.json", "/redoc")
 _PUBLIC_PREFIXES = ("/console/",)
-_TOKEN_PATHS = ("/ws", "/v1/events")
+_TOKEN_PATHS = ("/ws", "/v1/events", "/v1/realtime")
+# Browsers cannot set headers on a WebSocket: OpenAI's Realtime clients offer the key as a subprotocol.
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 
 def digest(key: str) -> str:
@@ -115,6 +117,11 @@ def _presented_key(scope: Scope) -> str | None:
     if value:
         kind, _, credential = value.partition(" ")
         return credential.strip() if kind.lower() == "bearer" else ""
+    if scope["type"] == "websocket":
+        offered = headers.get(b"sec-websocket-protocol", b"").decode("latin-1")
+        for protocol in (p.strip() for p in offered.split(",")):
+            if protocol.startswith(KEY_SUBPROTOCOL):
+                return protocol.removeprefix(KEY_SUBPROTOCOL)
     if scope["path"] in _TOKEN_PATHS:
         for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
             # The name as sent, not percent-decoded: what the log redaction recognises is what is accepted.

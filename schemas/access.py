@@ -18,7 +18,7 @@ from schemas.jobs import PublicJob
 from schemas.transcribe import CancelTranscription, TranscriptionProgress
 
 # The actors' NATS users (nats.conf defines them); "admin" is the operator's, allowed everything.
-ACTORS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "jobs")
+ACTORS = ("registry", "lifecycle", "gpu", "proxy", "recovery", "metrics", "gateway", "jobs", "live")
 # Applications with scope events or admin (asrpro/nats_users.py) also follow events and progress live.
 EVENT_READERS = "event-reading-applications"
 
@@ -43,12 +43,18 @@ PROGRESS = Topic(
 # A job's state changes (asr.jobs.state.<owner>.<job id>): each application reads only its own owner's (granted per
 # application in asrpro/nats_users.py), admin applications all.
 JOB_STATE = Topic(subjects.JOBS_STATE_ALL, PublicJob, publishers=("jobs",), subscribers=(ADMIN_APPS,))
-TOPICS = (CANCEL, PROGRESS, JOB_STATE)
+# A live session's client events (schemas/live.py): the gateway's sessions on asr.live.in.<session>; an
+# application's own on asr.live.app.<user>.in.<session>, granted to each application for its own user only.
+LIVE_IN = Topic(subjects.LIVE_IN_ALL, dict, publishers=("gateway",), subscribers=("live",))
+LIVE_APP_IN = Topic(subjects.LIVE_APP_IN_ALL, dict, publishers=(), subscribers=("live",))
+TOPICS = (CANCEL, PROGRESS, JOB_STATE, LIVE_IN, LIVE_APP_IN)
 
 
 def own_jobs_rights(user: str) -> tuple[list[str], list[str]]:
-    """(publish, subscribe) an application needs for its own jobs over NATS: its requests, its jobs' states."""
-    return [subjects.jobs_app(user, ">")], [subjects.job_state(subjects.nats_owner(user), ">")]
+    """(publish, subscribe) an application needs for its own jobs and live sessions over NATS: its requests and
+    its sessions' events, its jobs' states."""
+    publish = [subjects.jobs_app(user, ">"), subjects.live_app(user, ">")]
+    return publish, [subjects.job_state(subjects.nats_owner(user), ">")]
 
 
 def _rpc_subjects(rpc: Rpc[Any, Any]) -> list[str]:

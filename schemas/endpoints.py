@@ -43,6 +43,7 @@ from schemas.lifecycle import (
     StopReply,
     StopServer,
 )
+from schemas.live import LiveClosed, LiveOpen
 from schemas.metrics import MetricsSnapshot, SnapshotRequest
 from schemas.registry import GetModel, ListModels, ModelInfo, ModelList, SetDefaultModel
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
@@ -113,7 +114,7 @@ _FRONT = ("gateway", APPS)  # what every application may do, through the gateway
 _OPERATE = ("gateway", ADMIN_APPS)  # what an operator does: the gateway's admin routes, admin applications
 
 REGISTRY_LIST = Rpc(subjects.REGISTRY_LIST, ListModels, ModelList, server="registry", callers=_FRONT)
-REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo, server="registry", callers=(*_FRONT, "jobs"))
+REGISTRY_GET = Rpc(subjects.REGISTRY_GET, GetModel, ModelInfo, server="registry", callers=(*_FRONT, "jobs", "live"))
 REGISTRY_SET_DEFAULT = Rpc(
     subjects.REGISTRY_SET_DEFAULT, SetDefaultModel, ModelInfo, server="registry", callers=_OPERATE
 )
@@ -152,7 +153,7 @@ RECOVERY_CLOSE_BREAKER = Rpc(
 # One endpoint for every model: the model is the subject's last part (ids may contain dots).
 # The jobs actor decodes durable jobs through the proxies like any front door.
 TRANSCRIBE = Rpc(
-    subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult, server="proxy", callers=(*_FRONT, "jobs")
+    subjects.TRANSCRIBE_ALL, TranscribeRequest, TranscriptionResult, server="proxy", callers=(*_FRONT, "jobs", "live")
 )
 # Durable jobs: the gateway asks the jobs actor, naming the owner (the API key's) it checked.
 JOBS_SUBMIT = Rpc(subjects.JOBS_SUBMIT, SubmitJob, JobRecord, server="jobs", callers=("gateway",))
@@ -200,10 +201,13 @@ VIA = Rpc(
     TranscribeRequest,
     TranscriptionResult,
     server="proxy",
-    callers=("gateway",),
+    callers=("gateway", "live"),
     per_node=True,
     plain=False,
 )
+# A live session (schemas/live.py): one request answered by a stream of events, for as long as the session lasts.
+LIVE_OPEN = Rpc(subjects.LIVE_OPEN, LiveOpen, LiveClosed, server="live", callers=("gateway",), per_node=True)
+LIVE_APP_OPEN = Rpc(subjects.live_app("*", "open"), LiveOpen, LiveClosed, server="live", callers=(OWN_APP,))
 
 ALL = (
     REGISTRY_LIST,
@@ -235,4 +239,6 @@ ALL = (
     JOBS_APP_RESULT,
     JOBS_APP_LIST,
     JOBS_APP_CANCEL,
+    LIVE_OPEN,
+    LIVE_APP_OPEN,
 )

@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "job_not_found"  # no such job, or another application's
     JOB_NOT_COMPLETED = "job_not_completed"  # its result was asked for while it is queued, running, failed, cancelled
     STORAGE_FULL = "storage_full"  # jobs hold jobs.storage_max_gb already: a submission is refused before the 202
+    SESSION_LIMIT = "session_limit_reached"  # realtime.max_sessions live sessions are open on the node already
     # the HTTP gateway's own refusals
     INVALID_API_KEY = "invalid_api_key"  # none given, or not a valid one (OpenAI's code)
     INSUFFICIENT_SCOPE = "insufficient_scope"  # a valid key without the admin scope the route needs
@@ -94,6 +95,7 @@ STATUS: dict[ErrorCode, str] = {
     ErrorCode.JOB_NOT_FOUND: NOT_FOUND,
     ErrorCode.JOB_NOT_COMPLETED: CONFLICT,
     ErrorCode.STORAGE_FULL: INSUFFICIENT_STORAGE,
+    ErrorCode.SESSION_LIMIT: OVERLOADED,
     ErrorCode.INVALID_API_KEY: UNAUTHORIZED,
     ErrorCode.INSUFFICIENT_SCOPE: FORBIDDEN,
     ErrorCode.FORBIDDEN_ORIGIN: FORBIDDEN,

@@ -55,6 +55,15 @@ VIA_ALL = "asr.via.>"
 
 EVENTS_STREAM = "ASR_EVENTS"
 
+# Live sessions (schemas/live.py): the gateway opens them on asr.live.open (its node's live actor:
+# asr.live.open.<node>) and sends its clients' events on asr.live.in.<session>; an application on NATS opens its own
+# on asr.live.app.<user>.open and sends on asr.live.app.<user>.in.<session>, which only it may publish.
+LIVE_OPEN = "asr.live.open"
+LIVE_IN_PREFIX = "asr.live.in."
+LIVE_IN_ALL = "asr.live.in.>"
+LIVE_APP_PREFIX = "asr.live.app."
+LIVE_APP_IN_ALL = "asr.live.app.*.in.>"
+
 # Durable jobs: requests the gateway makes of the jobs actor, and the work queue only the jobs actor touches (one
 # subject per owner, so that owners are served in turn).
 JOBS_SUBMIT = "asr.jobs.submit"
@@ -118,6 +127,20 @@ def jobs_app_all(op: str) -> str:
 def app_of_jobs_subject(subject: str) -> str:
     """The application (NATS user) that published on asr.jobs.app.<user>...: only it may (nats.conf)."""
     return subject[len(JOBS_APP_PREFIX) :].split(".", 1)[0]
+
+
+def live_in(session_id: str) -> str:
+    return LIVE_IN_PREFIX + session_id
+
+
+def live_app(user: str, op: str) -> str:
+    """An application's own live subjects: asr.live.app.<user>.open, asr.live.app.<user>.in.<session>."""
+    return f"{LIVE_APP_PREFIX}{user}.{op}"
+
+
+def app_of_live_subject(subject: str) -> str:
+    """The application (NATS user) that published on asr.live.app.<user>...: only it may (nats.conf)."""
+    return subject[len(LIVE_APP_PREFIX) :].split(".", 1)[0]
 
 
 def nats_owner(user: str) -> str:

@@ -51,6 +51,7 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     timestamp_granularities: list[Granularity] = []  # "word" adds `words` (costs decode time)
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
+    beam_size: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None  # None: the model's (live partials: 1)
     # Batched decoding (docs/throughput.md): the recording cut at pauses (VAD) into chunks of at most 30 s, decoded
     # `batch_size` at once. None: the model's rule (its decoding.batch_size for jobs and for audio of at least
     # decoding.batch_from_s); 0: sequential, window after window.

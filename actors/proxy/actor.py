@@ -113,6 +113,8 @@ class ModelProxy(Actor):
 
     @endpoint(endpoints.TRANSCRIBE, queue_group="asrpro-proxy")
     async def transcribe(self, msg: TranscribeRequest, subject: str) -> TranscriptionResult:
+        if msg.priority == "live":  # only the live actor's sessions, through asr.via: no client jumps the queue
+            msg.priority = "interactive"
         return await self._serve(msg, subjects.model_from_transcribe(subject), here=False)
 
     @endpoint(endpoints.VIA, queue_group="asrpro-proxy")

@@ -33,7 +33,7 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         prompt=msg.prompt or None,
         # OpenAI's semantics: 0 or none starts at 0 and lets the fallback ladder raise it; > 0 is that one value.
         temperature=[temperature] if temperature else list(decoding.temperature),
-        beam_size=decoding.beam_size,
+        beam_size=msg.beam_size or decoding.beam_size,
         condition_on_previous_text=decoding.condition_on_previous_text,
         vad_filter=decoding.vad_filter if msg.vad_filter is None else msg.vad_filter,
         word_timestamps="word" in msg.timestamp_granularities,

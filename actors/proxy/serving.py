@@ -221,6 +221,6 @@ def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: 
 
 
 def _priority(msg: TranscribeRequest) -> Priority:
-    """The request's place in the queue. "live" is the realtime sessions' (issue 23), which nothing sends yet: a
-    request claiming it is served as interactive, so that no client jumps the queue by saying so."""
-    return "interactive" if msg.priority == "live" else msg.priority
+    """The request's place in the queue. "live" (realtime sessions) arrives only through asr.via.<node>.<model>,
+    which only the gateway and the live actor may publish: the proxy's public subject lowers it (actor.py)."""
+    return msg.priority

@@ -1,0 +1,1 @@
+"""The live actor: OpenAI Realtime transcription sessions (schemas/live.py)."""

@@ -1,0 +1,167 @@
+"""The live actor: each session a long request (schemas/live.py) whose reply is the stream of its events.
+
+The session's client events arrive on a subject of their own; its utterances are decoded through the proxies of
+this node (priority "live": first in every model's queue), partial decodes greedy, the final one with the model's
+decoding. It holds no decoding slot between decodes, and the model stays loaded while the session lasts (each
+decode is activity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+import wave
+from typing import Any
+
+import numpy as np
+from nats.aio.msg import Msg
+
+from actors.live.audio_in import RATE
+from actors.live.protocol import ProtocolError, Settings, new_id, session_event
+from actors.live.session import Limits, Session
+from asrpro import client
+from framework.actor import Actor, endpoint, send_keepalive, send_partial
+from framework.config import Config
+from schemas import endpoints, errors, live, subjects
+from schemas.errors import AsrError
+from schemas.live import LiveClosed, LiveEvent, LiveOpen
+from schemas.registry import GetModel, ModelInfo
+from schemas.transcribe import TranscribeRequest
+
+KEEPALIVE_S = 5.0  # the opener takes a session silent for three of these for lost
+CLOSE_WAIT_S = 30.0  # what is committed is still finished when a session ends, for at most this long
+
+
+class Live(Actor):
+    name = "live"
+    max_concurrency = 1024  # sessions are long requests; realtime.max_sessions is the limit that speaks
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.cfg = config.realtime
+        self.sessions: dict[str, Session] = {}
+
+    @endpoint(endpoints.LIVE_OPEN)
+    async def open(self, msg: LiveOpen) -> LiveClosed:
+        session_id = new_id("sess")
+        return await self._run(msg, msg.owner, session_id, subjects.live_in(session_id))
+
+    @endpoint(endpoints.LIVE_APP_OPEN)
+    async def app_open(self, msg: LiveOpen, subject: str) -> LiveClosed:
+        user = subjects.app_of_live_subject(subject)
+        session_id = new_id("sess")
+        return await self._run(msg, subjects.nats_owner(user), session_id, subjects.live_app(user, f"in.{session_id}"))
+
+    async def _run(self, msg: LiveOpen, owner: str, session_id: str, input_subject: str) -> LiveClosed:
+        if len(self.sessions) >= self.cfg.max_sessions:
+            raise AsrError(
+                errors.ErrorCode.SESSION_LIMIT,
+                f"{self.cfg.max_sessions} live sessions are open on this node (realtime.max_sessions): try again later",
+            )
+        settings = Settings(model=msg.model)
+        try:
+            settings.apply(msg.session, msg.shape)
+        except ProtocolError as exc:
+            raise AsrError(errors.BAD_REQUEST, exc.message, param=exc.param) from None
+        info = await self._model(settings.model)
+        inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
+        sub = await self.connection.subscribe(input_subject, cb=inbox.put, pending_msgs_limit=4096)
+
+        async def emit(event: dict[str, Any]) -> None:
+            await send_partial(LiveEvent(event=event))
+
+        async def transcribe(audio: np.ndarray, final: bool, current: Settings) -> str:
+            return await self._transcribe(info, owner, audio, final, current)
+
+        limits = Limits(partial_every_s=self.cfg.partial_every_s, max_buffer_s=self.cfg.max_buffer_s)
+        session = Session(session_id, msg.shape, settings, emit, transcribe, info.id, limits)
+        self.sessions[session_id] = session
+        self.log.info("session opened", extra={"session": session_id, "model": info.id, "owner": owner})
+        created = session_event("created", msg.shape, settings.render(session_id, msg.shape, info.id))
+        await send_partial(LiveEvent(event={"event_id": new_id("event"), **created}, input=input_subject))
+        reason = "closed"
+        try:
+            reason = await self._serve(session, inbox)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            self.sessions.pop(session_id, None)
+            try:
+                await asyncio.wait_for(session.close(), CLOSE_WAIT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                session.abort()
+            self.log.info(
+                "session closed",
+                extra={"session": session_id, "reason": reason, "audio_s": round(session.audio_s, 2)},
+            )
+        return LiveClosed(reason=reason)
+
+    async def _serve(self, session: Session, inbox: asyncio.Queue[Msg]) -> str:
+        """Client events in order until the client goes, falls idle, or the session reaches its length."""
+        opened = time.monotonic()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                if time.monotonic() - opened > self.cfg.max_session_s:
+                    await session.emit(
+                        live.error_event(live.SESSION_IDLE, "the session reached realtime.max_session_s")
+                    )
+                    return "too long"
+                getting = asyncio.ensure_future(inbox.get())
+                done, _ = await asyncio.wait({getting, stopping}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED")
+                if getting not in done:
+                    getting.cancel()
+                    if stopping in done:
+                        await session.emit(live.error_event("server_shutting_down", "the server is shutting down"))
+                        return "shutdown"
+                    await send_keepalive()
+                    if time.monotonic() - session.last_activity > self.cfg.idle_timeout:
+                        message = f"no client event for {self.cfg.idle_timeout:g} s (realtime.idle_timeout)"
+                        await session.emit(live.error_event(live.SESSION_IDLE, message))
+                        return "idle"
+                    continue
+                msg = getting.result()
+                if msg.headers and msg.headers.get(live.CLOSE_HEADER):
+                    return msg.headers[live.CLOSE_HEADER] or "client gone"
+                await session.handle(msg.data)
+        finally:
+            stopping.cancel()
+
+    async def _model(self, name: str) -> ModelInfo:
+        """The model a session transcribes with: OpenAI's names (gpt-4o-transcribe, whisper-1) mean the default."""
+        info = await self.request(endpoints.REGISTRY_GET, GetModel(id=name or "whisper-1"), timeout=10.0)
+        if info.installed is False:
+            raise AsrError(
+                errors.ErrorCode.MODEL_NOT_INSTALLED,
+                f"model {info.id} is not installed: asrpro models pull {info.id}",
+                param="model",
+            )
+        return info
+
+    async def _transcribe(self, info: ModelInfo, owner: str, audio: np.ndarray, final: bool, settings: Settings) -> str:
+        request = TranscribeRequest(
+            audio=_wav(audio),
+            filename="live.wav",
+            language=settings.language,
+            prompt=settings.prompt,
+            priority="live",
+            beam_size=None if final else self.cfg.partial_beam_size,
+            request_id=f"live-{owner}-{new_id('d')}"[:64],
+            timeout=60.0,
+        )
+        result = await client.transcribe(self.connection, info.id, request, timeout=65.0, via=self.node_name)
+        return result.text
+
+
+def _wav(audio: np.ndarray) -> bytes:
+    """16-kHz mono PCM16 WAV: what the model server opens fastest."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+    return out.getvalue()

@@ -1,0 +1,138 @@
+"""WS /v1/realtime?intent=transcription: OpenAI's Realtime transcription sessions, carried to the live actor.
+
+The gateway only carries: it opens the session on its node's live actor (asr.live.open.<node>), sends each
+client frame as it came on the session's input subject, and each event of the reply stream to the client. A
+client that stops reading fills a bounded queue and loses the session (the actor is told, its slot freed);
+a session the actor refuses (too many open, an unknown model) is an `error` event, then the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from framework import bus
+from framework.config import Config, node_name
+from gateway.connection import GatewayConnection
+from schemas import codec, endpoints, errors, live
+from schemas.errors import AsrError
+from schemas.live import LiveEvent, LiveOpen, Shape
+
+log = logging.getLogger("asrpro.gateway")
+router = APIRouter()
+SUBPROTOCOL = "realtime"
+SILENCE_S = 20.0  # the live actor sends a keepalive every 5 s: silent this long, it is taken for lost
+
+
+def _shape(ws: WebSocket) -> Shape:
+    """The beta's shape for clients that ask for it (OpenAI-Beta: realtime=v1), else the current one."""
+    beta = ws.headers.get("openai-beta", "")
+    return "beta" if "realtime=v1" in beta.replace(" ", "") else "ga"
+
+
+def _subprotocol(ws: WebSocket) -> str | None:
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket) -> None:
+    conn: GatewayConnection = ws.app.state.connection
+    config: Config = ws.app.state.config
+    subprotocol = _subprotocol(ws)
+    shape = _shape(ws)
+    model = ws.query_params.get("model", "")
+    opening = LiveOpen(model=model, shape=shape, owner=ws.scope.get("state", {}).get("api_owner") or "local")
+    try:
+        nc = conn.client
+        rpc = endpoints.LIVE_OPEN.on(node_name(config))
+        replies = bus.stream_replies(
+            nc,
+            rpc.subject,
+            codec.encode(opening),
+            timeout=config.realtime.max_session_s + 60,
+            what="the live session",
+            silence=SILENCE_S,
+        )
+        first = await anext(replies)
+        bus.raise_for_error(first.headers, first.data)
+        created = codec.decode(first.data, LiveEvent, codec.content_type(first.headers))
+    except AsrError as exc:
+        # Refused before it began: said as OpenAI says it, in an `error` event, then closed.
+        await ws.accept(subprotocol=subprotocol)
+        await ws.send_json(live.refusal(exc))
+        await ws.close(code=1013 if exc.kind == errors.ErrorCode.SESSION_LIMIT else 1011, reason=exc.message[:120])
+        return
+    await ws.accept(subprotocol=subprotocol)
+    outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=config.realtime.send_queue)
+    outgoing.put_nowait(created.event)
+    input_subject = created.input
+    ended = asyncio.Event()
+    reason = ["client gone"]
+
+    async def from_actor() -> None:
+        """The session's events, queued for the client; a full queue is a client that does not read."""
+        try:
+            async for msg in replies:
+                if not (msg.headers and msg.headers.get(codec.PARTIAL_HEADER)):
+                    bus.raise_for_error(msg.headers, msg.data)
+                    break  # LiveClosed: the session ended (idle, too long, shutdown); its last event says why
+                event = codec.decode(msg.data, LiveEvent, codec.content_type(msg.headers)).event
+                try:
+                    outgoing.put_nowait(event)
+                except asyncio.QueueFull:
+                    reason[0] = "slow client"
+                    log.warning("realtime client not reading: session closed", extra={"input": input_subject})
+                    sending.cancel()  # it may be stuck in a send the client never reads
+                    break
+        except (AsrError, msgspec.DecodeError, codec.DecodeError) as exc:
+            message = exc.message if isinstance(exc, AsrError) else str(exc)
+            lost = live.error_event("server_error", f"the session was lost: {message}", kind="server_error")
+            with contextlib.suppress(asyncio.QueueFull):
+                outgoing.put_nowait(lost)
+            reason[0] = "lost"
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                outgoing.put_nowait(None)
+            ended.set()
+
+    async def to_client() -> None:
+        while (event := await outgoing.get()) is not None:
+            await ws.send_json(event)
+
+    async def from_client() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes") or (message.get("text") or "").encode()
+            await nc.publish(input_subject, data)
+
+    sending = asyncio.ensure_future(to_client())
+    receiving = asyncio.ensure_future(from_client())
+    tasks = [sending, receiving, asyncio.ensure_future(from_actor())]
+    try:
+        # The session ends when the client goes, or once its last event was sent (or could not be).
+        await asyncio.wait([sending, receiving], return_when=asyncio.FIRST_COMPLETED)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if not ended.is_set():
+            # Tell the actor the client went (or would not read): it ends the session and frees what it held.
+            with contextlib.suppress(Exception):
+                await nc.publish(input_subject, b"", headers={live.CLOSE_HEADER: reason[0]})
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        closing = getattr(replies, "aclose", None)  # the generator's subscription goes with it
+        if closing is not None:
+            with contextlib.suppress(Exception):
+                await closing()
+        with contextlib.suppress(Exception):
+            await ws.close(code=1008 if reason[0] == "slow client" else 1000)
