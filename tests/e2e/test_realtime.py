@@ -1,0 +1,266 @@
+"""Live transcription: OpenAI's Realtime transcription sessions through the whole stack, from the official `openai`
+SDK's realtime client, a plain WebSocket speaking the beta shape, and an application on NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import nats
+import numpy as np
+import openai
+import pytest
+import websockets
+from websockets.typing import Subprotocol
+
+from tests.e2e.stack import Stack, start_stack
+from tests.wer import word_error_rate
+
+pytestmark = pytest.mark.e2e
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("realtime"), ASRPRO_REALTIME__MAX_SESSIONS="2")
+    yield s
+    assert s.stop() == 0
+
+
+def _pcm(path: Path, rate: int = 24000, pad_s: float = 1.5) -> np.ndarray:
+    """The recording as 16-bit mono at `rate`, with silence after it (the VAD's end of speech)."""
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        frames = [f.to_ndarray().reshape(-1) for fr in container.decode(audio=0) for f in resampler.resample(fr)]
+    return np.concatenate([np.zeros(rate // 2, np.int16), *frames, np.zeros(int(rate * pad_s), np.int16)])
+
+
+def _chunks(pcm: np.ndarray, rate: int = 24000, ms: int = 100) -> list[str]:
+    step = rate * ms // 1000
+    return [base64.b64encode(pcm[i : i + step].astype("<i2").tobytes()).decode() for i in range(0, len(pcm), step)]
+
+
+def _ulaw(pcm: np.ndarray) -> np.ndarray:
+    """G.711 mu-law of 16-bit samples (the telephone's encoding), as bytes in an int16 array's clothing."""
+    x = np.clip(pcm.astype(np.int32), -32635, 32635)
+    sign = np.where(x < 0, 0x80, 0)
+    x = np.abs(x) + 0x84
+    exponent = np.floor(np.log2(np.maximum(x, 1))).astype(np.int32) - 7
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = (x >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+
+
+def _check_items(events: list[dict[str, Any]]) -> str:
+    """Each item's deltas are the start of its completed transcript; the transcripts joined."""
+    transcripts = []
+    for done in [e for e in events if e["type"] == COMPLETED]:
+        deltas = "".join(e["delta"] for e in events if e["type"] == DELTA and e["item_id"] == done["item_id"])
+        assert done["transcript"].startswith(deltas), (deltas, done["transcript"])
+        assert done["usage"]["type"] == "duration" and done["usage"]["seconds"] > 0
+        transcripts.append(done["transcript"])
+    return " ".join(transcripts)
+
+
+def test_the_openai_sdk_transcribes_live_speech_with_server_vad(stack: Stack, shared_data: Path) -> None:
+    async def run() -> list[dict[str, Any]]:
+        client = openai.AsyncOpenAI(base_url=f"{stack.gateway}/v1", api_key="unused")
+        events: list[dict[str, Any]] = []
+        async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            created = await conn.recv()
+            assert created.type == "session.created"
+            await conn.session.update(
+                session={
+                    "type": "transcription",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": 24000},
+                            "transcription": {"model": "whisper-1", "language": "en"},
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                        }
+                    },
+                }
+            )
+            chunks = _chunks(_pcm(shared_data / "jfk.flac"))
+
+            async def speak() -> None:
+                for chunk in chunks:  # at real time, as a microphone sends it
+                    await conn.input_audio_buffer.append(audio=chunk)
+                    await asyncio.sleep(0.1)
+
+            speaking = asyncio.ensure_future(speak())
+            async for event in conn:
+                events.append(event.model_dump(exclude_none=True))
+                if speaking.done() and event.type == COMPLETED and _all_committed_done(events):
+                    break
+            await speaking
+        return events
+
+    events = asyncio.run(asyncio.wait_for(run(), 120))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "session.updated"
+    assert events[0]["session"]["audio"]["input"]["transcription"]["model"] == "whisper-tiny.en"
+    assert kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.committed") >= 2
+    assert "input_audio_buffer.speech_stopped" in kinds
+    text = _check_items(events)
+    assert word_error_rate(JFK_TEXT, text) < 0.25, text
+    assert any(e["type"] == DELTA for e in events), "no delta"
+
+
+def _all_committed_done(events: list[dict[str, Any]]) -> bool:
+    committed = {e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"}
+    done = {e["item_id"] for e in events if e["type"] in (COMPLETED, DELTA.replace("delta", "failed"))}
+    return bool(committed) and committed <= done
+
+
+async def _beta_session(url: str, **headers: str) -> Any:
+    return await websockets.connect(
+        url, additional_headers={"OpenAI-Beta": "realtime=v1", **headers}, subprotocols=[Subprotocol("realtime")]
+    )
+
+
+async def _until(ws: Any, kind: str, seen: list[dict[str, Any]], timeout: float = 60) -> dict[str, Any]:
+    while True:
+        event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        seen.append(event)
+        if event["type"] == kind:
+            return event
+
+
+def test_a_plain_websocket_in_the_beta_shape_commits_itself_with_g711(stack: Stack, shared_data: Path) -> None:
+    url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
+
+    async def run() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with await _beta_session(url) as ws:
+            assert ws.subprotocol == "realtime"
+            update = {
+                "input_audio_format": "g711_ulaw",
+                "input_audio_transcription": {"model": "whisper-1", "language": "en"},
+                "turn_detection": None,
+            }
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+            updated = await _until(ws, "transcription_session.updated", seen)
+            assert updated["session"]["input_audio_format"] == "g711_ulaw"
+            assert updated["session"]["turn_detection"] is None
+            # Mistakes first: each an error event, the session still open.
+            await ws.send("{not json")
+            await ws.send(json.dumps({"type": "conversation.item.create", "event_id": "e1"}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            ulaw = _ulaw(_pcm(shared_data / "jfk.flac", rate=8000, pad_s=0.2))
+            for i in range(0, len(ulaw), 800):
+                audio = base64.b64encode(ulaw[i : i + 800].tobytes()).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await _until(ws, COMPLETED, seen)
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(run(), 120))
+    errors = [e["error"] for e in seen if e["type"] == "error"]
+    assert [e["code"] for e in errors] == [
+        "invalid_json",
+        "invalid_value",
+        "invalid_value",
+        "input_audio_buffer_commit_empty",
+    ]
+    assert errors[1]["event_id"] == "e1" and errors[1]["param"] == "type"
+    assert word_error_rate(JFK_TEXT, _check_items(seen)) < 0.25
+
+
+def test_sessions_beyond_the_limit_are_refused_at_connect(stack: Stack) -> None:
+    url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
+
+    async def run() -> dict[str, Any]:
+        first, second = await _beta_session(url), await _beta_session(url)
+        try:
+            for ws in (first, second):
+                assert json.loads(await ws.recv())["type"] == "transcription_session.created"
+            async with await _beta_session(url) as third:
+                refused = json.loads(await asyncio.wait_for(third.recv(), 10))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(third.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            return refused
+        finally:
+            await first.close()
+            await second.close()
+
+    refused = asyncio.run(run())
+    assert refused["type"] == "error"
+    assert refused["error"]["code"] == "session_limit_reached"
+    assert refused["error"]["type"] == "server_error"
+
+    async def after() -> str:
+        # The closed sessions freed their places.
+        for _ in range(50):
+            async with await _beta_session(url) as ws:
+                event = json.loads(await ws.recv())
+                if event["type"] != "error":
+                    return str(event["type"])
+            await asyncio.sleep(0.2)
+        return "still refused"
+
+    assert asyncio.run(after()) == "transcription_session.created"
+
+
+def test_an_application_opens_a_session_over_nats_and_only_it_can_feed_it(stack: Stack, shared_data: Path) -> None:
+    from framework import bus
+    from schemas import codec
+    from schemas.live import LiveEvent, LiveOpen
+
+    async def run() -> list[dict[str, Any]]:
+        nc = await nats.connect(
+            stack.nats_url, user="client", password=stack.client_password, inbox_prefix="_INBOX.client"
+        )
+        events: list[dict[str, Any]] = []
+        try:
+            opening = LiveOpen(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+            replies = bus.stream_replies(
+                nc, "asr.live.app.client.open", codec.encode(opening), timeout=120, what="live", silence=20
+            )
+            first = codec.decode((await anext(replies)).data, LiveEvent)
+            assert first.event["type"] == "session.created"
+            assert first.input.startswith("asr.live.app.client.in.")
+            for chunk in _chunks(_pcm(shared_data / "jfk.flac", pad_s=0.2)):
+                await nc.publish(
+                    first.input, json.dumps({"type": "input_audio_buffer.append", "audio": chunk}).encode()
+                )
+            await nc.publish(first.input, json.dumps({"type": "input_audio_buffer.commit"}).encode())
+            async for msg in replies:
+                event = codec.decode(msg.data, LiveEvent).event
+                events.append(event)
+                if event["type"] == COMPLETED:
+                    break
+            # Another subject than its own is refused by the server: the application may not feed other sessions.
+            errors: list[Exception] = []
+
+            async def on_error(exc: Exception) -> None:
+                errors.append(exc)
+
+            spy = await nats.connect(
+                stack.nats_url,
+                user="client",
+                password=stack.client_password,
+                inbox_prefix="_INBOX.client",
+                error_cb=on_error,
+            )
+            await spy.publish("asr.live.in.sess_anyone", b"{}")
+            await spy.publish("asr.live.app.other.in.sess_anyone", b"{}")
+            await spy.flush()
+            await asyncio.sleep(0.5)
+            await spy.close()
+            assert sum("permissions violation" in str(e).lower() for e in errors) == 2, errors
+        finally:
+            await nc.close()
+        return events
+
+    events = asyncio.run(asyncio.wait_for(run(), 120))
+    assert word_error_rate(JFK_TEXT, _check_items(events)) < 0.25

@@ -1,0 +1,199 @@
+"""A live session's rules, with a scripted decoder in place of the proxies: the real VAD on real speech."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from actors.live.audio_in import Decoder
+from actors.live.protocol import ProtocolError, Settings
+from actors.live.session import Limits, Session, _aligned
+from tests.wer import word_error_rate
+
+JFK = Path(__file__).resolve().parents[3] / "shared" / "data" / "jfk.flac"
+
+
+def _pcm24k(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=24000)
+        frames = [f.to_ndarray().reshape(-1) for fr in container.decode(audio=0) for f in resampler.resample(fr)]
+    return np.concatenate(frames)
+
+
+def _append(samples: np.ndarray) -> bytes:
+    audio = base64.b64encode(samples.astype("<i2").tobytes()).decode()
+    return json.dumps({"type": "input_audio_buffer.append", "audio": audio}).encode()
+
+
+class Script:
+    """Decodes by the length of the audio: the words of `text` in proportion, as a decoder that hears more words
+    as the utterance grows; the final decode may differ (`final_text`)."""
+
+    def __init__(self, text: str, final_text: str | None = None) -> None:
+        self.words, self.final = text.split(), final_text
+        self.calls: list[tuple[float, bool]] = []
+
+    async def __call__(self, audio: np.ndarray, final: bool, _: Settings) -> str:
+        self.calls.append((len(audio) / 16000, final))
+        await asyncio.sleep(0)
+        if final:
+            return self.final if self.final is not None else " ".join(self.words)
+        return " ".join(self.words[: int(len(audio) / 16000 * 2)])
+
+
+async def _run(events: list[bytes], decode: Script, settings: Settings | None = None, **limits: Any) -> list[dict]:
+    out: list[dict[str, Any]] = []
+
+    async def emit(event: dict[str, Any]) -> None:
+        out.append(event)
+
+    session = Session("s", "ga", settings or Settings(), emit, decode, "m", Limits(**limits))
+    for event in events:
+        await session.handle(event)
+        await asyncio.sleep(0)
+    await session.close()
+    return out
+
+
+def _types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def test_speech_is_cut_into_utterances_each_transcribed_once_finally() -> None:
+    pcm = _pcm24k(JFK)
+    chunks = [_append(pcm[i : i + 2400]) for i in range(0, len(pcm), 2400)] + [_append(np.zeros(24000))]
+    decode = Script("and so my fellow americans ask not")
+    events = asyncio.run(_run(chunks, decode))
+    kinds = _types(events)
+    started = kinds.count("input_audio_buffer.speech_started")
+    assert started >= 2, kinds  # jfk.flac has pauses longer than 500 ms
+    assert kinds.count("input_audio_buffer.committed") == started
+    assert kinds.count("conversation.item.input_audio_transcription.completed") == started
+    assert all(e["event_id"].startswith("event_") for e in events)
+    # Each committed item is decoded finally exactly once, after the partial decodes.
+    assert sum(1 for _, final in decode.calls if final) == started
+
+
+def test_deltas_are_append_only_and_make_the_start_of_the_completed_transcript() -> None:
+    speech = _pcm24k(JFK)[: 24000 * 3]  # 3 s, then the client commits (no turn detection)
+    settings = Settings(turn=None)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    commit = json.dumps({"type": "input_audio_buffer.commit"}).encode()
+    # The final decode disagrees with the partials' last words: the sent words stay, the rest follows them.
+    decode = Script("one two three four five six seven", final_text="one two three for five six seven eight")
+    events = asyncio.run(_run([*chunks, commit], decode, settings, partial_every_s=0.5))
+    deltas = [e["delta"] for e in events if e["type"].endswith(".delta")]
+    [completed] = [e for e in events if e["type"].endswith(".completed")]
+    assert len(deltas) >= 2, "no deltas while the utterance grew"
+    assert completed["transcript"] == "".join(deltas)
+    assert completed["transcript"].startswith("one two")
+    assert completed["transcript"].endswith("eight")
+    assert completed["usage"] == {"type": "duration", "seconds": 3.0}
+
+
+def test_bad_events_get_an_error_and_the_session_goes_on() -> None:
+    bad = [
+        b"not json",
+        b'["a list"]',
+        json.dumps({"type": "response.create"}).encode(),
+        json.dumps({"type": "input_audio_buffer.append", "audio": "@@@"}).encode(),
+        json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}).encode(),
+        json.dumps({"type": "input_audio_buffer.commit", "event_id": "mine"}).encode(),
+        json.dumps({"type": "session.update", "session": {"type": "realtime"}}).encode(),
+        json.dumps(
+            {"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/mp3"}}}}}
+        ).encode(),
+    ]
+    speech = _pcm24k(JFK)[: 24000 * 2]
+    then = [_append(speech), json.dumps({"type": "input_audio_buffer.commit"}).encode()]
+    events = asyncio.run(_run([*bad, *then], Script("and so"), Settings(turn=None)))
+    errors = [e["error"] for e in events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == [
+        "invalid_json",
+        "invalid_json",
+        "invalid_value",
+        "invalid_value",
+        "invalid_value",
+        "input_audio_buffer_commit_empty",
+        "invalid_value",
+        "invalid_value",
+    ]
+    assert errors[2]["param"] == "type" and errors[3]["param"] == "audio"
+    assert errors[5]["event_id"] == "mine"
+    assert all(e["type"] == "invalid_request_error" for e in errors)
+    assert _types(events)[-1] == "conversation.item.input_audio_transcription.completed"
+
+
+def test_a_buffer_beyond_its_limit_is_refused_and_clear_empties_it() -> None:
+    second = _append(np.zeros(24000))
+    clear = json.dumps({"type": "input_audio_buffer.clear"}).encode()
+    events = asyncio.run(_run([second, second, second, clear], Script(""), Settings(turn=None), max_buffer_s=2.0))
+    assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["input_audio_buffer_too_large"]
+    assert _types(events)[-1] == "input_audio_buffer.cleared"
+
+
+def test_session_update_in_either_shape() -> None:
+    settings = Settings()
+    settings.apply(
+        {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "transcription": {"model": "whisper-1", "language": "en", "prompt": "names"},
+                    "turn_detection": {"type": "semantic_vad"},
+                }
+            },
+        },
+        "ga",
+    )
+    assert (settings.format, settings.language, settings.prompt, settings.turn_type) == (
+        "g711_ulaw",
+        "en",
+        "names",
+        "semantic_vad",
+    )
+    rendered = settings.render("sess_1", "ga", "whisper-tiny.en")
+    assert rendered["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert "server_vad" in rendered["audio"]["input"]["turn_detection"]["x_asrpro_note"]
+    settings.apply({"input_audio_format": "g711_alaw", "turn_detection": None}, "beta")
+    assert settings.format == "g711_alaw" and settings.turn is None
+    beta = settings.render("sess_1", "beta", "whisper-tiny.en")
+    assert beta["input_audio_format"] == "g711_alaw" and beta["turn_detection"] is None
+    with pytest.raises(ProtocolError) as bad:
+        settings.apply({"input_audio_format": "opus"}, "beta")
+    assert bad.value.param == "session.input_audio_format"
+    assert settings.format == "g711_alaw"  # a refused update changes nothing
+
+
+def test_pcm16_at_24k_becomes_16k_across_chunk_seams() -> None:
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(48000) / 24000) * 32767).astype("<i2")
+    decoder = Decoder("pcm16")
+    pieces = [decoder.decode(base64.b64encode(tone[i : i + 2407].tobytes()).decode()) for i in range(0, 48000, 2407)]
+    out = np.concatenate(pieces)
+    assert abs(len(out) - 32000) <= 1
+    expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(len(out)) / 16000)
+    assert np.abs(out[50:-50] - expected[50:-50]).max() < 0.05  # no jumps at the seams
+
+
+def test_g711_decodes_both_laws() -> None:
+    ulaw, alaw = Decoder("g711_ulaw"), Decoder("g711_alaw")
+    loud = ulaw.decode(base64.b64encode(bytes([0x80, 0x00, 0xFF])).decode())
+    # 8 kHz to 16 kHz: every other sample is one sent, those between are interpolated.
+    assert loud[0] > 0.9 and loud[2] < -0.9 and loud[4] == 0.0
+    quiet = alaw.decode(base64.b64encode(bytes([0xD5, 0x55, 0xAA])).decode())
+    assert 0 < quiet[0] < 0.001 and -0.001 < quiet[2] < 0 and quiet[4] > 0.9
+
+
+def test_alignment_of_sent_words_in_the_final_decode() -> None:
+    assert _aligned([], ["a"]) == 0
+    assert _aligned(["And", "so"], ["and", "so,", "my"]) == 2
+    assert _aligned(["one", "two", "tree"], ["one", "two", "three", "four"]) == 3
+    assert word_error_rate("and so my", "and so my") == 0
