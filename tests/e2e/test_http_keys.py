@@ -18,6 +18,7 @@ import openai
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from tests.conftest import JFK_TEXT
 from tests.e2e.stack import REPO, Stack, start_stack
@@ -136,6 +137,27 @@ async def test_websocket_takes_the_key_as_token(stack: Stack) -> None:
     async with websockets.connect(f"{ws_url}?token={APP_KEY}") as ws:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "system_status"
+
+
+async def test_realtime_takes_the_key_as_openai_s_browser_subprotocol_and_never_echoes_it(stack: Stack) -> None:
+    """What a browser page does (it cannot set headers on a WebSocket): the key as a subprotocol beside
+    `realtime`; the answer selects `realtime` only (Chrome aborts a handshake that selects none it offered)."""
+    url = stack.gateway.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    offered = [Subprotocol("realtime"), Subprotocol(f"openai-insecure-api-key.{APP_KEY}")]
+    async with websockets.connect(url, subprotocols=offered) as ws:
+        assert ws.subprotocol == "realtime"
+        assert ws.response is not None and APP_KEY not in str(ws.response.headers)
+        assert json.loads(await ws.recv())["type"] == "session.created"
+    wrong = [Subprotocol("realtime"), Subprotocol("openai-insecure-api-key.not-a-key-zz9")]
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(url, subprotocols=wrong) as ws:
+            await ws.recv()
+    assert refused.value.response.status_code == 401
+    # A page of another origin may not open one, key or not.
+    with pytest.raises(InvalidStatus) as foreign:
+        async with websockets.connect(url, subprotocols=offered, origin=Origin("https://evil.example")) as ws:
+            await ws.recv()
+    assert foreign.value.response.status_code == 403
 
 
 def test_sse_takes_the_key_as_token_and_logs_never_show_it(stack: Stack, log_file: Path) -> None:
