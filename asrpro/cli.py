@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from asrpro.jobs_command import cmd_jobs
+from asrpro.listen_command import cmd_listen
 from asrpro.transcribe_command import cmd_transcribe
 from framework.config import Config, ConfigError, load_config
 from framework.logs import setup_logging
@@ -331,6 +332,14 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--api-key", default=os.environ.get("ASRPRO_API_KEY"), help="gateway API key ($ASRPRO_API_KEY)")
     tr.add_argument("--nats", action="store_true", help="send straight over NATS instead of through the gateway")
     tr.set_defaults(fn=cmd_transcribe)
+    ls = sub.add_parser("listen", help="live transcription: a file at real time, or a microphone")
+    ls.add_argument("--file", help="an audio file, sent at the pace it would be spoken")
+    ls.add_argument("--device", type=int, help="a microphone (PortAudio device number; needs the mic extra)")
+    ls.add_argument("--model", default="whisper-1")
+    ls.add_argument("--language")
+    ls.add_argument("--url", help="gateway URL (default from the configuration)")
+    ls.add_argument("--api-key", default=os.environ.get("ASRPRO_API_KEY"), help="gateway API key ($ASRPRO_API_KEY)")
+    ls.set_defaults(fn=cmd_listen)
     jobs = sub.add_parser("jobs", help="durable jobs: submit a file (--wait for its result), list, get, cancel")
     jobs.add_argument("action", choices=["submit", "list", "get", "cancel", "webhook-secret"])
     jobs.add_argument("id", nargs="?", help="the file to submit, or the job id")
