@@ -13,6 +13,8 @@ from schemas.events import (
     EVENT_TYPES,
     BreakerChanged,
     Event,
+    LiveSessionClosed,
+    LiveSessionOpened,
     RestartScheduled,
     ServerCrashed,
     ServerFailed,
@@ -105,6 +107,22 @@ class Metrics(Actor):
         self.breaker = Gauge(
             "asrpro_breaker_open", "1 while the model's circuit breaker is open or half-open", ["model"], registry=r
         )
+        self.live_sessions = Gauge(
+            "asrpro_live_sessions",
+            "Live transcription sessions open (WS /v1/realtime, asr.live.*)",
+            ["model"],
+            registry=r,
+        )
+        self.live_audio = Counter(
+            "asrpro_live_audio_seconds", "Seconds of audio live sessions sent", ["model"], registry=r
+        )
+        self.live_delta_latency = Histogram(
+            "asrpro_live_delta_latency_seconds",
+            "From the end of the audio a live delta was decoded from to the delta (counted when its session ends)",
+            ["model"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "asrpro_queue_depth",
             "Requests waiting for a slot of the model, as a proxy last reported",
@@ -162,6 +180,13 @@ class Metrics(Actor):
             self.restarts.labels(model).inc()
         elif isinstance(event, BreakerChanged):
             self.breaker.labels(model).set(0 if event.state == "closed" else 1)
+        elif isinstance(event, LiveSessionOpened):
+            self.live_sessions.labels(model).inc()
+        elif isinstance(event, LiveSessionClosed):
+            self.live_sessions.labels(model).dec()
+            self.live_audio.labels(model).inc(event.audio_s)
+            for seconds in event.delta_latency_s:
+                self.live_delta_latency.labels(model).observe(seconds)
         else:
             if isinstance(event, ServerStarting):
                 c.starts += 1

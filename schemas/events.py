@@ -119,6 +119,23 @@ class TranscriptionFailed(_Event, tag="transcription_failed"):
     filename: str = ""
 
 
+class LiveSessionOpened(_Event, tag="session_opened"):
+    owner: ClassVar[str] = "live"
+    session: str
+
+
+class LiveSessionClosed(_Event, tag="session_closed"):
+    owner: ClassVar[str] = "live"
+    session: str
+    reason: str  # client gone, idle, too long, shutdown, slow client, lost
+    audio_s: float = 0.0  # audio the client sent
+    duration_s: float = 0.0
+    utterances: int = 0
+    # Seconds from the end of the audio a delta was decoded from to the delta's sending, each delta of the
+    # session (at most the last 1000).
+    delta_latency_s: list[float] = []
+
+
 class DefaultModelChanged(_Event, tag="default_changed"):
     owner: ClassVar[str] = "registry"
     previous: str
@@ -136,6 +153,8 @@ Event = (
     | TranscriptionStarted
     | TranscriptionCompleted
     | TranscriptionFailed
+    | LiveSessionOpened
+    | LiveSessionClosed
     | DefaultModelChanged
 )
 

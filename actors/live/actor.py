@@ -26,6 +26,7 @@ from framework.actor import Actor, endpoint, send_keepalive, send_partial
 from framework.config import Config
 from schemas import endpoints, errors, live, subjects
 from schemas.errors import AsrError
+from schemas.events import LiveSessionClosed, LiveSessionOpened
 from schemas.live import LiveClosed, LiveEvent, LiveOpen
 from schemas.registry import GetModel, ModelInfo
 from schemas.transcribe import TranscribeRequest
@@ -79,6 +80,8 @@ class Live(Actor):
         session = Session(session_id, msg.shape, settings, emit, transcribe, info.id, limits)
         self.sessions[session_id] = session
         self.log.info("session opened", extra={"session": session_id, "model": info.id, "owner": owner})
+        await self.publish(LiveSessionOpened(model=info.id, session=session_id))
+        opened = time.monotonic()
         created = session_event("created", msg.shape, settings.render(session_id, msg.shape, info.id))
         await send_partial(LiveEvent(event={"event_id": new_id("event"), **created}, input=input_subject))
         reason = "closed"
@@ -96,6 +99,16 @@ class Live(Actor):
                 "session closed",
                 extra={"session": session_id, "reason": reason, "audio_s": round(session.audio_s, 2)},
             )
+            closed = LiveSessionClosed(
+                model=info.id,
+                session=session_id,
+                reason=reason,
+                audio_s=round(session.audio_s, 3),
+                duration_s=round(time.monotonic() - opened, 3),
+                utterances=session.utterances,
+                delta_latency_s=[round(s, 4) for s in session.delta_latency[-1000:]],
+            )
+            await self.publish(closed)
         return LiveClosed(reason=reason)
 
     async def _serve(self, session: Session, inbox: asyncio.Queue[Msg]) -> str:

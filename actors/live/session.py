@@ -109,6 +109,7 @@ class Session:
         self._emitting = asyncio.Lock()
         self.last_activity = time.monotonic()
         self.audio_s = 0.0
+        self.utterances = 0  # committed
         self.delta_latency: list[float] = []  # seconds from the audio a delta covers to the delta (its end)
 
     # ---- the client's events
@@ -244,6 +245,7 @@ class Session:
             }
         )
         self._previous_item = utterance.item_id
+        self.utterances += 1
         self._finals.put_nowait((utterance, self._audio(utterance)))
 
     async def _clear(self) -> None:

@@ -376,7 +376,265 @@ async function submitJob(submit) {
   }
 }
 
+// The microphone: live transcription through OpenAI's Realtime API (WS /v1/realtime?intent=transcription). The
+// page captures the microphone as 16-bit mono PCM at 24 kHz (resampled here where the browser will not capture at
+// that rate) and sends it every 100 ms as input_audio_buffer.append; the server's VAD cuts it into items, each shown
+// with its deltas while it is spoken (class "partial"), then replaced by its completed transcript ("final").
+const MIC_RATE = 24000;  // what audio/pcm is taken at
+const MIC_SEND_MS = 100;
+const MIC_HOLD_S = 10;  // audio held while the session is not open yet; older is dropped
+const MIC_DELTA = "conversation.item.input_audio_transcription.delta";
+const MIC_COMPLETED = "conversation.item.input_audio_transcription.completed";
+const MIC_FAILED = "conversation.item.input_audio_transcription.failed";
+// Each render quantum's samples (the first channel: the node mixes down to mono), posted to the page.
+const MIC_WORKLET = `registerProcessor("asrpro-capture", class extends AudioWorkletProcessor {
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (channel && channel.length) this.port.postMessage(channel.slice(0));
+    return true;
+  }
+});`;
+let mic = null;  // the running capture: its socket, audio graph and the audio not sent yet
+window.micDeltas = 0;  // deltas shown since the page opened (the console's tests read it)
+
+function micStatus(text, kind) {
+  $("#mic-status").textContent = text;
+  $("#mic-status").className = kind || "";
+}
+
+function micItem(id) {
+  const box = $("#mic-transcript");
+  let item = Array.from(box.children).find((e) => e.dataset.itemId === id);
+  if (!item) {
+    item = document.createElement("p");
+    item.className = "mic-item partial";
+    item.dataset.itemId = id;
+    box.appendChild(item);
+  }
+  return item;
+}
+
+// Linear interpolation from `from` Hz to `to` Hz over successive chunks (the position carried from one to the next).
+function resampler(from, to) {
+  if (from === to) return (samples) => samples;
+  const step = from / to;
+  let last = null;  // the previous chunk's last sample: index 0 of the next one's joined samples
+  let at = 1;  // where the next output sample falls, as an index into [last, ...chunk]
+  return (samples) => {
+    if (!samples.length) return samples;
+    if (last === null) last = samples[0];
+    const value = (i) => (i === 0 ? last : samples[i - 1]);
+    const out = new Float32Array(Math.max(0, Math.ceil((samples.length - at) / step) + 2));
+    let n = 0;
+    for (; at <= samples.length; at += step) {
+      const i = Math.floor(at), f = at - i;
+      out[n++] = f ? value(i) + (value(i + 1) - value(i)) * f : value(i);
+    }
+    at -= samples.length;
+    last = samples[samples.length - 1];
+    return out.subarray(0, n);
+  };
+}
+
+function pcm16Base64(samples) {
+  const bytes = new Uint8Array(samples.length * 2);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < samples.length; i++) {
+    const s = Math.max(-1, Math.min(1, samples[i]));
+    view.setInt16(2 * i, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+  }
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+function micHold(session, samples) {
+  if (!samples.length) return;
+  session.pending.push(samples);
+  session.held += samples.length;
+  while (session.held > MIC_HOLD_S * MIC_RATE) session.held -= session.pending.shift().length;
+}
+
+function micFlush(session) {
+  const ws = session.ws;
+  if (!session.open || !ws || ws.readyState !== WebSocket.OPEN || !session.held) return;
+  const samples = new Float32Array(session.held);
+  let at = 0;
+  for (const chunk of session.pending) { samples.set(chunk, at); at += chunk.length; }
+  session.pending = [];
+  session.held = 0;
+  ws.send(JSON.stringify({type: "input_audio_buffer.append", audio: pcm16Base64(samples)}));
+}
+
+// The audio graph: microphone -> capture node (an AudioWorklet, else a ScriptProcessor) -> muted gain -> speakers
+// (a node the destination does not pull may not run).
+async function micGraph(session) {
+  let context, source;
+  try {
+    context = new AudioContext({sampleRate: MIC_RATE});
+    source = context.createMediaStreamSource(session.stream);
+  } catch (e) {
+    // Some browsers take a microphone only at the device's rate: captured at it, resampled here.
+    if (context) context.close().catch(() => {});
+    context = new AudioContext();
+    source = context.createMediaStreamSource(session.stream);
+  }
+  session.context = context;
+  const resample = resampler(context.sampleRate, MIC_RATE);
+  const take = (samples) => { if (mic === session) micHold(session, resample(samples)); };
+  let capture = null;
+  if (context.audioWorklet && window.AudioWorkletNode) {
+    const url = URL.createObjectURL(new Blob([MIC_WORKLET], {type: "text/javascript"}));
+    try {
+      await context.audioWorklet.addModule(url);
+      capture = new AudioWorkletNode(context, "asrpro-capture",
+        {numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit"});
+      capture.port.onmessage = (message) => take(message.data);
+    } catch (e) {
+      capture = null;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  }
+  if (!capture) {
+    capture = context.createScriptProcessor(4096, 1, 1);
+    capture.onaudioprocess = (e) => take(e.inputBuffer.getChannelData(0).slice(0));
+  }
+  const mute = context.createGain();
+  mute.gain.value = 0;
+  source.connect(capture);
+  capture.connect(mute);
+  mute.connect(context.destination);
+  session.nodes = [source, capture, mute];
+  await context.resume();
+}
+
+function micEvent(session, e) {
+  switch (e.type) {
+    case "session.created": {
+      const transcription = {model: $("#upload-model").value || "whisper-1"};
+      const language = $("#mic-language").value.trim();
+      if (language) transcription.language = language;
+      session.ws.send(JSON.stringify({type: "session.update", session: {type: "transcription", audio: {input: {
+        format: {type: "audio/pcm", rate: MIC_RATE},
+        transcription,
+        turn_detection: {type: "server_vad", silence_duration_ms: 500},
+      }}}}));
+      session.open = true;
+      micStatus("listening");
+      break;
+    }
+    case "input_audio_buffer.speech_started":
+      micItem(e.item_id);
+      micStatus("speech", "speech");
+      break;
+    case "input_audio_buffer.speech_stopped":
+      micStatus("listening");
+      break;
+    case "input_audio_buffer.committed":
+      micItem(e.item_id);
+      break;
+    case MIC_DELTA: {
+      const item = micItem(e.item_id);
+      item.textContent += e.delta;
+      window.micDeltas += 1;
+      break;
+    }
+    case MIC_COMPLETED: {
+      const item = micItem(e.item_id);
+      item.textContent = e.transcript;
+      item.className = "mic-item final";
+      break;
+    }
+    case MIC_FAILED: {
+      const item = micItem(e.item_id);
+      item.className = "mic-item failed";
+      item.title = e.error ? e.error.message : "";
+      micStatus("transcription failed: " + item.title, "error");
+      break;
+    }
+    case "error":
+      // A client event the session could not take (it stays open), or the session ended by the server (it closes).
+      session.error = e.error ? e.error.message : "error";
+      micStatus("error: " + session.error, "error");
+      break;
+    default:
+      break;
+  }
+}
+
+function micSocket(session) {
+  const params = new URLSearchParams({intent: "transcription"});
+  if ($("#upload-model").value) params.set("model", $("#upload-model").value);
+  // Browsers cannot set headers on a WebSocket: the key goes as OpenAI's subprotocol, or as ?token= where it is no
+  // valid subprotocol name.
+  const protocols = ["realtime"];
+  const key = apiKey();
+  if (key && /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(key)) protocols.push("openai-insecure-api-key." + key);
+  else if (key) params.set("token", key);
+  const base = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+  const ws = new WebSocket(base + "/v1/realtime?" + params, protocols);
+  session.ws = ws;
+  ws.onmessage = (message) => { if (mic === session) micEvent(session, JSON.parse(message.data)); };
+  ws.onclose = (close) => {
+    if (mic !== session) return;  // stopped from the page
+    const why = session.error || `the connection closed (${close.code}${close.reason ? ": " + close.reason : ""})`;
+    stopMic("stopped: " + why, "error");
+  };
+}
+
+function micTeardown(session) {
+  clearInterval(session.timer);
+  if (session.ws) {
+    session.ws.onclose = null;
+    session.ws.close(1000);
+    session.ws = null;
+  }
+  for (const node of session.nodes) node.disconnect();
+  session.nodes = [];
+  if (session.stream) for (const track of session.stream.getTracks()) track.stop();
+  session.stream = null;
+  if (session.context) session.context.close().catch(() => {});
+  session.context = null;
+}
+
+async function startMic() {
+  if (mic) return;
+  const session = {ws: null, context: null, stream: null, nodes: [], timer: null, pending: [], held: 0,
+                   open: false, error: null};
+  mic = session;
+  $("#mic-start").disabled = true;
+  $("#mic-stop").disabled = false;
+  micStatus("starting");
+  try {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("this page cannot use a microphone here: it needs https (or localhost)");
+    }
+    session.stream = await navigator.mediaDevices.getUserMedia({audio: true});
+    if (mic !== session) return micTeardown(session);  // stopped meanwhile
+    await micGraph(session);
+    if (mic !== session) return micTeardown(session);
+    micStatus("connecting");
+    micSocket(session);
+    session.timer = setInterval(() => micFlush(session), MIC_SEND_MS);
+  } catch (e) {
+    if (mic === session) stopMic("stopped: " + (e.message || e.name || e), "error");
+    else micTeardown(session);
+  }
+}
+
+function stopMic(text, kind) {
+  const session = mic;
+  mic = null;
+  if (session) micTeardown(session);
+  $("#mic-start").disabled = false;
+  $("#mic-stop").disabled = true;
+  micStatus(text || "stopped", kind);
+}
+
 $("#job-form").addEventListener("submit", submitJob);
+$("#mic-start").addEventListener("click", startMic);
+$("#mic-stop").addEventListener("click", () => stopMic());
 setInterval(refreshJobs, 2000);
 refreshJobs();
 $("#upload").addEventListener("submit", transcribe);
