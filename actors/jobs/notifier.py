@@ -6,6 +6,7 @@ never loses it. Every attempt carries the same webhook-id, for receivers to de-d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class Notifier:
         self.sender = webhooks.Sender(self.cfg.webhook_allowed_hosts)
         self.slots = asyncio.Semaphore(PARALLEL)
         self.pending: set[asyncio.Task[None]] = set()
+        self.subscription: Any = None
 
     async def ended(self, record: JobRecord) -> None:
         """Queue the webhook of a job that just ended (no-op without a webhook_url)."""
@@ -61,17 +63,16 @@ class Notifier:
         return webhooks.owner_secret(configured or await self.store.server_secret(), owner)
 
     async def run(self) -> None:
-        subscription = None
         while True:
             try:
-                if subscription is None:
-                    subscription = await self._subscribe()
-                messages = await subscription.fetch(PARALLEL, timeout=IDLE_S)
+                if self.subscription is None:
+                    self.subscription = await self._subscribe()
+                messages = await self.subscription.fetch(PARALLEL, timeout=IDLE_S)
             except TimeoutError:
                 continue
             except Exception as exc:  # the bus is down, the stream is being made: look again soon
                 if isinstance(exc, NotFoundError):
-                    subscription = None
+                    self.subscription = None
                 self.actor.log.info("webhook queue: %s", exc)
                 await asyncio.sleep(IDLE_S)
                 continue
@@ -149,4 +150,9 @@ class Notifier:
     async def stop(self) -> None:
         for task in list(self.pending):
             task.cancel()
+        # Not left to the connection's drain: a pull subscription whose fetch was cancelled would hold it for
+        # its whole drain timeout (30 s), past the supervisor's patience.
+        if self.subscription is not None:
+            with contextlib.suppress(Exception):
+                await self.subscription.unsubscribe()
         await self.sender.close()

@@ -59,6 +59,11 @@ class JobWorker:
             task.cancel()
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=5)
+        # Not left to the connection's drain: a pull subscription whose fetch was cancelled would hold it for its
+        # whole drain timeout (30 s), past the supervisor's patience.
+        for subscription in self.subscriptions.values():
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
     def cancelled(self, job_id: str) -> None:
         task = self.running.get(job_id)

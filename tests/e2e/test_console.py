@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -18,10 +20,12 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import REPO
 from tests.e2e.stack import Stack, start_stack
+from tests.wer import word_error_rate, words
 
 pytestmark = pytest.mark.e2e
 ARTEFACTS = REPO / ".asrpro" / "test-artefacts"
 MODEL = "whisper-tiny.en"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+def microphone(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the browser's fake microphone hears, over and over (Chromium loops it): jfk.flac as 16-bit PCM WAV,
+    with a second of silence after the speech (the server's VAD ends the last utterance on it)."""
+    out = tmp_path_factory.mktemp("microphone") / "jfk.wav"
+    subprocess.run(["sox", str(shared_data / "jfk.flac"), "-b", "16", "-c", "1", str(out), "pad", "0", "1"], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory, microphone: Path) -> Iterator[WebDriver]:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         message = "the console tests need Debian's chromium and chromium-driver (the test command installs them)"
@@ -51,6 +64,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         "--disable-sync",
         "--no-first-run",
         "--window-size=1400,1000",
+        # A microphone without asking, fed from a file (only a page that calls getUserMedia hears it).
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+        "--autoplay-policy=no-user-gesture-required",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
     ):
         options.add_argument(flag)
@@ -145,6 +163,42 @@ def test_the_console_submits_follows_downloads_and_cancels_jobs(
 def test_the_api_docs_stay_at_docs(stack: Stack, browser: WebDriver) -> None:
     browser.get(stack.gateway + "/docs")
     wait(browser, lambda b: "ASR Pro" in b.title)
+
+
+FINALS = "return Array.from(document.querySelectorAll('#mic-transcript .mic-item.final'), (e) => e.textContent)"
+
+
+def test_the_console_transcribes_the_microphone_live(stack: Stack, browser: WebDriver) -> None:
+    browser.get(stack.gateway + "/")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
+    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    assert browser.execute_script("return window.micDeltas") == 0
+    browser.find_element(By.ID, "mic-start").click()
+    # The fake microphone says jfk.flac (then a second of silence, then again): the server's VAD cuts it into items,
+    # each shown partial (its deltas) while spoken, then final (its completed transcript).
+    wait(browser, lambda b: b.find_element(By.ID, "mic-status").text in ("listening", "speech"))
+
+    def heard(b: WebDriver) -> bool:
+        return "ask not what your country" in " ".join(words(" ".join(b.execute_script(FINALS))))
+
+    try:
+        wait(browser, heard, timeout=90)
+    except TimeoutException:
+        status, shown = browser.find_element(By.ID, "mic-status").text, browser.find_element(By.ID, "mic-transcript")
+        raise AssertionError(f"status {status!r}, transcript {shown.text!r}") from None
+    said = words(" ".join(browser.execute_script(FINALS)))
+    reference = words(JFK_TEXT)
+    # On the words it has (the sentence, or its start; the next loop's words are not compared).
+    n = min(len(said), len(reference))
+    assert word_error_rate(" ".join(reference[:n]), " ".join(said[:n])) < 0.3, said
+    assert browser.execute_script("return window.micDeltas") > 0, "no delta was shown"
+    items = browser.find_elements(By.CSS_SELECTOR, "#mic-transcript .mic-item")
+    assert all(item.get_attribute("data-item-id") for item in items)
+    browser.save_screenshot(str(ARTEFACTS / "console-microphone.png"))
+    browser.find_element(By.ID, "mic-stop").click()
+    wait(browser, lambda b: b.find_element(By.ID, "mic-status").text == "stopped")
+    assert browser.find_element(By.ID, "mic-start").is_enabled()
+    assert not browser.find_element(By.ID, "mic-stop").is_enabled()
 
 
 @pytest.fixture(scope="module")
