@@ -444,7 +444,9 @@ function pcm16Base64(samples) {
     view.setInt16(2 * i, s < 0 ? s * 0x8000 : s * 0x7fff, true);
   }
   let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
   return btoa(binary);
 }
 
@@ -487,8 +489,8 @@ async function micGraph(session) {
     const url = URL.createObjectURL(new Blob([MIC_WORKLET], {type: "text/javascript"}));
     try {
       await context.audioWorklet.addModule(url);
-      capture = new AudioWorkletNode(context, "asrpro-capture",
-        {numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit"});
+      capture = new AudioWorkletNode(context, "asrpro-capture", {numberOfInputs: 1, numberOfOutputs: 1,
+        outputChannelCount: [1], channelCount: 1, channelCountMode: "explicit"});
       capture.port.onmessage = (message) => take(message.data);
     } catch (e) {
       capture = null;
@@ -610,7 +612,10 @@ async function startMic() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       throw new Error("this page cannot use a microphone here: it needs https (or localhost)");
     }
-    session.stream = await navigator.mediaDevices.getUserMedia({audio: true});
+    // Without the call-oriented processing: nothing is played back to cancel, and noise suppression clips the
+    // starts of words after a pause, which Whisper hears worse than the noise.
+    session.stream = await navigator.mediaDevices.getUserMedia(
+      {audio: {echoCancellation: false, noiseSuppression: false}});
     if (mic !== session) return micTeardown(session);  // stopped meanwhile
     await micGraph(session);
     if (mic !== session) return micTeardown(session);

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ import numpy as np
 import openai
 import pytest
 import websockets
+from websockets.client import ClientProtocol
+from websockets.protocol import State
 from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from tests.e2e.stack import Stack, start_stack
 from tests.wer import word_error_rate
@@ -29,7 +34,12 @@ DELTA = "conversation.item.input_audio_transcription.delta"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory.mktemp("realtime"), ASRPRO_REALTIME__MAX_SESSIONS="2")
+    s = start_stack(
+        tmp_path_factory.mktemp("realtime"),
+        ASRPRO_REALTIME__MAX_SESSIONS="2",
+        ASRPRO_REALTIME__IDLE_TIMEOUT="8",
+        ASRPRO_REALTIME__SEND_QUEUE="64",
+    )
     yield s
     assert s.stop() == 0
 
@@ -209,6 +219,51 @@ def test_sessions_beyond_the_limit_are_refused_at_connect(stack: Stack) -> None:
         return "still refused"
 
     assert asyncio.run(after()) == "transcription_session.created"
+
+
+def test_an_idle_session_is_closed_and_a_client_that_does_not_read_loses_its_session(stack: Stack) -> None:
+    url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
+
+    async def idle() -> tuple[dict[str, Any], int | None]:
+        async with await _beta_session(url) as ws:
+            await ws.recv()  # created
+            said = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            return said, closed.value.rcvd.code if closed.value.rcvd else None
+
+    said, _ = asyncio.run(idle())
+    assert said["type"] == "error" and said["error"]["code"] == "session_idle_timeout"
+
+    def flood() -> int | None:
+        """Thousands of bad events, each answered by an 8-kB error event this client never reads (a raw socket with
+        a small receive buffer): the server's queue for it fills (realtime.send_queue = 64 here) and the session is
+        closed with code 1008. Then everything is read: the close frame comes last."""
+        protocol = ClientProtocol(parse_uri(url), max_size=None)
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            protocol.send_request(protocol.connect())
+            sock.sendall(b"".join(protocol.data_to_send()))
+            while protocol.state is not State.OPEN:
+                protocol.receive_data(sock.recv(4096))
+                protocol.events_received()
+            junk = json.dumps({"type": "no.such.event." + "x" * 8000})  # each error event repeats it
+            sock.settimeout(60)
+            for _ in range(4000):
+                protocol.send_text(junk.encode())
+                sock.sendall(b"".join(protocol.data_to_send()))
+            time.sleep(12)
+            sock.settimeout(30)
+            while True:
+                data = sock.recv(2**20)
+                protocol.receive_data(data) if data else protocol.receive_eof()
+                protocol.events_received()
+                if not data or protocol.close_rcvd is not None:
+                    return protocol.close_rcvd.code if protocol.close_rcvd else None
+
+    assert flood() == 1008
 
 
 def test_an_application_opens_a_session_over_nats_and_only_it_can_feed_it(stack: Stack, shared_data: Path) -> None:
