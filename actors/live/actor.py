@@ -73,11 +73,22 @@ class Live(Actor):
         async def emit(event: dict[str, Any]) -> None:
             await send_partial(LiveEvent(event=event))
 
+        models = {settings.model: info}
+
+        async def resolve(name: str) -> str:
+            try:
+                models[name] = await self._model(name)
+            except AsrError as exc:
+                raise ProtocolError(
+                    live.INVALID_EVENT, exc.message, "session.audio.input.transcription.model"
+                ) from None
+            return models[name].id
+
         async def transcribe(audio: np.ndarray, final: bool, current: Settings) -> str:
-            return await self._transcribe(info, owner, audio, final, current)
+            return await self._transcribe(models.get(current.model, info), owner, audio, final, current)
 
         limits = Limits(partial_every_s=self.cfg.partial_every_s, max_buffer_s=self.cfg.max_buffer_s)
-        session = Session(session_id, msg.shape, settings, emit, transcribe, info.id, limits)
+        session = Session(session_id, msg.shape, settings, emit, transcribe, info.id, limits, resolve)
         self.sessions[session_id] = session
         self.log.info("session opened", extra={"session": session_id, "model": info.id, "owner": owner})
         await self.publish(LiveSessionOpened(model=info.id, session=session_id))

@@ -33,6 +33,8 @@ log = logging.getLogger("asrpro.live")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # (audio at 16 kHz, final?, settings) -> text; raises errors.AsrError when the decode fails.
 Transcribe = Callable[[np.ndarray, bool, Settings], Awaitable[str]]
+# A model name as a session.update gives it -> the model id it means; raises ProtocolError for one that is not there.
+Resolve = Callable[[str], Awaitable[str]]
 MAX_UTTERANCE_S = 28.0  # an utterance is committed at this length even while speech goes on: one Whisper window
 MIN_COMMIT_MS = 100  # OpenAI's floor for a commit
 
@@ -92,9 +94,10 @@ class Session:
         transcribe: Transcribe,
         model: str,
         limits: Limits | None = None,
+        resolve: Resolve | None = None,
     ) -> None:
         self.id, self.shape, self.settings, self.model = session_id, shape, settings, model
-        self._emit, self._transcribe = emit, transcribe
+        self._emit, self._transcribe, self._resolve = emit, transcribe, resolve
         self.limits = limits or Limits()
         self._decoder = Decoder(settings.format)
         self._vad = SpeechProbability()
@@ -149,8 +152,13 @@ class Session:
             raise ProtocolError(live.INVALID_EVENT, f"unknown event type {kind!r}: this server takes {known}", "type")
 
     async def _update(self, session: Any, shape: Shape) -> None:
-        before = self.settings.format
+        before, model = self.settings.format, self.model
+        candidate = Settings(**vars(self.settings))
+        candidate.apply(session, shape)
+        if self._resolve is not None and candidate.model and candidate.model != self.settings.model:
+            model = await self._resolve(candidate.model)  # an unknown model: an error event, nothing changed
         self.settings.apply(session, shape)
+        self.model = model
         if self.settings.format != before:
             self._decoder = Decoder(self.settings.format)
         # New turn settings apply from here; speech under way is cut at this point (committed by the VAD, or by

@@ -156,6 +156,8 @@ def test_a_plain_websocket_in_the_beta_shape_commits_itself_with_g711(stack: Sta
                 "input_audio_transcription": {"model": "whisper-1", "language": "en"},
                 "turn_detection": None,
             }
+            unknown = {"input_audio_transcription": {"model": "no-such-model"}}
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": unknown}))
             await ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
             updated = await _until(ws, "transcription_session.updated", seen)
             assert updated["session"]["input_audio_format"] == "g711_ulaw"
@@ -176,12 +178,15 @@ def test_a_plain_websocket_in_the_beta_shape_commits_itself_with_g711(stack: Sta
     seen = asyncio.run(asyncio.wait_for(run(), 120))
     errors = [e["error"] for e in seen if e["type"] == "error"]
     assert [e["code"] for e in errors] == [
+        "invalid_value",
         "invalid_json",
         "invalid_value",
         "invalid_value",
         "input_audio_buffer_commit_empty",
     ]
-    assert errors[1]["event_id"] == "e1" and errors[1]["param"] == "type"
+    assert "no-such-model" in errors[0]["message"]
+    assert errors[0]["param"] == "session.audio.input.transcription.model"
+    assert errors[2]["event_id"] == "e1" and errors[2]["param"] == "type"
     assert word_error_rate(JFK_TEXT, _check_items(seen)) < 0.25
 
 
