@@ -29,6 +29,7 @@ from schemas.lifecycle import EnsureServer
 from schemas.registry import OPENAI_NAMES, ListModels, ModelInfo, ModelList, SetDefaultModel, find, not_installed
 from schemas.transcribe import (
     MAX_BATCH_SIZE,
+    Diarize,
     Granularity,
     ResponseFormat,
     Task,
@@ -68,6 +69,7 @@ async def transcriptions(
     hotwords: Text = None,
     batch_size: Text = None,
     keep_alive: Text = None,
+    diarize: Text = None,
     # OpenAI parameters accepted and ignored: include[] (logprobs), chunking_strategy (the whole file is one job).
     include: Annotated[Texts, Form(alias="include[]")] = None,
     chunking_strategy: Text = None,
@@ -97,6 +99,7 @@ async def transcriptions(
         hotwords=hotwords or None,
         batch_size=batch_size_field(batch_size),
         keep_alive=keep_alive,
+        diarize=diarize_field(diarize, model or model_q, response_format or response_format_q),
         stream=bool(_boolean("stream", stream)),
     )
     return await serve(request, conn, config, form)
@@ -151,6 +154,7 @@ class AudioForm:
     hotwords: str | None = None
     batch_size: int | None = None
     keep_alive: str | None = None
+    diarize: Diarize = "none"
     stream: bool = False
     # The original asrpro app asks with model and response_format as query parameters, and reads more from
     # `json` than OpenAI's text and usage.
@@ -167,6 +171,21 @@ def _number(name: str, value: str | None) -> float | None:
     if not math.isfinite(number):
         raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}", param=name)
     return number
+
+
+def diarize_field(value: str | None, model: str | None, fmt: str | None) -> Diarize:
+    """The `diarize` form field: none | speakers | channels. diarized_json and the model name
+    gpt-4o-transcribe-diarize mean speakers unless channels is asked for."""
+    wanted = (value or "").strip()
+    if wanted and wanted not in ("none", "speakers", "channels"):
+        raise AsrError(
+            errors.BAD_REQUEST, f"diarize must be none, speakers or channels, not {wanted!r}", param="diarize"
+        )
+    if wanted == "channels":
+        return "channels"
+    if wanted == "speakers" or fmt == "diarized_json" or model == "gpt-4o-transcribe-diarize":
+        return "speakers"
+    return "none"
 
 
 def batch_size_field(value: str | None) -> int | None:
@@ -225,6 +244,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         vad_filter=form.vad_filter,
         hotwords=form.hotwords,
         batch_size=form.batch_size,
+        diarize=form.diarize,
         request_id=logs.request_id.get() or logs.new_request_id(),
         keep_alive=form.keep_alive or None,
         timeout=timeout,

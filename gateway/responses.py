@@ -23,6 +23,21 @@ def usage(result: TranscriptionResult) -> dict[str, Any]:
 def render(result: TranscriptionResult, fmt: ResponseFormat, *, app_client: bool = False) -> Response:
     if fmt in _MEDIA_TYPES:
         return PlainTextResponse(result.formatted or "", media_type=_MEDIA_TYPES[fmt])
+    if fmt == "diarized_json":
+        # OpenAI's TranscriptionDiarized.
+        segments = [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{s.id}",
+                "start": s.start,
+                "end": s.end,
+                "speaker": s.speaker or "A",
+                "text": s.text.strip(),
+            }
+            for s in result.segments
+        ]
+        body = {"task": "transcribe", "duration": result.duration, "text": result.text, "segments": segments}
+        return JSONResponse({**body, "usage": usage(result)})
     if fmt == "json" and not app_client:
         return JSONResponse({"text": result.text, "usage": usage(result)})  # OpenAI's json, exactly
     if fmt == "json":

@@ -154,6 +154,8 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
             result = await anyio.to_thread.run_sync(work, limiter=limiter)
         except AudioDecodeError as exc:
             raise errors.AsrError(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file") from exc
+        except pipeline.ChannelsError as exc:
+            raise errors.AsrError(errors.BAD_REQUEST, str(exc), param="diarize") from exc
         log.info(
             "transcribed",
             extra={"file": filename, "duration": result.duration, "server_s": result.timing.server_s},
@@ -191,6 +193,8 @@ async def _streamed(
             loop.call_soon_threadsafe(
                 frames.put_nowait, _error_frame(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file")
             )
+        except pipeline.ChannelsError as exc:
+            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.BAD_REQUEST, str(exc), param="diarize"))
         except Exception as exc:
             log.exception("streamed decoding failed")
             loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))

@@ -25,6 +25,33 @@ def decode(data: bytes, filename: str = "audio") -> np.ndarray:
     return np.asarray(samples, dtype=np.float32)
 
 
+def decode_channels(data: bytes, filename: str = "audio") -> list[np.ndarray]:
+    """16 kHz float32 samples of each channel, in the recording's channel order."""
+    try:
+        channels = _decode_channels(data)
+    except Exception as exc:
+        raise AudioDecodeError(f"could not decode audio (file {filename!r}): {_reason(exc)}") from exc
+    return channels
+
+
+def _decode_channels(data: bytes) -> list[np.ndarray]:
+    chunks: list[np.ndarray] = []
+    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        count = stream.codec_context.channels
+        # Planar float keeps the channels apart: (channels, samples) per frame.
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout.name, rate=SAMPLE_RATE)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+    if not chunks:
+        return [np.zeros(0, dtype=np.float32) for _ in range(count)]
+    joined = np.concatenate(chunks, axis=1).astype(np.float32)
+    return [joined[n] for n in range(joined.shape[0])]
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, IndexError):
         return "no audio stream found"

@@ -7,9 +7,11 @@ import time
 from collections.abc import Iterator
 
 import msgspec
+import numpy as np
 
 from model_server import audio
 from model_server.engines import Engine
+from model_server.engines.base import Decoding
 from schemas.formats import render_text
 from schemas.model_server import Frame, OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.transcribe import Segment, Timing, TranscriptionResult, Word
@@ -23,13 +25,24 @@ def stream(
     request's perf_counter start, so server_s includes the upload and any queueing. Stop iterating and the
     decoding stops (at the end of the 30-s window under way)."""
     started = time.perf_counter()
-    samples = audio.decode(data, filename)
+    if options.diarize == "channels":
+        channels = audio.decode_channels(data, filename)
+        if len(channels) < 2:
+            raise ChannelsError(
+                f"diarize=channels needs a recording with one speaker per channel; {filename!r} has one channel"
+            )
+        samples = channels[0]
+    else:
+        samples = audio.decode(data, filename)
     decoded = time.perf_counter()
     whole = len(samples) / audio.SAMPLE_RATE
     yield OpenedFrame(duration=round(whole, 3))
     # A resumed decode: the audio before `offset` is done already; what follows keeps the recording's timestamps.
     skip = min(len(samples), int(options.offset * audio.SAMPLE_RATE))
-    decoding = engine.decode(samples[skip:], options)
+    if options.diarize == "channels":
+        decoding = _by_channel(engine, [channel[skip:] for channel in channels], options)
+    else:
+        decoding = engine.decode(samples[skip:], options)
     shift = skip / audio.SAMPLE_RATE
     segments: list[Segment] = []
     words: list[Word] | None = [] if options.word_timestamps else None
@@ -62,6 +75,29 @@ def stream(
     )
     result.formatted = render_text(result, options.response_format)
     yield ResultFrame(result=result)
+
+
+class ChannelsError(ValueError):
+    """diarize=channels on a recording with a single channel."""
+
+
+def _by_channel(engine: Engine, channels: list[np.ndarray], options: TranscribeOptions) -> Decoding:
+    """Each channel transcribed on its own (VAD on: a channel is silent while the other speaks, and Whisper would
+    make words of that silence), its segments labelled A, B, ... and all of them merged by start time (overlapping
+    speech stays, as it was said)."""
+    alone = msgspec.structs.replace(options, diarize="none", vad_filter=True, batch_size=0)
+    merged: list[tuple[float, int, Segment, list[Word] | None]] = []
+    first = None
+    for number, channel in enumerate(channels):
+        decoding = engine.decode(channel, alone)
+        first = first or decoding
+        speaker = chr(ord("A") + number) if number < 26 else f"S{number}"
+        for segment, words in decoding.pieces:
+            merged.append((segment.start, number, msgspec.structs.replace(segment, speaker=speaker), words))
+    merged.sort(key=lambda item: (item[0], item[1]))
+    assert first is not None
+    pieces = ((msgspec.structs.replace(segment, id=n), words) for n, (_, _, segment, words) in enumerate(merged))
+    return Decoding(first.language, first.duration, first.language_probability, pieces)
 
 
 def _shifted(segment: Segment, words: list[Word] | None, by: float) -> tuple[Segment, list[Word] | None]:

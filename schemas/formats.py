@@ -21,7 +21,8 @@ def to_srt(result: TranscriptionResult) -> str:
     blocks = []
     for number, seg in enumerate(result.segments, start=1):
         start, end = _timestamp(seg.start, ","), _timestamp(seg.end, ",")
-        blocks.append(f"{number}\n{start} --> {end}\n{seg.text.strip()}\n")
+        said = f"{seg.speaker}: {seg.text.strip()}" if seg.speaker else seg.text.strip()
+        blocks.append(f"{number}\n{start} --> {end}\n{said}\n")
     return "\n".join(blocks)
 
 
@@ -29,7 +30,8 @@ def to_vtt(result: TranscriptionResult) -> str:
     blocks = ["WEBVTT\n"]
     for seg in result.segments:
         start, end = _timestamp(seg.start, "."), _timestamp(seg.end, ".")
-        blocks.append(f"{start} --> {end}\n{seg.text.strip()}\n")
+        said = f"<v {seg.speaker}>{seg.text.strip()}" if seg.speaker else seg.text.strip()  # WebVTT's voice tag
+        blocks.append(f"{start} --> {end}\n{said}\n")
     return "\n".join(blocks)
 
 

@@ -78,6 +78,9 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     # `batch_from_s` seconds (what follows `offset`); shorter audio decodes sequentially.
     batch_size: Annotated[int, msgspec.Meta(ge=0, le=MAX_BATCH_SIZE)] = 0
     batch_from_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    # "channels": each channel of the recording transcribed on its own, segments labelled A, B, ... by channel and
+    # merged by time (a mono recording is a 400 naming `diarize`).
+    diarize: Literal["none", "channels"] = "none"
 
     def form(self) -> dict[str, str]:
         """As form fields (and query parameters): lists comma-separated, booleans true/false."""

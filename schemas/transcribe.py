@@ -8,7 +8,10 @@ import msgspec
 
 from schemas import errors
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+# Who spoke when (docs/diarization.md): none; speakers (a diarizer model: not built yet); channels (one speaker per
+# channel of a multi-channel recording, each channel transcribed, segments labelled A, B, ... and merged by time).
+Diarize = Literal["none", "speakers", "channels"]
 Task = Literal["transcribe", "translate"]  # translate: into English
 Granularity = Literal["word", "segment"]
 # faster-whisper's fallback ladder: a decode that fails its compression/log-prob checks is retried hotter.
@@ -52,6 +55,7 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     vad_filter: bool | None = None  # None: the model's setting (speaches' extension)
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None  # None: the model's (live partials: 1)
+    diarize: Diarize = "none"
     # Batched decoding (docs/throughput.md): the recording cut at pauses (VAD) into chunks of at most 30 s, decoded
     # `batch_size` at once. None: the model's rule (its decoding.batch_size for jobs and for audio of at least
     # decoding.batch_from_s); 0: sequential, window after window.
@@ -90,6 +94,7 @@ class Segment(msgspec.Struct, kw_only=True):
     tokens: list[int] = []
     temperature: float | None = None
     compression_ratio: float | None = None
+    speaker: str | None = None  # with diarization: A, B, ... (channels: the channel's letter)
 
 
 class Word(msgspec.Struct, kw_only=True):

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -183,8 +184,9 @@ def test_whisper_1_translates_and_speaks_other_languages_as_openais_does(
     for name in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"):
         with voices["de"].open("rb") as fh:
             german = oai.audio.transcriptions.create(model=name, file=fh, language="de", response_format="verbose_json")
-        assert german.to_dict()["model"] == "whisper-base" and {"kaffee", "milch"} & set(
-            german.text.lower().replace(".", " ").split()
+        # whisper-base on espeak-ng's German, with the temperature fallback's sampling: "Kaffee" or "Café".
+        assert german.to_dict()["model"] == "whisper-base" and {"kaffee", "café", "milch"} & set(
+            german.text.lower().replace(".", " ").replace(",", " ").split()
         )
     with voices["en0"].open("rb") as fh:  # English, no language: the default model
         english = oai.audio.transcriptions.create(model="whisper-1", file=fh, response_format="verbose_json")
@@ -232,3 +234,51 @@ def test_decoding_parity_with_in_process_faster_whisper(stack: Stack, voices: di
         ).json()["text"]
         assert system == direct.text, (system, direct.text)
         assert word_error_rate(text, system) <= 0.25, (text, system)
+
+
+def test_a_recording_with_one_speaker_per_channel_is_diarized_by_channel(
+    oai: openai.OpenAI, stack: Stack, shared_data: Path
+) -> None:
+    stereo = shared_data / "stereo_diarization.wav"
+    with stereo.open("rb") as fh:
+        diarized = oai.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="diarized_json", extra_body={"diarize": "channels"}
+        )
+    body: dict[str, Any] = diarized.to_dict()
+    assert body["task"] == "transcribe" and body["usage"]["type"] == "duration"
+    by_speaker = {s["speaker"]: s["text"] for s in body["segments"]}
+    assert set(by_speaker) == {"A", "B"}
+    assert all(s["type"] == "transcript.text.segment" for s in body["segments"])
+    complaint = "He began a confused complaint against the wizard, who had vanished behind the curtain on the left."
+    assert word_error_rate(complaint, by_speaker["A"]) < 0.3
+    assert word_error_rate("The horizon seems extremely distant.", by_speaker["B"]) < 0.3
+    starts = [s["start"] for s in body["segments"]]
+    assert starts == sorted(starts)  # merged by time
+    url = f"{stack.gateway}/v1/audio/transcriptions"
+    vtt = httpx.post(
+        url, files={"file": (stereo.name, stereo.read_bytes())}, data={"diarize": "channels", "response_format": "vtt"}
+    )
+    assert "<v A>" in vtt.text and "<v B>" in vtt.text
+    verbose = httpx.post(
+        url,
+        files={"file": (stereo.name, stereo.read_bytes())},
+        data={"diarize": "channels", "response_format": "verbose_json"},
+    ).json()
+    assert {s["speaker"] for s in verbose["segments"]} == {"A", "B"}
+
+
+def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
+    stack: Stack, shared_data: Path, voices: dict[str, Path]
+) -> None:
+    url = f"{stack.gateway}/v1/audio/transcriptions"
+    mono = voices["en0"]  # espeak-ng speaks mono
+    cases = [
+        ({"diarize": "channels"}, mono, "one channel"),  # one voice per channel needs channels
+        ({"response_format": "diarized_json"}, shared_data / "stereo_diarization.wav", "diarizer"),
+        ({"diarize": "somebody"}, mono, "none, speakers or channels"),
+    ]
+    for form, path, said in cases:
+        reply = httpx.post(url, files={"file": (path.name, path.read_bytes())}, data=form, timeout=120)
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["param"] == "diarize" and said in error["message"], error
