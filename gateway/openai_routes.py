@@ -26,7 +26,16 @@ from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
 from schemas.errors import AsrError, ErrorCode
 from schemas.lifecycle import EnsureServer
-from schemas.registry import OPENAI_NAMES, ListModels, ModelInfo, ModelList, SetDefaultModel, find, not_installed
+from schemas.registry import (
+    OPENAI_NAMES,
+    Decoding,
+    ListModels,
+    ModelInfo,
+    ModelList,
+    SetDefaultModel,
+    find,
+    not_installed,
+)
 from schemas.transcribe import (
     MAX_BATCH_SIZE,
     Diarize,
@@ -40,6 +49,7 @@ from schemas.transcribe import (
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
+DEFAULT_CHUNK_BATCH = Decoding().batch_size  # chunking_strategy's batch size: the models' default
 T = TypeVar("T")
 Piece = TranscriptionDelta | TranscriptionResult
 log = logging.getLogger("asrpro.gateway")
@@ -70,9 +80,12 @@ async def transcriptions(
     batch_size: Text = None,
     keep_alive: Text = None,
     diarize: Text = None,
-    # OpenAI parameters accepted and ignored: include[] (logprobs), chunking_strategy (the whole file is one job).
+    # OpenAI's: include[]=logprobs (per word, from the decoder's word probabilities), chunking_strategy (selects the
+    # VAD-chunked batched decoding), keywords[] (faster-whisper's hotwords), languages[] (one: the language).
     include: Annotated[Texts, Form(alias="include[]")] = None,
     chunking_strategy: Text = None,
+    keywords: Annotated[Texts, Form(alias="keywords[]")] = None,
+    languages: Annotated[Texts, Form(alias="languages[]")] = None,
     model_q: Annotated[str | None, Query(alias="model")] = None,
     response_format_q: Annotated[str | None, Query(alias="response_format")] = None,
 ) -> Response:
@@ -84,6 +97,16 @@ async def transcriptions(
                 f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'",
                 param="timestamp_granularities",
             )
+    for wanted in include or []:
+        if wanted != "logprobs":
+            raise AsrError(errors.BAD_REQUEST, f"include[]: {wanted!r} is not 'logprobs'", param="include")
+    logprobs = "logprobs" in (include or [])
+    if logprobs and (response_format or "json") != "json":
+        raise AsrError(errors.BAD_REQUEST, "include[]=logprobs goes with response_format json", param="include")
+    if logprobs and "word" not in granularities:
+        granularities.append("word")  # the probabilities come with the words
+    if languages and len(languages) == 1 and not language:
+        language = languages[0]
     form = AudioForm(
         task="transcribe",
         app_client=model_q is not None or response_format_q is not None,
@@ -96,9 +119,10 @@ async def transcriptions(
         temperature=_number("temperature", temperature),
         granularities=[g for g in ("word", "segment") if g in granularities],
         vad_filter=_boolean("vad_filter", vad_filter),
-        hotwords=hotwords or None,
-        batch_size=batch_size_field(batch_size),
+        hotwords=" ".join([hotwords or "", *(keywords or [])]).strip() or None,
+        batch_size=batch_size_field(batch_size) if batch_size else chunking(chunking_strategy),
         keep_alive=keep_alive,
+        logprobs=logprobs,
         diarize=diarize_field(diarize, model or model_q, response_format or response_format_q),
         stream=bool(_boolean("stream", stream)),
     )
@@ -155,6 +179,7 @@ class AudioForm:
     batch_size: int | None = None
     keep_alive: str | None = None
     diarize: Diarize = "none"
+    logprobs: bool = False
     stream: bool = False
     # The original asrpro app asks with model and response_format as query parameters, and reads more from
     # `json` than OpenAI's text and usage.
@@ -171,6 +196,23 @@ def _number(name: str, value: str | None) -> float | None:
     if not math.isfinite(number):
         raise AsrError(errors.BAD_REQUEST, f"{name} must be a finite number, got {value!r}", param=name)
     return number
+
+
+def chunking(value: str | None) -> int | None:
+    """OpenAI's chunking_strategy: "auto" or {"type": "server_vad", ...} selects the VAD-chunked batched decoding
+    (docs/throughput.md) at the model's batch size; absent, the model's rule."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text != "auto":
+        try:
+            strategy = json.loads(text)
+        except json.JSONDecodeError:
+            strategy = None
+        if not isinstance(strategy, dict) or strategy.get("type") != "server_vad":
+            message = 'chunking_strategy must be "auto" or {"type": "server_vad", ...}'
+            raise AsrError(errors.BAD_REQUEST, message, param="chunking_strategy")
+    return DEFAULT_CHUNK_BATCH
 
 
 def diarize_field(value: str | None, model: str | None, fmt: str | None) -> Diarize:
@@ -275,7 +317,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
             "total_s": result.timing.total_s,
         },
     )
-    return render(result, form.fmt, app_client=form.app_client)
+    return render(result, form.fmt, app_client=form.app_client, logprobs=form.logprobs)
 
 
 async def until_disconnected(request: Request, nc: Client, message: TranscribeRequest, work: Awaitable[T]) -> T:
@@ -311,7 +353,10 @@ async def server_sent_events(
         async for piece in pieces():
             if isinstance(piece, TranscriptionDelta):
                 if piece.text:  # the first partial says only that the audio opened
-                    yield _sse({"type": "transcript.text.delta", "delta": piece.text})
+                    delta: dict[str, Any] = {"type": "transcript.text.delta", "delta": piece.text}
+                    if piece.segment is not None:
+                        delta["segment_id"] = f"seg_{piece.segment.id}"
+                    yield _sse(delta)
             else:
                 finished = True
                 # OpenAI's done event, plus the segments (so that a page can offer subtitles without a second run).

@@ -20,7 +20,9 @@ def usage(result: TranscriptionResult) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(round(result.duration, 2))}  # 11.0000001 s is 11
 
 
-def render(result: TranscriptionResult, fmt: ResponseFormat, *, app_client: bool = False) -> Response:
+def render(
+    result: TranscriptionResult, fmt: ResponseFormat, *, app_client: bool = False, logprobs: bool = False
+) -> Response:
     if fmt in _MEDIA_TYPES:
         return PlainTextResponse(result.formatted or "", media_type=_MEDIA_TYPES[fmt])
     if fmt == "diarized_json":
@@ -36,10 +38,22 @@ def render(result: TranscriptionResult, fmt: ResponseFormat, *, app_client: bool
             }
             for s in result.segments
         ]
-        body = {"task": "transcribe", "duration": result.duration, "text": result.text, "segments": segments}
-        return JSONResponse({**body, "usage": usage(result)})
+        diarized = {"task": "transcribe", "duration": result.duration, "text": result.text, "segments": segments}
+        return JSONResponse({**diarized, "usage": usage(result)})
     if fmt == "json" and not app_client:
-        return JSONResponse({"text": result.text, "usage": usage(result)})  # OpenAI's json, exactly
+        plain: dict[str, Any] = {"text": result.text, "usage": usage(result)}  # OpenAI's json, exactly
+        if logprobs:
+            # OpenAI's logprobs of the text's tokens: here per word, the decoder's word probability (faster-whisper
+            # gives no per-token log-probabilities without the words' alignment).
+            plain["logprobs"] = [
+                {
+                    "token": w.word,
+                    "bytes": list(w.word.encode()),
+                    "logprob": round(math.log(max(w.probability or 0.0, 1e-9)), 6),
+                }
+                for w in result.words or []
+            ]
+        return JSONResponse(plain)
     if fmt == "json":
         # What the original asrpro app's json carried: language (its code), its probability, duration, segments
         # with a confidence (a probability: exp of the average log-probability), the model, time, the backend.

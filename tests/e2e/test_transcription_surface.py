@@ -206,7 +206,7 @@ def test_the_sdk_raises_the_error_class_its_users_catch(oai: openai.OpenAI) -> N
     assert (language.value.code, language.value.param) == ("invalid_language", "language")
 
 
-def test_ignored_openai_parameters_are_accepted(stack: Stack, shared_data: Path) -> None:
+def test_openai_parameters_together_are_accepted(stack: Stack, shared_data: Path) -> None:
     reply = httpx.post(
         f"{stack.gateway}/v1/audio/transcriptions",
         files={"file": ("jfk.flac", (shared_data / "jfk.flac").read_bytes())},
@@ -282,3 +282,30 @@ def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
         assert reply.status_code == 400, reply.text
         error = reply.json()["error"]
         assert error["param"] == "diarize" and said in error["message"], error
+
+
+def test_logprobs_chunking_strategy_and_keywords_are_honoured(
+    oai: openai.OpenAI, stack: Stack, shared_data: Path
+) -> None:
+    with (shared_data / "jfk.flac").open("rb") as fh:
+        with_logprobs = oai.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="json", include=["logprobs"]
+        )
+    found: dict[str, Any] = with_logprobs.to_dict()
+    tokens = found["logprobs"]
+    assert "".join(t["token"] for t in tokens).strip() == found["text"].strip()
+    assert all(t["logprob"] <= 0 and bytes(t["bytes"]).decode() == t["token"] for t in tokens)
+    with (shared_data / "jfk.flac").open("rb") as fh:
+        chunked = oai.audio.transcriptions.create(model="whisper-1", file=fh, chunking_strategy="auto")
+    assert word_error_rate(JFK_TEXT, chunked.text) < 0.2
+    url = f"{stack.gateway}/v1/audio/transcriptions"
+    hotwords = (shared_data / "hotwords.mp3").read_bytes()
+    keyed = httpx.post(url, files={"file": ("h.mp3", hotwords)}, data={"keywords[]": ["ComfyUI"]}, timeout=120)
+    assert keyed.status_code == 200 and "comfyui" in keyed.json()["text"].lower(), keyed.text
+    for form, param in (
+        ({"include[]": "tokens"}, "include"),
+        ({"include[]": "logprobs", "response_format": "srt"}, "include"),
+        ({"chunking_strategy": "sometimes"}, "chunking_strategy"),
+    ):
+        reply = httpx.post(url, files={"file": ("jfk.flac", hotwords)}, data=form, timeout=60)
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text
