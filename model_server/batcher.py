@@ -163,6 +163,8 @@ class BatchingEngine:
         return self._engine.decode(audio, options)
 
     def _decode_batch(self, items: Sequence[tuple[np.ndarray, TranscribeOptions]]) -> list[Decoding | None]:
+        if len(items) == 1:
+            return [None]  # alone after all: decoded the sequential way, exactly as without batching
         return self._engine.decode_batch([audio for audio, _ in items], items[0][1])
 
 
