@@ -135,4 +135,4 @@ async def realtime(ws: WebSocket) -> None:
             with contextlib.suppress(Exception):
                 await closing()
         with contextlib.suppress(Exception):
-            await ws.close(code=1008 if reason[0] == "slow client" else 1000)
+            await ws.close(code={"slow client": 1008, "lost": 1011}.get(reason[0], 1000))

@@ -125,6 +125,7 @@ class Live(Actor):
     async def _serve(self, session: Session, inbox: asyncio.Queue[Msg]) -> str:
         """Client events in order until the client goes, falls idle, or the session reaches its length."""
         opened = time.monotonic()
+        next_keepalive = opened + KEEPALIVE_S
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
@@ -141,6 +142,7 @@ class Live(Actor):
                         await session.emit(live.error_event("server_shutting_down", "the server is shutting down"))
                         return "shutdown"
                     await send_keepalive()
+                    next_keepalive = time.monotonic() + KEEPALIVE_S
                     if time.monotonic() - session.last_activity > self.cfg.idle_timeout:
                         message = f"no client event for {self.cfg.idle_timeout:g} s (realtime.idle_timeout)"
                         await session.emit(live.error_event(live.SESSION_IDLE, message))
@@ -150,6 +152,11 @@ class Live(Actor):
                 if msg.headers and msg.headers.get(live.CLOSE_HEADER):
                     return msg.headers[live.CLOSE_HEADER] or "client gone"
                 await session.handle(msg.data)
+                if time.monotonic() >= next_keepalive:
+                    # A client that keeps talking may go long without an event back (no words agreed yet): the
+                    # opener takes a session silent for SILENCE_S for lost.
+                    await send_keepalive()
+                    next_keepalive = time.monotonic() + KEEPALIVE_S
         finally:
             stopping.cancel()
 
