@@ -84,8 +84,10 @@ class Live(Actor):
                 ) from None
             return models[name].id
 
-        async def transcribe(audio: np.ndarray, final: bool, current: Settings) -> str:
-            return await self._transcribe(models.get(current.model, info), owner, audio, final, current)
+        async def transcribe(
+            audio: np.ndarray, final: bool, current: Settings, prompt: str | None
+        ) -> list[tuple[float, str]]:
+            return await self._transcribe(models.get(current.model, info), owner, audio, final, current, prompt)
 
         limits = Limits(partial_every_s=self.cfg.partial_every_s, max_buffer_s=self.cfg.max_buffer_s)
         session = Session(session_id, msg.shape, settings, emit, transcribe, info.id, limits, resolve)
@@ -171,19 +173,21 @@ class Live(Actor):
             )
         return info
 
-    async def _transcribe(self, info: ModelInfo, owner: str, audio: np.ndarray, final: bool, settings: Settings) -> str:
+    async def _transcribe(
+        self, info: ModelInfo, owner: str, audio: np.ndarray, final: bool, settings: Settings, prompt: str | None
+    ) -> list[tuple[float, str]]:
         request = TranscribeRequest(
             audio=_wav(audio),
             filename="live.wav",
             language=settings.language,
-            prompt=settings.prompt,
+            prompt=prompt or settings.prompt,
             priority="live",
             beam_size=None if final else self.cfg.partial_beam_size,
             request_id=f"live-{owner}-{new_id('d')}"[:64],
             timeout=60.0,
         )
         result = await client.transcribe(self.connection, info.id, request, timeout=65.0, via=self.node_name)
-        return result.text
+        return [(segment.end, segment.text) for segment in result.segments]
 
 
 def _wav(audio: np.ndarray) -> bytes:

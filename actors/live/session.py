@@ -32,7 +32,11 @@ from schemas.live import Shape
 log = logging.getLogger("asrpro.live")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # (audio at 16 kHz, final?, settings) -> text; raises errors.AsrError when the decode fails.
-Transcribe = Callable[[np.ndarray, bool, Settings], Awaitable[str]]
+# (audio at 16 kHz, final?, settings, prompt) -> the decode's segments as (end in seconds, text); raises
+# errors.AsrError when the decode fails. `prompt`: the text before this audio (None: the session's own prompt).
+Transcribe = Callable[[np.ndarray, bool, Settings, str | None], Awaitable[list[tuple[float, str]]]]
+TRIM_AFTER_S = 6.0  # partial decodes of a longer utterance start after its last segment already sent
+PROMPT_CHARS = 200  # of the text already sent, given as the prompt of a decode that starts after it
 # A model name as a session.update gives it -> the model id it means; raises ProtocolError for one that is not there.
 Resolve = Callable[[str], Awaitable[str]]
 MAX_UTTERANCE_S = 28.0  # an utterance is committed at this length even while speech goes on: one Whisper window
@@ -52,7 +56,11 @@ class Utterance:
     start: int  # its first sample in the session's audio
     end: int | None = None  # one past its last, once committed
     decoded_at: int = 0  # the session's samples when the last partial decode began
-    hypothesis: list[str] = field(default_factory=list)  # the last partial decode's words
+    hypothesis: list[str] = field(default_factory=list)  # the last partial decode's words (the anchored ones first)
+    # Partial decodes start this many samples into the utterance, after `anchored`: words already sent whose
+    # segments ended there (whisper_streaming's buffer trimming: a decode's cost grows with its audio).
+    partial_from: int = 0
+    anchored: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # words sent as deltas
     deltas: list[str] = field(default_factory=list)
 
@@ -277,14 +285,17 @@ class Session:
 
     async def _decode_partial(self, utterance: Utterance) -> None:
         began = time.monotonic()
+        start = utterance.partial_from
+        anchored = list(utterance.anchored)
+        prompt = " ".join(anchored)[-PROMPT_CHARS:] if anchored else None
         try:
-            text = await self._transcribe(self._audio(utterance), False, self.settings)
+            pieces = await self._transcribe(self._audio(utterance)[start:], False, self.settings, prompt)
         except errors.AsrError as exc:
             log.info("partial decode failed", extra={"session": self.id, "error": exc.message})
             return
-        if self._current is not utterance:
+        if self._current is not utterance or utterance.partial_from != start:
             return  # committed or cleared meanwhile: the final decode speaks for it
-        words = text.split()
+        words = anchored + [word for _, text in pieces for word in text.split()]
         agreed = _common_prefix(utterance.hypothesis, words)
         utterance.hypothesis = words
         if agreed > len(utterance.sent) and _same(words[: len(utterance.sent)], utterance.sent):
@@ -292,7 +303,23 @@ class Session:
             await self._delta(utterance, new)
             # How long after the end of the audio it was decoded from this delta went out.
             self.delta_latency.append(time.monotonic() - began)
+        self._trim(utterance, pieces, len(anchored))
         self._maybe_decode()
+
+    def _trim(self, utterance: Utterance, pieces: list[tuple[float, str]], anchored: int) -> None:
+        """Once the partial region is long, start the next partial decodes after the last segment whose words are
+        all sent: what was agreed is not decoded again and again."""
+        if (self._history.end - utterance.start - utterance.partial_from) / RATE < TRIM_AFTER_S:
+            return
+        counted, cut, cut_words = anchored, 0.0, anchored
+        for end, text in pieces[:-1]:  # never the last segment: it may still grow
+            counted += len(text.split())
+            if counted > len(utterance.sent):
+                break
+            cut, cut_words = end, counted
+        if cut > 0:
+            utterance.partial_from += int(cut * RATE)
+            utterance.anchored = utterance.sent[:cut_words]
 
     async def _delta(self, utterance: Utterance, words: list[str]) -> None:
         if not words:
@@ -316,7 +343,7 @@ class Session:
 
     async def _finalise(self, utterance: Utterance, audio: np.ndarray) -> None:
         try:
-            text = await self._transcribe(audio, True, self.settings)
+            pieces = await self._transcribe(audio, True, self.settings, None)
         except errors.AsrError as exc:
             await self.emit(
                 {
@@ -327,7 +354,7 @@ class Session:
                 }
             )
             return
-        words = text.split()
+        words = [word for _, text in pieces for word in text.split()]
         # What was sent stays: the rest of the final decode follows it (where the two disagree, the words the
         # final decode has beyond the sent ones' place).
         await self._delta(utterance, words[_aligned(utterance.sent, words) :])

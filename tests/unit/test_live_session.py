@@ -14,7 +14,7 @@ import pytest
 
 from actors.live.audio_in import Decoder
 from actors.live.protocol import ProtocolError, Settings
-from actors.live.session import Limits, Session, _aligned
+from actors.live.session import Limits, Session, Transcribe, _aligned
 from tests.wer import word_error_rate
 
 JFK = Path(__file__).resolve().parents[3] / "shared" / "data" / "jfk.flac"
@@ -40,15 +40,18 @@ class Script:
         self.words, self.final = text.split(), final_text
         self.calls: list[tuple[float, bool]] = []
 
-    async def __call__(self, audio: np.ndarray, final: bool, _: Settings) -> str:
+    async def __call__(
+        self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None
+    ) -> list[tuple[float, str]]:
         self.calls.append((len(audio) / 16000, final))
         await asyncio.sleep(0)
+        seconds = len(audio) / 16000
         if final:
-            return self.final if self.final is not None else " ".join(self.words)
-        return " ".join(self.words[: int(len(audio) / 16000 * 2)])
+            return [(seconds, self.final if self.final is not None else " ".join(self.words))]
+        return [(seconds, " ".join(self.words[: int(seconds * 2)]))]
 
 
-async def _run(events: list[bytes], decode: Script, settings: Settings | None = None, **limits: Any) -> list[dict]:
+async def _run(events: list[bytes], decode: Transcribe, settings: Settings | None = None, **limits: Any) -> list[dict]:
     out: list[dict[str, Any]] = []
 
     async def emit(event: dict[str, Any]) -> None:
@@ -197,3 +200,36 @@ def test_alignment_of_sent_words_in_the_final_decode() -> None:
     assert _aligned(["And", "so"], ["and", "so,", "my"]) == 2
     assert _aligned(["one", "two", "tree"], ["one", "two", "three", "four"]) == 3
     assert word_error_rate("and so my", "and so my") == 0
+
+
+class Segmented:
+    """Two words a second in segments of 2 s; a decode that starts after anchored words (given as its prompt)
+    hears the words that follow them."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.partial_lengths: list[float] = []
+
+    async def __call__(
+        self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None
+    ) -> list[tuple[float, str]]:
+        await asyncio.sleep(0)
+        seconds = len(audio) / 16000
+        if not final:
+            self.partial_lengths.append(seconds)
+        offset = len(prompt.split()) if prompt else 0
+        heard = self.words[offset : offset + int(seconds * 2)]
+        return [(min(seconds, 2.0 * (k + 1)), " ".join(heard[4 * k : 4 * k + 4])) for k in range((len(heard) + 3) // 4)]
+
+
+def test_partial_decodes_of_a_long_utterance_start_after_what_was_sent() -> None:
+    words = [f"w{n}" for n in range(40)]
+    speech = np.zeros(24000 * 14, dtype=np.int16)  # 14 s: the scripted decoder does not listen
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    commit = json.dumps({"type": "input_audio_buffer.commit"}).encode()
+    decode = Segmented(words)
+    events = asyncio.run(_run([*chunks, commit], decode, Settings(turn=None), partial_every_s=0.5))
+    deltas = "".join(e["delta"] for e in events if e["type"].endswith(".delta"))
+    [completed] = [e for e in events if e["type"].endswith(".completed")]
+    assert completed["transcript"] == deltas == " ".join(words[:28])
+    assert max(decode.partial_lengths) < 10, decode.partial_lengths  # trimmed: never the whole 14 s again
