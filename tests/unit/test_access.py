@@ -44,6 +44,10 @@ def test_applications_by_scope() -> None:
     # Its inbox and its own jobs' states; its own jobs' requests, never another application's.
     assert plain["subscribe"]["allow"] == ["_INBOX.app.>", "asr.jobs.state.nats-app.>"]  # type: ignore[index]
     assert "asr.jobs.app.app.>" in plain_pub and not any(p.startswith("asr.jobs.app.*") for p in plain_pub)
+    # Its own live sessions (open and feed), never another application's nor the gateway's.
+    assert "asr.live.app.app.>" in plain_pub and not any(
+        p.startswith(("asr.live.app.*", "asr.live.in")) for p in plain_pub
+    )
     assert "asr.jobs.state.>" in admin["subscribe"]["allow"]  # type: ignore[index]
     assert subjects.PROGRESS_ALL in admin["subscribe"]["allow"]  # type: ignore[index]
 
