@@ -121,13 +121,13 @@ class TranscriptionFailed(_Event, tag="transcription_failed"):
 
 class LiveSessionOpened(_Event, tag="session_opened"):
     owner: ClassVar[str] = "live"
-    session: str
+    session: str = ""
 
 
 class LiveSessionClosed(_Event, tag="session_closed"):
     owner: ClassVar[str] = "live"
-    session: str
-    reason: str  # client gone, idle, too long, shutdown, slow client, lost
+    session: str = ""
+    reason: str = ""  # client gone, idle, too long, shutdown, slow client, lost
     audio_s: float = 0.0  # audio the client sent
     duration_s: float = 0.0
     utterances: int = 0
