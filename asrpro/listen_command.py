@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from framework.config import Config
 
 RATE = 24000  # what the Realtime API's audio/pcm is
@@ -84,6 +82,8 @@ async def _listen(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _send(ws: Any, chunks: AsyncIterator[bytes]) -> None:
+    import numpy as np  # here: the command line is imported where numpy is not installed (the stack image)
+
     async for pcm in chunks:
         await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}))
     # Silence after the file, so that the voice activity detector hears its last utterance end.
@@ -96,6 +96,7 @@ async def _send(ws: Any, chunks: AsyncIterator[bytes]) -> None:
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     """The file as 24-kHz 16-bit mono, 100 ms at a time, at the pace it would be spoken."""
     import av
+    import numpy as np
 
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
