@@ -296,10 +296,15 @@ class Session:
         if self._current is not utterance or utterance.partial_from != start:
             return  # committed or cleared meanwhile: the final decode speaks for it
         words = anchored + [word for _, text in pieces for word in text.split()]
-        agreed = _common_prefix(utterance.hypothesis, words)
+        # Where the words already sent end, in this decode and in the previous one (a re-decode may word the
+        # beginning differently): what the two agree on beyond that is new and stable.
+        previous = utterance.hypothesis
         utterance.hypothesis = words
-        if agreed > len(utterance.sent) and _same(words[: len(utterance.sent)], utterance.sent):
-            new = words[len(utterance.sent) : agreed]
+        fresh = words[_aligned(utterance.sent, words) :]
+        before = previous[_aligned(utterance.sent, previous) :] if previous else []
+        agreed = _common_prefix(before, fresh)
+        if agreed:
+            new = fresh[:agreed]
             await self._delta(utterance, new)
             # How long after the end of the audio it was decoded from this delta went out.
             self.delta_latency.append(time.monotonic() - began)
