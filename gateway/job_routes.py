@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from framework import logs
 from gateway.connection import Connection
-from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field
+from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field, diarize_field
 from gateway.responses import render
 from gateway.uploads import with_upload
 from schemas import endpoints, errors
@@ -22,7 +22,7 @@ from schemas.errors import AsrError
 from schemas.formats import render_text
 from schemas.jobs import ENDED, STATUSES, JobQuery, JobRecord, ListJobs, SecretQuery, SubmitJob, job_view
 from schemas.registry import not_installed
-from schemas.transcribe import Task, TranscribeRequest
+from schemas.transcribe import Task, TranscribeRequest, diarization
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
@@ -55,6 +55,7 @@ async def submit(
     hotwords: Text = None,
     batch_size: Text = None,
     task: Text = None,
+    diarize: Text = None,
     metadata: Text = None,
     webhook_url: Text = None,
 ) -> Response:
@@ -88,8 +89,10 @@ async def submit(
         vad_filter=_boolean("vad_filter", vad_filter),
         hotwords=hotwords or None,
         batch_size=batch_size_field(batch_size),
+        diarize=diarize_field(diarize, model, response_format),
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
+    diarization(message)  # what cannot be diarized is a 400 now, not a job that fails later
     staged = await with_upload(nc, file, message, stage=True)
     submission = SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags, webhook_url=webhook_url or None)
     job = await conn.request(endpoints.JOBS_SUBMIT, submission, timeout=60.0)

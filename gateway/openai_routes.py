@@ -45,6 +45,7 @@ from schemas.transcribe import (
     TranscribeRequest,
     TranscriptionDelta,
     TranscriptionResult,
+    diarization,
 )
 from schemas.transcribe import response_format as parse_response_format
 
@@ -291,6 +292,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
+    diarization(message)  # speakers without a diarizer: a 400 before the upload is staged
     message = await with_upload(nc, form.file, message)
     if form.stream:
         pieces = client.transcribe_stream(nc, info.id, message, timeout=timeout + 5, via=node_name(config))

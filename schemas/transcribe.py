@@ -159,3 +159,19 @@ class CancelTranscription(msgspec.Struct, kw_only=True):
 
     reason: str = "cancelled by the requester"
     token: str = ""  # the request's cancel_token
+
+
+def diarization(msg: TranscribeRequest) -> Literal["none", "channels"]:
+    """What the model server is asked to do about speakers: channels it diarizes itself; speakers need a diarizer
+    model, which no catalogue entry provides yet (docs/diarization.md), so they are a 400 saying what works
+    instead — at the gateway before a job is accepted, and at the proxy for NATS clients."""
+    if msg.diarize == "channels":
+        return "channels"
+    if msg.diarize == "speakers" or msg.response_format == "diarized_json":
+        raise errors.AsrError(
+            errors.BAD_REQUEST,
+            "speaker diarization needs a diarizer model, which this server does not have yet; a recording with one "
+            "speaker per channel is diarized with diarize=channels",
+            param="diarize",
+        )
+    return "none"

@@ -347,8 +347,13 @@ class Session:
             await self._finalise(*committed)
 
     async def _finalise(self, utterance: Utterance, audio: np.ndarray) -> None:
+        # The final decode starts where the partial decodes last started (after the words already sent whose
+        # segments ended there, given as its prompt): those words stay anyway, and a 20-s utterance's final
+        # decode would otherwise hold `completed` back by seconds.
+        start, anchored = utterance.partial_from, list(utterance.anchored)
+        prompt = " ".join(anchored)[-PROMPT_CHARS:] if anchored else None
         try:
-            pieces = await self._transcribe(audio, True, self.settings, None)
+            pieces = await self._transcribe(audio[start:], True, self.settings, prompt)
         except errors.AsrError as exc:
             await self.emit(
                 {
@@ -359,7 +364,7 @@ class Session:
                 }
             )
             return
-        words = [word for _, text in pieces for word in text.split()]
+        words = anchored + [word for _, text in pieces for word in text.split()]
         # What was sent stays: the rest of the final decode follows it (where the two disagree, the words the
         # final decode has beyond the sent ones' place).
         await self._delta(utterance, words[_aligned(utterance.sent, words) :])

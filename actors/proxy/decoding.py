@@ -3,14 +3,14 @@ defaults unless configured otherwise) merged with what the request asked for, ch
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from schemas import errors
 from schemas.errors import AsrError
 from schemas.languages import check_language, multilingual
 from schemas.model_server import TranscribeOptions
 from schemas.registry import Decoding, ModelInfo, ModelList
-from schemas.transcribe import TranscribeRequest
+from schemas.transcribe import TranscribeRequest, diarization
 
 
 def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList | None = None) -> TranscribeOptions:
@@ -39,7 +39,7 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         word_timestamps="word" in msg.timestamp_granularities,
         hotwords=msg.hotwords or None,
         offset=msg.offset,
-        diarize=_diarize(msg),
+        diarize=diarization(msg),
         **_batching(decoding, msg),
     )
 
@@ -54,18 +54,3 @@ def _batching(decoding: Decoding, msg: TranscribeRequest) -> dict[str, Any]:
     if decoding.batch_from_s > 0:
         return {"batch_size": decoding.batch_size, "batch_from_s": decoding.batch_from_s}
     return {}
-
-
-def _diarize(msg: TranscribeRequest) -> Literal["none", "channels"]:
-    """Channels are diarized by the model server itself; speakers need a diarizer model, which no catalogue entry
-    provides yet (docs/diarization.md): a 400 saying what works instead."""
-    if msg.diarize == "channels":
-        return "channels"
-    if msg.diarize == "speakers" or msg.response_format == "diarized_json":
-        raise AsrError(
-            errors.BAD_REQUEST,
-            "speaker diarization needs a diarizer model, which this server does not have yet; a recording with one "
-            "speaker per channel is diarized with diarize=channels",
-            param="diarize",
-        )
-    return "none"

@@ -49,9 +49,11 @@ class Relay:
 
     async def segment(self, frame: SegmentFrame) -> None:
         end = frame.segment.end
-        if end <= self.sent.until:
-            return  # already relayed before a retry on a fresh server
-        self.sent.until = end
+        # Already relayed before a retry on a fresh server: segments come in time order. Not those of channel
+        # diarization, merged by start from several channels, whose ends go back and forth.
+        if end <= self.sent.until and frame.segment.speaker is None:
+            return
+        self.sent.until = max(self.sent.until, end)
         progress = min(1.0, end / frame.duration) if frame.duration else 0.0
         if self.msg.stream:
             delta = TranscriptionDelta(

@@ -130,6 +130,17 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "file"
         unknown = submit(stack, meeting, model="whisper-huge")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+        # A recording with one speaker per channel, as a job: diarized by channel; speakers are refused at once.
+        stereo = (shared_data / "stereo_diarization.wav").read_bytes()
+        refused = submit(stack, stereo, response_format="diarized_json")
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "diarize", refused.text
+        channels = submit(stack, stereo, response_format="diarized_json", diarize="channels")
+        assert channels.status_code == 202, channels.text
+        assert ended(stack, channels.json()["id"])["status"] == "completed"
+        diarized = httpx.get(
+            f"{stack.gateway}/v1/audio/jobs/{channels.json()['id']}/result", headers=bearer(KEY_A), timeout=10
+        ).json()
+        assert {s["speaker"] for s in diarized["segments"]} == {"A", "B"}, diarized
     finally:
         assert stack.stop() == 0
 
