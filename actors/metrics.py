@@ -181,8 +181,10 @@ class Metrics(Actor):
         elif isinstance(event, BreakerChanged):
             self.breaker.labels(model).set(0 if event.state == "closed" else 1)
         elif isinstance(event, LiveSessionOpened):
+            c.live_sessions += 1
             self.live_sessions.labels(model).inc()
         elif isinstance(event, LiveSessionClosed):
+            c.live_sessions = max(0, c.live_sessions - 1)
             self.live_sessions.labels(model).dec()
             self.live_audio.labels(model).inc(event.audio_s)
             for seconds in event.delta_latency_s:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from framework.config import node_name
 from gateway.cluster_view import lifecycle_status, live_nodes, measured_mb, node_records
-from gateway.connection import Connection, Settings
+from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import GATEWAY_METRICS
 from gateway.http_metrics import actor_processes, server_processes
 from gateway.status import system_status
@@ -112,7 +112,16 @@ async def ps(conn: Connection) -> dict[str, Any]:
     status = await lifecycle_status(conn)
     measured = await measured_mb(conn, sorted({s.node for s in status.servers}))
     entries = [ps_entry(s) | {"gpu_measured_mb": measured.get((s.node, s.model))} for s in status.servers]
-    return {"runtime": status.runtime, "models": entries}
+    return {"runtime": status.runtime, "models": entries, "live_sessions": await live_sessions(conn)}
+
+
+async def live_sessions(conn: GatewayConnection) -> dict[str, int] | None:
+    """Live sessions open now, by model, as the metrics actor counts them; None while it does not answer."""
+    try:
+        snap = await conn.request(endpoints.METRICS_SNAPSHOT, SnapshotRequest(), timeout=2.0)
+    except AsrError:
+        return None
+    return {model: c.live_sessions for model, c in snap.models.items() if c.live_sessions}
 
 
 @router.get("/api/nodes")

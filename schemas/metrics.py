@@ -24,6 +24,7 @@ class ModelCounters(msgspec.Struct, kw_only=True):
     crashes: int = 0
     audio_seconds: float = 0.0
     processing_seconds: float = 0.0
+    live_sessions: int = 0  # open now (WS /v1/realtime, asr.live.*), from the live actor's events
 
 
 class MetricsSnapshot(msgspec.Struct, kw_only=True):

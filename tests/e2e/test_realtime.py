@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import nats
 import numpy as np
 import openai
@@ -198,6 +199,14 @@ def test_sessions_beyond_the_limit_are_refused_at_connect(stack: Stack) -> None:
         try:
             for ws in (first, second):
                 assert json.loads(await ws.recv())["type"] == "transcription_session.created"
+            # Counted where operators look (/api/ps, from the live actor's events).
+            async with httpx.AsyncClient(base_url=stack.gateway, timeout=10) as http:
+                for _ in range(50):
+                    listed = (await http.get("/api/ps")).json()["live_sessions"]
+                    if listed == {"whisper-tiny.en": 2}:
+                        break
+                    await asyncio.sleep(0.2)
+            assert listed == {"whisper-tiny.en": 2}
             async with await _beta_session(url) as third:
                 refused = json.loads(await asyncio.wait_for(third.recv(), 10))
                 with pytest.raises(websockets.ConnectionClosed) as closed:
