@@ -40,6 +40,7 @@ class KvView(Generic[T]):
         self._changed = asyncio.Event()
         self._decode: Callable[[bytes], T] = record.decode
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # a cancellation nats-py swallowed still ends the watch at its next round
         self.problem = ""  # why the watch is not running, while it is not ('' when it is)
 
     async def follow(self, transport: Transport, *, wait: float = 10.0) -> None:
@@ -52,7 +53,7 @@ class KvView(Generic[T]):
             await asyncio.wait_for(self.known.wait(), wait)
 
     async def _watch(self, transport: Transport) -> None:
-        while True:  # until stopped (a closed connection fails each round, slowly)
+        while not self._stopping:  # until stopped (a closed connection fails each round, slowly)
             try:
                 kv = await transport.kv(self.bucket)
                 self.problem = ""
@@ -72,6 +73,8 @@ class KvView(Generic[T]):
                 try:
                     entry = await watcher.updates(timeout=self.resync)
                 except nats.errors.TimeoutError:
+                    return
+                if self._stopping:
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
                     if seen is not None:
@@ -102,6 +105,7 @@ class KvView(Generic[T]):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             # Bounded: nats-py may swallow a cancellation while it sets a watch up, and a stopping actor must not
