@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from asrpro.pcm import read_pcm16
 from framework.config import Config
 
 RATE = 24000  # what the Realtime API's audio/pcm is
@@ -95,14 +96,7 @@ async def _send(ws: Any, chunks: AsyncIterator[bytes]) -> None:
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     """The file as 24-kHz 16-bit mono, 100 ms at a time, at the pace it would be spoken."""
-    import av
-    import numpy as np
-
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        samples = np.concatenate(
-            [f.to_ndarray().reshape(-1) for frame in container.decode(audio=0) for f in resampler.resample(frame)]
-        )
+    samples = read_pcm16(path, RATE)
     step = int(RATE * CHUNK_S)
     loop = asyncio.get_running_loop()
     started = loop.time()

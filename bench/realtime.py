@@ -33,13 +33,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import av  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import websockets  # noqa: E402
 
 from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
+from asrpro.pcm import read_pcm16  # noqa: E402
 from bench.batching import peak_rss_mb  # noqa: E402
 from bench.speech import spoken  # noqa: E402
 from framework.config import load_config  # noqa: E402
@@ -55,10 +55,7 @@ CHUNK_S = 0.1
 
 
 def pcm(path: Path, rate: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        frames = [f.to_ndarray().reshape(-1) for fr in container.decode(audio=0) for f in resampler.resample(fr)]
-    return np.concatenate(frames)
+    return read_pcm16(path, rate)
 
 
 def offline(path: Path) -> tuple[str, list[tuple[str, float]]]:

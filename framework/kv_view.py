@@ -14,6 +14,7 @@ import msgspec
 import nats.errors
 from nats.js.kv import KV_DEL, KV_PURGE
 
+from framework.cancelling import still_running
 from framework.transport import KeyValueStore, Transport
 from schemas import kv as kv_records
 from schemas.kv import KvRecord
@@ -53,7 +54,7 @@ class KvView(Generic[T]):
             await asyncio.wait_for(self.known.wait(), wait)
 
     async def _watch(self, transport: Transport) -> None:
-        while not self._stopping:  # until stopped (a closed connection fails each round, slowly)
+        while not self._ending():  # until stopped (a closed connection fails each round, slowly)
             try:
                 kv = await transport.kv(self.bucket)
                 self.problem = ""
@@ -74,7 +75,7 @@ class KvView(Generic[T]):
                     entry = await watcher.updates(timeout=self.resync)
                 except nats.errors.TimeoutError:
                     return
-                if self._stopping:
+                if self._ending():
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
                     if seen is not None:
@@ -97,6 +98,10 @@ class KvView(Generic[T]):
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    def _ending(self) -> bool:
+        # A view nobody stopped must not outlive its event loop's shutdown either.
+        return self._stopping or not still_running()
 
     async def changed_or(self, timeout: float) -> None:
         """Until the next change, or `timeout` seconds."""

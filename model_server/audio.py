@@ -35,21 +35,27 @@ def decode_channels(data: bytes, filename: str = "audio") -> list[np.ndarray]:
 
 
 def _decode_channels(data: bytes) -> list[np.ndarray]:
-    chunks: list[np.ndarray] = []
-    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-        stream = container.streams.audio[0]
-        count = stream.codec_context.channels
-        # Planar float keeps the channels apart: (channels, samples) per frame.
-        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout.name, rate=SAMPLE_RATE)
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
+    # Planar float keeps the channels apart: (channels, samples) per frame.
+    chunks, count = _resampled(data, mono=False)
     if not chunks:
         return [np.zeros(0, dtype=np.float32) for _ in range(count)]
     joined = np.concatenate(chunks, axis=1).astype(np.float32)
     return [joined[n] for n in range(joined.shape[0])]
+
+
+def _resampled(data: bytes, *, mono: bool) -> tuple[list[np.ndarray], int]:
+    """The first audio stream at SAMPLE_RATE: 16-bit mono samples, or planar float per channel; and its channel
+    count."""
+    chunks: list[np.ndarray] = []
+    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        count = stream.codec_context.channels
+        layout = "mono" if mono else stream.codec_context.layout.name
+        resampler = av.AudioResampler(format="s16" if mono else "fltp", layout=layout, rate=SAMPLE_RATE)
+        for frame in [*container.decode(stream), None]:  # None flushes what the resampler still holds
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1) if mono else out.to_ndarray())
+    return chunks, count
 
 
 def _reason(exc: Exception) -> str:
@@ -61,15 +67,7 @@ def _reason(exc: Exception) -> str:
 
 def _decode(data: bytes) -> np.ndarray:
     # PyAV directly rather than faster_whisper.decode_audio: the Parakeet image carries no faster-whisper.
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    chunks = []
-    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
-        stream = container.streams.audio[0]
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):  # flush what the resampler still holds
-            chunks.append(out.to_ndarray().reshape(-1))
+    chunks, _ = _resampled(data, mono=True)
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32) / 32768.0

@@ -16,6 +16,7 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from actors.jobs import webhooks
+from framework.cancelling import still_running
 from schemas import subjects
 from schemas.jobs import JobRecord, WebhookState, job_view
 
@@ -63,7 +64,7 @@ class Notifier:
         return webhooks.owner_secret(configured or await self.store.server_secret(), owner)
 
     async def run(self) -> None:
-        while True:
+        while still_running():  # framework.cancelling: a lost cancellation ends it too
             try:
                 if self.subscription is None:
                     self.subscription = await self._subscribe()

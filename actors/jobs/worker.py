@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 
 from actors.jobs.checkpoints import decode_with_checkpoints
 from asrpro import client
+from framework.cancelling import still_running
 from schemas import subjects
 from schemas.errors import AsrError
 from schemas.jobs import ENDED, JobCheckpoint, JobRecord
@@ -71,7 +72,7 @@ class JobWorker:
             task.cancel()
 
     async def run(self) -> None:
-        while True:
+        while still_running():  # framework.cancelling: a lost cancellation ends it too
             try:
                 took = await self._round()
             except Exception as exc:  # the bus is down, the stream is being made: look again soon

@@ -165,8 +165,7 @@ class Session:
         candidate.apply(session, shape)
         if self._resolve is not None and candidate.model and candidate.model != self.settings.model:
             model = await self._resolve(candidate.model)  # an unknown model: an error event, nothing changed
-        self.settings.apply(session, shape)
-        self.model = model
+        self.settings, self.model = candidate, model
         if self.settings.format != before:
             self._decoder = Decoder(self.settings.format)
         # New turn settings apply from here; speech under way is cut at this point (committed by the VAD, or by

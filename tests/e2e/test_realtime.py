@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import nats
 import numpy as np
@@ -24,6 +23,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from asrpro.pcm import read_pcm16
 from tests.e2e.stack import Stack, start_stack
 from tests.wer import word_error_rate
 
@@ -47,10 +47,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _pcm(path: Path, rate: int = 24000, pad_s: float = 1.5) -> np.ndarray:
     """The recording as 16-bit mono at `rate`, with silence after it (the VAD's end of speech)."""
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        frames = [f.to_ndarray().reshape(-1) for fr in container.decode(audio=0) for f in resampler.resample(fr)]
-    return np.concatenate([np.zeros(rate // 2, np.int16), *frames, np.zeros(int(rate * pad_s), np.int16)])
+    speech = read_pcm16(path, rate)
+    return np.concatenate([np.zeros(rate // 2, np.int16), speech, np.zeros(int(rate * pad_s), np.int16)])
 
 
 def _chunks(pcm: np.ndarray, rate: int = 24000, ms: int = 100) -> list[str]:

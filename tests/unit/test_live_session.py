@@ -8,23 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 
 from actors.live.audio_in import Decoder
 from actors.live.protocol import ProtocolError, Settings
 from actors.live.session import Limits, Session, Transcribe, _aligned
+from asrpro.pcm import read_pcm16
 from tests.wer import word_error_rate
 
 JFK = Path(__file__).resolve().parents[3] / "shared" / "data" / "jfk.flac"
 
 
 def _pcm24k(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=24000)
-        frames = [f.to_ndarray().reshape(-1) for fr in container.decode(audio=0) for f in resampler.resample(fr)]
-    return np.concatenate(frames)
+    return read_pcm16(path, 24000)
 
 
 def _append(samples: np.ndarray) -> bytes:
