@@ -27,7 +27,7 @@ log = logging.getLogger("asrpro.images")
 
 UPSTREAM_BASE = "python:3.11-slim"
 LOCAL_BASE = "asrpro/base:bookworm-py311"
-FAMILY_DIRS = {name: REPO_ROOT / "containers" / name for name in ("whisper", "parakeet", "stack")}
+FAMILY_DIRS = {name: REPO_ROOT / "containers" / name for name in ("whisper", "parakeet", "diarizer", "stack")}
 STACK = "stack"  # not a model: nats-server, actors and gateway for containers/compose.yml
 PLATFORM_ARGS = [
     "--only-binary=:all:",
@@ -50,6 +50,7 @@ PLATFORM_ARGS = [
 APP_PACKAGES: dict[str, tuple[str, ...]] = {
     "whisper": ("schemas", "framework", "model_server"),
     "parakeet": ("schemas", "framework", "model_server"),
+    "diarizer": ("schemas", "framework", "model_server"),
 }
 APP_PACKAGES[STACK] = ("schemas", "model_server", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")

@@ -11,7 +11,11 @@ from pathlib import Path
 from schemas.registry import Installed
 
 # What an engine cannot load without.
-REQUIRED_FILES = {"faster-whisper": ("config.json", "model.bin"), "onnx-asr": ("vocab.txt", "config.json")}
+REQUIRED_FILES = {
+    "faster-whisper": ("config.json", "model.bin"),
+    "onnx-asr": ("vocab.txt", "config.json"),
+    "resemblyzer": ("pretrained.pt",),
+}
 PACKAGE_PREFIX = "package:"
 
 

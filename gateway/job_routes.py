@@ -14,14 +14,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from framework import logs
 from gateway.connection import Connection
-from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field, diarize_field
+from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field, diarize_field, speakers_field
 from gateway.responses import render
 from gateway.uploads import with_upload
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.formats import render_text
 from schemas.jobs import ENDED, STATUSES, JobQuery, JobRecord, ListJobs, SecretQuery, SubmitJob, job_view
-from schemas.registry import not_installed
+from schemas.registry import check_transcriber, diarizer_for, not_installed
 from schemas.transcribe import Task, TranscribeRequest, diarization
 from schemas.transcribe import response_format as parse_response_format
 
@@ -56,6 +56,8 @@ async def submit(
     batch_size: Text = None,
     task: Text = None,
     diarize: Text = None,
+    min_speakers: Text = None,
+    max_speakers: Text = None,
     metadata: Text = None,
     webhook_url: Text = None,
 ) -> Response:
@@ -78,6 +80,7 @@ async def submit(
     info = conn.catalogue.resolve_for(model or "whisper-1", job_task, language)
     if info.installed is False:
         raise not_installed(info)
+    check_transcriber(info)
     message = TranscribeRequest(
         filename=file.filename or "audio",
         language=language or None,
@@ -90,9 +93,12 @@ async def submit(
         hotwords=hotwords or None,
         batch_size=batch_size_field(batch_size),
         diarize=diarize_field(diarize, model, response_format),
+        min_speakers=speakers_field("min_speakers", min_speakers),
+        max_speakers=speakers_field("max_speakers", max_speakers),
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
-    diarization(message)  # what cannot be diarized is a 400 now, not a job that fails later
+    if diarization(message) == "speakers":  # what cannot be diarized is a 400 now, not a job that fails later
+        diarizer_for(info, conn.catalogue.listing)
     staged = await with_upload(nc, file, message, stage=True)
     submission = SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags, webhook_url=webhook_url or None)
     job = await conn.request(endpoints.JOBS_SUBMIT, submission, timeout=60.0)

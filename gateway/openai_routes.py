@@ -20,7 +20,7 @@ from framework.config import Config, node_name, start_budget
 from gateway.cluster_view import lifecycle_status
 from gateway.connection import Connection, GatewayConnection, Settings
 from gateway.errors import error_object, status_and_code
-from gateway.responses import render, usage
+from gateway.responses import diarized_segment, render, usage
 from gateway.uploads import with_upload
 from schemas import codec, endpoints, errors
 from schemas.durations import parse_duration
@@ -33,11 +33,14 @@ from schemas.registry import (
     ModelInfo,
     ModelList,
     SetDefaultModel,
+    check_transcriber,
+    diarizer_for,
     find,
     not_installed,
 )
 from schemas.transcribe import (
     MAX_BATCH_SIZE,
+    MAX_SPEAKERS,
     Diarize,
     Granularity,
     ResponseFormat,
@@ -81,6 +84,10 @@ async def transcriptions(
     batch_size: Text = None,
     keep_alive: Text = None,
     diarize: Text = None,
+    min_speakers: Text = None,
+    max_speakers: Text = None,
+    known_speaker_names: Annotated[Texts, Form(alias="known_speaker_names[]")] = None,
+    known_speaker_references: Annotated[Texts, Form(alias="known_speaker_references[]")] = None,
     # OpenAI's: include[]=logprobs (per word, from the decoder's word probabilities), chunking_strategy (selects the
     # VAD-chunked batched decoding), keywords[] (faster-whisper's hotwords), languages[] (one: the language).
     include: Annotated[Texts, Form(alias="include[]")] = None,
@@ -108,6 +115,12 @@ async def transcriptions(
         granularities.append("word")  # the probabilities come with the words
     if languages and len(languages) == 1 and not language:
         language = languages[0]
+    if known_speaker_names or known_speaker_references:
+        problem = (
+            "known speakers (known_speaker_names[], known_speaker_references[]) are not supported yet: "
+            "speakers are lettered A, B, ... in order of appearance"
+        )
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
     form = AudioForm(
         task="transcribe",
         app_client=model_q is not None or response_format_q is not None,
@@ -125,6 +138,8 @@ async def transcriptions(
         keep_alive=keep_alive,
         logprobs=logprobs,
         diarize=diarize_field(diarize, model or model_q, response_format or response_format_q),
+        min_speakers=speakers_field("min_speakers", min_speakers),
+        max_speakers=speakers_field("max_speakers", max_speakers),
         stream=bool(_boolean("stream", stream)),
     )
     return await serve(request, conn, config, form)
@@ -180,6 +195,8 @@ class AudioForm:
     batch_size: int | None = None
     keep_alive: str | None = None
     diarize: Diarize = "none"
+    min_speakers: int | None = None
+    max_speakers: int | None = None
     logprobs: bool = False
     stream: bool = False
     # The original asrpro app asks with model and response_format as query parameters, and reads more from
@@ -231,6 +248,21 @@ def diarize_field(value: str | None, model: str | None, fmt: str | None) -> Diar
     return "none"
 
 
+def speakers_field(name: str, value: str | None) -> int | None:
+    """min_speakers / max_speakers: empty for as many as the diarizer hears, else 1 to MAX_SPEAKERS."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SPEAKERS:
+        raise AsrError(
+            errors.BAD_REQUEST, f"{name} must be a whole number from 1 to {MAX_SPEAKERS}, got {value!r}", param=name
+        )
+    return count
+
+
 def batch_size_field(value: str | None) -> int | None:
     """The `batch_size` form field: empty for the model's rule, 0 for sequential decoding, 1 to MAX_BATCH_SIZE."""
     if value is None or value.strip() == "":
@@ -257,8 +289,8 @@ def _boolean(name: str, value: str | None) -> bool | None:
 
 
 async def serve(request: Request, conn: GatewayConnection, config: Config, form: AudioForm) -> Response:
-    if form.stream and form.fmt not in ("json", "text"):
-        problem = f"stream=true goes with response_format json or text, not {form.fmt}"
+    if form.stream and form.fmt not in ("json", "text", "diarized_json"):
+        problem = f"stream=true goes with response_format json, text or diarized_json, not {form.fmt}"
         raise AsrError(errors.BAD_REQUEST, problem, param="response_format")
     if form.temperature is not None and not 0.0 <= form.temperature <= 1.0:
         problem = f"temperature must be between 0 and 1, got {form.temperature:g}"
@@ -275,6 +307,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
     info = conn.catalogue.resolve_for(form.model or "whisper-1", form.task, form.language)
     if info.installed is False:
         raise not_installed(info)
+    check_transcriber(info)
     timeout = config.gateway.request_timeout
     message = TranscribeRequest(
         filename=form.file.filename or "audio",
@@ -288,11 +321,14 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         hotwords=form.hotwords,
         batch_size=form.batch_size,
         diarize=form.diarize,
+        min_speakers=form.min_speakers,
+        max_speakers=form.max_speakers,
         request_id=logs.request_id.get() or logs.new_request_id(),
         keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
-    diarization(message)  # speakers without a diarizer: a 400 before the upload is staged
+    if diarization(message) == "speakers":  # no diarizer: a 400 before the upload is staged
+        diarizer_for(info, conn.catalogue.listing)
     message = await with_upload(nc, form.file, message)
     if form.stream:
         pieces = client.transcribe_stream(nc, info.id, message, timeout=timeout + 5, via=node_name(config))
@@ -359,10 +395,17 @@ async def server_sent_events(
                     if piece.segment is not None:
                         delta["segment_id"] = f"seg_{piece.segment.id}"
                     yield _sse(delta)
+                    if piece.segment is not None and piece.segment.speaker is not None:
+                        # OpenAI's diarized stream: each finished segment with its speaker.
+                        yield _sse(diarized_segment(piece.segment))
             else:
                 finished = True
                 # OpenAI's done event, plus the segments (so that a page can offer subtitles without a second run).
-                segments = [{"id": s.id, "start": s.start, "end": s.end, "text": s.text} for s in piece.segments]
+                segments = [
+                    {"id": s.id, "start": s.start, "end": s.end, "text": s.text}
+                    | ({"speaker": s.speaker} if s.speaker is not None else {})
+                    for s in piece.segments
+                ]
                 done = {"type": "transcript.text.done", "text": piece.text, "segments": segments}
                 yield _sse({**done, "usage": usage(piece)})
     except AsrError as exc:

@@ -27,17 +27,7 @@ def render(
         return PlainTextResponse(result.formatted or "", media_type=_MEDIA_TYPES[fmt])
     if fmt == "diarized_json":
         # OpenAI's TranscriptionDiarized.
-        segments = [
-            {
-                "type": "transcript.text.segment",
-                "id": f"seg_{s.id}",
-                "start": s.start,
-                "end": s.end,
-                "speaker": s.speaker or "A",
-                "text": s.text.strip(),
-            }
-            for s in result.segments
-        ]
+        segments = [diarized_segment(s) for s in result.segments]
         diarized = {"task": "transcribe", "duration": result.duration, "text": result.text, "segments": segments}
         return JSONResponse({**diarized, "usage": usage(result)})
     if fmt == "json" and not app_client:
@@ -81,6 +71,18 @@ def render(
     body["language"], body["language_code"] = language_name(result.language), result.language
     body["usage"] = usage(result)
     return JSONResponse(body)
+
+
+def diarized_segment(segment: Segment) -> dict[str, Any]:
+    """OpenAI's TranscriptionDiarizedSegment (also the stream's transcript.text.segment event)."""
+    return {
+        "type": "transcript.text.segment",
+        "id": f"seg_{segment.id}",
+        "start": segment.start,
+        "end": segment.end,
+        "speaker": segment.speaker or "A",
+        "text": segment.text.strip(),
+    }
 
 
 def _confidence(segment: Segment) -> float | None:

@@ -19,6 +19,7 @@ from schemas import errors
 from schemas.transcribe import (
     FALLBACK_TEMPERATURES,
     MAX_BATCH_SIZE,
+    MAX_SPEAKERS,
     ResponseFormat,
     Segment,
     Task,
@@ -81,6 +82,9 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     # "channels": each channel of the recording transcribed on its own, segments labelled A, B, ... by channel and
     # merged by time (a mono recording is a 400 naming `diarize`).
     diarize: Literal["none", "channels"] = "none"
+    # For a diarizer model server: how many speakers to find at least and at most (None: as many as it hears).
+    min_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
+    max_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
 
     def form(self) -> dict[str, str]:
         """As form fields (and query parameters): lists comma-separated, booleans true/false."""

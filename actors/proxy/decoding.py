@@ -26,6 +26,7 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
     if temperature is not None and not 0.0 <= temperature <= 1.0:
         raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
     decoding = model.decoding
+    diarize = diarization(msg)
     return TranscribeOptions(
         response_format="verbose_json",
         task=msg.task,
@@ -36,10 +37,13 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         beam_size=msg.beam_size or decoding.beam_size,
         condition_on_previous_text=decoding.condition_on_previous_text,
         vad_filter=decoding.vad_filter if msg.vad_filter is None else msg.vad_filter,
-        word_timestamps="word" in msg.timestamp_granularities,
+        # With diarize=speakers the words are what the diarizer's turns are matched to (dropped after unless asked).
+        word_timestamps="word" in msg.timestamp_granularities or diarize == "speakers",
         hotwords=msg.hotwords or None,
         offset=msg.offset,
-        diarize=diarization(msg),
+        diarize="channels" if diarize == "channels" else "none",
+        min_speakers=msg.min_speakers,
+        max_speakers=msg.max_speakers,
         **_batching(decoding, msg),
     )
 

@@ -4,13 +4,15 @@ server or another node."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
+from actors.proxy.speakers import Turns, split
 from framework.actor import Actor, send_partial
 from schemas import subjects
 from schemas.model_server import SegmentFrame
-from schemas.transcribe import TranscribeRequest, TranscriptionDelta, TranscriptionProgress
+from schemas.transcribe import Segment, TranscribeRequest, TranscriptionDelta, TranscriptionProgress, Word
 
 PROGRESS_EVERY_S = 0.5
 
@@ -32,6 +34,9 @@ class Relay:
         self.sent = sent  # end of the last segment relayed, also by another node before a retry here
         self.last_progress = 0.0
         self.first_text_s: float | None = None  # a streamed request: when its first text went back (metrics)
+        # With diarize=speakers: the diarizer's turns (being found), to put speakers on streamed segments.
+        self.turns: asyncio.Task[list[Segment]] | None = None
+        self.next_id = 0  # segments relayed with speakers are renumbered (a segment is cut where they change)
 
     async def opened(self) -> None:
         """The model server opened the audio: a streaming requester may start its stream (one empty partial)."""
@@ -56,16 +61,23 @@ class Relay:
         self.sent.until = max(self.sent.until, end)
         progress = min(1.0, end / frame.duration) if frame.duration else 0.0
         if self.msg.stream:
-            delta = TranscriptionDelta(
-                request_id=self.msg.request_id,
-                model=self.model_id,
-                text=frame.segment.text,
-                segment=frame.segment,
-                words=frame.words,
-                progress=round(progress, 4),
-                elapsed_s=round(time.monotonic() - self.started, 3),
-            )
-            await send_partial(delta)
+            pieces: list[tuple[Segment, list[Word] | None]] = [(frame.segment, frame.words)]
+            if self.turns is not None:  # the same cuts and ids as the final result (actors/proxy/speakers.py)
+                labelled = split(frame.segment, frame.words or [], Turns(await self.turns), self.next_id)
+                self.next_id += len(labelled)
+                keep_words = "word" in self.msg.timestamp_granularities
+                pieces = [(segment, words if keep_words else None) for segment, words in labelled]
+            for segment, words in pieces:
+                delta = TranscriptionDelta(
+                    request_id=self.msg.request_id,
+                    model=self.model_id,
+                    text=segment.text,
+                    segment=segment,
+                    words=words,
+                    progress=round(progress, 4),
+                    elapsed_s=round(time.monotonic() - self.started, 3),
+                )
+                await send_partial(delta)
             if self.first_text_s is None and frame.segment.text.strip():
                 self.first_text_s = round(time.monotonic() - self.started, 3)
         now = time.monotonic()

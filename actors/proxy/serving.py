@@ -14,6 +14,7 @@ from actors.proxy.audio import AudioStore
 from actors.proxy.decoding import decoding_for
 from actors.proxy.queue import ModelQueue, Priority
 from actors.proxy.relay import Relay, Sent
+from actors.proxy.speakers import attribute
 from framework.actor import Actor
 from framework.catalogue import Catalogue
 from framework.kv_view import KvView
@@ -26,8 +27,8 @@ from schemas.formats import render_text
 from schemas.kv import SERVER
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
-from schemas.registry import ModelInfo, not_installed
-from schemas.transcribe import TranscribeRequest, TranscriptionResult
+from schemas.registry import ModelInfo, check_transcriber, diarizer_for, not_installed
+from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, diarization
 
 LIFECYCLE_RESTART_WAIT_S = 10.0
 
@@ -63,11 +64,14 @@ class Serving:
                 # Not sooner: if this node is lost meanwhile, the request is placed again and reads it again.
                 self.actor.spawn(self.audio.drop(msg))
 
-    async def _transcribe(self, msg: TranscribeRequest, model_id: str, sent: Sent) -> TranscriptionResult:
+    async def _transcribe(
+        self, msg: TranscribeRequest, model_id: str, sent: Sent, *, diarizing: bool = False
+    ) -> TranscriptionResult:
         t0 = time.monotonic()
         deadline = t0 + (msg.timeout or self.config.gateway.request_timeout)
         cold = False
         relay = Relay(self.actor, msg, model_id, t0, sent)
+        speakers: asyncio.Task[list[Segment]] | None = None
         try:
             try:
                 keep_alive = parse_duration(msg.keep_alive)
@@ -77,7 +81,15 @@ class Serving:
             model_id = model.id
             if model.installed is False:
                 raise not_installed(model)
+            if not diarizing:
+                check_transcriber(model)
             options = decoding_for(model, msg, self.catalogue.listing)
+            if diarization(msg) == "speakers":
+                # The diarizer works beside the transcription (its own server and queue); the words' timestamps
+                # are what its turns are matched to.
+                diarizer = diarizer_for(model, self.catalogue.listing)
+                speakers = asyncio.create_task(self._turns(msg, diarizer.id))
+                relay.turns = speakers
             audio = await self.audio.read(msg)
             async with self.queue(model).slot(deadline, _priority(msg)) as queued_s:
                 await self.actor.publish(
@@ -106,6 +118,8 @@ class Serving:
                         result = await self._forward(server, retry, msg.filename, audio, deadline, relay)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
+            if speakers is not None:  # the transcription's slot is free again while the diarizer finishes
+                result = await self._with_speakers(result, msg, speakers, deadline)
         except (Exception, asyncio.CancelledError) as exc:
             # Whatever failed, the lifecycle actor must hear that this request is over (it holds the server busy).
             if isinstance(exc, asyncio.CancelledError):
@@ -128,6 +142,9 @@ class Serving:
             if error is exc:
                 raise
             raise error from exc
+        finally:
+            if speakers is not None and not speakers.done():
+                speakers.cancel()
         total = time.monotonic() - t0
         result.model = model_id
         result.timing.total_s = round(total, 4)
@@ -154,6 +171,29 @@ class Serving:
             )
         )
         return result
+
+    async def _turns(self, msg: TranscribeRequest, diarizer_id: str) -> list[Segment]:
+        """Who spoke when in the request's audio: the diarizer's turns, as a request of its own to its model
+        (queued, started, measured and reported like any other), over the whole recording."""
+        turns = msgspec.structs.replace(
+            msg,
+            request_id=f"{msg.request_id}-speakers",
+            diarize="none",
+            response_format="verbose_json",
+            timestamp_granularities=[],
+            stream=False,
+            task="transcribe",
+            language=None,
+            prompt=None,
+            hotwords=None,
+            batch_size=None,
+            offset=0.0,
+        )
+        try:
+            result = await self._transcribe(turns, diarizer_id, Sent(), diarizing=True)
+        except AsrError as exc:
+            raise AsrError(exc.code, f"diarization failed: {exc.message}", kind=exc.kind, param=exc.param) from exc
+        return result.segments
 
     def _ready_server(self, model_id: str) -> ServerStatus | None:
         status = self.server_records.values.get(SERVER.key(self.actor.node_name, model_id))
@@ -208,6 +248,20 @@ class Serving:
         except TimeoutError:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
+
+    async def _with_speakers(
+        self,
+        result: TranscriptionResult,
+        msg: TranscribeRequest,
+        speakers: asyncio.Task[list[Segment]],
+        deadline: float,
+    ) -> TranscriptionResult:
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                turns = await speakers
+        except TimeoutError:
+            raise AsrError(errors.TIMEOUT, "diarization did not finish in time") from None
+        return attribute(result, turns, keep_words="word" in msg.timestamp_granularities)
 
 
 def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: float) -> TranscribeOptions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from model_server.engines.base import Decoding, Engine, WeightsNotFound
 
-KNOWN_ENGINES = ("faster-whisper", "onnx-asr")
+KNOWN_ENGINES = ("faster-whisper", "onnx-asr", "resemblyzer")
 
 __all__ = ["KNOWN_ENGINES", "Decoding", "Engine", "WeightsNotFound", "load_engine"]
 
@@ -29,4 +29,8 @@ def load_engine(
         from model_server.engines import parakeet
 
         return parakeet.ParakeetEngine(weights, device=device, compute_type=compute_type)
+    if engine == "resemblyzer":
+        from model_server.engines import diarizer
+
+        return diarizer.DiarizerEngine(weights)
     raise ValueError(f"unknown engine {engine!r} for model {model_id!r}; known engines: {', '.join(KNOWN_ENGINES)}")

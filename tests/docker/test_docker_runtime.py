@@ -13,6 +13,7 @@ import pytest
 from actors.gpu import GpuAllocator
 from actors.lifecycle import Lifecycle
 from actors.registry import Registry
+from bench.conversation import conversation, error_rate
 from framework import bus
 from schemas import endpoints
 from schemas.errors import AsrError
@@ -81,6 +82,28 @@ async def test_whisper_base_is_served_from_weights_mounted_read_only(
     assert reply.status_code == 200, reply.text
     assert reply.json()["model"] == "whisper-base" and reply.json()["language"] == "en"
     assert word_error_rate(JFK_TEXT, reply.json()["text"]) <= 0.1
+
+
+async def test_the_diarizer_runs_in_a_container_of_its_own(
+    model_images, docker_client: docker.DockerClient, deployment, start_actor, proxy_nc, tmp_path: Path
+) -> None:
+    """A diarizer is a model like the others: its own image (numpy and PyAV, no PyTorch), its weights mounted
+    read-only, speaker turns over the same HTTP contract."""
+    await start_lifecycle(start_actor, deployment)
+    status = await ensure(proxy_nc, "diarizer-resemblyzer")
+    assert status.runtime == "docker" and status.container_id
+    [container] = containers_of(docker_client, deployment)
+    assert docker_client.api.inspect_container(container.id)["Config"]["Image"] == model_images["diarizer-resemblyzer"]
+    [mount] = docker_client.api.inspect_container(container.id)["Mounts"]
+    assert mount["Destination"] == "/models/diarizer-resemblyzer" and mount["RW"] is False
+    talk = conversation(tmp_path, speakers=2, seconds=25, seed=3)
+    async with httpx.AsyncClient(timeout=60) as http:
+        reply = await http.post(
+            f"{status.url}/transcribe", content=talk.mono.read_bytes(), params={"filename": talk.mono.name}
+        )
+    assert reply.status_code == 200, reply.text
+    turns = [(s["start"], s["end"], s["speaker"]) for s in reply.json()["segments"]]
+    assert {s for *_, s in turns} == {"A", "B"} and error_rate(talk.turns, turns) <= 0.1, turns
 
 
 async def test_missing_image_with_pull_policy_never_is_a_prompt_503(

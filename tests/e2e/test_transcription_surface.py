@@ -4,6 +4,7 @@ faster-whisper. Speech of known words is synthesised with espeak-ng."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from actors.proxy.decoding import decoding_for
 from actors.registry import catalogue
+from bench.conversation import Conversation, conversation
 from framework.config import load_config
 from model_server import pipeline
 from model_server.engines.whisper import WhisperEngine
@@ -274,14 +276,81 @@ def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
     mono = voices["en0"]  # espeak-ng speaks mono
     cases = [
         ({"diarize": "channels"}, mono, "one channel"),  # one voice per channel needs channels
-        ({"response_format": "diarized_json"}, shared_data / "stereo_diarization.wav", "diarizer"),
         ({"diarize": "somebody"}, mono, "none, speakers or channels"),
+        ({"model": "diarizer-resemblyzer"}, mono, "is a diarizer"),  # not a transcription model
+        ({"diarize": "speakers", "min_speakers": "3", "max_speakers": "2"}, mono, "more than max_speakers"),
+        ({"diarize": "speakers", "max_speakers": "twelve"}, mono, "from 1 to 8"),
+        ({"known_speaker_names[]": "Ann", "known_speaker_references[]": "data:audio/wav;base64,"}, mono, "known"),
     ]
+    params = {"is a diarizer": "model", "more than": "min_speakers", "from 1 to": "max_speakers", "known": "known"}
     for form, path, said in cases:
         reply = httpx.post(url, files={"file": (path.name, path.read_bytes())}, data=form, timeout=120)
         assert reply.status_code == 400, reply.text
         error = reply.json()["error"]
-        assert error["param"] == "diarize" and said in error["message"], error
+        param = next((p for key, p in params.items() if key in said), "diarize")
+        assert error["param"].startswith(param) and said in error["message"], error
+
+
+@pytest.fixture(scope="module")
+def two_voices(tmp_path_factory: pytest.TempPathFactory) -> Conversation:
+    """Two voices taking turns for about 40 s, with pauses and some overlap (bench/conversation.py)."""
+    return conversation(tmp_path_factory.mktemp("two-voices"), speakers=2, seconds=40, seed=5)
+
+
+def _attributed(segments: list[dict[str, Any]], reference: Conversation) -> float:
+    """The share of the segments' time given to the voice that spoke it (hypothesis letters mapped to the
+    reference's by the most time shared)."""
+    shared: dict[tuple[str, str], float] = {}
+    for segment in segments:
+        for start, end, who in reference.turns:
+            overlap = min(end, segment["end"]) - max(start, segment["start"])
+            if overlap > 0:
+                key = (segment["speaker"], who)
+                shared[key] = shared.get(key, 0.0) + overlap
+    best: dict[str, tuple[float, str]] = {}
+    for (hypothesis, who), seconds in shared.items():
+        best[hypothesis] = max(best.get(hypothesis, (0.0, "")), (seconds, who))
+    right = sum(seconds for (hypothesis, who), seconds in shared.items() if best[hypothesis][1] == who)
+    return right / max(1e-9, sum(shared.values()))
+
+
+def test_a_meeting_is_transcribed_with_its_speakers(oai: openai.OpenAI, stack: Stack, two_voices: Conversation) -> None:
+    with two_voices.mono.open("rb") as fh:
+        diarized = oai.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json")
+    body: dict[str, Any] = diarized.to_dict()
+    segments = body["segments"]
+    assert {s["speaker"] for s in segments} == {"A", "B"}, segments
+    assert all(s["type"] == "transcript.text.segment" and s["text"] for s in segments)
+    assert _attributed(segments, two_voices) >= 0.9, (segments, two_voices.turns)
+    assert word_error_rate(two_voices.text, body["text"]) <= 0.5  # espeak-ng's voices, whisper's words
+    assert word_error_rate(body["text"], " ".join(s["text"] for s in segments)) <= 0.02  # the same words, cut
+    # verbose_json with words: each word and segment has its speaker; the words asked for only.
+    with two_voices.mono.open("rb") as fh:
+        verbose: dict[str, Any] = oai.audio.transcriptions.create(
+            model="whisper-1",
+            file=fh,
+            response_format="verbose_json",
+            timestamp_granularities=["word"],
+            extra_body={"diarize": "speakers", "max_speakers": 2},
+        ).to_dict()
+    assert {s["speaker"] for s in verbose["segments"]} == {"A", "B"}
+    assert verbose["words"] and all(w["speaker"] in ("A", "B") for w in verbose["words"])
+    # Streamed: OpenAI's transcript.text.segment events, each with its speaker, before the done event.
+    events = []
+    with httpx.stream(
+        "POST",
+        f"{stack.gateway}/v1/audio/transcriptions",
+        files={"file": (two_voices.mono.name, two_voices.mono.read_bytes())},
+        data={"response_format": "diarized_json", "stream": "true"},
+        timeout=120,
+    ) as reply:
+        assert reply.status_code == 200
+        events = [json.loads(line[6:]) for line in reply.iter_lines() if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert "transcript.text.segment" in kinds and kinds[-1] == "transcript.text.done", kinds
+    streamed = [e for e in events if e["type"] == "transcript.text.segment"]
+    assert {e["speaker"] for e in streamed} == {"A", "B"}
+    assert [e["speaker"] for e in streamed] == [s["speaker"] for s in events[-1]["segments"]]
 
 
 def test_logprobs_chunking_strategy_and_keywords_are_honoured(

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.conversation import Conversation, conversation, error_rate
 from model_server.app import create_app
 from model_server.engines import WeightsNotFound, load_engine
 from model_server.engines.base import Decoding
@@ -405,3 +406,55 @@ def test_requests_that_cannot_share_a_batch_still_decode(batching: httpx.Client,
     assert replies[0].json()["words"], "word timestamps lost"
     for reply in replies:
         assert word_error_rate(JFK_TEXT, reply.json()["text"]) < 0.1
+
+
+# -- the diarizer: a model server of its own (engine resemblyzer) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def diarizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    weights = REPO / "models" / "diarizer-resemblyzer"
+    if not (weights / "pretrained.pt").is_file():
+        pytest.fail(
+            "the diarizer's weights are not here: asrpro models pull diarizer-resemblyzer (the test command does)"
+        )
+    log = tmp_path_factory.mktemp("model_server_diarizer") / "server.log"
+    running = _start(log, "--engine", "resemblyzer", "--weights", str(weights), "--model-id", "diarizer-resemblyzer")
+    try:
+        _wait_health(running, {"ok"})
+        with httpx.Client(base_url=running.url, timeout=120) as http:
+            yield http
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def three_voices(tmp_path_factory: pytest.TempPathFactory) -> Conversation:
+    return conversation(tmp_path_factory.mktemp("conversation"), speakers=3, seconds=50, seed=11)
+
+
+def _turns(reply: httpx.Response) -> list[tuple[float, float, str]]:
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["text"] == ""  # turns, not words
+    return [(s["start"], s["end"], s["speaker"]) for s in body["segments"]]
+
+
+def test_the_diarizer_finds_who_spoke_when(diarizer: httpx.Client, three_voices: Conversation) -> None:
+    turns = _turns(_transcribe(diarizer, three_voices.mono))
+    assert {speaker for *_, speaker in turns} == {"A", "B", "C"}
+    assert [start for start, *_ in turns] == sorted(start for start, *_ in turns)
+    der = error_rate(three_voices.turns, turns)
+    assert der <= 0.1, (der, turns, three_voices.turns)
+
+
+def test_the_diarizer_keeps_to_the_speaker_counts_asked(diarizer: httpx.Client, three_voices: Conversation) -> None:
+    assert {s for *_, s in _turns(_transcribe(diarizer, three_voices.mono, max_speakers="2"))} == {"A", "B"}
+    assert {s for *_, s in _turns(_transcribe(diarizer, three_voices.mono, max_speakers="1"))} == {"A"}
+    assert "max_speakers" in _error(_transcribe(diarizer, three_voices.mono, max_speakers="9"), 400)
+
+
+def test_the_diarizer_hears_nobody_in_silence(diarizer: httpx.Client, tmp_path: Path) -> None:
+    silence = tmp_path / "silence.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(silence), "trim", "0", "3"], check=True)
+    assert _turns(_transcribe(diarizer, silence)) == []

@@ -221,4 +221,6 @@ async def test_a_checkpointed_job_decode_cut_short_resumes_from_its_checkpoint(
     assert offsets == [first.seek]
     assert abs(result.duration - 44.0) < 0.5 and result.segments[0].start == whole.segments[0].start
     assert [s.id for s in result.segments] == list(range(len(result.segments)))
-    assert word_error_rate(whole.text, result.text) <= 0.05, (whole.text, result.text)
+    # Not identical: the resumed decode starts at a window boundary without the text before it as its prompt, and
+    # a temperature fallback samples. A resume that repeated or skipped a window would add or lose a quarter.
+    assert word_error_rate(whole.text, result.text) <= 0.15, (whole.text, result.text)

@@ -1,0 +1,226 @@
+"""Who spoke when: speaker turns of a recording, as a diarizer model server answers them.
+
+Speech is found by frame energy, embedded every STEP_S in 1.6-s windows by the voice encoder, the windows
+clustered (average-linkage agglomerative on cosine similarity, stopped at SAME_SPEAKER or held between
+min_speakers and max_speakers, then refined against the clusters' centroids), and each speech frame takes the
+speaker of the nearest window. Turns are answered as segments with a `speaker` and no text: the server's
+contract, its streaming and everything around it stay those of a transcription. Overlapped speech gets one
+speaker (the dominant one); docs/diarization.md says what that costs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model_server.engines.base import Decoding, WeightsNotFound, check_readable
+from model_server.engines.voice_encoder import HOP, SAMPLE_RATE, WINDOW_FRAMES, VoiceEncoder, mel_frames
+from model_server.engines.voice_encoder import normalise_volume as _louder
+from schemas.model_server import TranscribeOptions
+from schemas.transcribe import MAX_SPEAKERS, Segment
+
+WEIGHTS_FILE = "pretrained.pt"
+FRAME_S = HOP / SAMPLE_RATE
+STEP_FRAMES = 40  # a window every 0.4 s
+BATCH = 64  # windows through the network at once (memory: BATCH x 160 x 1024 floats per layer)
+# Average cosine similarity of two clusters' windows above which they are one voice (measured on bench/conversation.py's
+# voices: one voice's windows 0.78-0.83 on average, two distinct voices' 0.43-0.65).
+SAME_SPEAKER = 0.68
+MIN_TURN_S = 0.3  # a run shorter than this between two of the same speaker is theirs
+SPEECH_DB = 35.0  # speech: frames within this many dB of the loud ones...
+NOISE_DB = 6.0  # ...and this far above the noise floor
+MIN_GAP_S = 0.3  # pauses shorter than this do not end a stretch of speech
+BLIP_S = 0.08  # sounds shorter than this between silences are not speech
+MIN_SPEAKER_WINDOWS = 8  # a speaker is heard in at least this many windows (about 4.4 s of speech)...
+MIN_SPEAKER_SHARE = 0.03  # ...and at least this share of them
+MAX_CLUSTERED = 600  # windows clustered one by one; more are first pooled in runs (long recordings)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class DiarizerEngine:
+    device = "cpu"
+    compute_type = "float32"
+
+    def __init__(self, weights: str) -> None:
+        directory = Path(weights)
+        check_readable(directory)
+        path = directory / WEIGHTS_FILE if directory.is_dir() else directory
+        if not path.is_file():
+            raise WeightsNotFound(f"diarizer weights not found: {path} (asrpro models pull <diarizer id>)")
+        self.encoder = VoiceEncoder(path)
+
+    def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
+        duration = len(audio) / SAMPLE_RATE
+        turns = self.turns(audio, options.min_speakers, options.max_speakers)
+        pieces = (
+            (Segment(id=n, start=start, end=end, text="", speaker=speaker), None)
+            for n, (start, end, speaker) in enumerate(turns)
+        )
+        return Decoding(language="", duration=duration, language_probability=None, pieces=iter(pieces))
+
+    def turns(
+        self, audio: np.ndarray, min_speakers: int | None = None, max_speakers: int | None = None
+    ) -> list[tuple[float, float, str]]:
+        """(start, end, speaker) in time order; speakers lettered by first appearance."""
+        power = mel_frames(audio)
+        speech = speech_frames(power)
+        if not speech.any():
+            return []
+        mask = np.repeat(speech, HOP)[: len(audio)]
+        mels = mel_frames(_louder(audio, np.pad(mask, (0, max(0, len(audio) - len(mask))))))
+        starts = _windows(speech)
+        if not starts:
+            return []
+        embeddings = np.concatenate(
+            [
+                self.encoder.embed(np.stack([_frames(mels, s) for s in starts[i : i + BATCH]]))
+                for i in range(0, len(starts), BATCH)
+            ]
+        )
+        labels = cluster(embeddings, min_speakers or 1, max_speakers or MAX_SPEAKERS)
+        centres = np.array(starts) + WINDOW_FRAMES // 2
+        return _turns(speech, centres, labels)
+
+
+def speech_frames(power: np.ndarray) -> np.ndarray:
+    """A boolean per frame: loud enough to be speech (relative to this recording's loud frames and its noise
+    floor), pauses under MIN_GAP_S filled, blips under BLIP_S dropped."""
+    level = 10 * np.log10(power.sum(axis=1) + 1e-10)
+    loud, floor = np.percentile(level, 95), np.percentile(level, 10)
+    speech = (level > loud - SPEECH_DB) & (level > floor + NOISE_DB)
+    speech = _fill(speech, int(MIN_GAP_S / FRAME_S), value=False)  # short pauses become speech
+    return _fill(speech, int(BLIP_S / FRAME_S), value=True)  # clicks become silence
+
+
+def _fill(mask: np.ndarray, longest: int, *, value: bool) -> np.ndarray:
+    """Runs of `value` no longer than `longest` frames, between runs of the other value, flipped."""
+    out = mask.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[not value], mask == value, [not value]]).astype(np.int8)))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start <= longest and start > 0 and end < len(mask):
+            out[start:end] = not value
+    return out
+
+
+def _windows(speech: np.ndarray) -> list[int]:
+    """Window starts (frames) every STEP_FRAMES whose window is at least half speech; a stretch of speech too short
+    for any still gets one window centred on it."""
+    count = len(speech)
+    if count <= WINDOW_FRAMES:
+        return [0]
+    cumulative = np.concatenate([[0], np.cumsum(speech)])
+    starts = [
+        s
+        for s in range(0, count - WINDOW_FRAMES + 1, STEP_FRAMES)
+        if cumulative[s + WINDOW_FRAMES] - cumulative[s] >= WINDOW_FRAMES // 2
+    ]
+    covered = np.zeros(count, bool)
+    for s in starts:
+        covered[s : s + WINDOW_FRAMES] = True
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech & ~covered, [0]]).astype(np.int8)))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        centre = (start + end) // 2
+        starts.append(int(min(max(0, centre - WINDOW_FRAMES // 2), count - WINDOW_FRAMES)))
+    return sorted(set(starts))
+
+
+def _frames(mels: np.ndarray, start: int) -> np.ndarray:
+    window = mels[start : start + WINDOW_FRAMES]
+    if len(window) < WINDOW_FRAMES:
+        window = np.pad(window, ((0, WINDOW_FRAMES - len(window)), (0, 0)))
+    return window
+
+
+def cluster(embeddings: np.ndarray, least: int, most: int) -> np.ndarray:
+    """A speaker label per embedding (0, 1, ...): average-linkage agglomerative clustering on cosine similarity,
+    merging while two clusters are more alike than SAME_SPEAKER and more than `most` remain, never below `least`;
+    then each embedding moves to its nearest centroid (twice)."""
+    n = len(embeddings)
+    if n == 1:
+        return np.zeros(1, dtype=int)
+    # Many windows: pooled in runs of consecutive ones first (one voice usually holds the floor a while).
+    pool = max(1, -(-n // MAX_CLUSTERED))
+    groups = np.arange(n) // pool
+    pooled = np.stack([embeddings[groups == g].mean(axis=0) for g in range(groups[-1] + 1)])
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-8)
+    members = _agglomerate(pooled, least, most)[groups]
+    members = _refined(embeddings, members)
+    # A handful of windows is a cough, laughter, two voices at once — not a speaker: its windows join the nearest.
+    ids, counts = np.unique(members, return_counts=True)
+    keep = counts >= max(MIN_SPEAKER_WINDOWS, MIN_SPEAKER_SHARE * n)
+    if not keep.all() and max(least, 1) <= keep.sum():
+        centroids = np.stack([embeddings[members == k].mean(axis=0) for k in ids[keep]])
+        members = _refined(embeddings, ids[keep][np.argmax(embeddings @ centroids.T, axis=1)])
+    _, labels = np.unique(members, return_inverse=True)
+    return labels
+
+
+def _refined(embeddings: np.ndarray, members: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Each embedding moved to its nearest cluster centroid, `rounds` times."""
+    for _ in range(rounds):
+        ids = np.unique(members)
+        centroids = np.stack([embeddings[members == k].mean(axis=0) for k in ids])
+        members = ids[np.argmax(embeddings @ centroids.T, axis=1)]
+    return members
+
+
+def _agglomerate(points: np.ndarray, least: int, most: int) -> np.ndarray:
+    count = len(points)
+    similarity = (points @ points.T).astype(np.float64)
+    sizes = np.ones(count)
+    alive = np.ones(count, bool)
+    members = np.arange(count)
+    np.fill_diagonal(similarity, -np.inf)
+    clusters = count
+    while clusters > max(1, least):
+        flat = int(np.argmax(similarity))
+        a, b = divmod(flat, count)
+        if similarity[a, b] < SAME_SPEAKER and clusters <= most:
+            break
+        # Lance-Williams update for average linkage: b joins a.
+        merged = (sizes[a] * similarity[a] + sizes[b] * similarity[b]) / (sizes[a] + sizes[b])
+        similarity[a], similarity[:, a] = merged, merged
+        similarity[a, a] = -np.inf
+        similarity[b], similarity[:, b] = -np.inf, -np.inf
+        sizes[a] += sizes[b]
+        alive[b] = False
+        members[members == b] = a
+        clusters -= 1
+    return members
+
+
+def _turns(speech: np.ndarray, centres: np.ndarray, labels: np.ndarray) -> list[tuple[float, float, str]]:
+    """Each speech frame takes the label of the nearest window centre; runs of one label are turns, a run shorter
+    than MIN_TURN_S between two of the same speaker goes to them; speakers lettered by first appearance."""
+    frames = np.flatnonzero(speech)
+    order = np.argsort(centres)
+    centres, labels = centres[order], labels[order]
+    nearest = np.clip(np.searchsorted(centres, frames), 1, len(centres) - 1) if len(centres) > 1 else None
+    if nearest is None:
+        frame_labels = np.full(len(frames), labels[0])
+    else:
+        left = np.abs(frames - centres[nearest - 1]) <= np.abs(centres[nearest] - frames)
+        frame_labels = np.where(left, labels[nearest - 1], labels[nearest])
+    runs: list[list[int]] = []  # [first frame, last frame, label]
+    for frame, label in zip(frames.tolist(), frame_labels.tolist(), strict=True):
+        if runs and runs[-1][2] == label and frame - runs[-1][1] <= int(MIN_GAP_S / FRAME_S):
+            runs[-1][1] = frame
+        else:
+            runs.append([frame, frame, label])
+    shortest = int(MIN_TURN_S / FRAME_S)
+    for i in range(1, len(runs) - 1):
+        if runs[i][1] - runs[i][0] < shortest and runs[i - 1][2] == runs[i + 1][2]:
+            runs[i][2] = runs[i - 1][2]
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and merged[-1][2] == run[2] and run[0] - merged[-1][1] <= int(MIN_GAP_S / FRAME_S) + 1:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(list(run))
+    letters: dict[int, str] = {}
+    turns = []
+    for first, last, label in merged:
+        letter = letters.setdefault(label, LETTERS[len(letters) % len(LETTERS)])
+        turns.append((round(first * FRAME_S, 2), round((last + 1) * FRAME_S, 2), letter))
+    return turns

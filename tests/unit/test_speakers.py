@@ -1,0 +1,121 @@
+"""Speakers put on words and segments (actors/proxy/speakers.py), the diarizer's clustering and its checkpoint
+reader, and the diarization error rate the benchmark reports."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.proxy.speakers import attribute
+from bench.conversation import error_rate
+from model_server.engines.diarizer import _turns, cluster
+from model_server.engines.torch_weights import MAGIC, CheckpointError, load_state
+from schemas.transcribe import Segment, TranscriptionResult, Word
+
+
+def _turn(start: float, end: float, speaker: str) -> Segment:
+    return Segment(id=0, start=start, end=end, text="", speaker=speaker)
+
+
+def _word(text: str, start: float, end: float) -> Word:
+    return Word(word=f" {text}", start=start, end=end, probability=0.9)
+
+
+def _result(segments: list[Segment], words: list[Word]) -> TranscriptionResult:
+    text = "".join(s.text for s in segments).strip()
+    return TranscriptionResult(text=text, language="en", duration=10.0, segments=segments, words=words)
+
+
+def test_a_segment_is_cut_where_its_words_change_speaker() -> None:
+    words = [_word("hello", 0.0, 0.4), _word("there", 0.5, 0.9), _word("hi", 1.3, 1.6), _word("back", 1.7, 2.0)]
+    segment = Segment(id=0, start=0.0, end=2.0, text=" hello there hi back", tokens=[1, 2, 3], avg_logprob=-0.2)
+    turns = [_turn(0.0, 1.0, "A"), _turn(1.2, 2.2, "B")]
+    result = attribute(_result([segment], words), turns, keep_words=True)
+    assert [(s.id, s.speaker, s.text, s.start, s.end) for s in result.segments] == [
+        (0, "A", " hello there", 0.0, 0.9),
+        (1, "B", " hi back", 1.3, 2.0),
+    ]
+    assert [w.speaker for w in result.words or []] == ["A", "A", "B", "B"]
+    assert result.segments[0].tokens == [] and result.segments[0].avg_logprob == -0.2
+    assert result.text == "hello there hi back"  # the text is the transcription's, untouched
+
+
+def test_a_word_goes_to_the_turn_it_overlaps_most_or_the_nearest() -> None:
+    turns = [_turn(0.0, 1.0, "A"), _turn(1.0, 3.0, "B"), _turn(5.0, 6.0, "A")]
+    words = [_word("across", 0.8, 1.5), _word("pause", 3.4, 3.6), _word("late", 4.6, 4.8)]
+    segment = Segment(id=0, start=0.8, end=4.8, text=" across pause late")
+    result = attribute(_result([segment], words), turns, keep_words=False)
+    assert [s.speaker for s in result.segments] == ["B", "A"]  # pause is nearer B's end, late nearer A's start
+    assert result.words is None  # asked only to match turns: not given back
+
+
+def test_segments_keep_their_order_and_ids_run_on_across_them() -> None:
+    segments = [Segment(id=0, start=0.0, end=1.0, text=" one two"), Segment(id=1, start=1.0, end=2.0, text=" three")]
+    words = [_word("one", 0.0, 0.4), _word("two", 0.6, 0.9), _word("three", 1.1, 1.5)]
+    turns = [_turn(0.0, 0.5, "A"), _turn(0.5, 2.0, "B")]
+    result = attribute(_result(segments, words), turns, keep_words=True)
+    assert [(s.id, s.speaker) for s in result.segments] == [(0, "A"), (1, "B"), (2, "B")]
+
+
+def test_without_turns_everyone_is_the_first_speaker_and_wordless_segments_are_labelled() -> None:
+    segment = Segment(id=0, start=0.0, end=1.0, text=" hm")
+    assert attribute(_result([segment], []), [], keep_words=False).segments[0].speaker == "A"
+    labelled = attribute(_result([segment], []), [_turn(0.0, 2.0, "B")], keep_words=False)
+    assert labelled.segments[0].speaker == "B"
+
+
+def test_clustering_finds_the_voices_and_keeps_to_the_counts_asked() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 256))
+    points = np.concatenate([c + 0.3 * rng.normal(size=(40, 256)) for c in centres])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    labels = cluster(points, 1, 8)
+    assert len(set(labels.tolist())) == 3
+    assert all(len(set(labels[i * 40 : (i + 1) * 40].tolist())) == 1 for i in range(3))
+    assert len(set(cluster(points, 1, 2).tolist())) == 2
+    assert len(set(cluster(points[:40], 2, 8).tolist())) == 2  # at least two, though one voice
+
+
+def test_turns_follow_the_nearest_window_and_letter_speakers_by_first_appearance() -> None:
+    speech = np.zeros(600, bool)
+    speech[50:250] = speech[300:550] = True
+    centres = np.array([100, 200, 350, 450, 520])
+    labels = np.array([1, 1, 0, 0, 0])
+    assert _turns(speech, centres, labels) == [(0.5, 2.5, "A"), (3.0, 5.5, "B")]
+
+
+def test_a_checkpoint_naming_anything_but_tensors_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.pt"
+    with evil.open("wb") as f:
+        headers: tuple[object, ...] = (MAGIC, 1001, {})
+        for header in headers:
+            pickle.dump(header, f, protocol=2)
+        pickle.dump({"state": Exploit()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_state(evil)
+    notes = tmp_path / "notes.pt"
+    notes.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_state(notes)
+
+
+class Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def test_the_error_rate_counts_missed_false_and_confused_speech() -> None:
+    reference = [(0.0, 10.0, "A"), (10.0, 20.0, "B")]
+    assert error_rate(reference, [(0.0, 10.0, "x"), (10.0, 20.0, "y")], collar=0.0) == pytest.approx(0.0)
+    assert error_rate(reference, [(0.0, 20.0, "x")], collar=0.0) == pytest.approx(0.5)  # B's half confused
+    assert error_rate(reference, [(0.0, 10.0, "x")], collar=0.0) == pytest.approx(0.5)  # B's half missed
+    false_alarm = [(0.0, 10.0, "x"), (10.0, 20.0, "y"), (20.0, 25.0, "y")]
+    assert error_rate(reference, false_alarm, collar=0.0) == pytest.approx(0.25)
+    # A collar forgives boundaries: 0.5 s late on each side of a 0.25-s collar still costs the rest.
+    late = [(0.5, 10.0, "x"), (10.0, 20.0, "y")]
+    assert 0 < error_rate(reference, late, collar=0.25) < error_rate(reference, late, collar=0.0)
+    overlap = [(0.0, 10.0, "A"), (5.0, 15.0, "B")]  # two voices at once: each scored
+    assert error_rate(overlap, [(0.0, 5.0, "x"), (5.0, 15.0, "y")], collar=0.0) == pytest.approx(0.25)
