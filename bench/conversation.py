@@ -168,3 +168,11 @@ def _activity(turns: list[Turn], names: list[str], frames: int, step: float) -> 
     for start, stop, speaker in turns:
         active[names.index(speaker), round(start / step) : round(stop / step)] = True
     return active
+
+
+def voice_sample(text: str, voice: tuple[str, int, int], out: Path) -> Path:
+    """`text` said in `voice` as a 16-kHz mono WAV at `out` (a known speaker's reference sample)."""
+    with tempfile.TemporaryDirectory(prefix="voice-") as scratch:
+        speech = _spoken(text, voice, Path(scratch) / "raw.wav")
+    _write(out, speech[None, :])
+    return out

@@ -14,7 +14,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from framework import logs
 from gateway.connection import Connection
-from gateway.openai_routes import File_, Text, Texts, _boolean, _number, batch_size_field, diarize_field, speakers_field
+from gateway.openai_routes import (
+    File_,
+    Text,
+    Texts,
+    _boolean,
+    _number,
+    batch_size_field,
+    diarize_field,
+    known_speakers_field,
+    speakers_field,
+)
 from gateway.responses import render
 from gateway.uploads import with_upload
 from schemas import endpoints, errors
@@ -58,6 +68,8 @@ async def submit(
     diarize: Text = None,
     min_speakers: Text = None,
     max_speakers: Text = None,
+    known_speaker_names: Annotated[Texts, Form(alias="known_speaker_names[]")] = None,
+    known_speaker_references: Annotated[Texts, Form(alias="known_speaker_references[]")] = None,
     metadata: Text = None,
     webhook_url: Text = None,
 ) -> Response:
@@ -71,6 +83,7 @@ async def submit(
             problem = f"timestamp_granularities: {granularity!r} is not 'word' or 'segment'"
             raise AsrError(errors.BAD_REQUEST, problem, param="timestamp_granularities")
     tags = _metadata(metadata)
+    known = known_speakers_field(known_speaker_names or [], known_speaker_references or [])
     temp = _number("temperature", temperature)
     if temp is not None and not 0.0 <= temp <= 1.0:
         raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temp:g}", param="temperature")
@@ -92,7 +105,8 @@ async def submit(
         vad_filter=_boolean("vad_filter", vad_filter),
         hotwords=hotwords or None,
         batch_size=batch_size_field(batch_size),
-        diarize=diarize_field(diarize, model, response_format),
+        diarize=diarize_field(diarize, model, response_format, known=bool(known)),
+        known_speakers=known,
         min_speakers=speakers_field("min_speakers", min_speakers),
         max_speakers=speakers_field("max_speakers", max_speakers),
         request_id=logs.request_id.get() or logs.new_request_id(),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import math
@@ -40,9 +42,12 @@ from schemas.registry import (
 )
 from schemas.transcribe import (
     MAX_BATCH_SIZE,
+    MAX_KNOWN_SPEAKERS,
+    MAX_REFERENCE_BYTES,
     MAX_SPEAKERS,
     Diarize,
     Granularity,
+    KnownSpeaker,
     ResponseFormat,
     Task,
     TranscribeRequest,
@@ -115,12 +120,7 @@ async def transcriptions(
         granularities.append("word")  # the probabilities come with the words
     if languages and len(languages) == 1 and not language:
         language = languages[0]
-    if known_speaker_names or known_speaker_references:
-        problem = (
-            "known speakers (known_speaker_names[], known_speaker_references[]) are not supported yet: "
-            "speakers are lettered A, B, ... in order of appearance"
-        )
-        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
+    known = known_speakers_field(known_speaker_names or [], known_speaker_references or [])
     form = AudioForm(
         task="transcribe",
         app_client=model_q is not None or response_format_q is not None,
@@ -137,7 +137,8 @@ async def transcriptions(
         batch_size=batch_size_field(batch_size) if batch_size else chunking(chunking_strategy),
         keep_alive=keep_alive,
         logprobs=logprobs,
-        diarize=diarize_field(diarize, model or model_q, response_format or response_format_q),
+        diarize=diarize_field(diarize, model or model_q, response_format or response_format_q, known=bool(known)),
+        known_speakers=known,
         min_speakers=speakers_field("min_speakers", min_speakers),
         max_speakers=speakers_field("max_speakers", max_speakers),
         stream=bool(_boolean("stream", stream)),
@@ -197,6 +198,7 @@ class AudioForm:
     diarize: Diarize = "none"
     min_speakers: int | None = None
     max_speakers: int | None = None
+    known_speakers: list[KnownSpeaker] = field(default_factory=list)
     logprobs: bool = False
     stream: bool = False
     # The original asrpro app asks with model and response_format as query parameters, and reads more from
@@ -233,19 +235,59 @@ def chunking(value: str | None) -> int | None:
     return DEFAULT_CHUNK_BATCH
 
 
-def diarize_field(value: str | None, model: str | None, fmt: str | None) -> Diarize:
-    """The `diarize` form field: none | speakers | channels. diarized_json and the model name
+def diarize_field(value: str | None, model: str | None, fmt: str | None, *, known: bool = False) -> Diarize:
+    """The `diarize` form field: none | speakers | channels. diarized_json, known speakers and the model name
     gpt-4o-transcribe-diarize mean speakers unless channels is asked for."""
     wanted = (value or "").strip()
     if wanted and wanted not in ("none", "speakers", "channels"):
         raise AsrError(
             errors.BAD_REQUEST, f"diarize must be none, speakers or channels, not {wanted!r}", param="diarize"
         )
+    if known and wanted in ("none", "channels"):
+        problem = f"known speakers are recognised by the diarizer: diarize=speakers, not {wanted}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
     if wanted == "channels":
         return "channels"
-    if wanted == "speakers" or fmt == "diarized_json" or model == "gpt-4o-transcribe-diarize":
+    if wanted == "speakers" or known or fmt == "diarized_json" or model == "gpt-4o-transcribe-diarize":
         return "speakers"
     return "none"
+
+
+def known_speakers_field(names: list[str], references: list[str]) -> list[KnownSpeaker]:
+    """OpenAI's known_speaker_names[] with known_speaker_references[] (data URLs of 2 to 10 s of audio), checked
+    here; whether each is 2 to 10 s of audio the diarizer says (the gateway decodes no audio)."""
+    if len(names) != len(references):
+        problem = f"{len(names)} known_speaker_names[] but {len(references)} known_speaker_references[]: one each"
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_references")
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        problem = f"at most {MAX_KNOWN_SPEAKERS} known speakers, got {len(names)}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
+    known: list[KnownSpeaker] = []
+    for name, reference in zip(names, references, strict=True):
+        name = name.strip()
+        if not name or len(name) > 64 or "," in name or name in {k.name for k in known}:
+            problem = f"known speaker name {name!r}: 1 to 64 characters, no commas, each name once"
+            raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
+        known.append(KnownSpeaker(name=name, audio=_data_url_audio(name, reference)))
+    return known
+
+
+def _data_url_audio(name: str, reference: str) -> bytes:
+    """The bytes of a data:audio/...;base64,... URL (nothing else: a URL to fetch would be a request forgery)."""
+    head, comma, data = reference.strip().partition(",")
+    if not (comma and head.startswith("data:audio/") and head.endswith(";base64")):
+        problem = f"{name}'s reference must be a data URL of audio (data:audio/<type>;base64,...)"
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_references")
+    try:
+        audio = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise AsrError(
+            errors.BAD_REQUEST, f"{name}'s reference is not valid base64", param="known_speaker_references"
+        ) from None
+    if not audio or len(audio) > MAX_REFERENCE_BYTES:
+        problem = f"{name}'s reference holds {len(audio)} bytes: 2 to 10 s of audio, at most {MAX_REFERENCE_BYTES}"
+        raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_references")
+    return audio
 
 
 def speakers_field(name: str, value: str | None) -> int | None:
@@ -323,6 +365,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         diarize=form.diarize,
         min_speakers=form.min_speakers,
         max_speakers=form.max_speakers,
+        known_speakers=form.known_speakers,
         request_id=logs.request_id.get() or logs.new_request_id(),
         keep_alive=form.keep_alive or None,
         timeout=timeout,

@@ -27,7 +27,9 @@ async def with_upload(
     size = file.size
     if size == 0:
         raise _empty(file)
-    if not stage and size is not None and size <= nc.max_payload - HEADROOM:
+    # Known speakers' samples travel in the message too (up to 4 MiB): the audio goes to the store sooner.
+    room = nc.max_payload - HEADROOM - sum(len(k.audio) for k in message.known_speakers)
+    if not stage and size is not None and size <= room:
         audio = await file.read()
         if not audio:
             raise _empty(file)

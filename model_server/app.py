@@ -22,6 +22,7 @@ from model_server import pipeline
 from model_server.audio import AudioDecodeError
 from model_server.batcher import BatchingEngine
 from model_server.engines import Engine
+from model_server.engines.base import BadOption
 from model_server.settings import EngineSettings
 from model_server.state import Loader, ModelState, load_from_settings
 from schemas import codec, errors
@@ -47,6 +48,7 @@ log = logging.getLogger("model_server")
 JSON = "application/json"
 # Clients may retry a 503 once the model has had a moment to load.
 LOADING_RETRY_S = 1.0
+MAX_FIELD_BYTES = 8 * 2**20  # a form field: four known speakers' samples, base64
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -123,7 +125,8 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
         if request.headers.get("content-type", "").startswith(
             ("multipart/form-data", "application/x-www-form-urlencoded")
         ):
-            async with request.form() as form:
+            # Known speakers' samples travel as form fields (base64): room for them beyond Starlette's 1 MB.
+            async with request.form(max_part_size=MAX_FIELD_BYTES) as form:
                 upload = form.get(FILE_FIELD)
                 if not isinstance(upload, UploadFile):
                     raise errors.AsrError(errors.BAD_REQUEST, "missing form field 'file' (the audio to transcribe)")
@@ -154,8 +157,8 @@ def create_app(engine_settings: EngineSettings, loader: Loader = load_from_setti
             result = await anyio.to_thread.run_sync(work, limiter=limiter)
         except AudioDecodeError as exc:
             raise errors.AsrError(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file") from exc
-        except pipeline.ChannelsError as exc:
-            raise errors.AsrError(errors.BAD_REQUEST, str(exc), param="diarize") from exc
+        except BadOption as exc:
+            raise errors.AsrError(errors.BAD_REQUEST, str(exc), param=exc.param) from exc
         log.info(
             "transcribed",
             extra={"file": filename, "duration": result.duration, "server_s": result.timing.server_s},
@@ -193,8 +196,8 @@ async def _streamed(
             loop.call_soon_threadsafe(
                 frames.put_nowait, _error_frame(errors.ErrorCode.UNSUPPORTED_AUDIO, str(exc), param="file")
             )
-        except pipeline.ChannelsError as exc:
-            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.BAD_REQUEST, str(exc), param="diarize"))
+        except BadOption as exc:
+            loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.BAD_REQUEST, str(exc), param=exc.param))
         except Exception as exc:
             log.exception("streamed decoding failed")
             loop.call_soon_threadsafe(frames.put_nowait, _error_frame(errors.INTERNAL, f"{type(exc).__name__}: {exc}"))

@@ -11,7 +11,7 @@ import numpy as np
 
 from model_server import audio
 from model_server.engines import Engine
-from model_server.engines.base import Decoding
+from model_server.engines.base import BadOption, Decoding
 from schemas.formats import render_text
 from schemas.model_server import Frame, OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
 from schemas.transcribe import Segment, Timing, TranscriptionResult, Word
@@ -77,8 +77,11 @@ def stream(
     yield ResultFrame(result=result)
 
 
-class ChannelsError(ValueError):
+class ChannelsError(BadOption):
     """diarize=channels on a recording with a single channel."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "diarize")
 
 
 def _by_channel(engine: Engine, channels: list[np.ndarray], options: TranscribeOptions) -> Decoding:

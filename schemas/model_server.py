@@ -85,6 +85,9 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     # For a diarizer model server: how many speakers to find at least and at most (None: as many as it hears).
     min_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
     max_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
+    # Known speakers, for a diarizer: their names and their voice samples (base64 of the audio file), in order.
+    speaker_names: list[str] = []
+    speaker_samples: list[str] = []
 
     def form(self) -> dict[str, str]:
         """As form fields (and query parameters): lists comma-separated, booleans true/false."""
@@ -107,7 +110,12 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
         for name in cls.__struct_fields__:
             value = (fields.get(name) or "").strip()
             if value:
-                values[name] = _temperatures(value) if name == "temperature" else value
+                if name == "temperature":
+                    values[name] = _temperatures(value)
+                elif name in _TEXT_LISTS:
+                    values[name] = value.split(",")  # form() joins them with commas (names hold none)
+                else:
+                    values[name] = value
         values["response_format"] = response_format(str(values.get("response_format") or "json"))
         try:
             options = msgspec.convert(values, cls, strict=False)
@@ -118,6 +126,9 @@ class TranscribeOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
         if options.beam_size < 1:
             raise errors.AsrError(errors.BAD_REQUEST, f"beam_size must be at least 1, got {options.beam_size}")
         return options
+
+
+_TEXT_LISTS = ("speaker_names", "speaker_samples")
 
 
 def _temperatures(value: str) -> list[float]:

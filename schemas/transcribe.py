@@ -17,6 +17,10 @@ Granularity = Literal["word", "segment"]
 # faster-whisper's fallback ladder: a decode that fails its compression/log-prob checks is retried hotter.
 FALLBACK_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_SPEAKERS = 8  # speakers a diarizer tells apart at most (min_speakers / max_speakers)
+# Known speakers (OpenAI's known_speaker_names[] / known_speaker_references[]): at most 4, each a sample of 2 to
+# 10 s of their voice, at most 1 MiB of audio.
+MAX_KNOWN_SPEAKERS = 4
+MAX_REFERENCE_BYTES = 2**20
 MAX_BATCH_SIZE = 64  # chunks decoded at once: beyond it memory grows and the gain does not
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
 
@@ -32,6 +36,13 @@ def response_format(value: str | None) -> ResponseFormat:
         f"response_format '{value}' is not one of {', '.join(RESPONSE_FORMATS)}",
         param="response_format",
     )
+
+
+class KnownSpeaker(msgspec.Struct, kw_only=True):
+    """A speaker to recognise by name: a 2 to 10 s sample of their voice (any audio format the API takes)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^,]+$")]
+    audio: Annotated[bytes, msgspec.Meta(max_length=MAX_REFERENCE_BYTES)]
 
 
 class TranscribeRequest(msgspec.Struct, kw_only=True):
@@ -61,6 +72,8 @@ class TranscribeRequest(msgspec.Struct, kw_only=True):
     # hears, up to MAX_SPEAKERS).
     min_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
     max_speakers: Annotated[int, msgspec.Meta(ge=1, le=MAX_SPEAKERS)] | None = None
+    # Speakers to name rather than letter where the diarizer hears their voice (diarize=speakers).
+    known_speakers: Annotated[list[KnownSpeaker], msgspec.Meta(max_length=MAX_KNOWN_SPEAKERS)] = []
     # Batched decoding (docs/throughput.md): the recording cut at pauses (VAD) into chunks of at most 30 s, decoded
     # `batch_size` at once. None: the model's rule (its decoding.batch_size for jobs and for audio of at least
     # decoding.batch_from_s); 0: sequential, window after window.

@@ -3,6 +3,7 @@ defaults unless configured otherwise) merged with what the request asked for, ch
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from schemas import errors
@@ -27,6 +28,8 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         raise AsrError(errors.BAD_REQUEST, f"temperature must be between 0 and 1, got {temperature}")
     decoding = model.decoding
     diarize = diarization(msg)
+    # Only a diarizer needs the known speakers' samples (up to 4 MiB): not the transcription's server.
+    known = msg.known_speakers if model.family == "diarizer" else []
     return TranscribeOptions(
         response_format="verbose_json",
         task=msg.task,
@@ -44,6 +47,8 @@ def decoding_for(model: ModelInfo, msg: TranscribeRequest, catalogue: ModelList 
         diarize="channels" if diarize == "channels" else "none",
         min_speakers=msg.min_speakers,
         max_speakers=msg.max_speakers,
+        speaker_names=[k.name for k in known],
+        speaker_samples=[base64.b64encode(k.audio).decode() for k in known],
         **_batching(decoding, msg),
     )
 

@@ -145,6 +145,8 @@ class Serving:
         finally:
             if speakers is not None and not speakers.done():
                 speakers.cancel()
+            elif speakers is not None and not speakers.cancelled():
+                speakers.exception()  # retrieved: a diarizer that failed after the request did is no news
         total = time.monotonic() - t0
         result.model = model_id
         result.timing.total_s = round(total, 4)

@@ -32,6 +32,15 @@ def hub_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+class BadOption(ValueError):
+    """An option the audio or the engine cannot honour (diarize=channels on one channel, a known speaker's sample
+    that is not 2-10 s of audio): a 400 naming `param`."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class WeightsNotFound(RuntimeError):
     """The weights are missing or incomplete; the message says where the server looked and what it lacked."""
 

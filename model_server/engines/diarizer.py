@@ -10,11 +10,14 @@ speaker (the dominant one); docs/diarization.md says what that costs.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
 
-from model_server.engines.base import Decoding, WeightsNotFound, check_readable
+from model_server.audio import AudioDecodeError
+from model_server.audio import decode as decode_audio
+from model_server.engines.base import BadOption, Decoding, WeightsNotFound, check_readable
 from model_server.engines.voice_encoder import HOP, SAMPLE_RATE, WINDOW_FRAMES, VoiceEncoder, mel_frames
 from model_server.engines.voice_encoder import normalise_volume as _louder
 from schemas.model_server import TranscribeOptions
@@ -34,6 +37,10 @@ MIN_GAP_S = 0.3  # pauses shorter than this do not end a stretch of speech
 BLIP_S = 0.08  # sounds shorter than this between silences are not speech
 MIN_SPEAKER_WINDOWS = 8  # a speaker is heard in at least this many windows (about 4.4 s of speech)...
 MIN_SPEAKER_SHARE = 0.03  # ...and at least this share of them
+# A cluster is a known speaker's when its centroid and their sample's embedding are at least this alike
+# (bench/conversation.py's voices: one voice's sample against its cluster 0.85-0.95, another's 0.5-0.75).
+KNOWN_SPEAKER = 0.8
+REFERENCE_S = (1.5, 12.0)  # a known speaker's sample: OpenAI asks for 2 to 10 s, a little slack either side
 MAX_CLUSTERED = 600  # windows clustered one by one; more are first pooled in runs (long recordings)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -52,17 +59,45 @@ class DiarizerEngine:
 
     def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         duration = len(audio) / SAMPLE_RATE
-        turns = self.turns(audio, options.min_speakers, options.max_speakers)
+        known = self.known(options.speaker_names, options.speaker_samples)
+        turns = self.turns(audio, options.min_speakers, options.max_speakers, known)
         pieces = (
             (Segment(id=n, start=start, end=end, text="", speaker=speaker), None)
             for n, (start, end, speaker) in enumerate(turns)
         )
         return Decoding(language="", duration=duration, language_probability=None, pieces=iter(pieces))
 
+    def known(self, names: list[str], samples: list[str]) -> dict[str, np.ndarray]:
+        """Each known speaker's voice: the mean embedding of their sample (2 to 10 s of audio, base64)."""
+        if len(names) != len(samples):
+            raise BadOption("known_speaker_names and known_speaker_references differ in number", "known_speaker_names")
+        voices = {}
+        for name, sample in zip(names, samples, strict=True):
+            try:
+                voice = decode_audio(base64.b64decode(sample, validate=True), f"{name}'s reference")
+            except (ValueError, AudioDecodeError) as exc:
+                raise BadOption(f"{name}'s reference is not audio: {exc}", "known_speaker_references") from None
+            seconds = len(voice) / SAMPLE_RATE
+            if not REFERENCE_S[0] <= seconds <= REFERENCE_S[1]:
+                problem = f"{name}'s reference lasts {seconds:.1f} s: a sample of 2 to 10 s of their voice"
+                raise BadOption(problem, "known_speaker_references")
+            speech = speech_frames(mel_frames(voice))
+            mask = np.repeat(speech, HOP)[: len(voice)]
+            mels = mel_frames(_louder(voice, np.pad(mask, (0, max(0, len(voice) - len(mask))))))
+            starts = _windows(speech) if speech.any() else [0]
+            mean = self.encoder.embed(np.stack([_frames(mels, s) for s in starts])).mean(axis=0)
+            voices[name] = mean / max(float(np.linalg.norm(mean)), 1e-8)
+        return voices
+
     def turns(
-        self, audio: np.ndarray, min_speakers: int | None = None, max_speakers: int | None = None
+        self,
+        audio: np.ndarray,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        known: dict[str, np.ndarray] | None = None,
     ) -> list[tuple[float, float, str]]:
-        """(start, end, speaker) in time order; speakers lettered by first appearance."""
+        """(start, end, speaker) in time order; speakers named where their voice is a known one's, the others
+        lettered by first appearance."""
         power = mel_frames(audio)
         speech = speech_frames(power)
         if not speech.any():
@@ -80,7 +115,7 @@ class DiarizerEngine:
         )
         labels = cluster(embeddings, min_speakers or 1, max_speakers or MAX_SPEAKERS)
         centres = np.array(starts) + WINDOW_FRAMES // 2
-        return _turns(speech, centres, labels)
+        return _turns(speech, centres, labels, _named(embeddings, labels, known or {}))
 
 
 def speech_frames(power: np.ndarray) -> np.ndarray:
@@ -190,7 +225,29 @@ def _agglomerate(points: np.ndarray, least: int, most: int) -> np.ndarray:
     return members
 
 
-def _turns(speech: np.ndarray, centres: np.ndarray, labels: np.ndarray) -> list[tuple[float, float, str]]:
+def _named(embeddings: np.ndarray, labels: np.ndarray, known: dict[str, np.ndarray]) -> dict[int, str]:
+    """Clusters whose voice is a known speaker's: the most alike pairs first, each name and cluster used once, a
+    pair only when as alike as one voice's windows are on average (KNOWN_SPEAKER)."""
+    if not known:
+        return {}
+    ids = np.unique(labels)
+    centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in ids])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-8)
+    names = list(known)
+    likeness = centroids @ np.stack([known[n] for n in names]).T
+    named: dict[int, str] = {}
+    for flat in np.argsort(likeness, axis=None)[::-1]:
+        row, col = divmod(int(flat), len(names))
+        if likeness[row, col] < KNOWN_SPEAKER:
+            break
+        if int(ids[row]) not in named and names[col] not in named.values():
+            named[int(ids[row])] = names[col]
+    return named
+
+
+def _turns(
+    speech: np.ndarray, centres: np.ndarray, labels: np.ndarray, names: dict[int, str] | None = None
+) -> list[tuple[float, float, str]]:
     """Each speech frame takes the label of the nearest window centre; runs of one label are turns, a run shorter
     than MIN_TURN_S between two of the same speaker goes to them; speakers lettered by first appearance."""
     frames = np.flatnonzero(speech)
@@ -221,6 +278,9 @@ def _turns(speech: np.ndarray, centres: np.ndarray, labels: np.ndarray) -> list[
     letters: dict[int, str] = {}
     turns = []
     for first, last, label in merged:
-        letter = letters.setdefault(label, LETTERS[len(letters) % len(LETTERS)])
-        turns.append((round(first * FRAME_S, 2), round((last + 1) * FRAME_S, 2), letter))
+        if names and label in names:
+            speaker = names[label]
+        else:
+            speaker = letters.setdefault(label, LETTERS[len(letters) % len(LETTERS)])
+        turns.append((round(first * FRAME_S, 2), round((last + 1) * FRAME_S, 2), speaker))
     return turns

@@ -4,6 +4,7 @@ faster-whisper. Speech of known words is synthesised with espeak-ng."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from actors.proxy.decoding import decoding_for
 from actors.registry import catalogue
-from bench.conversation import Conversation, conversation
+from bench.conversation import VOICES, Conversation, conversation, voice_sample
 from framework.config import load_config
 from model_server import pipeline
 from model_server.engines.whisper import WhisperEngine
@@ -274,21 +275,31 @@ def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
 ) -> None:
     url = f"{stack.gateway}/v1/audio/transcriptions"
     mono = voices["en0"]  # espeak-ng speaks mono
+    ann = {"known_speaker_names[]": "Ann"}
+    hello = ann | {"known_speaker_references[]": "data:audio/wav;base64,aGVsbG8="}  # "hello" is not audio
     cases = [
-        ({"diarize": "channels"}, mono, "one channel"),  # one voice per channel needs channels
-        ({"diarize": "somebody"}, mono, "none, speakers or channels"),
-        ({"model": "diarizer-resemblyzer"}, mono, "is a diarizer"),  # not a transcription model
-        ({"diarize": "speakers", "min_speakers": "3", "max_speakers": "2"}, mono, "more than max_speakers"),
-        ({"diarize": "speakers", "max_speakers": "twelve"}, mono, "from 1 to 8"),
-        ({"known_speaker_names[]": "Ann", "known_speaker_references[]": "data:audio/wav;base64,"}, mono, "known"),
+        ({"diarize": "channels"}, mono, "one channel", "diarize"),  # one voice per channel needs channels
+        ({"diarize": "somebody"}, mono, "none, speakers or channels", "diarize"),
+        ({"model": "diarizer-resemblyzer"}, mono, "is a diarizer", "model"),  # not a transcription model
+        ({"diarize": "speakers", "min_speakers": "3", "max_speakers": "2"}, mono, "more than max", "min_speakers"),
+        ({"diarize": "speakers", "max_speakers": "twelve"}, mono, "from 1 to 8", "max_speakers"),
+        # A reference is a data URL of audio, never a URL the server would fetch.
+        (ann | {"known_speaker_references[]": "http://127.0.0.1:8222/"}, mono, "data URL", "known_speaker_references"),
+        (ann, mono, "1 known_speaker_names[] but 0", "known_speaker_references"),
+        (ann | {"known_speaker_references[]": "data:audio/wav;base64,!!"}, mono, "base64", "known_speaker_references"),
+        # Base64 of something that is not audio: the diarizer, which decodes it, says so.
+        (hello, mono, "not audio", "known_speaker_references"),
+        (hello | {"diarize": "channels"}, mono, "diarize=speakers", "known_speaker_names"),
     ]
-    params = {"is a diarizer": "model", "more than": "min_speakers", "from 1 to": "max_speakers", "known": "known"}
-    for form, path, said in cases:
+    for form, path, said, param in cases:
         reply = httpx.post(url, files={"file": (path.name, path.read_bytes())}, data=form, timeout=120)
         assert reply.status_code == 400, reply.text
         error = reply.json()["error"]
-        param = next((p for key, p in params.items() if key in said), "diarize")
-        assert error["param"].startswith(param) and said in error["message"], error
+        assert error["param"] == param and said in error["message"], error
+
+
+def _data_url(path: Path) -> str:
+    return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +362,39 @@ def test_a_meeting_is_transcribed_with_its_speakers(oai: openai.OpenAI, stack: S
     streamed = [e for e in events if e["type"] == "transcript.text.segment"]
     assert {e["speaker"] for e in streamed} == {"A", "B"}
     assert [e["speaker"] for e in streamed] == [s["speaker"] for s in events[-1]["segments"]]
+
+
+def test_known_speakers_are_named_by_their_voice_samples(
+    stack: Stack, two_voices: Conversation, tmp_path: Path
+) -> None:
+    """OpenAI's known_speaker_names[] / known_speaker_references[]: each voice named from a sample of it saying
+    something else; a voice with no sample keeps a letter."""
+    samples = {}
+    for n, name in enumerate(("Ada", "Bob")):
+        said = "Thank you all for coming today, I will keep this short and simple."
+        samples[name] = voice_sample(said, VOICES[n], tmp_path / f"{name}.wav")
+    form = {
+        "response_format": "diarized_json",
+        "known_speaker_names[]": ["Bob"],
+        "known_speaker_references[]": [_data_url(samples["Bob"])],
+    }
+    files = {"file": (two_voices.mono.name, two_voices.mono.read_bytes())}
+    reply = httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files=files, data=form, timeout=180)
+    assert reply.status_code == 200, reply.text
+    segments = reply.json()["segments"]
+    assert {s["speaker"] for s in segments} == {"A", "Bob"}, segments
+    form["known_speaker_names[]"] = ["Ada", "Bob"]
+    form["known_speaker_references[]"] = [_data_url(samples["Ada"]), _data_url(samples["Bob"])]
+    reply = httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files=files, data=form, timeout=180)
+    assert reply.status_code == 200, reply.text
+    named = reply.json()["segments"]
+    assert {s["speaker"] for s in named} == {"Ada", "Bob"}
+    # The voice named Bob is the second voice of the conversation: his segments are where it spoke.
+    bob = [s for s in named if s["speaker"] == "Bob"]
+    spoken_by_b = sum(
+        max(0.0, min(e, s["end"]) - max(b, s["start"])) for s in bob for b, e, who in two_voices.turns if who == "B"
+    )
+    assert spoken_by_b >= 0.8 * sum(s["end"] - s["start"] for s in bob)
 
 
 def test_logprobs_chunking_strategy_and_keywords_are_honoured(
