@@ -365,29 +365,28 @@ def test_a_meeting_is_transcribed_with_its_speakers(oai: openai.OpenAI, stack: S
 
 
 def test_known_speakers_are_named_by_their_voice_samples(
-    stack: Stack, two_voices: Conversation, tmp_path: Path
+    oai: openai.OpenAI, two_voices: Conversation, tmp_path: Path
 ) -> None:
-    """OpenAI's known_speaker_names[] / known_speaker_references[]: each voice named from a sample of it saying
-    something else; a voice with no sample keeps a letter."""
-    samples = {}
-    for n, name in enumerate(("Ada", "Bob")):
-        said = "Thank you all for coming today, I will keep this short and simple."
-        samples[name] = voice_sample(said, VOICES[n], tmp_path / f"{name}.wav")
-    form = {
-        "response_format": "diarized_json",
-        "known_speaker_names[]": ["Bob"],
-        "known_speaker_references[]": [_data_url(samples["Bob"])],
-    }
-    files = {"file": (two_voices.mono.name, two_voices.mono.read_bytes())}
-    reply = httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files=files, data=form, timeout=180)
-    assert reply.status_code == 200, reply.text
-    segments = reply.json()["segments"]
-    assert {s["speaker"] for s in segments} == {"A", "Bob"}, segments
-    form["known_speaker_names[]"] = ["Ada", "Bob"]
-    form["known_speaker_references[]"] = [_data_url(samples["Ada"]), _data_url(samples["Bob"])]
-    reply = httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files=files, data=form, timeout=180)
-    assert reply.status_code == 200, reply.text
-    named = reply.json()["segments"]
+    """OpenAI's known_speaker_names[] / known_speaker_references[], as the SDK sends them: each voice named from a
+    sample of it saying something else; a voice with no sample keeps a letter."""
+    said = "Thank you all for coming today, I will keep this short and simple."
+    samples = {name: _data_url(voice_sample(said, VOICES[n], tmp_path / f"{name}.wav")) for n, name in enumerate("AB")}
+
+    def segments(names: dict[str, str]) -> list[dict[str, Any]]:
+        with two_voices.mono.open("rb") as fh:
+            reply = oai.audio.transcriptions.create(
+                model="gpt-4o-transcribe-diarize",
+                file=fh,
+                response_format="diarized_json",
+                known_speaker_names=list(names),
+                known_speaker_references=[samples[voice] for voice in names.values()],
+            )
+        body: dict[str, Any] = reply.to_dict()
+        found: list[dict[str, Any]] = body["segments"]
+        return found
+
+    assert {s["speaker"] for s in segments({"Bob": "B"})} == {"A", "Bob"}
+    named = segments({"Ada": "A", "Bob": "B"})
     assert {s["speaker"] for s in named} == {"Ada", "Bob"}
     # The voice named Bob is the second voice of the conversation: his segments are where it spoke.
     bob = [s for s in named if s["speaker"] == "Bob"]
