@@ -23,6 +23,7 @@ from schemas.registry import (
     ModelInfo,
     ModelList,
     SetDefaultModel,
+    check_transcriber,
     not_installed,
     resolve,
     resolve_for,
@@ -165,6 +166,7 @@ class Registry(Actor):
     @endpoint(endpoints.REGISTRY_SET_DEFAULT)
     async def set_default(self, msg: SetDefaultModel) -> ModelInfo:
         model = self.resolve(msg.model_id)
+        check_transcriber(model)  # the default transcribes: a diarizer cannot be it
         if model.installed is False:
             raise not_installed(model, errors.CONFLICT)
         previous, self.default_model = self.default_model, model.id

@@ -108,7 +108,10 @@ def _endpoints(request: Request) -> dict[str, Any]:
 async def options(request: Request, conn: Connection, config: Settings) -> dict[str, Any]:
     status = await system_status(conn)
     listing = conn.catalogue.listing
-    installed = [m.id for m in listing.models if m.installed] if listing is not None else []
+    models = listing.models if listing is not None else []
+    # A diarizer is no transcription model: the app is offered the models it may transcribe with.
+    installed = [m.id for m in models if m.installed and m.family != "diarizer"]
+    diarizers = [m.id for m in models if m.installed and m.family == "diarizer"]
     try:
         gpu = await conn.request(endpoints.GPU_STATUS, GpuStatusRequest(), timeout=2.0)
         gpu_available = bool(gpu.devices) and not config.gpu.accounting_only
@@ -134,7 +137,10 @@ async def options(request: Request, conn: Connection, config: Settings) -> dict[
             "streaming": True,
             "translation": True,
             "word_timestamps": True,
+            "speaker_diarization": bool(diarizers),  # diarize=speakers (docs/diarization.md)
+            "channel_diarization": True,  # diarize=channels
         },
+        "diarizers": diarizers,
         "examples": {
             "curl_transcription": f"curl -F file=@audio.mp3 '{base}/v1/audio/transcriptions?model=whisper-base'",
             "curl_video": f"curl -F file=@video.mp4 '{base}/v1/audio/transcriptions?model=whisper-base'",

@@ -106,7 +106,8 @@ async function refresh() {
       cell(row, m.ready ? "yes" : "no");
       cell(row, m.default ? "default" : "");
       const actions = cell(row, "");
-      if (!m.default && m.installed !== false) {
+      const transcribes = m.family !== "diarizer";  // a diarizer finds speakers for the others
+      if (!m.default && m.installed !== false && transcribes) {
         actions.appendChild(button("make default", () =>
           json("/v1/settings/model", {method: "POST", headers: {"Content-Type": "application/json"},
                                       body: JSON.stringify({model_id: m.id})})));
@@ -114,7 +115,7 @@ async function refresh() {
       if (pulling.has(m.id)) actions.replaceChildren(...pulling.get(m.id));  // survives the table's refresh
       else if (m.installed === false) actions.appendChild(button("Pull", () => pull(m.id, actions)));
       body.appendChild(row);
-      if (m.installed !== false) {
+      if (m.installed !== false && transcribes) {
         const option = document.createElement("option");
         option.value = m.id;
         option.textContent = m.id + (m.default ? " (default)" : "");
@@ -259,6 +260,8 @@ async function transcribe(submit) {
   form.append("file", file);
   form.append("model", $("#upload-model").value);
   form.append("stream", "true");
+  const speakers = $("#speakers").checked;
+  if (speakers) form.append("response_format", "diarized_json");  // segments come with their speaker
   const path = $("#translate").checked ? "/v1/audio/translations" : "/v1/audio/transcriptions";
   try {
     const response = await send(path, {method: "POST", body: form});
@@ -277,9 +280,12 @@ async function transcribe(submit) {
         const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("");
         if (!data) continue;
         const piece = JSON.parse(data);
-        if (piece.type === "transcript.text.delta") $("#transcript").textContent += piece.delta;
+        if (piece.type === "transcript.text.delta" && !speakers) $("#transcript").textContent += piece.delta;
+        if (piece.type === "transcript.text.segment") $("#transcript").textContent += `${piece.speaker}: ${piece.text}\n`;
         if (piece.type === "transcript.text.done") {
-          $("#transcript").textContent = piece.text;
+          $("#transcript").textContent = speakers
+            ? (piece.segments || []).map((s) => `${s.speaker}: ${s.text.trim()}`).join("\n")
+            : piece.text;
           $("#progress").value = 100;
           $("#progress-text").textContent = "done";
           const [srt, vtt] = subtitles(piece.segments || []);

@@ -118,6 +118,9 @@ def test_options_are_what_is_really_there(stack: Stack) -> None:
         assert formats["extensions"] and formats["mime_types"]
     assert ".flac" in options["supported_formats"]["audio"]["extensions"]
     assert set(options["available_models"]) == {"whisper-tiny.en", "whisper-base"}  # the installed ones
+    # The diarizer is installed too, offered for what it does and not as a model to transcribe with.
+    assert options["diarizers"] == ["diarizer-resemblyzer"] and options["capabilities"]["speaker_diarization"]
+    assert "min_speakers" in transcription and "known_speaker_names[]" in transcription
     capabilities = options["capabilities"]
     for flag in (
         "ffmpeg_support",

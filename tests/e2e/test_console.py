@@ -18,6 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from bench.conversation import conversation
 from tests.conftest import REPO
 from tests.e2e.stack import Stack, start_stack
 from tests.wer import word_error_rate, words
@@ -128,6 +129,26 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
     # A page opened later shows the recent history, not an empty panel: the event stream replays the last hour.
     browser.refresh()
     wait(browser, lambda b: {"ready", "stopped"} <= set(b.find_element(By.ID, "events").text.split()))
+
+
+def test_the_console_transcribes_a_conversation_with_its_speakers(
+    stack: Stack, browser: WebDriver, tmp_path: Path
+) -> None:
+    talk = conversation(tmp_path, speakers=2, seconds=25, seed=4)
+    browser.get(stack.gateway + "/")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, 'option[value="whisper-base"]'))
+    # The diarizer is listed as a model, but not offered to transcribe with.
+    assert browser.find_elements(By.CSS_SELECTOR, '#models tr[data-model="diarizer-resemblyzer"]')
+    assert not browser.find_elements(By.CSS_SELECTOR, 'option[value="diarizer-resemblyzer"]')
+    browser.find_element(By.ID, "file").send_keys(str(talk.mono))
+    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    browser.find_element(By.ID, "speakers").click()
+    browser.find_element(By.ID, "transcribe").click()
+    wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
+    lines = browser.find_element(By.ID, "transcript").text.splitlines()
+    assert {line.split(":")[0] for line in lines} == {"A", "B"}, lines
+    assert browser.find_element(By.ID, "upload-error").text == ""
+    browser.save_screenshot(str(ARTEFACTS / "console-speakers.png"))
 
 
 def test_the_console_submits_follows_downloads_and_cancels_jobs(
