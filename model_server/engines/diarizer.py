@@ -139,24 +139,22 @@ def _fill(mask: np.ndarray, longest: int, *, value: bool) -> np.ndarray:
 
 
 def _windows(speech: np.ndarray) -> list[int]:
-    """Window starts (frames) every STEP_FRAMES whose window is at least half speech; a stretch of speech too short
-    for any still gets one window centred on it."""
+    """Window starts (frames), every STEP_FRAMES within each stretch of speech and not across the pauses between
+    them (voices change at pauses: a window across one would hear two); a stretch too short for a window gets one
+    centred on it."""
     count = len(speech)
     if count <= WINDOW_FRAMES:
         return [0]
-    cumulative = np.concatenate([[0], np.cumsum(speech)])
-    starts = [
-        s
-        for s in range(0, count - WINDOW_FRAMES + 1, STEP_FRAMES)
-        if cumulative[s + WINDOW_FRAMES] - cumulative[s] >= WINDOW_FRAMES // 2
-    ]
-    covered = np.zeros(count, bool)
-    for s in starts:
-        covered[s : s + WINDOW_FRAMES] = True
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech & ~covered, [0]]).astype(np.int8)))
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
-        centre = (start + end) // 2
-        starts.append(int(min(max(0, centre - WINDOW_FRAMES // 2), count - WINDOW_FRAMES)))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+    starts: list[int] = []
+    for start, end in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+        if end - start >= WINDOW_FRAMES:
+            starts += list(range(start, end - WINDOW_FRAMES + 1, STEP_FRAMES))
+            if (end - WINDOW_FRAMES - start) % STEP_FRAMES:
+                starts.append(end - WINDOW_FRAMES)  # the stretch's last 1.6 s too
+        else:
+            centre = (start + end) // 2
+            starts.append(min(max(0, centre - WINDOW_FRAMES // 2), count - WINDOW_FRAMES))
     return sorted(set(starts))
 
 
@@ -181,6 +179,15 @@ def cluster(embeddings: np.ndarray, least: int, most: int) -> np.ndarray:
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-8)
     members = _agglomerate(pooled, least, most)[groups]
     members = _refined(embeddings, members)
+    # Refined clusters may have become alike enough to be one voice: agglomerate them again, as wholes.
+    for _ in range(3):
+        ids = np.unique(members)
+        if len(ids) <= max(least, 1):
+            break
+        merged = _merged(embeddings, members, ids, least, most)
+        if len(np.unique(merged)) == len(ids):
+            break
+        members = _refined(embeddings, merged)
     # A handful of windows is a cough, laughter, two voices at once — not a speaker: its windows join the nearest.
     ids, counts = np.unique(members, return_counts=True)
     keep = counts >= max(MIN_SPEAKER_WINDOWS, MIN_SPEAKER_SHARE * n)
@@ -189,6 +196,14 @@ def cluster(embeddings: np.ndarray, least: int, most: int) -> np.ndarray:
         members = _refined(embeddings, ids[keep][np.argmax(embeddings @ centroids.T, axis=1)])
     _, labels = np.unique(members, return_inverse=True)
     return labels
+
+
+def _merged(embeddings: np.ndarray, members: np.ndarray, ids: np.ndarray, least: int, most: int) -> np.ndarray:
+    """Clusters joined by average linkage over their windows (the same rule as the first pass)."""
+    similarity = np.array([[(embeddings[members == a] @ embeddings[members == b].T).mean() for b in ids] for a in ids])
+    sizes = np.array([(members == k).sum() for k in ids], dtype=float)
+    groups = _agglomerate_matrix(similarity, sizes, least, most)
+    return ids[groups][np.searchsorted(ids, members)]
 
 
 def _refined(embeddings: np.ndarray, members: np.ndarray, rounds: int = 2) -> np.ndarray:
@@ -201,10 +216,15 @@ def _refined(embeddings: np.ndarray, members: np.ndarray, rounds: int = 2) -> np
 
 
 def _agglomerate(points: np.ndarray, least: int, most: int) -> np.ndarray:
-    count = len(points)
-    similarity = (points @ points.T).astype(np.float64)
-    sizes = np.ones(count)
-    alive = np.ones(count, bool)
+    return _agglomerate_matrix((points @ points.T).astype(np.float64), np.ones(len(points)), least, most)
+
+
+def _agglomerate_matrix(similarity: np.ndarray, sizes: np.ndarray, least: int, most: int) -> np.ndarray:
+    """Average-linkage agglomeration of items with these pairwise (average) similarities and sizes: the index of
+    the item each one's cluster is named by."""
+    count = len(similarity)
+    similarity = similarity.copy()
+    sizes = sizes.copy()
     members = np.arange(count)
     np.fill_diagonal(similarity, -np.inf)
     clusters = count
@@ -219,7 +239,6 @@ def _agglomerate(points: np.ndarray, least: int, most: int) -> np.ndarray:
         similarity[a, a] = -np.inf
         similarity[b], similarity[:, b] = -np.inf, -np.inf
         sizes[a] += sizes[b]
-        alive[b] = False
         members[members == b] = a
         clusters -= 1
     return members

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,7 @@ from model_server import pipeline
 from model_server.engines.whisper import WhisperEngine
 from schemas.transcribe import TranscribeRequest
 from tests.conftest import JFK_TEXT, REPO
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, start_stack, wait_until
 from tests.wer import word_error_rate
 
 pytestmark = pytest.mark.e2e
@@ -422,3 +425,32 @@ def test_logprobs_chunking_strategy_and_keywords_are_honoured(
     ):
         reply = httpx.post(url, files={"file": ("jfk.flac", hotwords)}, data=form, timeout=60)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text
+
+
+def test_a_diarizer_killed_mid_request_neither_loses_nor_hangs_it(stack: Stack, tmp_path: Path) -> None:
+    """kill -9 of the diarizer's server while it works: the request is answered (the proxy retries on a fresh
+    server, as for a transcription model), with its speakers, well within its deadline."""
+    talk = conversation(tmp_path, speakers=2, seconds=150, seed=8)  # long enough to catch the diarizer at work
+    replies: list[httpx.Response] = []
+
+    def send() -> None:
+        files = {"file": (talk.mono.name, talk.mono.read_bytes())}
+        data = {"response_format": "diarized_json"}
+        replies.append(httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files=files, data=data, timeout=240))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    busy: list[int] = []
+
+    def diarizer_at_work() -> bool:
+        models = httpx.get(f"{stack.gateway}/api/ps", timeout=5).json().get("models", [])
+        busy.extend(m["pid"] for m in models if m["model"] == "diarizer-resemblyzer" and m["pid"] and m["inflight"])
+        return bool(busy)
+
+    wait_until(diarizer_at_work, timeout=60, what="the diarizer's server at work")
+    os.kill(busy[0], signal.SIGKILL)
+    sender.join(timeout=240)
+    assert not sender.is_alive(), "the request hangs"
+    [reply] = replies
+    assert reply.status_code == 200, reply.text
+    assert {s["speaker"] for s in reply.json()["segments"]} == {"A", "B"}
