@@ -7,7 +7,8 @@
   each channel): its DER from the segments' times;
 - ../shared/data/stereo_diarization.wav mixed down to mono, diarized, against its channels' own speech;
 - diarization time as a fraction of transcription time of the same audio by whisper-base in-process (its
-  defaults: beam 5, temperature fallback), and the diarizer server's peak memory (VmHWM).
+  defaults: beam 5, temperature fallback), a `--long-minutes` meeting's diarization time, and the diarizer
+  server's peak memory (VmHWM) over all of it.
 
     python bench/diarization.py [--minutes 3] [--model whisper-base]
 """
@@ -93,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--model", default="whisper-base")
+    parser.add_argument("--long-minutes", type=float, default=20.0, help="one long meeting: time and memory")
     args = parser.parse_args()
     config = load_config()
     info = catalogue(config)[args.model]
@@ -127,6 +129,16 @@ def main() -> None:
                     channel_turns = [(s.start, s.end, s.speaker or "?") for s in last.result.segments]
                     row["channels_der"] = round(error_rate(talk.turns, channel_turns), 4)
                 out["conversations"].append(row)
+            if args.long_minutes:
+                talk = conversation(Path(scratch), speakers=3, seconds=args.long_minutes * 60, seed=9)
+                turns, diarize_s = _diarize(url, talk.mono)
+                out["long"] = {
+                    "speakers": talk.speakers,
+                    "found": len({s for *_, s in turns}),
+                    "audio_s": round(talk.turns[-1][1], 1),
+                    "der": round(error_rate(talk.turns, turns), 4),
+                    "diarize_s": round(diarize_s, 2),
+                }
             stereo = REPO.parent / "shared" / "data" / "stereo_diarization.wav"
             if stereo.is_file():
                 mono = Path(scratch) / "stereo_mixed.wav"

@@ -14,7 +14,7 @@ from model_server.engines import Engine
 from model_server.engines.base import BadOption, Decoding
 from schemas.formats import render_text
 from schemas.model_server import Frame, OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
-from schemas.transcribe import Segment, Timing, TranscriptionResult, Word
+from schemas.transcribe import Segment, Timing, TranscriptionResult, Word, cut
 
 
 def stream(
@@ -77,6 +77,9 @@ def stream(
     yield ResultFrame(result=result)
 
 
+CHANNEL_PAUSE_S = 1.0  # a channel's segment is cut at a pause this long (the other voice's turn, usually)
+
+
 class ChannelsError(BadOption):
     """diarize=channels on a recording with a single channel."""
 
@@ -88,7 +91,9 @@ def _by_channel(engine: Engine, channels: list[np.ndarray], options: TranscribeO
     """Each channel transcribed on its own (VAD on: a channel is silent while the other speaks, and Whisper would
     make words of that silence), its segments labelled A, B, ... and all of them merged by start time (overlapping
     speech stays, as it was said)."""
-    alone = msgspec.structs.replace(options, diarize="none", vad_filter=True, batch_size=0)
+    # Word timestamps, to cut a segment where its channel falls silent: Whisper's segments (VAD on) run across
+    # the other voice's turns, which would put this voice where it is not heard.
+    alone = msgspec.structs.replace(options, diarize="none", vad_filter=True, batch_size=0, word_timestamps=True)
     merged: list[tuple[float, int, Segment, list[Word] | None]] = []
     first = None
     for number, channel in enumerate(channels):
@@ -96,11 +101,25 @@ def _by_channel(engine: Engine, channels: list[np.ndarray], options: TranscribeO
         first = first or decoding
         speaker = chr(ord("A") + number) if number < 26 else f"S{number}"
         for segment, words in decoding.pieces:
-            merged.append((segment.start, number, msgspec.structs.replace(segment, speaker=speaker), words))
+            runs = _at_pauses(words or [])
+            for piece, run in zip(cut(segment, runs, 0), runs or [words or []], strict=True):
+                kept = run if options.word_timestamps else None
+                merged.append((piece.start, number, msgspec.structs.replace(piece, speaker=speaker), kept))
     merged.sort(key=lambda item: (item[0], item[1]))
     assert first is not None
     pieces = ((msgspec.structs.replace(segment, id=n), words) for n, (_, _, segment, words) in enumerate(merged))
     return Decoding(first.language, first.duration, first.language_probability, pieces)
+
+
+def _at_pauses(words: list[Word]) -> list[list[Word]]:
+    """Runs of words with no pause longer than CHANNEL_PAUSE_S between them."""
+    runs: list[list[Word]] = []
+    for word in words:
+        if runs and word.start - runs[-1][-1].end <= CHANNEL_PAUSE_S:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    return runs
 
 
 def _shifted(segment: Segment, words: list[Word] | None, by: float) -> tuple[Segment, list[Word] | None]:

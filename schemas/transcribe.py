@@ -195,3 +195,22 @@ def diarization(msg: TranscribeRequest) -> Diarize:
     if msg.diarize == "speakers" or msg.response_format == "diarized_json":
         return "speakers"
     return "none"
+
+
+def cut(segment: Segment, runs: list[list[Word]], first_id: int) -> list[Segment]:
+    """A segment cut into pieces, one per run of its words (in order; all its words): each piece has its run's text
+    and times (the first keeps the segment's start, the last its end), ids from `first_id` on, no tokens (the
+    segment's cannot be shared out by word). One run: the segment as it is, renumbered."""
+    if len(runs) <= 1:
+        return [msgspec.structs.replace(segment, id=first_id)]
+    return [
+        msgspec.structs.replace(
+            segment,
+            id=first_id + n,
+            start=segment.start if n == 0 else run[0].start,
+            end=segment.end if n == len(runs) - 1 else run[-1].end,
+            text="".join(w.word for w in run),
+            tokens=[],
+        )
+        for n, run in enumerate(runs)
+    ]

@@ -9,7 +9,7 @@ import bisect
 
 import msgspec
 
-from schemas.transcribe import Segment, TranscriptionResult, Word
+from schemas.transcribe import Segment, TranscriptionResult, Word, cut
 
 FIRST_SPEAKER = "A"  # everything, when the diarizer heard no speech at all
 
@@ -49,21 +49,8 @@ def split(segment: Segment, words: list[Word], turns: Turns, next_id: int) -> li
             runs[-1].append(labelled)
         else:
             runs.append([labelled])
-    if len(runs) == 1:
-        return [(msgspec.structs.replace(segment, id=next_id, speaker=runs[0][0].speaker), runs[0])]
-    pieces = []
-    for n, run in enumerate(runs):
-        piece = msgspec.structs.replace(
-            segment,
-            id=next_id + n,
-            start=segment.start if n == 0 else run[0].start,
-            end=segment.end if n == len(runs) - 1 else run[-1].end,
-            text="".join(w.word for w in run),
-            tokens=[],  # the segment's tokens cannot be cut by word
-            speaker=run[0].speaker,
-        )
-        pieces.append((piece, run))
-    return pieces
+    pieces = cut(segment, runs, next_id)
+    return [(msgspec.structs.replace(p, speaker=run[0].speaker), run) for p, run in zip(pieces, runs, strict=True)]
 
 
 def words_of(segments: list[Segment], words: list[Word]) -> list[list[Word]]:

@@ -26,7 +26,7 @@ from schemas.transcribe import MAX_SPEAKERS, Segment
 WEIGHTS_FILE = "pretrained.pt"
 FRAME_S = HOP / SAMPLE_RATE
 STEP_FRAMES = 40  # a window every 0.4 s
-BATCH = 64  # windows through the network at once (memory: BATCH x 160 x 1024 floats per layer)
+BATCH = 32  # windows through the network at once (memory: BATCH x 160 x 1024 floats per layer)
 # Average cosine similarity of two clusters' windows above which they are one voice (measured on bench/conversation.py's
 # voices: one voice's windows 0.78-0.83 on average, two distinct voices' 0.43-0.65).
 SAME_SPEAKER = 0.68
@@ -200,7 +200,9 @@ def cluster(embeddings: np.ndarray, least: int, most: int) -> np.ndarray:
 
 def _merged(embeddings: np.ndarray, members: np.ndarray, ids: np.ndarray, least: int, most: int) -> np.ndarray:
     """Clusters joined by average linkage over their windows (the same rule as the first pass)."""
-    similarity = np.array([[(embeddings[members == a] @ embeddings[members == b].T).mean() for b in ids] for a in ids])
+    # At most MAX_CLUSTERED windows of each (evenly spread): an hour's clusters hold thousands.
+    spread = [embeddings[members == k][:: max(1, -(-int((members == k).sum()) // MAX_CLUSTERED))] for k in ids]
+    similarity = np.array([[float((a @ b.T).mean()) for b in spread] for a in spread])
     sizes = np.array([(members == k).sum() for k in ids], dtype=float)
     groups = _agglomerate_matrix(similarity, sizes, least, most)
     return ids[groups][np.searchsorted(ids, members)]

@@ -20,6 +20,7 @@ N_MELS = 40
 WINDOW_FRAMES = 160  # 1.6 s per embedding
 TARGET_DBFS = -30.0
 LAYERS = 3
+MEL_BLOCK = 6000  # frames (60 s) of spectrum at once
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -52,14 +53,19 @@ _WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.f
 
 
 def mel_frames(audio: np.ndarray) -> np.ndarray:
-    """(frames, N_MELS) power mel spectrogram, one frame per HOP samples (centred windows, zero padded)."""
+    """(frames, N_MELS) power mel spectrogram, one frame per HOP samples (centred windows, zero padded); computed
+    a minute at a time, so that an hour's spectrum (complex, 1 GB) is never held whole."""
     padded = np.pad(audio.astype(np.float32), N_FFT // 2)
     count = 1 + (len(padded) - N_FFT) // HOP if len(padded) >= N_FFT else 0
     frames = np.lib.stride_tricks.as_strided(
         padded, shape=(count, N_FFT), strides=(padded.strides[0] * HOP, padded.strides[0])
     )
-    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
-    return (power.astype(np.float32) @ _FILTERS.T).astype(np.float32)
+    out = np.empty((count, N_MELS), np.float32)
+    for start in range(0, count, MEL_BLOCK):
+        block = np.fft.rfft(frames[start : start + MEL_BLOCK] * _WINDOW, axis=1)
+        power = (block.real**2 + block.imag**2).astype(np.float32)
+        out[start : start + MEL_BLOCK] = power @ _FILTERS.T
+    return out
 
 
 def normalise_volume(audio: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
