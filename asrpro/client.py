@@ -35,20 +35,27 @@ from schemas.errors import AsrError, ErrorCode
 from schemas.jobs import AppSubmit, PublicJob, UploadChunk, UploadDone
 from schemas.transcribe import CancelTranscription, TranscribeRequest, TranscriptionDelta, TranscriptionResult
 
-_PAYLOAD_HEADROOM = 64 * 1024
+_PAYLOAD_HEADROOM = 64 * 1024  # the rest of the request around the audio in one message
+
+
+def inline_room(nc: Client, message: TranscribeRequest) -> int:
+    """How many bytes of audio may travel inside `message` (the rest goes through the object store): what one
+    NATS message holds, less the request around it and its known speakers' samples."""
+    return nc.max_payload - _PAYLOAD_HEADROOM - sum(len(k.audio) for k in message.known_speakers)
 
 
 async def _fitting(nc: Client, message: TranscribeRequest) -> TranscribeRequest:
     """The request as it can travel: audio too large for one message goes through the object store."""
     check_inbox(nc)  # a reply that could never arrive is an error now, not a timeout later
-    if len(message.audio) <= nc.max_payload - _PAYLOAD_HEADROOM:
+    room = inline_room(nc, message)
+    if len(message.audio) <= room:
         return message
     user = sender_of(nc)
     if user not in subjects.AUDIO_SENDERS:
         raise AsrError(
             errors.TOO_LARGE,
             f"{len(message.audio) / 2**20:.1f} MB of audio is more than one NATS message holds "
-            f"({(nc.max_payload - _PAYLOAD_HEADROOM) / 2**20:.1f} MB): send it through the HTTP gateway "
+            f"({room / 2**20:.1f} MB): send it through the HTTP gateway "
             "(POST /v1/audio/transcriptions), or compress it (FLAC, Opus)",
         )
     return await stage(nc, message)

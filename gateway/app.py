@@ -41,7 +41,8 @@ def create_app(config: Config) -> ASGIApp:
         yield
         await connection.stop()
 
-    app = FastAPI(title="ASR Pro", version="0.1.0", lifespan=lifespan)
+    # A text field up to 2 MiB: a known speaker's sample (1 MiB of audio) as a base64 data URL.
+    app = FastAPI(title="ASR Pro", version="0.1.0", lifespan=lifespan, form_limits={"max_part_size": 2 * 2**20})
     app.state.connection = connection
     app.state.config = config
     app.add_middleware(

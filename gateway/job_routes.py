@@ -30,9 +30,19 @@ from gateway.uploads import with_upload
 from schemas import endpoints, errors
 from schemas.errors import AsrError
 from schemas.formats import render_text
-from schemas.jobs import ENDED, STATUSES, JobQuery, JobRecord, ListJobs, SecretQuery, SubmitJob, job_view
-from schemas.registry import check_transcriber, diarizer_for, not_installed
-from schemas.transcribe import Task, TranscribeRequest, diarization
+from schemas.jobs import (
+    ENDED,
+    STATUSES,
+    JobQuery,
+    JobRecord,
+    ListJobs,
+    SecretQuery,
+    SubmitJob,
+    job_request_ok,
+    job_view,
+)
+from schemas.registry import check_transcriber, diarizer_needed, not_installed
+from schemas.transcribe import Task, TranscribeRequest
 from schemas.transcribe import response_format as parse_response_format
 
 router = APIRouter()
@@ -111,8 +121,8 @@ async def submit(
         max_speakers=speakers_field("max_speakers", max_speakers),
         request_id=logs.request_id.get() or logs.new_request_id(),
     )
-    if diarization(message) == "speakers":  # what cannot be diarized is a 400 now, not a job that fails later
-        diarizer_for(info, conn.catalogue.listing)
+    job_request_ok(message)  # what a job cannot take is a 400 now, not a job that fails later
+    diarizer_needed(message, info, conn.catalogue.listing)
     staged = await with_upload(nc, file, message, stage=True)
     submission = SubmitJob(owner=owner, model=info.id, request=staged, metadata=tags, webhook_url=webhook_url or None)
     job = await conn.request(endpoints.JOBS_SUBMIT, submission, timeout=60.0)

@@ -36,7 +36,7 @@ from schemas.registry import (
     ModelList,
     SetDefaultModel,
     check_transcriber,
-    diarizer_for,
+    diarizer_needed,
     find,
     not_installed,
 )
@@ -53,7 +53,6 @@ from schemas.transcribe import (
     TranscribeRequest,
     TranscriptionDelta,
     TranscriptionResult,
-    diarization,
 )
 from schemas.transcribe import response_format as parse_response_format
 
@@ -370,8 +369,7 @@ async def serve(request: Request, conn: GatewayConnection, config: Config, form:
         keep_alive=form.keep_alive or None,
         timeout=timeout,
     )
-    if diarization(message) == "speakers":  # no diarizer: a 400 before the upload is staged
-        diarizer_for(info, conn.catalogue.listing)
+    diarizer_needed(message, info, conn.catalogue.listing)  # no diarizer: a 400 before the upload is staged
     message = await with_upload(nc, form.file, message)
     if form.stream:
         pieces = client.transcribe_stream(nc, info.id, message, timeout=timeout + 5, via=node_name(config))

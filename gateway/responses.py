@@ -10,7 +10,7 @@ import msgspec
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from schemas.languages import language_name
-from schemas.transcribe import ResponseFormat, Segment, TranscriptionResult
+from schemas.transcribe import ResponseFormat, Segment, TranscriptionResult, speaker_letter
 
 _MEDIA_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
@@ -67,6 +67,9 @@ def render(
     body.pop("formatted", None)
     if result.words is None:
         body.pop("words", None)  # OpenAI's verbose_json has words only when they were asked for
+    for word in body.get("words") or []:
+        if word.get("speaker") is None:
+            word.pop("speaker", None)  # OpenAI's words have no speaker: only diarized ones say it
     # OpenAI names the language ("english"); its code stays in a field of its own.
     body["language"], body["language_code"] = language_name(result.language), result.language
     body["usage"] = usage(result)
@@ -80,7 +83,7 @@ def diarized_segment(segment: Segment) -> dict[str, Any]:
         "id": f"seg_{segment.id}",
         "start": segment.start,
         "end": segment.end,
-        "speaker": segment.speaker or "A",
+        "speaker": segment.speaker or speaker_letter(0),
         "text": segment.text.strip(),
     }
 

@@ -13,8 +13,6 @@ from schemas import errors
 from schemas.errors import AsrError
 from schemas.transcribe import TranscribeRequest
 
-HEADROOM = 64 * 1024  # the rest of the request around the audio in one message
-
 
 def _empty(file: UploadFile) -> AsrError:
     return AsrError(errors.BAD_REQUEST, f"the file '{file.filename}' is empty", param="file")
@@ -27,9 +25,7 @@ async def with_upload(
     size = file.size
     if size == 0:
         raise _empty(file)
-    # Known speakers' samples travel in the message too (up to 4 MiB): the audio goes to the store sooner.
-    room = nc.max_payload - HEADROOM - sum(len(k.audio) for k in message.known_speakers)
-    if not stage and size is not None and size <= room:
+    if not stage and size is not None and size <= client.inline_room(nc, message):
         audio = await file.read()
         if not audio:
             raise _empty(file)

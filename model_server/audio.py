@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import av
 import numpy as np
@@ -52,7 +53,7 @@ def _resampled(data: bytes, *, mono: bool) -> tuple[list[np.ndarray], int]:
         count = stream.codec_context.channels
         layout = "mono" if mono else stream.codec_context.layout.name
         resampler = av.AudioResampler(format="s16" if mono else "fltp", layout=layout, rate=SAMPLE_RATE)
-        for frame in [*container.decode(stream), None]:  # None flushes what the resampler still holds
+        for frame in itertools.chain(container.decode(stream), [None]):  # None flushes what the resampler holds
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1) if mono else out.to_ndarray())
     return chunks, count

@@ -14,7 +14,7 @@ from model_server.engines import Engine
 from model_server.engines.base import BadOption, Decoding
 from schemas.formats import render_text
 from schemas.model_server import Frame, OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
-from schemas.transcribe import Segment, Timing, TranscriptionResult, Word, cut
+from schemas.transcribe import Segment, Timing, TranscriptionResult, Word, cut, speaker_letter
 
 
 def stream(
@@ -99,7 +99,7 @@ def _by_channel(engine: Engine, channels: list[np.ndarray], options: TranscribeO
     for number, channel in enumerate(channels):
         decoding = engine.decode(channel, alone)
         first = first or decoding
-        speaker = chr(ord("A") + number) if number < 26 else f"S{number}"
+        speaker = speaker_letter(number)
         for segment, words in decoding.pieces:
             runs = _at_pauses(words or [])
             for piece, run in zip(cut(segment, runs, 0), runs or [words or []], strict=True):

@@ -35,7 +35,9 @@ class Topic:
 
 # A requester that gave up (asr.cancel.<request id>): the proxy serving it stops. Only the request's cancel token
 # makes a cancellation count, so anyone who may request may cancel.
-CANCEL = Topic(subjects.CANCEL_ALL, CancelTranscription, publishers=("gateway", "jobs", APPS), subscribers=("proxy",))
+CANCEL = Topic(
+    subjects.CANCEL_ALL, CancelTranscription, publishers=("gateway", "jobs", "live", APPS), subscribers=("proxy",)
+)
 # Progress of a transcription (asr.progress.<model>), live only.
 PROGRESS = Topic(
     subjects.PROGRESS_ALL, TranscriptionProgress, publishers=("proxy",), subscribers=("gateway", EVENT_READERS)

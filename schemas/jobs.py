@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, Word
+from schemas import errors
+from schemas.errors import AsrError
+from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, Word, diarization
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 ENDED: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
@@ -227,3 +229,17 @@ class PublicPage(msgspec.Struct, kw_only=True):
 class PublicResult(msgspec.Struct, kw_only=True):
     job: PublicJob
     result: TranscriptionResult
+
+
+def job_request_ok(request: TranscribeRequest) -> None:
+    """What a durable job cannot take, a 400 at submission rather than a job that fails later: known speakers'
+    samples (up to 4 MiB in every job record, listing and checkpoint: send them to /v1/audio/transcriptions),
+    speaker counts that contradict each other."""
+    if request.known_speakers:
+        raise AsrError(
+            errors.BAD_REQUEST,
+            "known speakers are not taken by durable jobs (each job record would carry their samples): send them "
+            "with POST /v1/audio/transcriptions, or let the job letter its speakers",
+            param="known_speaker_names",
+        )
+    diarization(request)

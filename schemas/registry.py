@@ -6,7 +6,7 @@ import msgspec
 
 from schemas import errors
 from schemas.languages import multilingual
-from schemas.transcribe import FALLBACK_TEMPERATURES, MAX_BATCH_SIZE
+from schemas.transcribe import FALLBACK_TEMPERATURES, MAX_BATCH_SIZE, TranscribeRequest, diarization
 
 
 class Decoding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -170,7 +170,10 @@ def find(listing: ModelList, name: str) -> ModelInfo | None:
 
 
 def can_serve(model: ModelInfo, task: str, language: str | None) -> bool:
-    """Whether `model` can do the request: translate (a multilingual Whisper), or decode in `language`."""
+    """Whether `model` can do the request: translate (a multilingual Whisper), or decode in `language` (a
+    diarizer decodes no words)."""
+    if model.family == "diarizer":
+        return False
     if task == "translate" and (model.family != "whisper" or not multilingual(model.languages)):
         return False
     code = (language or "").strip().lower()
@@ -236,3 +239,9 @@ def diarizer_for(model: ModelInfo, catalogue: ModelList | None) -> ModelInfo:
     if diarizer.installed is False:
         raise not_installed(diarizer, errors.UNAVAILABLE)
     return diarizer
+
+
+def diarizer_needed(msg: TranscribeRequest, model: ModelInfo, catalogue: ModelList | None) -> ModelInfo | None:
+    """The diarizer a request to `model` needs (diarize=speakers, diarized_json, known speakers), checked as
+    `diarizer_for` does; None when it needs none. 400 for what `diarization` refuses."""
+    return diarizer_for(model, catalogue) if diarization(msg) == "speakers" else None

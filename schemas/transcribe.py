@@ -41,7 +41,8 @@ def response_format(value: str | None) -> ResponseFormat:
 class KnownSpeaker(msgspec.Struct, kw_only=True):
     """A speaker to recognise by name: a 2 to 10 s sample of their voice (any audio format the API takes)."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^,]+$")]
+    # No commas (lists of names travel comma-joined to the diarizer), no surrounding spaces.
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^,\s]([^,]*[^,\s])?$")]
     audio: Annotated[bytes, msgspec.Meta(max_length=MAX_REFERENCE_BYTES)]
 
 
@@ -190,11 +191,22 @@ def diarization(msg: TranscribeRequest) -> Diarize:
             f"min_speakers ({msg.min_speakers}) is more than max_speakers ({msg.max_speakers})",
             param="min_speakers",
         )
+    names = [k.name for k in msg.known_speakers]
+    if len(set(names)) != len(names):
+        raise errors.AsrError(errors.BAD_REQUEST, "each known speaker's name once", param="known_speaker_names")
+    if msg.known_speakers and msg.diarize == "channels":
+        problem = "known speakers are recognised by the diarizer: diarize=speakers, not channels"
+        raise errors.AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
     if msg.diarize == "channels":
         return "channels"
-    if msg.diarize == "speakers" or msg.response_format == "diarized_json":
+    if msg.diarize == "speakers" or msg.known_speakers or msg.response_format == "diarized_json":
         return "speakers"
     return "none"
+
+
+def speaker_letter(n: int) -> str:
+    """The label of the n-th speaker (0: A): channel n, or the n-th voice heard, where none has a name."""
+    return chr(ord("A") + n) if n < 26 else f"S{n}"
 
 
 def cut(segment: Segment, runs: list[list[Word]], first_id: int) -> list[Segment]:

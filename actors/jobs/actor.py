@@ -45,9 +45,10 @@ from schemas.jobs import (
     UploadDone,
     UploadTicket,
     WebhookSecret,
+    job_request_ok,
     public,
 )
-from schemas.registry import GetModel, not_installed
+from schemas.registry import GetModel, check_transcriber, not_installed
 from schemas.transcribe import TranscribeRequest
 
 OWNER = subjects.OWNER_NAME  # an owner is one subject token: its queue is asr.jobs.queue.<owner>
@@ -90,6 +91,7 @@ class Jobs(Actor):
     async def submit(self, msg: SubmitJob) -> JobRecord:
         """From the gateway: the audio staged in its bucket, the owner the API key it checked."""
         request = msg.request
+        job_request_ok(request)
         await self._admissible(msg.owner, msg.webhook_url)
         if not request.audio_ref or request.audio_bucket != subjects.audio_bucket("gateway"):
             raise AsrError(errors.BAD_REQUEST, "a job's audio must be staged in the gateway's bucket", param="file")
@@ -301,11 +303,13 @@ class Jobs(Actor):
         if msg.request.audio or msg.request.audio_ref:
             raise AsrError(errors.BAD_REQUEST, "the audio goes to the upload subject, in chunks", param="audio")
         _metadata_ok(msg.metadata)
+        job_request_ok(msg.request)
         await self._admissible(owner, msg.webhook_url)
         query = GetModel(id=msg.model, task=msg.request.task, language=msg.request.language)
         info = await self.transport.request(endpoints.REGISTRY_GET, query, timeout=10.0)
         if info.installed is False:
             raise not_installed(info)
+        check_transcriber(info)
         upload = self.uploads.start("job_" + secrets.token_hex(16), owner, info.id, msg)
         return UploadTicket(
             job_id=upload.job_id,

@@ -12,7 +12,7 @@ import msgspec
 
 from schemas.formats import render_text
 from schemas.jobs import JobCheckpoint
-from schemas.transcribe import TranscribeRequest, TranscriptionDelta, TranscriptionResult
+from schemas.transcribe import TranscribeRequest, TranscriptionDelta, TranscriptionResult, diarization
 
 # A streamed transcription (asrpro.client.transcribe_stream bound to a connection and a model).
 Decode = Callable[[TranscribeRequest], AsyncIterator[TranscriptionDelta | TranscriptionResult]]
@@ -39,6 +39,7 @@ async def decode_with_checkpoints(
         prompt=request.prompt,
         stream=True,
         response_format="verbose_json",  # the segments are needed; the wanted format is rendered at the end
+        diarize=diarization(request),  # what diarized_json meant is kept when the format is not
     )
     segments, words = list(done.segments), list(done.words)
     saved_at, duration = done.seek, done.duration

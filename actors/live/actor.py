@@ -28,7 +28,7 @@ from schemas import endpoints, errors, live, subjects
 from schemas.errors import AsrError
 from schemas.events import LiveSessionClosed, LiveSessionOpened
 from schemas.live import LiveClosed, LiveEvent, LiveOpen
-from schemas.registry import GetModel, ModelInfo
+from schemas.registry import GetModel, ModelInfo, check_transcriber
 from schemas.transcribe import TranscribeRequest
 
 KEEPALIVE_S = 5.0  # the opener takes a session silent for three of these for lost
@@ -165,6 +165,7 @@ class Live(Actor):
     async def _model(self, name: str) -> ModelInfo:
         """The model a session transcribes with: OpenAI's names (gpt-4o-transcribe, whisper-1) mean the default."""
         info = await self.request(endpoints.REGISTRY_GET, GetModel(id=name or "whisper-1"), timeout=10.0)
+        check_transcriber(info)
         if info.installed is False:
             raise AsrError(
                 errors.ErrorCode.MODEL_NOT_INSTALLED,
@@ -186,7 +187,13 @@ class Live(Actor):
             request_id=f"live-{owner}-{new_id('d')}"[:64],
             timeout=60.0,
         )
-        result = await client.transcribe(self.connection, info.id, request, timeout=65.0, via=self.node_name)
+        try:
+            result = await client.transcribe(self.connection, info.id, request, timeout=65.0, via=self.node_name)
+        except asyncio.CancelledError:
+            # A partial decode overtaken (its utterance committed or cleared): the proxy frees its slot at once,
+            # for the final decode that follows, rather than finish a decode nobody reads.
+            await asyncio.shield(client.cancel(self.connection, request, "live partial overtaken"))
+            raise
         return [(segment.end, segment.text) for segment in result.segments]
 
 

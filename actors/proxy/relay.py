@@ -23,6 +23,7 @@ class Sent:
 
     until: float = -1.0
     opened: bool = False  # the requester heard that its audio opened
+    next_id: int = 0  # segments relayed with speakers are renumbered (cut where the speaker changes): the next id
 
 
 class Relay:
@@ -36,7 +37,6 @@ class Relay:
         self.first_text_s: float | None = None  # a streamed request: when its first text went back (metrics)
         # With diarize=speakers: the diarizer's turns (being found), to put speakers on streamed segments.
         self.turns: asyncio.Task[list[Segment]] | None = None
-        self.next_id = 0  # segments relayed with speakers are renumbered (a segment is cut where they change)
 
     async def opened(self) -> None:
         """The model server opened the audio: a streaming requester may start its stream (one empty partial)."""
@@ -63,8 +63,8 @@ class Relay:
         if self.msg.stream:
             pieces: list[tuple[Segment, list[Word] | None]] = [(frame.segment, frame.words)]
             if self.turns is not None:  # the same cuts and ids as the final result (actors/proxy/speakers.py)
-                labelled = split(frame.segment, frame.words or [], Turns(await self.turns), self.next_id)
-                self.next_id += len(labelled)
+                labelled = split(frame.segment, frame.words or [], Turns(await self.turns), self.sent.next_id)
+                self.sent.next_id += len(labelled)
                 keep_words = "word" in self.msg.timestamp_granularities
                 pieces = [(segment, words if keep_words else None) for segment, words in labelled]
             for segment, words in pieces:

@@ -6,6 +6,7 @@ whatever failed, the lifecycle actor must hear that the request is over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import msgspec
@@ -27,8 +28,8 @@ from schemas.formats import render_text
 from schemas.kv import SERVER
 from schemas.lifecycle import EnsureServer, ServerStatus
 from schemas.model_server import OpenedFrame, ResultFrame, SegmentFrame, TranscribeOptions
-from schemas.registry import ModelInfo, check_transcriber, diarizer_for, not_installed
-from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult, diarization
+from schemas.registry import ModelInfo, check_transcriber, diarizer_needed, not_installed
+from schemas.transcribe import Segment, TranscribeRequest, TranscriptionResult
 
 LIFECYCLE_RESTART_WAIT_S = 10.0
 
@@ -84,11 +85,12 @@ class Serving:
             if not diarizing:
                 check_transcriber(model)
             options = decoding_for(model, msg, self.catalogue.listing)
-            if diarization(msg) == "speakers":
+            diarizer = diarizer_needed(msg, model, self.catalogue.listing)
+            if diarizer is not None:
                 # The diarizer works beside the transcription (its own server and queue); the words' timestamps
                 # are what its turns are matched to.
-                diarizer = diarizer_for(model, self.catalogue.listing)
                 speakers = asyncio.create_task(self._turns(msg, diarizer.id))
+                speakers.add_done_callback(_retrieved)
                 relay.turns = speakers
             audio = await self.audio.read(msg)
             async with self.queue(model).slot(deadline, _priority(msg)) as queued_s:
@@ -108,14 +110,14 @@ class Serving:
                     cold = server.cold_start
                 relay.model_id = model_id
                 try:
-                    result = await self._forward(server, options, msg.filename, audio, deadline, relay)
+                    result = await self._decode(server, options, msg.filename, audio, deadline, relay)
                 except ServerGone as exc:
                     self.log.warning("%s: retrying on a fresh server", exc)
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     cold = cold or server.cold_start
                     try:
                         retry = _resumed(options, msg, relay.sent.until)
-                        result = await self._forward(server, retry, msg.filename, audio, deadline, relay)
+                        result = await self._decode(server, retry, msg.filename, audio, deadline, relay)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
             if speakers is not None:  # the transcription's slot is free again while the diarizer finishes
@@ -139,14 +141,12 @@ class Serving:
                     filename=msg.filename,
                 )
             )
-            if error is exc:
-                raise
+            if error is exc or (diarizing and isinstance(exc, asyncio.CancelledError)):
+                raise  # a diarization cancelled stays a cancellation: its awaiter's timeout or cancel is its own
             raise error from exc
         finally:
             if speakers is not None and not speakers.done():
                 speakers.cancel()
-            elif speakers is not None and not speakers.cancelled():
-                speakers.exception()  # retrieved: a diarizer that failed after the request did is no news
         total = time.monotonic() - t0
         result.model = model_id
         result.timing.total_s = round(total, 4)
@@ -251,6 +251,32 @@ class Serving:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
 
+    async def _decode(
+        self,
+        server: ServerStatus,
+        options: TranscribeOptions,
+        filename: str,
+        audio: bytes,
+        deadline: float,
+        relay: Relay,
+    ) -> TranscriptionResult:
+        """`_forward`, and with diarize=speakers a diarizer that fails ends the request at once: a bad known
+        speaker's sample is not reported after an hour of transcription."""
+        turns = relay.turns
+        if turns is None:
+            return await self._forward(server, options, filename, audio, deadline, relay)
+        forward = asyncio.ensure_future(self._forward(server, options, filename, audio, deadline, relay))
+        try:
+            await asyncio.wait({forward, turns}, return_when=asyncio.FIRST_EXCEPTION)
+            if turns.done() and not turns.cancelled() and turns.exception() is not None:
+                raise turns.exception()  # type: ignore[misc]
+            return await forward
+        finally:
+            if not forward.done():
+                forward.cancel()
+                with contextlib.suppress(BaseException):
+                    await forward
+
     async def _with_speakers(
         self,
         result: TranscriptionResult,
@@ -274,6 +300,12 @@ def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: 
     if msg.priority != "batch" or not msg.stream or relayed_until <= options.offset:
         return options
     return msgspec.structs.replace(options, offset=relayed_until)
+
+
+def _retrieved(task: asyncio.Task[list[Segment]]) -> None:
+    """A diarization that failed after its request did (or was cancelled with it) is no news: retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _priority(msg: TranscribeRequest) -> Priority:

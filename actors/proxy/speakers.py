@@ -9,9 +9,9 @@ import bisect
 
 import msgspec
 
-from schemas.transcribe import Segment, TranscriptionResult, Word, cut
+from schemas.transcribe import Segment, TranscriptionResult, Word, cut, speaker_letter
 
-FIRST_SPEAKER = "A"  # everything, when the diarizer heard no speech at all
+FIRST_SPEAKER = speaker_letter(0)  # everything, when the diarizer heard no speech at all
 
 
 class Turns:

@@ -18,10 +18,17 @@ import numpy as np
 from model_server.audio import AudioDecodeError
 from model_server.audio import decode as decode_audio
 from model_server.engines.base import BadOption, Decoding, WeightsNotFound, check_readable
-from model_server.engines.voice_encoder import HOP, SAMPLE_RATE, WINDOW_FRAMES, VoiceEncoder, mel_frames
-from model_server.engines.voice_encoder import normalise_volume as _louder
+from model_server.engines.voice_encoder import (
+    EMBEDDING,
+    HOP,
+    SAMPLE_RATE,
+    WINDOW_FRAMES,
+    VoiceEncoder,
+    mel_frames,
+    volume_gain,
+)
 from schemas.model_server import TranscribeOptions
-from schemas.transcribe import MAX_SPEAKERS, Segment
+from schemas.transcribe import MAX_SPEAKERS, Segment, speaker_letter
 
 WEIGHTS_FILE = "pretrained.pt"
 FRAME_S = HOP / SAMPLE_RATE
@@ -42,7 +49,6 @@ MIN_SPEAKER_SHARE = 0.03  # ...and at least this share of them
 KNOWN_SPEAKER = 0.8
 REFERENCE_S = (1.5, 12.0)  # a known speaker's sample: OpenAI asks for 2 to 10 s, a little slack either side
 MAX_CLUSTERED = 600  # windows clustered one by one; more are first pooled in runs (long recordings)
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class DiarizerEngine:
@@ -81,11 +87,8 @@ class DiarizerEngine:
             if not REFERENCE_S[0] <= seconds <= REFERENCE_S[1]:
                 problem = f"{name}'s reference lasts {seconds:.1f} s: a sample of 2 to 10 s of their voice"
                 raise BadOption(problem, "known_speaker_references")
-            speech = speech_frames(mel_frames(voice))
-            mask = np.repeat(speech, HOP)[: len(voice)]
-            mels = mel_frames(_louder(voice, np.pad(mask, (0, max(0, len(voice) - len(mask))))))
-            starts = _windows(speech) if speech.any() else [0]
-            mean = self.encoder.embed(np.stack([_frames(mels, s) for s in starts])).mean(axis=0)
+            _, _, embeddings = self._embedded(voice, whole=True)
+            mean = embeddings.mean(axis=0)
             voices[name] = mean / max(float(np.linalg.norm(mean)), 1e-8)
         return voices
 
@@ -98,24 +101,29 @@ class DiarizerEngine:
     ) -> list[tuple[float, float, str]]:
         """(start, end, speaker) in time order; speakers named where their voice is a known one's, the others
         lettered by first appearance."""
+        speech, starts, embeddings = self._embedded(audio)
+        if not len(starts):
+            return []
+        labels = cluster(embeddings, min_speakers or 1, max_speakers or MAX_SPEAKERS)
+        centres = np.array(starts) + WINDOW_FRAMES // 2
+        return _turns(speech, centres, labels, _named(embeddings, labels, known or {}))
+
+    def _embedded(self, audio: np.ndarray, *, whole: bool = False) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """Its speech frames, the windows' starts, and their embeddings (none where nothing is heard; `whole`:
+        one window at least, for a known speaker's sample)."""
         power = mel_frames(audio)
         speech = speech_frames(power)
-        if not speech.any():
-            return []
-        mask = np.repeat(speech, HOP)[: len(audio)]
-        mels = mel_frames(_louder(audio, np.pad(mask, (0, max(0, len(audio) - len(mask))))))
-        starts = _windows(speech)
-        if not starts:
-            return []
+        if not speech.any() and not whole:
+            return speech, [], np.zeros((0, EMBEDDING))
+        mels = power * np.float32(volume_gain(audio, speech) ** 2)
+        starts = _windows(speech) if speech.any() else [0]
         embeddings = np.concatenate(
             [
                 self.encoder.embed(np.stack([_frames(mels, s) for s in starts[i : i + BATCH]]))
                 for i in range(0, len(starts), BATCH)
             ]
         )
-        labels = cluster(embeddings, min_speakers or 1, max_speakers or MAX_SPEAKERS)
-        centres = np.array(starts) + WINDOW_FRAMES // 2
-        return _turns(speech, centres, labels, _named(embeddings, labels, known or {}))
+        return speech, starts, embeddings
 
 
 def speech_frames(power: np.ndarray) -> np.ndarray:
@@ -297,11 +305,17 @@ def _turns(
         else:
             merged.append(list(run))
     letters: dict[int, str] = {}
+    taken = set((names or {}).values())  # a known speaker named "A" keeps it: the lettered ones go round
     turns = []
     for first, last, label in merged:
         if names and label in names:
             speaker = names[label]
         else:
-            speaker = letters.setdefault(label, LETTERS[len(letters) % len(LETTERS)])
+            if label not in letters:
+                used, n = taken | set(letters.values()), 0
+                while speaker_letter(n) in used:
+                    n += 1
+                letters[label] = speaker_letter(n)
+            speaker = letters[label]
         turns.append((round(first * FRAME_S, 2), round((last + 1) * FRAME_S, 2), speaker))
     return turns

@@ -57,6 +57,10 @@ class _Tensor:
         data = self.storage.data
         if data is None:
             raise CheckpointError(f"storage {self.storage.key} missing from the checkpoint")
+        # Inside its storage, or refused: a crafted offset or stride must not read memory beyond it.
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
+        if self.offset < 0 or any(s < 0 for s in self.stride) or (all(self.size) and last >= len(data)):
+            raise CheckpointError(f"a tensor of storage {self.storage.key} lies outside it")
         item = data.itemsize
         view = np.lib.stride_tricks.as_strided(
             data[self.offset :], shape=self.size, strides=tuple(s * item for s in self.stride)
@@ -85,14 +89,27 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
             raise CheckpointError(f"unexpected persistent id {pid!r}")
+        if len(pid) > 5 and pid[5] is not None:
+            raise CheckpointError("storage views are not supported")
         kind, key = pid[1], str(pid[2])
+        if not isinstance(kind, _StorageType):
+            raise CheckpointError(f"unexpected storage type {kind!r}")
         if key not in self.storages:
             self.storages[key] = _Storage(key, kind.dtype)
         return self.storages[key]
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """The checkpoint's object with every tensor as a numpy array."""
+    """The checkpoint's object with every tensor as a numpy array; CheckpointError for anything else."""
+    try:
+        return _load(path)
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, KeyError, AttributeError, TypeError, ValueError, struct.error) as exc:
+        raise CheckpointError(f"{path} is not a checkpoint this reader understands: {exc!r}") from None
+
+
+def _load(path: Path) -> dict[str, Any]:
     with path.open("rb") as file:
         try:
             # Each pickle through the restricted unpickler: a file that names any other class is refused.
@@ -109,6 +126,8 @@ def load_state(path: Path) -> dict[str, Any]:
             storage = unpickler.storages[str(key)]
             (count,) = struct.unpack("<q", file.read(8))
             raw = file.read(count * storage.dtype.itemsize)
+            if count < 0 or len(raw) != count * storage.dtype.itemsize:
+                raise CheckpointError(f"storage {key} is cut short: the file is truncated")
             storage.data = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<"))
     return _arrays(state)
 

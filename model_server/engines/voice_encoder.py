@@ -20,6 +20,7 @@ N_MELS = 40
 WINDOW_FRAMES = 160  # 1.6 s per embedding
 TARGET_DBFS = -30.0
 LAYERS = 3
+EMBEDDING = 256  # the embedding's size
 MEL_BLOCK = 6000  # frames (60 s) of spectrum at once
 
 
@@ -68,14 +69,16 @@ def mel_frames(audio: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalise_volume(audio: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
-    """Raised (never lowered) to TARGET_DBFS, measured on `speech` (a boolean mask of samples) when given."""
-    heard = audio[speech] if speech is not None and speech.any() else audio
-    rms = float(np.sqrt(np.mean(np.square(heard, dtype=np.float64)))) if len(heard) else 0.0
+def volume_gain(audio: np.ndarray, speech: np.ndarray) -> float:
+    """The gain that raises the audio (never lowers it) to TARGET_DBFS, measured over its speech frames (a boolean
+    per HOP samples). Mel power grows with its square: the spectrum is scaled, not computed again."""
+    usable = min(len(speech), len(audio) // HOP)
+    energy = np.mean(np.square(audio[: usable * HOP].reshape(usable, HOP), dtype=np.float32), axis=1)
+    heard = energy[speech[:usable]] if speech[:usable].any() else energy
+    rms = float(np.sqrt(np.mean(heard, dtype=np.float64))) if len(heard) else 0.0
     if rms <= 0:
-        return audio
-    gain = 10 ** ((TARGET_DBFS - 20 * np.log10(rms)) / 20)
-    return audio * gain if gain > 1 else audio
+        return 1.0
+    return max(1.0, float(10 ** ((TARGET_DBFS - 20 * np.log10(rms)) / 20)))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ from actors.proxy.speakers import attribute
 from bench.conversation import error_rate
 from model_server.engines.diarizer import _turns, cluster
 from model_server.engines.torch_weights import MAGIC, CheckpointError, load_state
-from schemas.transcribe import Segment, TranscriptionResult, Word
+from schemas.errors import AsrError
+from schemas.jobs import job_request_ok
+from schemas.transcribe import KnownSpeaker, Segment, TranscribeRequest, TranscriptionResult, Word, diarization
 
 
 def _turn(start: float, end: float, speaker: str) -> Segment:
@@ -119,3 +121,34 @@ def test_the_error_rate_counts_missed_false_and_confused_speech() -> None:
     assert 0 < error_rate(reference, late, collar=0.25) < error_rate(reference, late, collar=0.0)
     overlap = [(0.0, 10.0, "A"), (5.0, 15.0, "B")]  # two voices at once: each scored
     assert error_rate(overlap, [(0.0, 5.0, "x"), (5.0, 15.0, "y")], collar=0.0) == pytest.approx(0.25)
+
+
+def test_a_truncated_checkpoint_is_refused_not_read_past_its_end(tmp_path: Path) -> None:
+    whole = Path(__file__).resolve().parents[2] / "models" / "diarizer-resemblyzer" / "pretrained.pt"
+    if not whole.is_file():
+        pytest.fail("no diarizer weights here: asrpro models pull diarizer-resemblyzer (the test command does)")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: 2 * 2**20])
+    with pytest.raises(CheckpointError, match=r"truncated|not a checkpoint"):
+        load_state(cut)
+
+
+def test_a_lettered_voice_never_takes_a_known_speakers_name() -> None:
+    speech = np.ones(600, bool)
+    centres = np.array([100, 300, 500])
+    labels = np.array([0, 1, 2])
+    turns = _turns(speech, centres, labels, {1: "A"})
+    assert [speaker for *_, speaker in turns] == ["B", "A", "C"]
+
+
+def test_jobs_refuse_known_speakers_and_names_are_given_once() -> None:
+    ann = KnownSpeaker(name="Ann", audio=b"RIFF")
+    with pytest.raises(AsrError) as refused:
+        job_request_ok(TranscribeRequest(known_speakers=[ann]))
+    assert refused.value.code == "400" and refused.value.param == "known_speaker_names"
+    job_request_ok(TranscribeRequest(diarize="speakers", max_speakers=3))
+    with pytest.raises(AsrError, match="once"):
+        diarization(TranscribeRequest(known_speakers=[ann, ann]))
+    assert diarization(TranscribeRequest(known_speakers=[ann])) == "speakers"  # known speakers mean speakers
+    with pytest.raises(AsrError, match="not channels"):
+        diarization(TranscribeRequest(known_speakers=[ann], diarize="channels"))
