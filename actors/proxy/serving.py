@@ -85,7 +85,8 @@ class Serving:
             if not diarizing:
                 check_transcriber(model)
             options = decoding_for(model, msg, self.catalogue.listing)
-            diarizer = diarizer_needed(msg, model, self.catalogue.listing)
+            # (Never for the diarizer's own request, which carries the known speakers too.)
+            diarizer = None if diarizing else diarizer_needed(msg, model, self.catalogue.listing)
             if diarizer is not None:
                 # The diarizer works beside the transcription (its own server and queue); the words' timestamps
                 # are what its turns are matched to.

@@ -336,7 +336,10 @@ def test_a_meeting_is_transcribed_with_its_speakers(oai: openai.OpenAI, stack: S
     assert {s["speaker"] for s in segments} == {"A", "B"}, segments
     assert all(s["type"] == "transcript.text.segment" and s["text"] for s in segments)
     assert _attributed(segments, two_voices) >= 0.9, (segments, two_voices.turns)
-    assert word_error_rate(two_voices.text, body["text"]) <= 0.5  # espeak-ng's voices, whisper's words
+    # The words are the transcription's own, with or without speakers (none lost or repeated by the cuts).
+    with two_voices.mono.open("rb") as fh:
+        plain = oai.audio.transcriptions.create(model="whisper-1", file=fh).text
+    assert word_error_rate(plain, body["text"]) <= 0.05, (plain, body["text"])
     assert word_error_rate(body["text"], " ".join(s["text"] for s in segments)) <= 0.02  # the same words, cut
     # verbose_json with words: each word and segment has its speaker; the words asked for only.
     with two_voices.mono.open("rb") as fh:
