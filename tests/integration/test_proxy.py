@@ -221,6 +221,13 @@ async def test_a_checkpointed_job_decode_cut_short_resumes_from_its_checkpoint(
     assert offsets == [first.seek]
     assert abs(result.duration - 44.0) < 0.5 and result.segments[0].start == whole.segments[0].start
     assert [s.id for s in result.segments] == list(range(len(result.segments)))
-    # Not identical: the resumed decode starts at a window boundary without the text before it as its prompt, and
-    # a temperature fallback samples. A resume that repeated or skipped a window would add or lose a quarter.
-    assert word_error_rate(whole.text, result.text) <= 0.15, (whole.text, result.text)
+    # What was checkpointed stays as it was; the rest is decoded from the checkpoint on, once.
+    kept = len(first.segments)
+    assert [s.text for s in result.segments[:kept]] == [s.text for s in first.segments]
+    assert all(s.start >= first.seek - 0.01 for s in result.segments[kept:])
+    # Not word for word the uninterrupted decode's: two decodes of this audio by tiny.en differ by themselves (their
+    # first words: "And so" or "So,"; a temperature fallback samples). A resume that repeated or skipped a 30-s
+    # window would add or lose two of its four sentences: the word count says so.
+    ratio = len(result.text.split()) / len(whole.text.split())
+    assert 0.85 <= ratio <= 1.15, (whole.text, result.text)
+    assert word_error_rate(whole.text, result.text) <= 0.3, (whole.text, result.text)
