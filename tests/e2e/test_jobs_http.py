@@ -4,6 +4,7 @@ again on the same store — resumed from the checkpoint, completed once, seen on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -130,10 +131,19 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "file"
         unknown = submit(stack, meeting, model="whisper-huge")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
-        # A recording with one speaker per channel, as a job: diarized by channel; speakers are refused at once.
+        # A recording with one speaker per channel, as a job: diarized by channel, or by the diarizer from the
+        # voices mixed; known speakers are refused at once (each job record would carry their samples).
         stereo = (shared_data / "stereo_diarization.wav").read_bytes()
-        refused = submit(stack, stereo, response_format="diarized_json")
-        assert refused.status_code == 400 and refused.json()["error"]["param"] == "diarize", refused.text
+        reference = "data:audio/wav;base64," + base64.b64encode(stereo).decode()
+        refused = submit(stack, stereo, **{"known_speaker_names[]": "Ann", "known_speaker_references[]": reference})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "known_speaker_names", refused.text
+        mixed = submit(stack, stereo, response_format="diarized_json")
+        assert mixed.status_code == 202, mixed.text
+        assert ended(stack, mixed.json()["id"])["status"] == "completed"
+        by_voice = httpx.get(
+            f"{stack.gateway}/v1/audio/jobs/{mixed.json()['id']}/result", headers=bearer(KEY_A), timeout=10
+        ).json()
+        assert by_voice["segments"] and {s["speaker"] for s in by_voice["segments"]} <= {"A", "B"}, by_voice
         channels = submit(stack, stereo, response_format="diarized_json", diarize="channels")
         assert channels.status_code == 202, channels.text
         assert ended(stack, channels.json()["id"])["status"] == "completed"
