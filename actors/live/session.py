@@ -36,6 +36,7 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 # errors.AsrError when the decode fails. `prompt`: the text before this audio (None: the session's own prompt).
 Transcribe = Callable[[np.ndarray, bool, Settings, str | None], Awaitable[list[tuple[float, str]]]]
 TRIM_AFTER_S = 6.0  # partial decodes of a longer utterance start after its last segment already sent
+FORCE_AFTER_S = 12.0  # a partial region this long sends all but its last segment, agreed or not
 PROMPT_CHARS = 200  # of the text already sent, given as the prompt of a decode that starts after it
 # A model name as a session.update gives it -> the model id it means; raises ProtocolError for one that is not there.
 Resolve = Callable[[str], Awaitable[str]]
@@ -307,6 +308,11 @@ class Session:
             await self._delta(utterance, new)
             # How long after the end of the audio it was decoded from this delta went out.
             self.delta_latency.append(time.monotonic() - began)
+        if (self._history.end - utterance.start - start) / RATE >= FORCE_AFTER_S and len(pieces) > 1:
+            # Two decodes that never agree (a beginning worded anew each time) would hold every delta back and leave
+            # the final decode a whole paragraph: past FORCE_AFTER_S, all but the last segment are taken as heard.
+            settled = anchored + [word for _, text in pieces[:-1] for word in text.split()]
+            await self._delta(utterance, settled[_aligned(utterance.sent, settled) :])
         self._trim(utterance, pieces, len(anchored))
         self._maybe_decode()
 
