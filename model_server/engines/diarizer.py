@@ -42,8 +42,8 @@ SPEECH_DB = 35.0  # speech: frames within this many dB of the loud ones...
 NOISE_DB = 6.0  # ...and this far above the noise floor
 MIN_GAP_S = 0.3  # pauses shorter than this do not end a stretch of speech
 BLIP_S = 0.08  # sounds shorter than this between silences are not speech
-MIN_SPEAKER_WINDOWS = 8  # a speaker is heard in at least this many windows (about 4.4 s of speech)...
-MIN_SPEAKER_SHARE = 0.03  # ...and at least this share of them
+MIN_SPEAKER_WINDOWS = 4  # a speaker is heard in at least this many windows (about 2.8 s of speech)...$
+MIN_SPEAKER_SHARE = 0.02  # ...and at least this share of them
 # A cluster is a known speaker's when its centroid and their sample's embedding are at least this alike
 # (bench/conversation.py's voices: one voice's sample against its cluster 0.85-0.95, another's 0.5-0.75).
 KNOWN_SPEAKER = 0.8
