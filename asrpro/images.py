@@ -54,6 +54,10 @@ APP_PACKAGES: dict[str, tuple[str, ...]] = {
 }
 APP_PACKAGES[STACK] = ("schemas", "model_server", "framework", "actors", "asrpro", "gateway")
 STACK_FILES = ("asrpro.toml", "nats.conf")
+# Families built from another family's Dockerfile, with the build arguments that make the image theirs: the
+# diarizer's image is the parakeet one's but for its engine (its requirements.txt stays its own), so one Dockerfile
+# serves both instead of two copies drifting apart.
+SHARED_DOCKERFILES: dict[str, tuple[str, dict[str, str]]] = {"diarizer": ("parakeet", {"ENGINE": "resemblyzer"})}
 
 
 class ImageBuildError(RuntimeError):
@@ -171,10 +175,16 @@ def _sync_app(family: str, context: Path) -> None:
         shutil.copy2(source, target)
 
 
+def dockerfile(family: str) -> tuple[Path, dict[str, str]]:
+    """The Dockerfile a family's image is built from, and the build arguments that make the image that family's."""
+    source, build_args = SHARED_DOCKERFILES.get(family, (family, {}))
+    return FAMILY_DIRS[source] / "Dockerfile", build_args
+
+
 def _context(family: str, work: Path, cuda: bool = False) -> Path:
     context = work / "build" / (family + (CUDA_SUFFIX if cuda else ""))
     context.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(FAMILY_DIRS[family] / "Dockerfile", context / "Dockerfile")
+    shutil.copy2(dockerfile(family)[0], context / "Dockerfile")
     requirements = (FAMILY_DIRS[family] / "requirements.txt").read_text()
     if cuda:
         requirements = cuda_requirements(requirements, (FAMILY_DIRS[family] / "requirements-cuda.txt").read_text())
@@ -225,7 +235,7 @@ def build(config: Config, names: list[str], work: Path, cuda: bool = False) -> d
         for chunk in client.api.build(
             path=str(context),
             tag=tag,
-            buildargs={"BASE_IMAGE": base},
+            buildargs={"BASE_IMAGE": base, **dockerfile(family)[1]},
             labels=labels,
             network_mode="none",
             rm=True,

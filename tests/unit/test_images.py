@@ -65,3 +65,21 @@ def test_cuda_images_are_labelled_with_what_their_engines_cuda_code_needs(tmp_pa
         wheel.writestr("onnxruntime/capi/build_and_package_info.py", "cuda_version = '12.8'\n")
     (tmp_path / "ctranslate2-4.8.5-cp311-cp311-manylinux_2_28_x86_64.whl").unlink()
     assert images.cuda_labels(tmp_path) == {LABEL_RUNTIME: "12.8"}
+
+
+def test_each_family_image_runs_its_models_engine() -> None:
+    """The diarizer's image comes from the parakeet Dockerfile with its own ENGINE: what the image's ENGINE is
+    set to (the build argument, else the Dockerfile's default) is the engine of the family's models."""
+    import re
+
+    from tests.unit.fakes import config
+
+    cfg = config()
+    for family in ("whisper", "parakeet", "diarizer"):
+        path, build_args = images.dockerfile(family)
+        text = path.read_text()
+        (env,) = re.findall(r" ENGINE=(\S+) DEVICE=", text)  # the ENV line's
+        arguments = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE)) | build_args
+        engine = arguments["ENGINE"] if env == "${ENGINE}" else env
+        assert {m.engine for m in cfg.models.values() if m.family == family} == {engine}, family
+    assert images.dockerfile("diarizer")[0] == images.dockerfile("parakeet")[0]
