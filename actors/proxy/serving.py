@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import msgspec
 
@@ -111,14 +113,16 @@ class Serving:
                     cold = server.cold_start
                 relay.model_id = model_id
                 try:
-                    result = await self._decode(server, options, msg.filename, audio, deadline, relay)
+                    forward = self._forward(server, options, msg.filename, audio, deadline, relay)
+                    result = await _decoded(forward, relay.turns)
                 except ServerGone as exc:
                     self.log.warning("%s: retrying on a fresh server", exc)
                     server = await self._ensure(model_id, msg.request_id, keep_alive, deadline, restart=True)
                     cold = cold or server.cold_start
                     try:
                         retry = _resumed(options, msg, relay.sent.until)
-                        result = await self._decode(server, retry, msg.filename, audio, deadline, relay)
+                        forward = self._forward(server, retry, msg.filename, audio, deadline, relay)
+                        result = await _decoded(forward, relay.turns)
                     except ServerGone as exc2:
                         raise AsrError(errors.UNAVAILABLE, f"model server of {model_id} failed twice: {exc2}") from exc2
             if speakers is not None:  # the transcription's slot is free again while the diarizer finishes
@@ -252,32 +256,6 @@ class Serving:
             raise AsrError(errors.TIMEOUT, f"model server of {server.model} did not finish in time") from None
         raise AsrError(errors.INTERNAL, f"model server of {server.model} ended without a result")
 
-    async def _decode(
-        self,
-        server: ServerStatus,
-        options: TranscribeOptions,
-        filename: str,
-        audio: bytes,
-        deadline: float,
-        relay: Relay,
-    ) -> TranscriptionResult:
-        """`_forward`, and with diarize=speakers a diarizer that fails ends the request at once: a bad known
-        speaker's sample is not reported after an hour of transcription."""
-        turns = relay.turns
-        if turns is None:
-            return await self._forward(server, options, filename, audio, deadline, relay)
-        forward = asyncio.ensure_future(self._forward(server, options, filename, audio, deadline, relay))
-        try:
-            await asyncio.wait({forward, turns}, return_when=asyncio.FIRST_EXCEPTION)
-            if turns.done() and not turns.cancelled() and turns.exception() is not None:
-                raise turns.exception()  # type: ignore[misc]
-            return await forward
-        finally:
-            if not forward.done():
-                forward.cancel()
-                with contextlib.suppress(BaseException):
-                    await forward
-
     async def _with_speakers(
         self,
         result: TranscriptionResult,
@@ -291,6 +269,27 @@ class Serving:
         except TimeoutError:
             raise AsrError(errors.TIMEOUT, "diarization did not finish in time") from None
         return attribute(result, turns, keep_words="word" in msg.timestamp_granularities)
+
+
+async def _decoded(
+    forward: Coroutine[Any, Any, TranscriptionResult], turns: asyncio.Task[list[Segment]] | None
+) -> TranscriptionResult:
+    """The model server's result (`forward`, built by `Serving._forward`), and with diarize=speakers a diarizer
+    (`turns`) that fails ends the request at once: a bad known speaker's sample is not reported after an hour of
+    transcription. Given the coroutine rather than its arguments, so that `_forward`'s signature has one home."""
+    if turns is None:
+        return await forward
+    task = asyncio.ensure_future(forward)
+    try:
+        await asyncio.wait({task, turns}, return_when=asyncio.FIRST_EXCEPTION)
+        if turns.done() and not turns.cancelled() and turns.exception() is not None:
+            raise turns.exception()  # type: ignore[misc]
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: float) -> TranscribeOptions:
