@@ -254,7 +254,9 @@ def diarize_field(value: str | None, model: str | None, fmt: str | None, *, know
 
 def known_speakers_field(names: list[str], references: list[str]) -> list[KnownSpeaker]:
     """OpenAI's known_speaker_names[] with known_speaker_references[] (data URLs of 2 to 10 s of audio), checked
-    here; whether each is 2 to 10 s of audio the diarizer says (the gateway decodes no audio)."""
+    here; whether each is 2 to 10 s of audio the diarizer says (the gateway decodes no audio). A name given twice
+    is refused by schemas.transcribe.diarization, which the NATS path takes too (diarizer_needed calls it before
+    the upload; a job's job_request_ok refuses known speakers)."""
     if len(names) != len(references):
         problem = f"{len(names)} known_speaker_names[] but {len(references)} known_speaker_references[]: one each"
         raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_references")
@@ -264,8 +266,8 @@ def known_speakers_field(names: list[str], references: list[str]) -> list[KnownS
     known: list[KnownSpeaker] = []
     for name, reference in zip(names, references, strict=True):
         name = name.strip()
-        if not name or len(name) > 64 or "," in name or name in {k.name for k in known}:
-            problem = f"known speaker name {name!r}: 1 to 64 characters, no commas, each name once"
+        if not name or len(name) > 64 or "," in name:
+            problem = f"known speaker name {name!r}: 1 to 64 characters, no commas"
             raise AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
         known.append(KnownSpeaker(name=name, audio=_data_url_audio(name, reference)))
     return known

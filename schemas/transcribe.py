@@ -191,9 +191,13 @@ def diarization(msg: TranscribeRequest) -> Diarize:
             f"min_speakers ({msg.min_speakers}) is more than max_speakers ({msg.max_speakers})",
             param="min_speakers",
         )
+    # The one check that each name is given once, for the NATS path and the HTTP one (the gateway's
+    # known_speakers_field checks the form's names and data URLs only).
     names = [k.name for k in msg.known_speakers]
-    if len(set(names)) != len(names):
-        raise errors.AsrError(errors.BAD_REQUEST, "each known speaker's name once", param="known_speaker_names")
+    for name in names:
+        if names.count(name) > 1:
+            problem = f"known speaker name {name!r} given {names.count(name)} times: each known speaker's name once"
+            raise errors.AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")
     if msg.known_speakers and msg.diarize == "channels":
         problem = "known speakers are recognised by the diarizer: diarize=speakers, not channels"
         raise errors.AsrError(errors.BAD_REQUEST, problem, param="known_speaker_names")

@@ -280,7 +280,7 @@ def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
     mono = voices["en0"]  # espeak-ng speaks mono
     ann = {"known_speaker_names[]": "Ann"}
     hello = ann | {"known_speaker_references[]": "data:audio/wav;base64,aGVsbG8="}  # "hello" is not audio
-    cases = [
+    cases: list[tuple[dict[str, Any], Path, str, str]] = [
         ({"diarize": "channels"}, mono, "one channel", "diarize"),  # one voice per channel needs channels
         ({"diarize": "somebody"}, mono, "none, speakers or channels", "diarize"),
         ({"model": "diarizer-resemblyzer"}, mono, "is a diarizer", "model"),  # not a transcription model
@@ -293,6 +293,8 @@ def test_diarization_that_cannot_be_done_is_a_400_naming_diarize(
         # Base64 of something that is not audio: the diarizer, which decodes it, says so.
         (hello, mono, "not audio", "known_speaker_references"),
         (hello | {"diarize": "channels"}, mono, "diarize=speakers", "known_speaker_names"),
+        # A name given twice: schemas' diarization() says so, before the upload, as it does for the bus's requests.
+        ({k: [v, v] for k, v in hello.items()}, mono, "'Ann' given 2 times", "known_speaker_names"),
     ]
     for form, path, said, param in cases:
         reply = httpx.post(url, files={"file": (path.name, path.read_bytes())}, data=form, timeout=120)

@@ -3,6 +3,7 @@ reader, and the diarization error rate the benchmark reports."""
 
 from __future__ import annotations
 
+import base64
 import pickle
 from pathlib import Path
 
@@ -152,3 +153,15 @@ def test_jobs_refuse_known_speakers_and_names_are_given_once() -> None:
     assert diarization(TranscribeRequest(known_speakers=[ann])) == "speakers"  # known speakers mean speakers
     with pytest.raises(AsrError, match="not channels"):
         diarization(TranscribeRequest(known_speakers=[ann], diarize="channels"))
+
+
+def test_a_name_given_twice_is_one_400_for_the_form_and_the_bus() -> None:
+    """The gateway's form check leaves a repeated name to diarization(), which the bus's requests go through too."""
+    from gateway.openai_routes import known_speakers_field
+
+    sample = "data:audio/wav;base64," + base64.b64encode(b"RIFF").decode()
+    known = known_speakers_field(["Ann", " Ann "], [sample, sample])
+    with pytest.raises(AsrError) as refused:
+        diarization(TranscribeRequest(known_speakers=known))
+    assert (refused.value.code, refused.value.param) == ("400", "known_speaker_names")
+    assert "'Ann'" in refused.value.message
