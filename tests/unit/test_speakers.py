@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from actors.live.actor import _wav as wav_bytes
 from actors.proxy.speakers import attribute
 from bench.conversation import error_rate
-from model_server.engines.diarizer import _turns, cluster
+from model_server.engines import diarizer
+from model_server.engines.base import BadOption
+from model_server.engines.diarizer import DiarizerEngine, _turns, cluster
 from model_server.engines.torch_weights import MAGIC, CheckpointError, load_state
 from schemas.errors import AsrError
 from schemas.jobs import job_request_ok
@@ -165,3 +168,50 @@ def test_a_name_given_twice_is_one_400_for_the_form_and_the_bus() -> None:
         diarization(TranscribeRequest(known_speakers=known))
     assert (refused.value.code, refused.value.param) == ("400", "known_speaker_names")
     assert "'Ann'" in refused.value.message
+
+
+def _wav(seconds: float, hz: float) -> str:
+    """A tone as a base64 WAV (16 kHz, 16-bit mono), as a known speaker's sample reaches the diarizer."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    return base64.b64encode(wav_bytes(0.3 * np.sin(2 * np.pi * hz * t))).decode()
+
+
+class CountingEncoder:
+    """The voice encoder's interface, counting the windows it embeds."""
+
+    def __init__(self, weights: Path) -> None:
+        self.windows = 0
+
+    def embed(self, mels: np.ndarray) -> np.ndarray:
+        self.windows += len(mels)
+        out = np.ones((len(mels), 256), np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_a_known_speakers_sample_sent_again_is_not_embedded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diarizer, "VoiceEncoder", CountingEncoder)
+    monkeypatch.setattr(diarizer, "VOICE_CACHE", 2)
+    (tmp_path / "pretrained.pt").write_bytes(b"")
+    engine = DiarizerEngine(str(tmp_path))
+    encoder = engine.encoder
+    assert isinstance(encoder, CountingEncoder)
+    ann, bob, cy = _wav(3.0, 220.0), _wav(3.0, 330.0), _wav(3.0, 440.0)
+    first = engine.known(["Ann"], [ann])
+    embedded = encoder.windows
+    assert embedded > 0
+    again = engine.known(["Anna"], [ann])  # the same sample under another name: the same voice
+    assert encoder.windows == embedded
+    assert np.array_equal(again["Anna"], first["Ann"])
+    engine.known(["Bob", "Cy"], [bob, cy])  # two more samples: Ann's, the least recently used, is dropped
+    counted = encoder.windows
+    engine.known(["Cy"], [cy])
+    assert encoder.windows == counted
+    engine.known(["Ann"], [ann])
+    assert encoder.windows > counted
+    # A sample refused is refused every time, never kept.
+    short = _wav(0.5, 220.0)
+    for _ in range(2):
+        with pytest.raises(BadOption, match=r"lasts 0\.5 s"):
+            engine.known(["Dee"], [short])
