@@ -1,6 +1,6 @@
 """Batched decoding of one long recording, measured (issue 22 §1). Prints one JSON object.
 
-A long recording (speech synthesised by espeak-ng from this repository's prose, its text known) decoded:
+A long recording (plain prose, bench/prose.txt, spoken by espeak-ng: its text known) decoded:
 - in-process, sequentially, by faster-whisper with the model's default decoding and its best thread setting for
   one request (1 worker x all cores) — the baseline;
 - in-process, batched (faster-whisper's BatchedInferencePipeline, batch sizes `--batch-sizes`), to tell the engine's

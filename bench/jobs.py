@@ -1,6 +1,6 @@
 """Durable jobs, measured (issue 21). Prints one JSON object.
 
-- long: a long recording (speech synthesised by espeak-ng from this repository's own prose, the code does not care
+- long: a long recording (speech synthesised by espeak-ng from plain prose, bench/prose.txt; the code does not care
   how long) as a job on whisper-tiny.en, against the same file decoded in-process by faster-whisper with the same
   weights and decoding options: job time / in-process time; then the same job with one `kill -9` of the decoding
   model server half-way (resumed after the last segment decoded, not restarted), and the word error rate of each

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ import numpy as np
 from model_server import cuda_libs
 from model_server.audio import SAMPLE_RATE
 from model_server.engines.base import Decoding, WeightsNotFound, check_readable, hub_offline
+from model_server.engines.batched_pipeline import resegmented, with_fallback
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
 
@@ -32,6 +33,7 @@ REQUIRED_FILES = ("config.json", "model.bin")
 WINDOW_S = 30  # Whisper's window: audio of at most this length decodes in one pass, and may share a batch
 # faster-whisper's thresholds for a window that the sequential decode would decode again at the next temperature
 # (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
+TAIL_SPEECH_FRAMES = 20  # 50-ms frames of speech after the last segment: 1 s
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 
@@ -145,17 +147,49 @@ class WhisperEngine:
         """Short recordings of one `batch_key`, decoded as one batch: each in a window of its own, one encoder
         pass and one beam search for all. A result that the sequential decode would have decoded again at a higher
         temperature (or dropped as silence) is None: its caller decodes it alone, so batching changes no text
-        that the thresholds would have changed."""
+        that the thresholds would have changed. Speech left after a recording's last segment is decoded in a second
+        batch."""
+        found = self._batch_pass(audios, [0.0] * len(audios), options)
+        # A second pass over what follows the last segment where that is speech (see _speech_after).
+        tails = [
+            n
+            for n, (audio, mine) in enumerate(zip(audios, found, strict=True))
+            if mine and _speech_after(audio, mine[-1].end)
+        ]
+        if tails:
+            rest = self._batch_pass([audios[n] for n in tails], [found[n][-1].end for n in tails], options)
+            for n, more in zip(tails, rest, strict=True):
+                found[n] += more
+        results: list[Decoding | None] = []
+        for audio, mine in zip(audios, found, strict=True):
+            if any(_would_retry(piece) for piece in mine) or (not mine and _speech_after(audio, 0.0)):
+                results.append(None)
+                continue
+            results.append(
+                Decoding(
+                    options.language or "en",
+                    len(audio) / SAMPLE_RATE,
+                    1.0,
+                    (_segment(k, piece, False) for k, piece in enumerate(mine)),
+                )
+            )
+        return results
+
+    def _batch_pass(
+        self, audios: Sequence[np.ndarray], starts: Sequence[float], options: TranscribeOptions
+    ) -> list[list[Any]]:
+        """One batched decode of each recording from its `starts` second on: its faster-whisper segments, timed
+        from the recording's start."""
         from faster_whisper import BatchedInferencePipeline
 
-        # Each recording at the start of a 30-s slot of one long array: its window is exactly its slot, and a
+        # Each recording at the start of a 30-s slot of one long array: its window is its slot (from `start`), and a
         # segment's `seek` (10-ms frames from the array's start) says whose it is.
         slot = WINDOW_S * SAMPLE_RATE
         joined = np.zeros(slot * len(audios), dtype=np.float32)
         clips = []
-        for n, audio in enumerate(audios):
+        for n, (audio, start) in enumerate(zip(audios, starts, strict=True)):
             joined[n * slot : n * slot + len(audio)] = audio
-            clips.append({"start": n * WINDOW_S, "end": n * WINDOW_S + len(audio) / SAMPLE_RATE})
+            clips.append({"start": n * WINDOW_S + start, "end": n * WINDOW_S + len(audio) / SAMPLE_RATE})
         pieces, _ = BatchedInferencePipeline(self._model).transcribe(
             joined,
             task=options.task,
@@ -170,31 +204,17 @@ class WhisperEngine:
         )
         found: list[list[Any]] = [[] for _ in audios]
         for piece in pieces:
-            found[min(len(audios) - 1, round(piece.seek / (WINDOW_S * 100)))].append(piece)
-        results: list[Decoding | None] = []
-        for n, (audio, mine) in enumerate(zip(audios, found, strict=True)):
-            if any(_would_retry(piece) for piece in mine):
-                results.append(None)
-                continue
+            n = min(len(audios) - 1, piece.seek // (WINDOW_S * 100))
             shift = n * WINDOW_S
-            shifted = [
-                dataclasses.replace(piece, start=piece.start - shift, end=piece.end - shift, seek=0) for piece in mine
-            ]
-            results.append(
-                Decoding(
-                    options.language or "en",
-                    len(audio) / SAMPLE_RATE,
-                    1.0,
-                    (_segment(k, piece, False) for k, piece in enumerate(shifted)),
-                )
-            )
-        return results
+            found[n].append(dataclasses.replace(_shifted(piece, -shift), seek=0))
+        return found
 
     def _decode_batched(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper's batched pipeline: the audio cut at pauses by its VAD into chunks of at most 30 s,
         `batch_size` chunks through the encoder and the decoder at once; segments come in order as each batch ends.
-        Unlike the sequential decode, no chunk sees the previous one's text, and only the first temperature is
-        tried (no fallback ladder)."""
+        Unlike the sequential decode, no chunk sees the previous one's text; a chunk is decoded at the first
+        temperature, and one that crosses the sequential decode's thresholds is decoded again alone, with the
+        whole temperature ladder (batched_pipeline.with_fallback)."""
         from faster_whisper import BatchedInferencePipeline
 
         # One pipeline per decode: it keeps per-transcription state, and it is a thin wrapper round the model.
@@ -205,15 +225,37 @@ class WhisperEngine:
             initial_prompt=options.prompt,
             temperature=options.temperature[:1],
             beam_size=options.beam_size,
-            word_timestamps=options.word_timestamps,
             hotwords=options.hotwords,
             batch_size=options.batch_size,
-            # Segments with their own timestamps: the pipeline's default, one segment per chunk, would make every
-            # subtitle up to 30 s long.
-            without_timestamps=False,
+            # One text per chunk, cut into segments from its words (batched_pipeline.py): decoding with timestamps
+            # loses the last sentence of most chunks, and one segment per chunk would make subtitles 30 s long.
+            without_timestamps=True,
+            word_timestamps=True,
             vad_filter=True,
         )
-        return _decoding(pieces, info, options)
+        tokenizer = self._model.hf_tokenizer
+        language = options.language or info.language
+
+        def again(start_s: float, end_s: float) -> Iterator[Any]:
+            stretch = audio[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
+            alone, _ = self._model.transcribe(
+                stretch,
+                task=options.task,
+                language=language,
+                initial_prompt=options.prompt,
+                temperature=options.temperature[1:],  # the first was the batch's
+                beam_size=options.beam_size,
+                condition_on_previous_text=options.condition_on_previous_text,
+                word_timestamps=True,
+                hotwords=options.hotwords,
+            )
+            return (_shifted(piece, start_s) for piece in alone)
+
+        # With one temperature there is no ladder to climb: the sequential decode keeps such a chunk too.
+        settled = with_fallback(pieces, info.duration, _would_retry, again) if options.temperature[1:] else pieces
+        return _decoding(
+            resegmented(settled, lambda text: tokenizer.encode(text, add_special_tokens=False).ids), info, options
+        )
 
 
 def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:
@@ -224,6 +266,27 @@ def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:
         round(float(info.language_probability), 4),
         (_segment(n, piece, options.word_timestamps) for n, piece in enumerate(pieces)),
     )
+
+
+def _speech_after(audio: np.ndarray, at_s: float) -> bool:
+    """Whether a second or more of speech follows the last segment decoded. Whisper, given a window that ends in the
+    middle of a sentence, may close its text at the last segment it could time and leave the rest to a next window;
+    in a batch there is none (measured: 2 of 16 dictation-length clips lost their last sentence), so such a
+    recording's rest is decoded in a second batch. Speech: 50-ms frames above a tenth of the recording's loud level
+    (its 95th percentile)."""
+    frame = SAMPLE_RATE // 20
+    levels = np.sqrt(np.mean(audio[: len(audio) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    if len(levels) == 0:
+        return False
+    loud = float(np.percentile(levels, 95))
+    after = levels[max(0, int(at_s * 20)) :]
+    return loud > 0 and int((after > 0.1 * loud).sum()) >= TAIL_SPEECH_FRAMES
+
+
+def _shifted(piece: Any, by: float) -> Any:
+    """A faster-whisper segment (and its words) `by` seconds later."""
+    words = [dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in piece.words or []]
+    return dataclasses.replace(piece, start=piece.start + by, end=piece.end + by, words=words or piece.words)
 
 
 def _would_retry(piece: Any) -> bool:

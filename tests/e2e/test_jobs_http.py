@@ -66,7 +66,10 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
 ) -> None:
     stack = start_stack(tmp_path, None, **JOBS_ENV)
     try:
-        accepted = submit(stack, meeting, response_format="srt", metadata=json.dumps({"meeting": "weekly"}))
+        # Batched, as jobs are by default, a chunk at a time: checkpoints between chunks, a rest to resume.
+        accepted = submit(
+            stack, meeting, response_format="srt", metadata=json.dumps({"meeting": "weekly"}), batch_size="1"
+        )
         assert accepted.status_code == 202, accepted.text
         created = accepted.json()
         assert accepted.headers["Location"] == f"/v1/audio/jobs/{created['id']}"
@@ -158,7 +161,7 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
 def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: Path, meeting: bytes) -> None:
     stack = start_stack(tmp_path, None, **JOBS_ENV)
     try:
-        created = submit(stack, meeting).json()
+        created = submit(stack, meeting, batch_size="1").json()
         wait_until(lambda: job(stack, created["id"])["processed_seconds"] >= 10, timeout=120, what="a checkpoint")
     finally:
         assert stack.stop() == 0  # SIGTERM of everything, mid-decode

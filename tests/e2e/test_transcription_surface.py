@@ -5,6 +5,7 @@ faster-whisper. Speech of known words is synthesised with espeak-ng."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -462,3 +463,22 @@ def test_a_diarizer_killed_mid_request_neither_loses_nor_hangs_it(stack: Stack, 
     [reply] = replies
     assert reply.status_code == 200, reply.text
     assert {s["speaker"] for s in reply.json()["segments"]} == {"A", "B"}
+
+
+def test_batched_decoding_keeps_every_sentence_and_subtitle_sized_segments(oai: openai.OpenAI, tmp_path: Path) -> None:
+    """A long recording decoded in batches (`batch_size`) hears what the sequential decode hears — no chunk loses
+    its last sentence — and its segments are a sentence or so, timed, in order: SRT stays usable."""
+    talk = conversation(tmp_path, speakers=1, seconds=100, seed=3, overlap=0.0)
+    texts: dict[int, Any] = {}
+    for size in (0, 8):
+        with talk.mono.open("rb") as fh:
+            texts[size] = oai.audio.transcriptions.create(
+                model="whisper-1", file=fh, response_format="verbose_json", extra_body={"batch_size": size}
+            )
+    sequential, batched = (word_error_rate(talk.text, texts[size].text) for size in (0, 8))
+    assert batched <= sequential + 0.05, (sequential, batched, texts[8].text)
+    segments = texts[8].segments or []
+    assert len(segments) >= 10
+    assert all(0 <= s.end - s.start <= 25 for s in segments), [(s.start, s.end) for s in segments]
+    assert all(a.end <= b.start + 0.01 for a, b in itertools.pairwise(segments))
+    assert segments[-1].end >= 0.8 * texts[8].duration

@@ -70,7 +70,8 @@ async def test_a_job_whose_worker_dies_resumes_from_its_checkpoint_and_completes
 ) -> None:
     env = {"ASRPRO_JOBS__ACK_WAIT": "4", "ASRPRO_JOBS__CHECKPOINT_EVERY": "10"}
     first = await start_actor(Jobs, **env)
-    job = await submit(gateway_nc, meeting)
+    # Batched, as jobs are by default, one 30-s chunk at a time: a checkpoint after the first, the rest to resume.
+    job = await submit(gateway_nc, meeting, batch_size=1)
     deadline = time.monotonic() + 120
     while True:  # until its first checkpoint is stored
         seen = await bus.request(gateway_nc, endpoints.JOBS_GET, JobQuery(owner="key-a", id=job.id))
