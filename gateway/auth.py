@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from framework.config import Config, ConfigError, GatewayConfig
+from gateway import client_secrets
 from gateway.errors import refuse
 from schemas.errors import STATUS, ErrorCode
 
@@ -31,7 +32,8 @@ _LINE = re.compile(r"^sha256:([0-9a-fA-F]{64})\s+(transcribe|admin)\s*$")
 # and the API's documentation. CORS preflights carry no credentials by design.
 _PUBLIC_PATHS = ("/health", "/", "/favicon.ico", "/docs", "/openapi.json", "/redoc")
 _PUBLIC_PREFIXES = ("/console/",)
-_TOKEN_PATHS = ("/ws", "/v1/events", "/v1/realtime")
+REALTIME_PATH = "/v1/realtime"
+_TOKEN_PATHS = ("/ws", "/v1/events", REALTIME_PATH)
 # Browsers cannot set headers on a WebSocket: OpenAI's Realtime clients offer the key as a subprotocol.
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
@@ -145,10 +147,13 @@ class ApiKeys:
         self.keys.refresh()
         needed = needed_scope(scope.get("method", "GET"), scope["path"])
         self.required = self.required or bool(self.keys)
+        key = _presented_key(scope) if needed else None
+        if key and key.startswith(client_secrets.PREFIX):
+            await self._client_secret(scope, receive, send, key)
+            return
         if needed is None or not self.required:
             await self.app(scope, receive, send)
             return
-        key = _presented_key(scope)
         granted = self.keys.scope_of(key) if key else None
         if granted is None:
             what = "no API key given" if key is None else "the API key is not valid"
@@ -159,11 +164,31 @@ class ApiKeys:
             message = "this API key may not do that: an admin key is needed (gateway.admin_keys)"
             await _refuse(scope, send, ErrorCode.INSUFFICIENT_SCOPE, message)
             return
-        state = scope.setdefault("state", {})
-        state["api_scope"] = granted
-        # Whose jobs these are: the key, by a digest of it (never the key itself), as one subject token.
-        state["api_owner"] = "key-" + digest(key or "")[:24]
+        _grant(scope, granted, digest(key or ""))
         await self.app(scope, receive, send)
+
+    async def _client_secret(self, scope: Scope, receive: Receive, send: Send, secret: str) -> None:
+        """An ephemeral client secret (gateway/client_secrets.py): realtime sessions only, as the application whose
+        key minted it, with the session settings it carries."""
+        # With no keys configured anyone may connect anyway; the secret still carries its session settings.
+        ring = [known for known, _ in self.keys.entries] if self.required else [""]
+        granted = client_secrets.verify(secret, ring)
+        if granted is None or scope["path"] != REALTIME_PATH or scope["type"] != "websocket":
+            message = "the client secret is not valid or has expired (a client secret opens /v1/realtime only)"
+            await _refuse(scope, send, ErrorCode.INVALID_API_KEY, message)
+            return
+        if self.required:
+            _grant(scope, "transcribe", granted.key_digest)
+        scope.setdefault("state", {})["realtime_session"] = granted.session
+        await self.app(scope, receive, send)
+
+
+def _grant(scope: Scope, granted: KeyScope, key_digest: str) -> None:
+    state = scope.setdefault("state", {})
+    state["api_scope"] = granted
+    state["api_key_digest"] = key_digest  # what a client secret minted with this key is signed with
+    # Whose jobs these are: the key, by a digest of it (never the key itself), as one subject token.
+    state["api_owner"] = "key-" + key_digest[:24]
 
 
 async def _refuse(scope: Scope, send: Send, code: ErrorCode, message: str) -> None:

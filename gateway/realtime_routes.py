@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from framework import bus
 from framework.config import Config, node_name
+from gateway import client_secrets
 from gateway.connection import GatewayConnection
 from schemas import codec, endpoints, errors, live
 from schemas.errors import AsrError
@@ -47,7 +49,11 @@ async def realtime(ws: WebSocket) -> None:
     subprotocol = _subprotocol(ws)
     shape = _shape(ws)
     model = ws.query_params.get("model", "")
-    opening = LiveOpen(model=model, shape=shape, owner=ws.scope.get("state", {}).get("api_owner") or "local")
+    state = ws.scope.get("state", {})
+    # A client secret's session settings apply first; the client's own session.update can change them after.
+    opening = LiveOpen(
+        model=model, shape=shape, owner=state.get("api_owner") or "local", session=state.get("realtime_session") or {}
+    )
     try:
         nc = conn.client
         rpc = endpoints.LIVE_OPEN.on(node_name(config))
@@ -136,3 +142,55 @@ async def realtime(ws: WebSocket) -> None:
                 await closing()
         with contextlib.suppress(Exception):
             await ws.close(code={"slow client": 1008, "lost": 1011}.get(reason[0], 1000))
+
+
+@router.post("/v1/realtime/client_secrets")
+async def client_secret(request: Request) -> dict[str, Any]:
+    """OpenAI's ephemeral client secret: a token a browser may hold to open live transcription sessions until it
+    expires (gateway/client_secrets.py), with the session settings given here applied to each session it opens."""
+    if "json" not in request.headers.get("content-type", ""):
+        # Not text/plain: a web page may send that to any site without asking first.
+        raise AsrError(errors.UNSUPPORTED_MEDIA, "send JSON: Content-Type application/json")
+    try:
+        body = msgspec.json.decode(await request.body() or b"{}")
+    except msgspec.DecodeError:
+        raise AsrError(errors.BAD_REQUEST, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise AsrError(errors.BAD_REQUEST, "the body must be a JSON object")
+    seconds = _expiry(body.get("expires_after"))
+    session = _session(body.get("session"))
+    key_digest = request.scope.get("state", {}).get("api_key_digest", "")
+    value, expires_at = client_secrets.mint(key_digest, session, seconds)
+    shown = {**session, "type": "transcription", "object": "realtime.transcription_session"}
+    return {"value": value, "expires_at": expires_at, "session": {"id": f"sess_{secrets.token_hex(10)}", **shown}}
+
+
+def _expiry(value: Any) -> int:
+    if value is None:
+        return client_secrets.DEFAULT_S
+    if not isinstance(value, dict):
+        raise AsrError(errors.BAD_REQUEST, "expires_after must be an object", param="expires_after")
+    if value.get("anchor", "created_at") != "created_at":
+        raise AsrError(errors.BAD_REQUEST, 'expires_after.anchor must be "created_at"', param="expires_after.anchor")
+    seconds = value.get("seconds", client_secrets.DEFAULT_S)
+    low, high = client_secrets.SHORTEST_S, client_secrets.LONGEST_S
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not low <= seconds <= high:
+        message = f"expires_after.seconds must be a whole number from {low} to {high}"
+        raise AsrError(errors.BAD_REQUEST, message, param="expires_after.seconds")
+    return seconds
+
+
+def _session(value: Any) -> dict[str, Any]:
+    """The session settings a secret carries: a transcription session's (validated in full by the live actor when
+    a session opens with them, as a session.update's are)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise AsrError(errors.BAD_REQUEST, "session must be an object", param="session")
+    if value.get("type", "transcription") != "transcription":
+        message = 'session.type must be "transcription": this server transcribes, it holds no conversations'
+        raise AsrError(errors.BAD_REQUEST, message, param="session.type")
+    if len(msgspec.json.encode(value)) > client_secrets.MAX_SESSION_BYTES:
+        message = f"session is over {client_secrets.MAX_SESSION_BYTES} bytes"
+        raise AsrError(errors.BAD_REQUEST, message, param="session")
+    return {k: v for k, v in value.items() if k != "type"}

@@ -4,6 +4,7 @@ WebSocket and SSE, and a gateway that will not open itself to the network withou
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -227,3 +229,50 @@ def test_an_open_gateway_on_a_network_address_refuses_to_start(tmp_path: Path, c
     assert done.returncode != 0
     assert "no API key is configured" in done.stderr and "allow_unauthenticated" in done.stderr
     assert not (tmp_path / "state").exists(), "nothing may start before the refusal"
+
+
+def test_a_client_secret_opens_live_sessions_only_with_its_settings(stack: Stack) -> None:
+    """OpenAI's ephemeral client secret, minted through the official SDK: a browser holds it instead of the key;
+    it opens realtime sessions (its session settings applied) and nothing else, and cannot be forged."""
+    sdk = openai.OpenAI(base_url=f"{stack.gateway}/v1", api_key=APP_KEY, max_retries=0, timeout=30)
+    audio = {"input": {"transcription": {"model": "whisper-1", "language": "en"}, "turn_detection": None}}
+    session: Any = {"type": "transcription", "audio": audio}  # the SDK's TypedDict, as a plain dict
+    minted = sdk.realtime.client_secrets.create(expires_after={"anchor": "created_at", "seconds": 60}, session=session)
+    secret = minted.value
+    assert secret.startswith("ek_") and APP_KEY not in secret and abs(minted.expires_at - time.time() - 60) < 5
+    assert minted.session.type == "transcription"
+    url = stack.gateway.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    asyncio.run(_session_with(url, secret))
+    # Nothing else: not the API, not the events, not minting more; a changed secret is no secret.
+    assert httpx.get(f"{stack.gateway}/v1/models", headers=bearer(secret)).status_code == 401
+    assert httpx.get(f"{stack.gateway}/v1/events?token={secret}", timeout=10).status_code == 401
+    again = httpx.post(f"{stack.gateway}/v1/realtime/client_secrets", json={}, headers=bearer(secret))
+    assert_openai_error(again, 401, "invalid_api_key")
+    payload, signature = secret.split(".")
+    for forged in (payload[:-2] + "xx." + signature, payload + "." + signature[::-1]):
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(_session_with(url, forged))
+        assert refused.value.response.status_code == 401
+    # Bad requests name the field; no key, no secret.
+    minting = f"{stack.gateway}/v1/realtime/client_secrets"
+    for body, param in (
+        ({"expires_after": {"seconds": 5}}, "expires_after.seconds"),
+        ({"expires_after": {"anchor": "later"}}, "expires_after.anchor"),
+        ({"session": {"type": "realtime"}}, "session.type"),
+        ({"session": "everything"}, "session"),
+    ):
+        reply = httpx.post(minting, json=body, headers=bearer(APP_KEY))
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text
+    assert httpx.post(minting, json={}).status_code == 401
+    plain = httpx.post(minting, content=b"{}", headers={**bearer(APP_KEY), "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+
+
+async def _session_with(url: str, secret: str) -> None:
+    """A session opened with a client secret as a browser offers it: the secret's settings are the session's."""
+    offered = [Subprotocol("realtime"), Subprotocol(f"openai-insecure-api-key.{secret}")]
+    async with websockets.connect(url, subprotocols=offered) as ws:
+        created = json.loads(await ws.recv())
+        assert created["type"] == "session.created", created
+        audio_in = created["session"]["audio"]["input"]
+        assert audio_in["turn_detection"] is None and audio_in["transcription"]["language"] == "en", created

@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from framework.config import Config, ConfigError, GatewayConfig
 from framework.logs import redact
+from gateway import client_secrets
 from gateway.auth import ApiKeys, KeyRing, check_exposure, digest, needed_scope, parse_keys_file, write_key_line
 
 
@@ -79,3 +80,17 @@ async def test_revoking_the_last_key_closes_the_gateway_it_does_not_open_it(tmp_
         assert (await http.get("/api/ps", headers={"Authorization": "Bearer only-key"})).status_code == 401
         assert (await http.get("/api/ps")).status_code == 401
         assert (await http.get("/health")).status_code == 200
+
+
+def test_a_client_secret_is_verified_by_its_key_and_expires() -> None:
+    mine, other = digest("app-key-a"), digest("app-key-b")
+    secret, expires_at = client_secrets.mint(mine, {"audio": {"input": {"turn_detection": None}}}, 60, now=1000.0)
+    assert expires_at == 1060 and mine not in secret
+    granted = client_secrets.verify(secret, [other, mine], now=1059.0)
+    assert granted is not None and granted.key_digest == mine
+    assert granted.session == {"audio": {"input": {"turn_detection": None}}}
+    assert client_secrets.verify(secret, [other, mine], now=1060.0) is None  # expired
+    assert client_secrets.verify(secret, [other], now=1000.0) is None  # its key revoked
+    payload, signature = secret.split(".")
+    for forged in (payload + "." + signature[:-1] + "A", payload[:-1] + "." + signature, "ek_x", "ek_a.b.c", "sk-1"):
+        assert client_secrets.verify(forged, [mine], now=1000.0) is None, forged
