@@ -114,7 +114,7 @@ class WhisperEngine:
     def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
         faster-whisper's defaults unless configured otherwise, with what the request asked for)."""
-        if options.batch_size > 0 and len(audio) / SAMPLE_RATE >= options.batch_from_s:
+        if _batched_mode(audio, options):
             return self._decode_batched(audio, options)
         pieces, info = self._model.transcribe(
             audio,
@@ -133,7 +133,7 @@ class WhisperEngine:
     def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> Hashable | None:
         """What a decode must share with others to be batched with them, or None: it goes alone (longer than one
         window, word timestamps, VAD, a language still to detect, the long-recording batched mode)."""
-        if options.batch_size or options.word_timestamps or options.vad_filter or options.offset:
+        if _batched_mode(audio, options) or options.word_timestamps or options.vad_filter or options.offset:
             return None
         if not 0 < len(audio) <= WINDOW_S * SAMPLE_RATE:
             return None
@@ -256,6 +256,12 @@ class WhisperEngine:
         return _decoding(
             resegmented(settled, lambda text: tokenizer.encode(text, add_special_tokens=False).ids), info, options
         )
+
+
+def _batched_mode(audio: np.ndarray, options: TranscribeOptions) -> bool:
+    """Whether this recording goes through the long-recording batched mode: asked for (or the model's rule, which
+    sets `batch_size` on every request and `batch_from_s` for the length from which it applies)."""
+    return options.batch_size > 0 and len(audio) / SAMPLE_RATE >= options.batch_from_s
 
 
 def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:

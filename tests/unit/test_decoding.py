@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 import pytest
 
 from actors.proxy.decoding import decoding_for
 from actors.registry import catalogue
+from model_server.engines.whisper import _batched_mode
 from schemas.errors import AsrError
 from schemas.registry import ModelList
 from schemas.transcribe import TranscribeRequest
@@ -56,3 +58,14 @@ def test_only_multilingual_models_translate() -> None:
     assert decoding_for(BASE, TranscribeRequest(task="translate")).task == "translate"
     with pytest.raises(AsrError, match="cannot translate; models that can: whisper-base"):
         decoding_for(TINY, TranscribeRequest(task="translate"), LISTING)
+
+
+def test_by_default_long_recordings_and_jobs_decode_batched_and_short_ones_can_share_a_batch() -> None:
+    short, long = np.zeros(16000 * 10, np.float32), np.zeros(16000 * 150, np.float32)
+    interactive = decoding_for(TINY, TranscribeRequest())
+    # A short recording is not in the long-recording mode, so the server's dynamic batcher may group it.
+    assert not _batched_mode(short, interactive) and _batched_mode(long, interactive)
+    job = decoding_for(TINY, TranscribeRequest(priority="batch"))
+    assert _batched_mode(short, job) and job.batch_size == 8
+    asked = decoding_for(TINY, TranscribeRequest(batch_size=0))
+    assert not _batched_mode(long, asked)
