@@ -173,6 +173,14 @@ def _sync_app(family: str, context: Path) -> None:
         target = app / source.relative_to(REPO_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+    if family == STACK:
+        # The live actor's voice activity model (1.2 MB), taken from this host's faster-whisper: the stack image
+        # runs it on onnxruntime and does not carry faster-whisper.
+        from actors.live import vad
+
+        assets = app / "actors" / "live" / "assets"
+        assets.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(vad.model_path(), assets / vad.MODEL_FILE)
 
 
 def dockerfile(family: str) -> tuple[Path, dict[str, str]]:

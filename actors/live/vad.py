@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,12 +18,32 @@ CONTEXT = 64  # samples of the previous window the model sees before each one
 WINDOW_MS = WINDOW * 1000 // RATE
 
 
+MODEL_FILE = "silero_vad_v6.onnx"  # Silero VAD v6 (MIT), as faster-whisper ships it in its assets
+
+
+def model_path() -> Path:
+    """The Silero model: beside this module where an image put it (the compose stack's has onnxruntime, not
+    faster-whisper), else faster-whisper's own copy, found without importing faster-whisper."""
+    here = Path(__file__).parent / "assets" / MODEL_FILE
+    if here.is_file():
+        return here
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"no {MODEL_FILE}: install faster-whisper, or put it in {here.parent}")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / MODEL_FILE
+
+
 @functools.cache
 def _model() -> Any:
-    """One ONNX session per process, shared by every session (each keeps its own recurrent state)."""
-    from faster_whisper.vad import get_vad_model
+    """One ONNX session per process, shared by every session (each keeps its own recurrent state); one thread, as
+    faster-whisper runs it: a 32-ms window is too small to split."""
+    import onnxruntime
 
-    return get_vad_model()
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    options.log_severity_level = 4
+    return onnxruntime.InferenceSession(str(model_path()), providers=["CPUExecutionProvider"], sess_options=options)
 
 
 class SpeechProbability:
@@ -42,7 +64,7 @@ class SpeechProbability:
             return []
         windows = self._pending[: whole * WINDOW].reshape(whole, WINDOW)
         self._pending = self._pending[whole * WINDOW :]
-        session = _model().session
+        session = _model()
         probabilities = []
         for window in windows:
             framed = np.concatenate([self._context, window])[None, :]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
 import secrets
 import shutil
@@ -13,10 +16,12 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+import websockets
 
 from actors.lifecycle.runtimes.local import free_port
 from asrpro import images
 from asrpro.nats_server import USERS, new_password, password_env
+from asrpro.pcm import read_pcm16
 from tests.conftest import JFK_TEXT, REPO, make_config
 from tests.docker.conftest import containers_of
 from tests.wer import word_error_rate
@@ -78,6 +83,9 @@ def test_compose_stack_transcribes(compose_stack: dict[str, str], docker_client,
         r = httpx.post(f"{gateway}/v1/audio/transcriptions", files={"file": ("jfk.flac", fh)}, timeout=180)
     assert r.status_code == 200, r.text
     assert word_error_rate(JFK_TEXT, r.json()["text"]) <= 0.1
+    # Live transcription: the live service's session over the gateway's WebSocket, the client committing.
+    live = asyncio.run(asyncio.wait_for(_live_transcript(gateway, shared_data / "jfk.flac"), 120))
+    assert word_error_rate(JFK_TEXT, live) <= 0.25, live
     # The model container joined the stack's network and publishes nothing on the host.
     [model] = containers_of(docker_client, compose_stack["ASRPRO_NETWORK"])
     attrs = docker_client.api.inspect_container(model.id)
@@ -91,3 +99,22 @@ def test_compose_stack_transcribes(compose_stack: dict[str, str], docker_client,
         if any("docker.sock" in m["Source"] for m in c.attrs["Mounts"])
     ]
     assert with_socket == ["lifecycle"]
+
+
+async def _live_transcript(gateway: str, recording: Path) -> str:
+    """A realtime transcription session of the compose stack: the recording appended at once, committed by the
+    client (no turn detection), its completed transcript."""
+    pcm = read_pcm16(recording, 24000)
+    async with websockets.connect(gateway.replace("http://", "ws://") + "/v1/realtime?intent=transcription") as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        session = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
+        for start in range(0, len(pcm), 2400):
+            audio = base64.b64encode(pcm[start : start + 2400].astype("<i2").tobytes()).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        while True:
+            event = json.loads(await ws.recv())
+            assert event["type"] != "error", event
+            if event["type"] == "conversation.item.input_audio_transcription.completed":
+                return str(event["transcript"])
