@@ -37,6 +37,7 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Transcribe = Callable[[np.ndarray, bool, Settings, str | None], Awaitable[list[tuple[float, str]]]]
 TRIM_AFTER_S = 6.0  # partial decodes of a longer utterance start after its last segment already sent
 FORCE_AFTER_S = 12.0  # a partial region this long sends all but its last segment, agreed or not
+HOLD_BACK_WORDS = 1  # the last words of each partial decode, not sent until a later decode has more after them
 PROMPT_CHARS = 200  # of the text already sent, given as the prompt of a decode that starts after it
 # A model name as a session.update gives it -> the model id it means; raises ProtocolError for one that is not there.
 Resolve = Callable[[str], Awaitable[str]]
@@ -302,8 +303,10 @@ class Session:
         utterance.hypothesis = words
         fresh = words[_aligned(utterance.sent, words) :]
         before = previous[_aligned(utterance.sent, previous) :] if previous else []
-        agreed = _common_prefix(before, fresh)
-        if agreed:
+        # The decode's last word is never sent: the audio may end inside it, and two decodes cut at nearly the same
+        # place agree on a wrong word as readily as on a right one (and on a full stop that the next decode drops).
+        agreed = min(_common_prefix(before, fresh), len(fresh) - HOLD_BACK_WORDS)
+        if agreed > 0:
             new = fresh[:agreed]
             await self._delta(utterance, new)
             # How long after the end of the audio it was decoded from this delta went out.
