@@ -66,6 +66,10 @@ class GatewayConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_keys: list[str] = []
     admin_keys: list[str] = []
     api_keys_file: str = ".asrpro/api_keys"
+    # Signs realtime client secrets (gateway/client_secrets.py) with the minting key's digest. Empty: a random one per
+    # gateway process, so a secret opens sessions on the gateway that minted it only; give every gateway of a
+    # cluster the same value (ASRPRO_GATEWAY__CLIENT_SECRET_KEY) for a secret to work on each.
+    client_secret_key: str = ""
     # With no key configured, a non-loopback `host` is refused unless this is set (something else guards it).
     allow_unauthenticated: bool = False
     header_timeout: float = 10.0  # seconds a client may take to send a request's headers

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -65,6 +66,8 @@ class KeyRing:
             (digest(k), "admin") for k in gateway.admin_keys
         ]
         self._file = Path(gateway.api_keys_file) if gateway.api_keys_file else None
+        # What realtime client secrets are signed with (see GatewayConfig.client_secret_key).
+        self.client_secret_key = gateway.client_secret_key.encode() or secrets.token_bytes(32)
         self._stamp: tuple[int, int] | None = None
         self._from_file: list[tuple[str, KeyScope]] = []
         self.refresh()
@@ -147,6 +150,7 @@ class ApiKeys:
         self.keys.refresh()
         needed = needed_scope(scope.get("method", "GET"), scope["path"])
         self.required = self.required or bool(self.keys)
+        scope.setdefault("state", {})["client_secret_key"] = self.keys.client_secret_key  # for minting them
         key = _presented_key(scope) if needed else None
         if key and key.startswith(client_secrets.PREFIX):
             await self._client_secret(scope, receive, send, key)
@@ -172,7 +176,7 @@ class ApiKeys:
         key minted it, with the session settings it carries."""
         # With no keys configured anyone may connect anyway; the secret still carries its session settings.
         ring = [known for known, _ in self.keys.entries] if self.required else [""]
-        granted = client_secrets.verify(secret, ring)
+        granted = client_secrets.verify(secret, ring, self.keys.client_secret_key)
         if granted is None or scope["path"] != REALTIME_PATH or scope["type"] != "websocket":
             message = "the client secret is not valid or has expired (a client secret opens /v1/realtime only)"
             await _refuse(scope, send, ErrorCode.INVALID_API_KEY, message)

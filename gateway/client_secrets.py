@@ -3,8 +3,9 @@ opens live sessions for a while, never the application's API key.
 
 A secret is `ek_<payload>.<signature>`, checked by any gateway without a store: the payload (base64url JSON) names
 the key that minted it by an id derived from the key's digest, the expiry and the session settings it carries; the
-signature is an HMAC-SHA256 of the payload keyed by that key's digest, which every gateway of the deployment holds
-in its key ring and no client ever sees. Revoking the key revokes its secrets. A secret opens realtime sessions
+signature is an HMAC-SHA256 of the payload keyed by the gateways' own secret (`gateway.client_secret_key`, random
+per process when not given) together with that key's digest: the keys file alone cannot mint secrets, and revoking
+the key revokes its secrets. A secret opens realtime sessions
 only (`/v1/realtime`), with the `transcribe` scope, as the application that minted it (its sessions, limits and
 isolation are that application's); it carries no key, and the key's digest cannot be learnt from it.
 """
@@ -34,31 +35,33 @@ class Granted:
     expires_at: int
 
 
-def mint(key_digest: str, session: dict[str, Any], seconds: int, now: float | None = None) -> tuple[str, int]:
+def mint(
+    key_digest: str, session: dict[str, Any], seconds: int, server_key: bytes, now: float | None = None
+) -> tuple[str, int]:
     """A secret for the key whose digest is `key_digest`, valid `seconds` from now, and its expiry (epoch s)."""
     expires_at = int(now if now is not None else time.time()) + seconds
     body = {"k": _key_id(key_digest), "e": expires_at, "s": session}
     payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-    return f"{PREFIX}{payload}.{_sign(key_digest, payload)}", expires_at
+    return f"{PREFIX}{payload}.{_sign(server_key, key_digest, payload)}", expires_at
 
 
-def verify(secret: str, key_digests: Iterable[str], now: float | None = None) -> Granted | None:
+def verify(secret: str, key_digests: Iterable[str], server_key: bytes, now: float | None = None) -> Granted | None:
     """What a presented secret grants, or None: malformed, signed by no key of the ring, or expired."""
-    if not secret.startswith(PREFIX) or secret.count(".") != 1:
+    if not secret.isascii() or not secret.startswith(PREFIX) or secret.count(".") != 1:
         return None
     payload, signature = secret.removeprefix(PREFIX).split(".")
     try:
         body = json.loads(_unb64(payload))
         key_id, expires_at, session = body["k"], int(body["e"]), body["s"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         return None
-    if not isinstance(session, dict) or not isinstance(key_id, str):
+    if not isinstance(session, dict) or not isinstance(key_id, str) or not key_id.isascii():
         return None
     found = None
     # Every key is tried, so the time taken says nothing about which key (if any) signed it.
     for key_digest in key_digests:
-        same_id = hmac.compare_digest(_key_id(key_digest), key_id)
-        if hmac.compare_digest(_sign(key_digest, payload), signature) and same_id:
+        same_id = hmac.compare_digest(_key_id(key_digest).encode(), key_id.encode())
+        if hmac.compare_digest(_sign(server_key, key_digest, payload).encode(), signature.encode()) and same_id:
             found = key_digest
     if found is None or expires_at <= (now if now is not None else time.time()):
         return None
@@ -69,8 +72,8 @@ def _key_id(key_digest: str) -> str:
     return hashlib.sha256(_ID_LABEL + key_digest.encode()).hexdigest()[:16]
 
 
-def _sign(key_digest: str, payload: str) -> str:
-    key = hashlib.sha256(_KEY_LABEL + key_digest.encode()).digest()
+def _sign(server_key: bytes, key_digest: str, payload: str) -> str:
+    key = hashlib.sha256(_KEY_LABEL + server_key + b"\0" + key_digest.encode()).digest()
     return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
 
 

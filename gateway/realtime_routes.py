@@ -159,8 +159,10 @@ async def client_secret(request: Request) -> dict[str, Any]:
         raise AsrError(errors.BAD_REQUEST, "the body must be a JSON object")
     seconds = _expiry(body.get("expires_after"))
     session = _session(body.get("session"))
-    key_digest = request.scope.get("state", {}).get("api_key_digest", "")
-    value, expires_at = client_secrets.mint(key_digest, session, seconds)
+    state = request.scope.get("state", {})
+    value, expires_at = client_secrets.mint(
+        state.get("api_key_digest", ""), session, seconds, state["client_secret_key"]
+    )
     shown = {**session, "type": "transcription", "object": "realtime.transcription_session"}
     return {"value": value, "expires_at": expires_at, "session": {"id": f"sess_{secrets.token_hex(10)}", **shown}}
 

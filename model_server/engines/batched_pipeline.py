@@ -18,11 +18,13 @@ sequential way (the whole temperature ladder), so batching buys no speed with th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 PAUSE_S = 0.8  # a silence this long between two words ends a segment
 LONGEST_S = 12.0  # past this, a segment ends at the next comma (or word): subtitle lines stay readable
+MIN_AGAIN_S = 1.0  # the shortest stretch decoded again for a chunk that looped
 SENTENCE_END = (".", "?", "!", "\u3002", "\uff1f", "\uff01")  # and the CJK full stop, question, exclamation
 CLAUSE_END = (",", ";", ":", "\u3001", "\uff0c")
 
@@ -34,22 +36,25 @@ def with_fallback(
     again: Callable[[float, float], Iterable[Any]],
 ) -> Iterator[Any]:
     """The batched pipeline's segments (one per chunk, in order), where a chunk's crosses the sequential decode's
-    thresholds (`would_retry`) replaced by `again(start_s, end_s)`: that stretch of the audio decoded alone, from the
-    chunk's start to the next chunk's (the pipeline's chunks follow its VAD; a chunk's `seek` is where it starts, in
-    10-ms frames of the whole recording)."""
-    previous = None
-    for piece in pieces:
-        if previous is not None:
-            yield from _settled(previous, piece.seek / 100, would_retry, again)
-        previous = piece
-    if previous is not None:
-        yield from _settled(previous, duration, would_retry, again)
+    thresholds (`would_retry`) replaced by `again(start_s, end_s)`: that stretch of the recording decoded alone.
 
-
-def _settled(
-    piece: Any, until: float, would_retry: Callable[[Any], bool], again: Callable[[float, float], Iterable[Any]]
-) -> Iterable[Any]:
-    return again(piece.seek / 100, until) if would_retry(piece) else [piece]
+    The stretch runs from where the text before it ends to where the next chunk's begins, in the recording's time.
+    Not from the chunks' `seek`: with its VAD on, the pipeline counts that in audio with the silences taken out,
+    while segment and word times are given back in the recording's."""
+    done_until = 0.0  # the end of the last text given out
+    held = None
+    for piece in itertools.chain(pieces, [None]):  # lazily: segments stream as each batch ends
+        if held is not None:
+            until = piece.start if piece is not None else duration
+            if not would_retry(held):
+                yield held
+                done_until = held.end
+            else:
+                if until - done_until < MIN_AGAIN_S:  # the next chunk's words start early: its own end bounds it
+                    until = max(held.end, done_until + MIN_AGAIN_S)
+                yield from again(done_until, until)
+                done_until = until
+        held = piece
 
 
 def resegmented(pieces: Iterable[Any], encode: Callable[[str], list[int]]) -> Iterator[Any]:

@@ -33,7 +33,8 @@ REQUIRED_FILES = ("config.json", "model.bin")
 WINDOW_S = 30  # Whisper's window: audio of at most this length decodes in one pass, and may share a batch
 # faster-whisper's thresholds for a window that the sequential decode would decode again at the next temperature
 # (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
-TAIL_SPEECH_FRAMES = 20  # 50-ms frames of speech after the last segment: 1 s
+TAIL_SPEECH_FRAMES = 10  # 50-ms frames of speech in a row after the last segment: 0.5 s
+TAIL_MARGIN_S = 0.3  # after the last segment's end, where a word's tail may still sound
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 
@@ -275,18 +276,23 @@ def _decoding(pieces: Any, info: Any, options: TranscribeOptions) -> Decoding:
 
 
 def _speech_after(audio: np.ndarray, at_s: float) -> bool:
-    """Whether a second or more of speech follows the last segment decoded. Whisper, given a window that ends in the
-    middle of a sentence, may close its text at the last segment it could time and leave the rest to a next window;
-    in a batch there is none (measured: 2 of 16 dictation-length clips lost their last sentence), so such a
-    recording's rest is decoded in a second batch. Speech: 50-ms frames above a tenth of the recording's loud level
-    (its 95th percentile)."""
+    """Whether speech follows the last segment decoded: half a second of it without a break, starting 0.3 s or more
+    after that segment's end. Whisper, given a window that ends in the middle of a sentence, may close its text at the
+    last segment it could time and leave the rest to a next window; in a batch there is none (measured: 2 of 16
+    dictation-length clips lost their last sentence), so such a recording's rest is decoded in a second batch.
+    Speech: 50-ms frames above a tenth of the recording's loud level (its 95th percentile); a breath or a click is
+    not half a second of it."""
     frame = SAMPLE_RATE // 20
     levels = np.sqrt(np.mean(audio[: len(audio) // frame * frame].reshape(-1, frame) ** 2, axis=1))
     if len(levels) == 0:
         return False
     loud = float(np.percentile(levels, 95))
-    after = levels[max(0, int(at_s * 20)) :]
-    return loud > 0 and int((after > 0.1 * loud).sum()) >= TAIL_SPEECH_FRAMES
+    after = levels[max(0, int((at_s + TAIL_MARGIN_S) * 20)) :] > 0.1 * loud
+    longest = run = 0
+    for speech in after:
+        run = run + 1 if speech else 0
+        longest = max(longest, run)
+    return loud > 0 and longest >= TAIL_SPEECH_FRAMES
 
 
 def _shifted(piece: Any, by: float) -> Any:

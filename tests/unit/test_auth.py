@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -84,13 +85,20 @@ async def test_revoking_the_last_key_closes_the_gateway_it_does_not_open_it(tmp_
 
 def test_a_client_secret_is_verified_by_its_key_and_expires() -> None:
     mine, other = digest("app-key-a"), digest("app-key-b")
-    secret, expires_at = client_secrets.mint(mine, {"audio": {"input": {"turn_detection": None}}}, 60, now=1000.0)
+    server = b"gateways-secret"
+    secret, expires_at = client_secrets.mint(mine, {"audio": {"input": {"turn_detection": None}}}, 60, server, 1000.0)
     assert expires_at == 1060 and mine not in secret
-    granted = client_secrets.verify(secret, [other, mine], now=1059.0)
+    granted = client_secrets.verify(secret, [other, mine], server, now=1059.0)
     assert granted is not None and granted.key_digest == mine
     assert granted.session == {"audio": {"input": {"turn_detection": None}}}
-    assert client_secrets.verify(secret, [other, mine], now=1060.0) is None  # expired
-    assert client_secrets.verify(secret, [other], now=1000.0) is None  # its key revoked
+    assert client_secrets.verify(secret, [other, mine], server, now=1060.0) is None  # expired
+    assert client_secrets.verify(secret, [other], server, now=1000.0) is None  # its key revoked
+    # The keys file alone (the digests) cannot mint one: the gateways' own secret signs it too.
+    assert client_secrets.verify(secret, [mine], b"another-gateway", now=1000.0) is None
     payload, signature = secret.split(".")
-    for forged in (payload + "." + signature[:-1] + "A", payload[:-1] + "." + signature, "ek_x", "ek_a.b.c", "sk-1"):
-        assert client_secrets.verify(forged, [mine], now=1000.0) is None, forged
+    odd = [b'{"k":"\xc3\xa9","e":2000,"s":{}}', b'{"k":"x","e":1e400,"s":{}}', b'{"k":"x","e":"soon","s":{}}']
+    forged = [f"ek_{base64.urlsafe_b64encode(body).decode().rstrip('=')}.{signature}" for body in odd]
+    forged += [payload + "." + signature[:-1] + "A", payload[:-1] + "." + signature, "ek_x", "ek_a.b.c", "sk-1"]
+    forged += [secret + "\u00e9", "ek_\u00e9." + signature]
+    for bad in forged:
+        assert client_secrets.verify(bad, [mine], server, now=1000.0) is None, bad

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 from faster_whisper.transcribe import Segment, Word
 
-from model_server.engines.batched_pipeline import LONGEST_S, resegmented
+from model_server.engines.batched_pipeline import LONGEST_S, resegmented, with_fallback
 
 
 def chunk(words: list[tuple[str, float, float]], start: float = 0.0) -> Segment:
@@ -44,3 +47,37 @@ def test_chunks_stay_in_order_and_a_silent_chunk_passes_through() -> None:
     last = chunk([(" Three.", 60.0, 60.5)], start=60.0)
     segments = cut(first, silent, last)
     assert [s.text for s in segments] == [" One.", " Two.", "", " Three."]
+
+
+def test_a_looping_chunk_is_decoded_again_between_its_neighbours_in_the_recordings_time() -> None:
+    """The stretch decoded again runs from the text before it to the next chunk's first word, in the recording's
+    time (the chunks' `seek` counts without the VAD's silences, so it is not used)."""
+    good = chunk([(" One.", 0.0, 4.0)])
+    looping = chunk([(" X, X, X, X, X, X, X,", 40.0, 60.0)], start=40.0)
+    looping = dataclasses.replace(looping, compression_ratio=5.0, seek=1234)
+    after = chunk([(" Two.", 70.0, 72.0)], start=70.0)
+    asked: list[tuple[float, float]] = []
+
+    def again(start: float, end: float) -> list[Segment]:
+        asked.append((start, end))
+        return [chunk([(" Again.", start + 1, start + 2)], start=start)]
+
+    out = list(with_fallback([good, looping, after], 90.0, lambda p: p.compression_ratio > 2.4, again))
+    assert asked == [(4.0, 70.0)]
+    assert [s.text for s in out] == [" One.", " Again.", " Two."]
+    # The last chunk looping: up to the recording's end.
+    asked.clear()
+    list(with_fallback([good, looping], 90.0, lambda p: p.compression_ratio > 2.4, again))
+    assert asked == [(4.0, 90.0)]
+
+
+def test_segments_are_given_out_as_the_pipeline_yields_them() -> None:
+    taken: list[int] = []
+
+    def lazily() -> Iterator[Segment]:
+        for n in range(3):
+            taken.append(n)
+            yield chunk([(f" W{n}.", 10.0 * n, 10.0 * n + 1)], start=10.0 * n)
+
+    first = next(with_fallback(lazily(), 30.0, lambda p: False, lambda a, b: []))
+    assert first.text == " W0." and taken == [0, 1]  # one chunk ahead, no more
