@@ -21,11 +21,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 PREFIX = "ek_"
 SHORTEST_S, LONGEST_S, DEFAULT_S = 10, 7200, 600  # OpenAI's bounds and default for expires_after.seconds
 MAX_SESSION_BYTES = 4096  # the session settings ride in the token, and the token in a header
 _ID_LABEL = b"asrpro client secret id:"
 _KEY_LABEL = b"asrpro client secret key:"
+
+
+class Request(msgspec.Struct):
+    """The body of POST /v1/realtime/client_secrets, as OpenAI takes it (each part checked by the route, which
+    names the field at fault)."""
+
+    expires_after: Any = None
+    session: Any = None
 
 
 @dataclass(frozen=True)
@@ -46,24 +56,26 @@ def mint(
 
 
 def verify(secret: str, key_digests: Iterable[str], server_key: bytes, now: float | None = None) -> Granted | None:
-    """What a presented secret grants, or None: malformed, signed by no key of the ring, or expired."""
+    """What a presented secret grants, or None: malformed, signed by no key of the ring, or expired. The signature
+    is checked before anything of the payload is read: nothing unsigned is parsed."""
     if not secret.isascii() or not secret.startswith(PREFIX) or secret.count(".") != 1:
         return None
     payload, signature = secret.removeprefix(PREFIX).split(".")
-    try:
-        body = json.loads(_unb64(payload))
-        key_id, expires_at, session = body["k"], int(body["e"]), body["s"]
-    except (ValueError, KeyError, TypeError, OverflowError):
-        return None
-    if not isinstance(session, dict) or not isinstance(key_id, str) or not key_id.isascii():
-        return None
     found = None
     # Every key is tried, so the time taken says nothing about which key (if any) signed it.
     for key_digest in key_digests:
-        same_id = hmac.compare_digest(_key_id(key_digest).encode(), key_id.encode())
-        if hmac.compare_digest(_sign(server_key, key_digest, payload).encode(), signature.encode()) and same_id:
+        if hmac.compare_digest(_sign(server_key, key_digest, payload).encode(), signature.encode()):
             found = key_digest
-    if found is None or expires_at <= (now if now is not None else time.time()):
+    if found is None:
+        return None
+    try:
+        body = json.loads(_unb64(payload))
+        key_id, expires_at, session = body["k"], int(body["e"]), body["s"]
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return None
+    if key_id != _key_id(found) or not isinstance(session, dict):
+        return None
+    if expires_at <= (now if now is not None else time.time()):
         return None
     return Granted(key_digest=found, session=session, expires_at=expires_at)
 

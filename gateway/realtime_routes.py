@@ -152,13 +152,11 @@ async def client_secret(request: Request) -> dict[str, Any]:
         # Not text/plain: a web page may send that to any site without asking first.
         raise AsrError(errors.UNSUPPORTED_MEDIA, "send JSON: Content-Type application/json")
     try:
-        body = msgspec.json.decode(await request.body() or b"{}")
-    except msgspec.DecodeError:
-        raise AsrError(errors.BAD_REQUEST, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise AsrError(errors.BAD_REQUEST, "the body must be a JSON object")
-    seconds = _expiry(body.get("expires_after"))
-    session = _session(body.get("session"))
+        body = codec.decode(await request.body(), client_secrets.Request, codec.JSON)
+    except codec.DecodeError as exc:
+        raise AsrError(errors.BAD_REQUEST, f"expected a JSON object {{expires_after, session}}: {exc}") from None
+    seconds = _expiry(body.expires_after)
+    session = _session(body.session)
     state = request.scope.get("state", {})
     value, expires_at = client_secrets.mint(
         state.get("api_key_digest", ""), session, seconds, state["client_secret_key"]

@@ -97,7 +97,10 @@ def test_a_client_secret_is_verified_by_its_key_and_expires() -> None:
     assert client_secrets.verify(secret, [mine], b"another-gateway", now=1000.0) is None
     payload, signature = secret.split(".")
     odd = [b'{"k":"\xc3\xa9","e":2000,"s":{}}', b'{"k":"x","e":1e400,"s":{}}', b'{"k":"x","e":"soon","s":{}}']
-    forged = [f"ek_{base64.urlsafe_b64encode(body).decode().rstrip('=')}.{signature}" for body in odd]
+    odd += [b'{"k":"x","e":2000,"s":' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"not json", b'{"e":2000}']
+    # Odd payloads even when signed (as only a gateway could): refused, never an exception.
+    encoded = [base64.urlsafe_b64encode(body).decode().rstrip("=") for body in odd]
+    forged = [f"ek_{p}.{client_secrets._sign(server, mine, p)}" for p in encoded]
     forged += [payload + "." + signature[:-1] + "A", payload[:-1] + "." + signature, "ek_x", "ek_a.b.c", "sk-1"]
     forged += [secret + "\u00e9", "ek_\u00e9." + signature]
     for bad in forged:
