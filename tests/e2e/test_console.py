@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -86,6 +86,19 @@ def wait(browser: WebDriver, condition: object, timeout: float = 30) -> None:
     WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)  # type: ignore[arg-type]
 
 
+def choose_model(browser: WebDriver) -> None:
+    """The model picked in the upload form. The page redraws its model list when the catalogue changes, so an
+    element found a moment ago may be gone (stale): picked again until it holds."""
+
+    def chosen(b: WebDriver) -> bool:
+        select = Select(b.find_element(By.ID, "upload-model"))
+        select.select_by_value(MODEL)
+        return select.first_selected_option.get_attribute("value") == MODEL
+
+    stale = (StaleElementReferenceException, NoSuchElementException)
+    WebDriverWait(browser, 30, poll_frequency=0.2, ignored_exceptions=stale).until(chosen)
+
+
 def test_the_console_lists_models_transcribes_shows_events_and_unloads(
     stack: Stack, browser: WebDriver, shared_data: Path
 ) -> None:
@@ -98,7 +111,7 @@ def test_the_console_lists_models_transcribes_shows_events_and_unloads(
 
     # An upload through the page: live progress and streamed text, then the transcript and subtitle downloads.
     browser.find_element(By.ID, "file").send_keys(str(shared_data / "jfk.flac"))
-    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    choose_model(browser)
     browser.find_element(By.ID, "transcribe").click()
     wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
     transcript = browser.find_element(By.ID, "transcript").text
@@ -141,7 +154,7 @@ def test_the_console_transcribes_a_conversation_with_its_speakers(
     assert browser.find_elements(By.CSS_SELECTOR, '#models tr[data-model="diarizer-resemblyzer"]')
     assert not browser.find_elements(By.CSS_SELECTOR, 'option[value="diarizer-resemblyzer"]')
     browser.find_element(By.ID, "file").send_keys(str(talk.mono))
-    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    choose_model(browser)
     browser.find_element(By.ID, "speakers").click()
     browser.find_element(By.ID, "transcribe").click()
     wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
@@ -156,7 +169,7 @@ def test_the_console_submits_follows_downloads_and_cancels_jobs(
 ) -> None:
     browser.get(stack.gateway + "/")
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
-    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    choose_model(browser)
     browser.find_element(By.ID, "job-file").send_keys(str(shared_data / "jfk.flac"))
     browser.find_element(By.ID, "job-submit").click()
     done = '#jobs tr[data-status="completed"]'
@@ -198,7 +211,7 @@ FINALS = "return Array.from(document.querySelectorAll('#mic-transcript .mic-item
 def test_the_console_transcribes_the_microphone_live(stack: Stack, browser: WebDriver) -> None:
     browser.get(stack.gateway + "/")
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
-    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    choose_model(browser)
     assert browser.execute_script("return window.micDeltas") == 0
     browser.find_element(By.ID, "mic-start").click()
     # The fake microphone says jfk.flac (then a second of silence, then again): the server's VAD cuts it into items,
@@ -259,7 +272,7 @@ def test_with_api_keys_the_console_asks_for_one_and_then_works(
     browser.get(keyed_stack.gateway + "/")  # kept in this browser: the WebSocket opens with it as ?token=
     browser.find_element(By.ID, "file").send_keys(str(shared_data / "jfk.flac"))
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'#upload-model option[value="{MODEL}"]'))
-    Select(browser.find_element(By.ID, "upload-model")).select_by_value(MODEL)
+    choose_model(browser)
     browser.find_element(By.ID, "transcribe").click()
     wait(browser, lambda b: b.find_element(By.ID, "downloads").is_displayed(), timeout=120)
     assert "fellow Americans" in browser.find_element(By.ID, "transcript").text
