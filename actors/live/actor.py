@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 
 from actors.live.audio_in import RATE
 from actors.live.protocol import ProtocolError, Settings, new_id, session_event
-from actors.live.session import Limits, Session
+from actors.live.session import Limits, Piece, Session
 from asrpro import client
 from framework.actor import Actor, endpoint, send_keepalive, send_partial
 from framework.config import Config
@@ -29,7 +29,7 @@ from schemas.errors import AsrError
 from schemas.events import LiveSessionClosed, LiveSessionOpened
 from schemas.live import LiveClosed, LiveEvent, LiveOpen
 from schemas.registry import GetModel, ModelInfo, check_transcriber
-from schemas.transcribe import TranscribeRequest
+from schemas.transcribe import Segment, TranscribeRequest, Word
 
 KEEPALIVE_S = 5.0  # the opener takes a session silent for three of these for lost
 CLOSE_WAIT_S = 30.0  # what is committed is still finished when a session ends, for at most this long
@@ -84,9 +84,7 @@ class Live(Actor):
                 ) from None
             return models[name].id
 
-        async def transcribe(
-            audio: np.ndarray, final: bool, current: Settings, prompt: str | None
-        ) -> list[tuple[float, str]]:
+        async def transcribe(audio: np.ndarray, final: bool, current: Settings, prompt: str | None) -> list[Piece]:
             return await self._transcribe(models.get(current.model, info), owner, audio, final, current, prompt)
 
         limits = Limits(partial_every_s=self.cfg.partial_every_s, max_buffer_s=self.cfg.max_buffer_s)
@@ -176,7 +174,7 @@ class Live(Actor):
 
     async def _transcribe(
         self, info: ModelInfo, owner: str, audio: np.ndarray, final: bool, settings: Settings, prompt: str | None
-    ) -> list[tuple[float, str]]:
+    ) -> list[Piece]:
         request = TranscribeRequest(
             audio=_wav(audio),
             filename="live.wav",
@@ -184,6 +182,8 @@ class Live(Actor):
             prompt=prompt or settings.prompt,
             priority="live",
             beam_size=None if final else self.cfg.partial_beam_size,
+            # The final decode's word times say where its text really ends (session._rest).
+            timestamp_granularities=["word"] if final else [],
             request_id=f"live-{owner}-{new_id('d')}"[:64],
             timeout=60.0,
         )
@@ -194,7 +194,19 @@ class Live(Actor):
             # for the final decode that follows, rather than finish a decode nobody reads.
             await asyncio.shield(client.cancel(self.connection, request, "live partial overtaken"))
             raise
-        return [(segment.end, segment.text) for segment in result.segments]
+        return _pieces(result.segments, result.words or [])
+
+
+def _pieces(segments: list[Segment], words: list[Word]) -> list[Piece]:
+    """The decode's segments, each ending where its last word ends (words in order, matched to segments by time)."""
+    pieces, n = [], 0
+    for segment in segments:
+        end = None
+        while n < len(words) and words[n].start < segment.end:
+            end = words[n].end
+            n += 1
+        pieces.append(Piece(segment.end if end is None else min(end, segment.end), segment.text))
+    return pieces
 
 
 def _wav(audio: np.ndarray) -> bytes:

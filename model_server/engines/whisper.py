@@ -31,10 +31,10 @@ FALLBACKS = {
 }
 REQUIRED_FILES = ("config.json", "model.bin")
 WINDOW_S = 30  # Whisper's window: audio of at most this length decodes in one pass, and may share a batch
-# faster-whisper's thresholds for a window that the sequential decode would decode again at the next temperature
-# (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
 TAIL_SPEECH_FRAMES = 10  # 50-ms frames of speech in a row after the last segment: 0.5 s
 TAIL_MARGIN_S = 0.3  # after the last segment's end, where a word's tail may still sound
+# faster-whisper's thresholds for a window that the sequential decode would decode again at the next temperature
+# (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 
@@ -117,19 +117,23 @@ class WhisperEngine:
         faster-whisper's defaults unless configured otherwise, with what the request asked for)."""
         if _batched_mode(audio, options):
             return self._decode_batched(audio, options)
-        pieces, info = self._model.transcribe(
-            audio,
-            task=options.task,
-            language=options.language,
-            initial_prompt=options.prompt,
-            temperature=options.temperature,
-            beam_size=options.beam_size,
-            condition_on_previous_text=options.condition_on_previous_text,
-            vad_filter=options.vad_filter,
-            word_timestamps=options.word_timestamps,
-            hotwords=options.hotwords,
-        )
+        pieces, info = self._sequential(audio, options)
         return _decoding(pieces, info, options)
+
+    def _sequential(self, audio: np.ndarray, options: TranscribeOptions, **overrides: Any) -> tuple[Any, Any]:
+        """faster-whisper's sequential decode with these options (and `overrides` of its own arguments)."""
+        arguments: dict[str, Any] = {
+            "task": options.task,
+            "language": options.language,
+            "initial_prompt": options.prompt,
+            "temperature": options.temperature,
+            "beam_size": options.beam_size,
+            "condition_on_previous_text": options.condition_on_previous_text,
+            "vad_filter": options.vad_filter,
+            "word_timestamps": options.word_timestamps,
+            "hotwords": options.hotwords,
+        }
+        return self._model.transcribe(audio, **(arguments | overrides))
 
     def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> Hashable | None:
         """What a decode must share with others to be batched with them, or None: it goes alone (longer than one
@@ -239,16 +243,14 @@ class WhisperEngine:
 
         def again(start_s: float, end_s: float) -> Iterator[Any]:
             stretch = audio[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
-            alone, _ = self._model.transcribe(
+            # From the second temperature (the first was the batch's), without the VAD (the chunk is speech).
+            alone, _ = self._sequential(
                 stretch,
-                task=options.task,
+                options,
                 language=language,
-                initial_prompt=options.prompt,
-                temperature=options.temperature[1:],  # the first was the batch's
-                beam_size=options.beam_size,
-                condition_on_previous_text=options.condition_on_previous_text,
+                temperature=options.temperature[1:],
+                vad_filter=False,
                 word_timestamps=True,
-                hotwords=options.hotwords,
             )
             return (_shifted(piece, start_s) for piece in alone)
 

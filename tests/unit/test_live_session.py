@@ -13,7 +13,8 @@ import pytest
 
 from actors.live.audio_in import Decoder
 from actors.live.protocol import ProtocolError, Settings
-from actors.live.session import Limits, Session, Transcribe, _aligned
+from actors.live.session import PAUSE_CUT_AFTER_S, Limits, Piece, Session, Transcribe, _aligned
+from actors.live.vad import WINDOW
 from asrpro.pcm import read_pcm16
 from tests.wer import word_error_rate
 
@@ -37,24 +38,42 @@ class Script:
         self.words, self.final = text.split(), final_text
         self.calls: list[tuple[float, bool]] = []
 
-    async def __call__(
-        self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None
-    ) -> list[tuple[float, str]]:
+    async def __call__(self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
         self.calls.append((len(audio) / 16000, final))
         await asyncio.sleep(0)
         seconds = len(audio) / 16000
         if final:
-            return [(seconds, self.final if self.final is not None else " ".join(self.words))]
-        return [(seconds, " ".join(self.words[: int(seconds * 2)]))]
+            return [Piece(seconds, self.final if self.final is not None else " ".join(self.words))]
+        return [Piece(seconds, " ".join(self.words[: int(seconds * 2)]))]
 
 
-async def _run(events: list[bytes], decode: Transcribe, settings: Settings | None = None, **limits: Any) -> list[dict]:
+class Voice:
+    """The VAD's place, scripted: speech everywhere but in `pauses` (start, end in seconds)."""
+
+    def __init__(self, pauses: list[tuple[float, float]]) -> None:
+        self.pauses, self.fed, self.pending = pauses, 0, 0
+
+    def feed(self, samples: np.ndarray) -> list[tuple[int, float]]:
+        self.pending += len(samples)
+        out = []
+        while self.pending >= WINDOW:
+            at = self.fed / 16000
+            out.append((self.fed, 0.05 if any(a <= at < b for a, b in self.pauses) else 0.95))
+            self.fed, self.pending = self.fed + WINDOW, self.pending - WINDOW
+        return out
+
+
+async def _run(
+    events: list[bytes], decode: Transcribe, settings: Settings | None = None, vad: Voice | None = None, **limits: Any
+) -> list[dict]:
     out: list[dict[str, Any]] = []
 
     async def emit(event: dict[str, Any]) -> None:
         out.append(event)
 
     session = Session("s", "ga", settings or Settings(), emit, decode, "m", Limits(**limits))
+    if vad is not None:
+        session._vad = vad  # type: ignore[assignment]
     for event in events:
         await session.handle(event)
         await asyncio.sleep(0)
@@ -81,21 +100,71 @@ def test_speech_is_cut_into_utterances_each_transcribed_once_finally() -> None:
     assert sum(1 for _, final in decode.calls if final) == started
 
 
-def test_deltas_are_append_only_and_make_the_start_of_the_completed_transcript() -> None:
+@pytest.mark.parametrize("final", ["one two three four five six seven eight", "one two three for five six seven eight"])
+def test_deltas_are_append_only_and_completed_is_the_final_decode(final: str) -> None:
     speech = _pcm24k(JFK)[: 24000 * 3]  # 3 s, then the client commits (no turn detection)
     settings = Settings(turn=None)
     chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
     commit = json.dumps({"type": "input_audio_buffer.commit"}).encode()
-    # The final decode disagrees with the partials' last words: the sent words stay, the rest follows them.
-    decode = Script("one two three four five six seven", final_text="one two three for five six seven eight")
+    decode = Script("one two three four five six seven", final_text=final)
     events = asyncio.run(_run([*chunks, commit], decode, settings, partial_every_s=0.5))
     deltas = [e["delta"] for e in events if e["type"].endswith(".delta")]
     [completed] = [e for e in events if e["type"].endswith(".completed")]
     assert len(deltas) >= 2, "no deltas while the utterance grew"
-    assert completed["transcript"] == "".join(deltas)
-    assert completed["transcript"].startswith("one two")
-    assert completed["transcript"].endswith("eight")
+    # `completed` is the final decode. Where the partials heard right, the deltas are its start; where the final
+    # decode words a sent word otherwise ("for"), it corrects it, and the last delta brings the words beyond.
+    assert completed["transcript"] == final
+    sent = "".join(deltas)
+    assert sent.endswith(" eight") and (sent == final) == ("four" in final)
     assert completed["usage"] == {"type": "duration", "seconds": 3.0}
+
+
+def test_speech_without_long_pauses_is_committed_at_a_short_one_and_the_next_utterance_hears_the_text_before() -> None:
+    # 16 s of speech with short pauses (0.3 s, below the turn's 0.5 s of silence) at 4, 8 and 12 s, then silence.
+    pauses = [(4.0, 4.3), (8.0, 8.3), (12.0, 12.3), (16.0, 18.0)]
+    speech = np.zeros(24000 * 18, dtype=np.int16)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    prompts: list[str | None] = []
+
+    async def decode(audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
+        await asyncio.sleep(0)
+        if final:
+            prompts.append(prompt)
+        return [Piece(len(audio) / 16000, f" said{len(prompts)}")]
+
+    events = asyncio.run(_run(chunks, decode, Settings(), Voice(pauses)))
+    kinds = _types(events)
+    # Cut at the first pause after PAUSE_CUT_AFTER_S of speech (12 s), in the middle of the pause so far, not at 28 s;
+    # the second utterance begins where speech resumes, and ends at the silence.
+    first, second = (e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped")
+    assert 12000 < first < 12300 and PAUSE_CUT_AFTER_S < 12
+    assert 16000 < second < 17000
+    [second_start] = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"][1:]
+    assert first <= second_start < 12300
+    assert kinds.count("input_audio_buffer.committed") == 2
+    # The second utterance's final decode is prompted with the first one's text, as Whisper conditions a window on
+    # the one before.
+    assert prompts == [None, "said1"]
+
+
+def test_a_final_decode_that_leaves_speech_out_decodes_the_rest() -> None:
+    speech = np.zeros(24000 * 6, dtype=np.int16)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    commit = json.dumps({"type": "input_audio_buffer.commit"}).encode()
+    finals: list[tuple[float, str | None]] = []
+
+    async def decode(audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
+        await asyncio.sleep(0)
+        if not final:
+            return []
+        finals.append((len(audio) / 16000, prompt))
+        # Whisper closing its text at 2.5 s of 6 s of speech; then the rest.
+        return [Piece(2.5, " first part.")] if len(finals) == 1 else [Piece(len(audio) / 16000, " the rest")]
+
+    events = asyncio.run(_run([*chunks, commit], decode, Settings(turn=None), Voice([])))
+    [completed] = [e for e in events if e["type"].endswith(".completed")]
+    assert completed["transcript"] == "first part. the rest"
+    assert finals == [(6.0, None), (3.5, "first part.")]
 
 
 def test_bad_events_get_an_error_and_the_session_goes_on() -> None:
@@ -207,16 +276,16 @@ class Segmented:
         self.words = words
         self.partial_lengths: list[float] = []
 
-    async def __call__(
-        self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None
-    ) -> list[tuple[float, str]]:
+    async def __call__(self, audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
         await asyncio.sleep(0)
         seconds = len(audio) / 16000
         if not final:
             self.partial_lengths.append(seconds)
         offset = len(prompt.split()) if prompt else 0
         heard = self.words[offset : offset + int(seconds * 2)]
-        return [(min(seconds, 2.0 * (k + 1)), " ".join(heard[4 * k : 4 * k + 4])) for k in range((len(heard) + 3) // 4)]
+        return [
+            Piece(min(seconds, 2.0 * (k + 1)), " ".join(heard[4 * k : 4 * k + 4])) for k in range((len(heard) + 3) // 4)
+        ]
 
 
 def test_partial_decodes_of_a_long_utterance_start_after_what_was_sent() -> None:
