@@ -7,7 +7,8 @@ Speech with a known text (espeak-ng prose, `--seconds` long, pauses between para
   default) and beam-5 partials;
 - from `speech_stopped` to the item's `completed`, p50;
 - the word error rate of the completed transcripts against the same audio decoded offline in-process with the
-  model's decoding, and both against the text spoken;
+  model's decoding (the whole recording; and utterance by utterance, each as the session committed it, from the
+  samples the session heard), and each against the text spoken;
 - `--sessions` concurrent sessions: how far behind the audio the completed transcripts are, and the live actor's
   memory per session.
 
@@ -37,6 +38,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import websockets  # noqa: E402
 
+from actors.live.audio_in import Decoder  # noqa: E402
 from actors.proxy.decoding import decoding_for  # noqa: E402
 from actors.registry import catalogue  # noqa: E402
 from asrpro.pcm import read_pcm16  # noqa: E402
@@ -58,11 +60,15 @@ def pcm(path: Path, rate: int) -> np.ndarray:
     return read_pcm16(path, rate)
 
 
+def in_process() -> WhisperEngine:
+    info = catalogue(load_config())[MODEL]
+    return WhisperEngine(info.weights, device="cpu", compute_type="int8", concurrency=1, cpu_threads=2)
+
+
 def offline(path: Path) -> tuple[str, list[tuple[str, float]]]:
     """The whole recording decoded in-process with the model's decoding: its text, and its words' end times."""
-    info = catalogue(load_config())[MODEL]
-    options = decoding_for(info, TranscribeRequest(timestamp_granularities=["word"]))
-    engine = WhisperEngine(info.weights, device="cpu", compute_type="int8", concurrency=1, cpu_threads=2)
+    options = decoding_for(catalogue(load_config())[MODEL], TranscribeRequest(timestamp_granularities=["word"]))
+    engine = in_process()
     audio = pcm(path, 16000).astype(np.float32) / 32768
     decoding = engine.decode(audio, options)
     words: list[tuple[str, float]] = []
@@ -110,11 +116,37 @@ async def session(url: str, audio: np.ndarray) -> dict[str, Any]:
     return {"events": events, "audio_s": len(audio) / RATE}
 
 
+def heard(audio: np.ndarray) -> np.ndarray:
+    """The 16-kHz samples a session decodes: the bench's 100-ms chunks through the live actor's own resampler."""
+    decoder, step = Decoder("pcm16"), int(RATE * CHUNK_S)
+    chunks = [audio[i : i + step] for i in range(0, len(audio), step)]
+    return np.concatenate([decoder.decode(base64.b64encode(c.astype("<i2").tobytes()).decode()) for c in chunks])
+
+
+def by_utterance(run: dict[str, Any], samples: np.ndarray, engine: WhisperEngine) -> str:
+    """Each completed item's audio, as the session cut it, decoded offline in-process with the model's decoding."""
+    options = decoding_for(catalogue(load_config())[MODEL], TranscribeRequest())
+    events = [e for _, e in run["events"]]
+    starts = [(e["item_id"], e["audio_start_ms"]) for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stops = {e["item_id"]: e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"}
+    done = {e["item_id"] for e in events if e["type"].endswith("transcription.completed")}
+    texts = []
+    for n, (item, start) in enumerate(starts):
+        if item not in done:
+            continue
+        end = stops.get(item, starts[n + 1][1] if n + 1 < len(starts) else len(samples) * 1000 // 16000)
+        decoding = engine.decode(samples[start * 16 : end * 16], options)
+        texts.append("".join(segment.text for segment, _ in decoding.pieces).strip())
+    return " ".join(texts)
+
+
 def _norm(word: str) -> str:
     return " ".join(split_words(word))
 
 
-def analyse(run: dict[str, Any], words: list[tuple[str, float]], offline_text: str, said: str) -> dict[str, Any]:
+def analyse(
+    run: dict[str, Any], words: list[tuple[str, float]], offline_text: str, said: str, utterances: str = ""
+) -> dict[str, Any]:
     events: list[tuple[float, dict[str, Any]]] = run["events"]
     arrived: list[tuple[str, float]] = []  # every word of every delta, with its arrival
     for at, event in events:
@@ -140,6 +172,14 @@ def analyse(run: dict[str, Any], words: list[tuple[str, float]], offline_text: s
         "utterances": len(final),
         "wer_vs_offline": round(word_error_rate(offline_text, text), 4),
         "wer_vs_spoken": round(word_error_rate(said, text), 4),
+        **(
+            {
+                "wer_vs_offline_utterances": round(word_error_rate(utterances, text), 4),
+                "offline_utterances_wer_vs_spoken": round(word_error_rate(said, utterances), 4),
+            }
+            if utterances
+            else {}
+        ),
         "last_completed_after_audio_end_s": round(last_completed - run["audio_s"], 2),
     }
 
@@ -155,6 +195,7 @@ def main() -> None:
         path, said = spoken(args.seconds / 60, tmp / "speech.flac")
         audio = pcm(path, RATE)
         offline_text, words = offline(path)
+        engine, samples = in_process(), heard(audio)
         report["audio_s"] = round(len(audio) / RATE, 1)
         report["offline_wer_vs_spoken"] = round(word_error_rate(said, offline_text), 4)
         for name, env in (("greedy_partials", {}), ("beam5_partials", {"ASRPRO_REALTIME__PARTIAL_BEAM_SIZE": "5"})):
@@ -163,7 +204,8 @@ def main() -> None:
                 url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
                 warm = (REPO.parent / "shared" / "data" / "jfk.flac").read_bytes()
                 httpx.post(f"{stack.gateway}/v1/audio/transcriptions", files={"file": ("a.flac", warm)}, timeout=120)
-                report[name] = analyse(asyncio.run(session(url, audio)), words, offline_text, said)
+                run = asyncio.run(session(url, audio))
+                report[name] = analyse(run, words, offline_text, said, by_utterance(run, samples, engine))
                 if name == "greedy_partials" and args.sessions > 1:
                     live_pid = stack.pid_of("actor", "live")
                     before = peak_rss_mb(live_pid)

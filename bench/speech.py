@@ -1,5 +1,8 @@
 """Long speech with a known transcript, for benchmarks: paragraphs of plain prose (bench/prose.txt) spoken by
-espeak-ng (voices and speeds varied) and joined by sox. The code under test must not care how long it is."""
+espeak-ng (voices and speeds varied) and joined by sox. The code under test must not care how long it is.
+
+sox runs with -D: its default dither adds random noise whenever it resamples, so every run's audio differed, and
+whisper-tiny's word error rate on the same speech moved by up to 0.08 between runs (measured on the live bench)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def spoken(minutes: float, out: Path) -> tuple[Path, str]:
         parts.append(str(wav))
         said.append(paragraph)
         i += 1
-    subprocess.run(["sox", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
+    subprocess.run(["sox", "-D", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
     for part in parts:
         Path(part).unlink()
     return out, " ".join(said)
@@ -50,7 +53,7 @@ def utterances(count: int, out: Path) -> list[tuple[bytes, str]]:
         raw, wav = out / f"u{i}.raw.wav", out / f"u{i}.wav"
         speed = ["-s", str(150 + 15 * (i % 3))]
         subprocess.run(["espeak-ng", "-v", VOICES[i % 4], *speed, "-w", str(raw), text], check=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(wav), "trim", "0", "29"], check=True)
+        subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(wav), "trim", "0", "29"], check=True)
         made.append((wav.read_bytes(), text))
         raw.unlink()
         wav.unlink()

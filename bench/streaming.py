@@ -46,7 +46,7 @@ def speech(minutes: float, tmp: Path) -> bytes:
             parts.append(str(part))
             total += float(subprocess.run(["soxi", "-D", str(part)], capture_output=True, text=True).stdout)
     out = tmp / "long.wav"
-    subprocess.run(["sox", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
+    subprocess.run(["sox", "-D", *parts, "-r", "16000", "-c", "1", str(out)], check=True)
     return out.read_bytes()
 
 

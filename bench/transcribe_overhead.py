@@ -190,7 +190,7 @@ def synthesised(tmp: Path) -> list[tuple[str, bytes]]:
     for i, sentence in enumerate(SENTENCES):
         raw, wav = tmp / f"{i}.raw.wav", tmp / f"{i}.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), sentence], check=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", str(wav)], check=True)
+        subprocess.run(["sox", "-D", str(raw), "-r", "16000", "-c", "1", str(wav)], check=True)
         made.append((sentence, wav.read_bytes()))
     return made
 
