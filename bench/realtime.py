@@ -12,7 +12,7 @@ Speech with a known text (espeak-ng prose, `--seconds` long, pauses between para
 - `--sessions` concurrent sessions: how far behind the audio the completed transcripts are, and the live actor's
   memory per session.
 
-    python bench/realtime.py [--seconds 60] [--sessions 4]
+    python bench/realtime.py [--seconds 60] [--sessions 4] [--partials greedy,beam5]
 """
 
 from __future__ import annotations
@@ -161,6 +161,12 @@ def analyse(
     stopped = {e["item_id"]: at for at, e in events if e["type"] == "input_audio_buffer.speech_stopped"}
     final = [(at, e) for at, e in events if e["type"].endswith("transcription.completed")]
     to_completed = [at - stopped[e["item_id"]] for at, e in final if e["item_id"] in stopped]
+    # How far behind the audio each completed transcript came: its arrival less the end of its audio (the audio is
+    # sent at real time from 0), so a lag that grows over the run shows here.
+    ends = {
+        e["item_id"]: e["audio_end_ms"] / 1000 for _, e in events if e["type"] == "input_audio_buffer.speech_stopped"
+    }
+    lags = [at - ends[e["item_id"]] for at, e in final if e["item_id"] in ends]
     text = " ".join(e["transcript"] for _, e in final)
     last_completed = final[-1][0] if final else float("nan")
     return {
@@ -181,13 +187,21 @@ def analyse(
             else {}
         ),
         "last_completed_after_audio_end_s": round(last_completed - run["audio_s"], 2),
+        "completed_lag_first_half_last_half_max_s": _halves(lags),
     }
+
+
+def _halves(lags: list[float]) -> list[float | None]:
+    """The largest lag in the run's first half of items and in its second, and the largest: a lag that grows shows."""
+    half = len(lags) // 2
+    return [round(max(part), 2) if part else None for part in (lags[:half], lags[half:], lags)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--partials", default="greedy,beam5", help="which partial decodings to measure (greedy first)")
     args = parser.parse_args()
     report: dict[str, Any] = {"benchmark": "realtime", "model": MODEL, "chunk_ms": int(CHUNK_S * 1000)}
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -198,7 +212,11 @@ def main() -> None:
         engine, samples = in_process(), heard(audio)
         report["audio_s"] = round(len(audio) / RATE, 1)
         report["offline_wer_vs_spoken"] = round(word_error_rate(said, offline_text), 4)
-        for name, env in (("greedy_partials", {}), ("beam5_partials", {"ASRPRO_REALTIME__PARTIAL_BEAM_SIZE": "5"})):
+        modes = {
+            "greedy": ("greedy_partials", {}),
+            "beam5": ("beam5_partials", {"ASRPRO_REALTIME__PARTIAL_BEAM_SIZE": "5"}),
+        }
+        for name, env in (modes[mode] for mode in args.partials.split(",")):
             stack = start_stack(tmp / name, None, **env)
             try:
                 url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
@@ -221,6 +239,9 @@ def main() -> None:
                         "last_completed_after_audio_end_s": [r["last_completed_after_audio_end_s"] for r in results],
                         "word_to_delta_p50_s": [r["word_to_delta_p50_s"] for r in results],
                         "wer_vs_offline": [r["wer_vs_offline"] for r in results],
+                        "completed_lag_first_half_last_half_max_s": [
+                            r["completed_lag_first_half_last_half_max_s"] for r in results
+                        ],
                         "live_actor_peak_rss_mb_before_after": [before, peak_rss_mb(live_pid)],
                     }
             finally:

@@ -60,6 +60,9 @@ MAX_UTTERANCE_S = 28.0  # an utterance is committed at this length even while sp
 # (measured on plain prose: utterances of 8 to 12 s decode as well as 28-s ones, and their final decodes are shorter).
 PAUSE_CUT_AFTER_S = 8.0
 PAUSE_WINDOWS = 8  # VAD windows (32 ms) below the silence level in a row that make such a pause: 256 ms
+# A shorter utterance's final decode starts at such a pause too, before the turn's silence has elapsed: if the
+# silence does (no window above the silence level in between), that decode is the final one, begun up to
+# silence_duration_ms - 256 ms early; if speech resumes, it is cancelled and the utterance goes on.
 TAIL_WINDOWS = 10  # VAD windows of speech in a row after a final decode's last segment: its rest is decoded again
 TAIL_MARGIN = RATE * 3 // 10  # after a segment's end, where its last word's tail may still sound
 CARRY_TEXT = True  # each utterance is decoded with the session's text before it as the prompt, as Whisper does
@@ -90,6 +93,14 @@ class Utterance:
     @property
     def start_ms(self) -> int:
         return self.start * 1000 // RATE
+
+
+@dataclass
+class Early:
+    """An utterance's final decode, begun at a pause before the turn's silence had elapsed."""
+
+    utterance: Utterance
+    decode: asyncio.Task[list[Piece]]
 
 
 class History:
@@ -141,7 +152,8 @@ class Session:
         self._earlier: list[Utterance] = []  # the last committed utterances: their words are the next one's prompt
         self._previous_item: str | None = None
         self._partial: asyncio.Task[None] | None = None
-        self._finals: asyncio.Queue[tuple[Utterance, np.ndarray] | None] = asyncio.Queue()
+        self._finals: asyncio.Queue[tuple[Utterance, np.ndarray, Early | None] | None] = asyncio.Queue()
+        self._early: Early | None = None  # the current utterance's final decode, begun at a pause
         self._final_worker = asyncio.ensure_future(self._finalise_in_turn())
         self._finalising = 0  # committed utterances whose final decode has not ended
         self._emitting = asyncio.Lock()
@@ -254,6 +266,8 @@ class Session:
         shorter); the next begins when speech resumes, without the turn's silence in between."""
         assert self._turns is not None
         settings = self._turns.settings
+        if probability >= settings.threshold - 0.15:
+            self._cancel_early()  # not silence: the turn goes on
         if probability >= settings.threshold:
             self._quiet_since = None
             if self._current is None and self._turns.speaking:
@@ -279,6 +293,26 @@ class Session:
                 }
             )
             await self._commit(client=False)
+        elif (
+            utterance is not None
+            and self._early is None
+            and not self._finalising
+            and at + WINDOW - self._quiet_since >= PAUSE_WINDOWS * WINDOW
+            and self._held(utterance) * 1000 >= MIN_COMMIT_MS
+        ):
+            # Earlier words' final decodes have ended, so this one's prompt is what it would be at the commit.
+            if self._partial is not None:
+                self._partial.cancel()
+            audio = self._audio(utterance)
+            self._early = Early(
+                utterance,
+                asyncio.ensure_future(self._transcribe(audio, True, self.settings, self._prompt(utterance, []))),
+            )
+
+    def _cancel_early(self) -> None:
+        if self._early is not None:
+            self._early.decode.cancel()
+            self._early = None
 
     async def _started(self, at: int) -> None:
         # Not before the previous utterance's end: its padding must not hear the last words again.
@@ -325,11 +359,15 @@ class Session:
         self._earlier = [*self._earlier[-4:], utterance]
         self.utterances += 1
         self._finalising += 1
-        self._finals.put_nowait((utterance, self._audio(utterance)))
+        early, self._early = self._early, None
+        self._finals.put_nowait(
+            (utterance, self._audio(utterance), early if early and early.utterance is utterance else None)
+        )
 
     async def _clear(self) -> None:
         if self._partial is not None:
             self._partial.cancel()
+        self._cancel_early()
         self._current = None
         if self._turns is not None:
             self._turns = Turns(self._turns.settings)
@@ -341,9 +379,13 @@ class Session:
         utterance = self._current
         if utterance is None or (self._partial is not None and not self._partial.done()):
             return
-        if self._finalising:
+        if self._finalising or self._early is not None:
             # The final decode first: on a busy CPU a partial decode of the next utterance beside it would delay
             # `completed` by as much as it takes itself (measured: speech_stopped -> completed p50 1.5-1.9 s).
+            return
+        if self._quiet_since is not None and self._quiet_since > utterance.start:
+            # In a pause: a decode would hear no new word, and may be running still when the pause commits the
+            # utterance and its final decode needs the cores.
             return
         if (self._history.end - max(utterance.decoded_at, utterance.start)) < self.limits.partial_every_s * RATE:
             return
@@ -441,13 +483,13 @@ class Session:
                 self._finalising -= 1
             self._maybe_decode()
 
-    async def _finalise(self, utterance: Utterance, audio: np.ndarray) -> None:
+    async def _finalise(self, utterance: Utterance, audio: np.ndarray, early: Early | None) -> None:
         """The final decode of the whole utterance is its `completed` transcript. The deltas sent before it are the
         words partial decodes agreed on; where the final decode (all of the utterance heard, the model's full
         decoding) words them otherwise, `completed` carries the final decode's words, and the last delta the words it
         has beyond the sent ones' place."""
         try:
-            pieces = await self._transcribe(audio, True, self.settings, self._prompt(utterance, []))
+            pieces = await self._whole(utterance, audio, early)
             pieces += await self._rest(utterance, audio, pieces)
         except errors.AsrError as exc:
             await self.emit(
@@ -471,6 +513,18 @@ class Session:
                 "usage": {"type": "duration", "seconds": round(len(audio) / RATE, 3)},
             }
         )
+
+    async def _whole(self, utterance: Utterance, audio: np.ndarray, early: Early | None) -> list[Piece]:
+        """The decode of the whole utterance: the one begun at its last pause (what followed it was silence), or a
+        new one."""
+        if early is not None:
+            try:
+                return await early.decode
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the session's end, not the early decode's: speech resumed is handled before the commit
+        return await self._transcribe(audio, True, self.settings, self._prompt(utterance, []))
 
     async def _rest(self, utterance: Utterance, audio: np.ndarray, pieces: list[Piece]) -> list[Piece]:
         """What a final decode left out at its end. Whisper may close a window's text at the last segment it could
@@ -515,6 +569,7 @@ class Session:
         """Stop decoding: what was committed is still finished (its completed event sent) unless cancelled."""
         if self._partial is not None:
             self._partial.cancel()
+        self._cancel_early()
         self._finals.put_nowait(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._final_worker
@@ -522,6 +577,7 @@ class Session:
     def abort(self) -> None:
         if self._partial is not None:
             self._partial.cancel()
+        self._cancel_early()
         self._final_worker.cancel()
 
 

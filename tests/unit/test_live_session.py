@@ -134,7 +134,7 @@ def test_speech_without_long_pauses_is_committed_at_a_short_one_and_the_next_utt
 
     events = asyncio.run(_run(chunks, decode, Settings(), Voice(pauses)))
     kinds = _types(events)
-    # Cut at the first pause after PAUSE_CUT_AFTER_S of speech (10 s), in the middle of the pause so far, not at 28 s;
+    # Cut at the first pause after PAUSE_CUT_AFTER_S of speech (8 s), in the middle of the pause so far, not at 28 s;
     # the second utterance begins where speech resumes, and ends at the silence.
     first, second = (e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped")
     assert 10000 < first < 10300 and 4 < PAUSE_CUT_AFTER_S < 10
@@ -299,3 +299,45 @@ def test_partial_decodes_of_a_long_utterance_start_after_what_was_sent() -> None
     [completed] = [e for e in events if e["type"].endswith(".completed")]
     assert completed["transcript"] == deltas == " ".join(words[:28])
     assert max(decode.partial_lengths) < 10, decode.partial_lengths  # trimmed: never the whole 14 s again
+
+
+def test_the_final_decode_begins_at_the_pause_and_is_dropped_if_speech_resumes() -> None:
+    # Speech, a 400-ms pause (shorter than the turn's 500-ms silence), speech, the turn's silence.
+    pauses = [(2.0, 2.4), (4.0, 6.0)]  # an utterance shorter than PAUSE_CUT_AFTER_S: cut by the turn's silence
+    speech = np.zeros(24000 * 6, dtype=np.int16)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    finals: list[float] = []
+    release = asyncio.Event()
+
+    async def decode(audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
+        seconds = len(audio) / 16000
+        if final:
+            finals.append(seconds)
+            await release.wait()  # a decode that takes its time: still running when speech resumes
+        return [Piece(seconds, " ".join(["w"] * int(seconds * 2)))]
+
+    async def run() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+
+        async def emit(event: dict[str, Any]) -> None:
+            if event["type"] == "input_audio_buffer.speech_stopped":
+                release.set()
+            out.append(event)
+
+        session = Session("s", "ga", Settings(), emit, decode, "m", Limits())
+        session._vad = Voice(pauses)  # type: ignore[assignment]
+        for event in chunks:
+            await session.handle(event)
+            await asyncio.sleep(0)
+        await session.close()
+        return out
+
+    events = asyncio.run(run())
+    [stopped] = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    [completed] = [e for e in events if e["type"].endswith(".completed")]
+    assert 4400 < stopped < 4600 and PAUSE_CUT_AFTER_S > 4.5
+    # Two final decodes began, each 256 ms into a pause: the first was dropped when speech resumed (its 2.2 s would
+    # be 4 words), the second is `completed`, begun before the turn's silence had elapsed; none began at the commit.
+    assert len(finals) == 2 and 2.2 < finals[0] < 2.4 and 4.2 < finals[1] < 4.4, finals
+    assert completed["transcript"].split() == ["w"] * int(finals[1] * 2)
+    assert completed["usage"]["seconds"] == pytest.approx(stopped / 1000, abs=0.05)
