@@ -100,6 +100,7 @@ class Early:
     """An utterance's final decode, begun at a pause before the turn's silence had elapsed."""
 
     utterance: Utterance
+    end: int  # the session sample its audio ends at
     decode: asyncio.Task[list[Piece]]
 
 
@@ -207,9 +208,14 @@ class Session:
         self.settings, self.model = candidate, model
         if self.settings.format != before:
             self._decoder = Decoder(self.settings.format)
-        # New turn settings apply from here; speech under way is cut at this point (committed by the VAD, or by
-        # the client without it).
-        self._turns = Turns(self.settings.turn) if self.settings.turn else None
+        # New turn settings apply from here; speech under way goes on as the same utterance (committed by the VAD,
+        # or by the client without it). A final decode begun at a pause was begun under the old settings.
+        self._cancel_early()
+        self._quiet_since = None
+        turns = Turns(self.settings.turn) if self.settings.turn else None
+        if turns is not None and self._turns is not None:
+            turns.speaking, turns.started_ms = self._turns.speaking, self._turns.started_ms
+        self._turns = turns
         self.shape = shape
         await self.emit(session_event("updated", shape, self.settings.render(self.id, shape, self.model)))
 
@@ -267,13 +273,11 @@ class Session:
         assert self._turns is not None
         settings = self._turns.settings
         if probability >= settings.threshold - 0.15:
-            self._cancel_early()  # not silence: the turn goes on
-        if probability >= settings.threshold:
+            # Not silence (Silero's hysteresis, as Turns counts it): the pause, if any, has ended.
+            self._cancel_early()
             self._quiet_since = None
-            if self._current is None and self._turns.speaking:
+            if probability >= settings.threshold and self._current is None and self._turns.speaking:
                 await self._started(max(at - settings.prefix_padding_ms * RATE // 1000, self._history.start))
-            return
-        if probability >= settings.threshold - 0.15:
             return
         if self._quiet_since is None:
             self._quiet_since = at
@@ -303,11 +307,12 @@ class Session:
             # Earlier words' final decodes have ended, so this one's prompt is what it would be at the commit.
             if self._partial is not None:
                 self._partial.cancel()
-            audio = self._audio(utterance)
-            self._early = Early(
-                utterance,
-                asyncio.ensure_future(self._transcribe(audio, True, self.settings, self._prompt(utterance, []))),
-            )
+            # Up to this window only: the rest of the chunk being read may hold speech (the next utterance's).
+            end = at + WINDOW
+            audio = self._history.between(utterance.start, end)
+            decode = asyncio.ensure_future(self._transcribe(audio, True, self.settings, self._prompt(utterance, [])))
+            decode.add_done_callback(_retrieved)
+            self._early = Early(utterance, end, decode)
 
     def _cancel_early(self) -> None:
         if self._early is not None:
@@ -315,6 +320,8 @@ class Session:
             self._early = None
 
     async def _started(self, at: int) -> None:
+        if self._current is not None:
+            return  # an utterance the client began (turn detection switched on meanwhile) goes on
         # Not before the previous utterance's end: its padding must not hear the last words again.
         self._current = Utterance(new_id("item"), max(at, self._last_end))
         await self.emit(
@@ -341,6 +348,7 @@ class Session:
                     f"buffer too small: expected at least {MIN_COMMIT_MS} ms of audio, the buffer holds {held:.2f} ms",
                 )
             self._current = None
+            self._cancel_early()
             return
         self._current = None
         if utterance.end is None:
@@ -360,15 +368,16 @@ class Session:
         self.utterances += 1
         self._finalising += 1
         early, self._early = self._early, None
-        self._finals.put_nowait(
-            (utterance, self._audio(utterance), early if early and early.utterance is utterance else None)
-        )
+        if early is not None and (early.utterance is not utterance or early.end > utterance.end):
+            early.decode.cancel()
+            early = None
+        self._finals.put_nowait((utterance, self._audio(utterance), early))
 
     async def _clear(self) -> None:
         if self._partial is not None:
             self._partial.cancel()
         self._cancel_early()
-        self._current = None
+        self._current, self._quiet_since = None, None
         if self._turns is not None:
             self._turns = Turns(self._turns.settings)
         await self.emit({"type": "input_audio_buffer.cleared"})
@@ -479,6 +488,8 @@ class Session:
         while (committed := await self._finals.get()) is not None:
             try:
                 await self._finalise(*committed)
+            except Exception:  # a bug in one item's ending must not end the session's decoding
+                log.exception("final decode failed", extra={"session": self.id})
             finally:
                 self._finalising -= 1
             self._maybe_decode()
@@ -579,6 +590,12 @@ class Session:
             self._partial.cancel()
         self._cancel_early()
         self._final_worker.cancel()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """An early final decode that failed after it was dropped: its error is not an unretrieved one."""
+    if not task.cancelled():
+        task.exception()
 
 
 _WORD = re.compile(r"[^\w']+")

@@ -341,3 +341,43 @@ def test_the_final_decode_begins_at_the_pause_and_is_dropped_if_speech_resumes()
     assert len(finals) == 2 and 2.2 < finals[0] < 2.4 and 4.2 < finals[1] < 4.4, finals
     assert completed["transcript"].split() == ["w"] * int(finals[1] * 2)
     assert completed["usage"]["seconds"] == pytest.approx(stopped / 1000, abs=0.05)
+
+
+def test_a_final_decode_begun_at_a_pause_hears_nothing_after_it_in_a_long_append() -> None:
+    # 1-s appends: the pause, the turn's end and the next speech all come in one chunk, read window by window.
+    pauses = [(2.0, 2.6), (5.0, 7.0)]
+    speech = np.zeros(24000 * 7, dtype=np.int16)
+    chunks = [_append(speech[i : i + 24000]) for i in range(0, len(speech), 24000)]
+    finals: list[float] = []
+
+    async def decode(audio: np.ndarray, final: bool, _: Settings, prompt: str | None) -> list[Piece]:
+        await asyncio.sleep(0)
+        if final:
+            finals.append(len(audio) / 16000)
+        return [Piece(len(audio) / 16000, " w")]
+
+    events = asyncio.run(_run(chunks, decode, Settings(), Voice(pauses)))
+    stops = [e["audio_end_ms"] / 1000 for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    starts = [e["audio_start_ms"] / 1000 for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    assert len(stops) == 2 and 2.4 < stops[0] < 2.6
+    # The first utterance's final decode ends in its pause, not in the next utterance's speech after 2.6 s.
+    assert finals[0] <= stops[0] - starts[0], (finals, stops)
+
+
+def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
+    speech = np.zeros(24000 * 5, dtype=np.int16)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    turn = {"type": "server_vad", "silence_duration_ms": 600}
+    update = {
+        "type": "session.update",
+        "session": {"type": "transcription", "audio": {"input": {"turn_detection": turn}}},
+    }
+    chunks.insert(15, json.dumps(update).encode())  # 1.5 s into the speech
+    events = asyncio.run(_run(chunks, Script("one two three four five six"), Settings(), Voice([(3.0, 5.0)])))
+    kinds = _types(events)
+    assert "session.updated" in kinds
+    # One utterance from 0 to the new silence's end: the speech under way was neither dropped nor cut in two.
+    assert kinds.count("input_audio_buffer.speech_started") == 1
+    [stopped] = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert 3550 < stopped < 3700
+    assert kinds.count("conversation.item.input_audio_transcription.completed") == 1
