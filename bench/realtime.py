@@ -65,10 +65,9 @@ def in_process() -> WhisperEngine:
     return WhisperEngine(info.weights, device="cpu", compute_type="int8", concurrency=1, cpu_threads=2)
 
 
-def offline(path: Path) -> tuple[str, list[tuple[str, float]]]:
+def offline(path: Path, engine: WhisperEngine) -> tuple[str, list[tuple[str, float]]]:
     """The whole recording decoded in-process with the model's decoding: its text, and its words' end times."""
     options = decoding_for(catalogue(load_config())[MODEL], TranscribeRequest(timestamp_granularities=["word"]))
-    engine = in_process()
     audio = pcm(path, 16000).astype(np.float32) / 32768
     decoding = engine.decode(audio, options)
     words: list[tuple[str, float]] = []
@@ -208,8 +207,8 @@ def main() -> None:
         tmp = Path(tmp_dir)
         path, said = spoken(args.seconds / 60, tmp / "speech.flac")
         audio = pcm(path, RATE)
-        offline_text, words = offline(path)
-        engine, samples = in_process(), heard(audio)
+        engine, samples = in_process(), heard(audio)  # one model load for both offline decodes
+        offline_text, words = offline(path, engine)
         report["audio_s"] = round(len(audio) / RATE, 1)
         report["offline_wer_vs_spoken"] = round(word_error_rate(said, offline_text), 4)
         modes = {

@@ -272,8 +272,8 @@ class Session:
         shorter); the next begins when speech resumes, without the turn's silence in between."""
         assert self._turns is not None
         settings = self._turns.settings
-        if probability >= settings.threshold - 0.15:
-            # Not silence (Silero's hysteresis, as Turns counts it): the pause, if any, has ended.
+        if probability >= settings.silence_level:
+            # Not silence (as Turns counts it): the pause, if any, has ended.
             self._cancel_early()
             self._quiet_since = None
             if probability >= settings.threshold and self._current is None and self._turns.speaking:

@@ -84,6 +84,12 @@ class TurnSettings:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
 
+    @property
+    def silence_level(self) -> float:
+        """Below this a window is silence (Silero's own hysteresis): speech goes on until the probability falls
+        clearly below the threshold."""
+        return max(0.0, self.threshold - 0.15)
+
 
 @dataclass
 class Turns:
@@ -104,8 +110,7 @@ class Turns:
                 self.started_ms = max(0, at - settings.prefix_padding_ms)
                 return "started", self.started_ms
             return None
-        # Hysteresis as Silero's own rule: speech goes on until the probability falls clearly below the threshold.
-        if probability >= max(0.0, settings.threshold - 0.15):
+        if probability >= settings.silence_level:
             self._silent_since_ms = None
             return None
         if self._silent_since_ms is None:
