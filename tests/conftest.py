@@ -278,5 +278,6 @@ def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> byte
     """jfk.flac six times over (66 s): long enough for a job's checkpoints and a crash between them."""
     out = tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac"
     src = str(shared_data / "jfk.flac")
-    subprocess.run(["sox", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
+    # -D: no dither, the same samples every run (sox dithers with random noise by default).
+    subprocess.run(["sox", "-D", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
     return out.read_bytes()

@@ -23,10 +23,11 @@ from schemas.lifecycle import ServerStatus
 from schemas.nodes import NodeRecord, alive
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
-# A node with no proxy on the bus while its heartbeat is fresh is tried again for this long before it counts as
-# lost: its nats-server or proxy restarting takes a second or two, and placing its models elsewhere meanwhile
-# would start copies of them.
-NODE_GRACE_S = 5.0
+# A node with no proxy on the bus is tried again every NODE_RETRY_S while its heartbeat is fresh, for at most
+# node.dead_after: its nats-server or proxy restarting takes seconds (more on a busy host: the restarted server
+# rejoins the cluster, the proxy reconnects), and placing its models elsewhere meanwhile would start copies of
+# them that nothing stops once it is back. A node is lost when its heartbeat says so, the janitors' rule too.
+NODE_RETRY_S = 0.5
 # A node whose proxy sent nothing for this long is lost: far above a keepalive's period even on a busy machine.
 SILENCE_S = 10.0
 
@@ -102,14 +103,14 @@ class HandOver:
     async def _hand_over_within_grace(
         self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent
     ) -> TranscriptionResult:
-        give_up = time.monotonic() + NODE_GRACE_S
+        give_up = time.monotonic() + self.config.node.dead_after
         while True:
             try:
                 return await self._hand_over(node, model_id, msg, sent)
             except AsrError as exc:
                 if exc.kind != ErrorCode.NO_RESPONDERS or time.monotonic() > give_up or node not in self.live_nodes():
                     raise
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(NODE_RETRY_S)
 
     async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent) -> TranscriptionResult:
         """The request served by `node`'s proxies; their partial replies relayed to our requester."""
