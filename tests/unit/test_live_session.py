@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,18 @@ class Voice:
 
 
 async def _run(
-    events: list[bytes], decode: Transcribe, settings: Settings | None = None, vad: Voice | None = None, **limits: Any
+    events: list[bytes],
+    decode: Transcribe,
+    settings: Settings | None = None,
+    vad: Voice | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,  # sees each server event as it is sent
+    **limits: Any,
 ) -> list[dict]:
     out: list[dict[str, Any]] = []
 
     async def emit(event: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(event)
         out.append(event)
 
     session = Session("s", "ga", settings or Settings(), emit, decode, "m", Limits(**limits))
@@ -316,23 +324,11 @@ def test_the_final_decode_begins_at_the_pause_and_is_dropped_if_speech_resumes()
             await release.wait()  # a decode that takes its time: still running when speech resumes
         return [Piece(seconds, " ".join(["w"] * int(seconds * 2)))]
 
-    async def run() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def released(event: dict[str, Any]) -> None:
+        if event["type"] == "input_audio_buffer.speech_stopped":
+            release.set()
 
-        async def emit(event: dict[str, Any]) -> None:
-            if event["type"] == "input_audio_buffer.speech_stopped":
-                release.set()
-            out.append(event)
-
-        session = Session("s", "ga", Settings(), emit, decode, "m", Limits())
-        session._vad = Voice(pauses)  # type: ignore[assignment]
-        for event in chunks:
-            await session.handle(event)
-            await asyncio.sleep(0)
-        await session.close()
-        return out
-
-    events = asyncio.run(run())
+    events = asyncio.run(_run(chunks, decode, vad=Voice(pauses), on_event=released))
     [stopped] = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
     [completed] = [e for e in events if e["type"].endswith(".completed")]
     assert 4400 < stopped < 4600 and PAUSE_CUT_AFTER_S > 4.5
