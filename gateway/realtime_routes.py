@@ -15,6 +15,7 @@ import secrets
 from typing import Any
 
 import msgspec
+import nats.errors
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from framework import bus
@@ -29,6 +30,8 @@ log = logging.getLogger("asrpro.gateway")
 router = APIRouter()
 SUBPROTOCOL = "realtime"
 SILENCE_S = 20.0  # the live actor sends a keepalive every 5 s: silent this long, it is taken for lost
+CANCEL_WAIT_S = 1.0  # for the session's tasks to end once cancelled, before the socket is closed
+FRAME_HEADROOM = 4096  # a client frame travels as one bus message: this much of it is left to the headers
 
 
 def _shape(ws: WebSocket) -> Shape:
@@ -112,12 +115,24 @@ async def realtime(ws: WebSocket) -> None:
             await ws.send_json(event)
 
     async def from_client() -> None:
+        # Each frame is a request, the next one read once the actor has taken it: a client that sends faster than
+        # its session decodes is slowed down by TCP, and no event is dropped on the way.
+        largest = nc.max_payload - FRAME_HEADROOM
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes") or (message.get("text") or "").encode()
-            await nc.publish(input_subject, data)
+            if len(data) > largest:
+                too_large = f"an event may hold at most {largest} bytes here (the bus's message size): send less audio"
+                await outgoing.put(live.error_event(live.BUFFER_TOO_LARGE, too_large, "audio"))
+                continue
+            try:
+                await nc.request(input_subject, data, timeout=SILENCE_S)
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                # The session ended on the actor's side, or it stopped taking events: its reply stream says how
+                # (or falls silent), and the session ends once those last events are sent.
+                await asyncio.Event().wait()
 
     sending = asyncio.ensure_future(to_client())
     receiving = asyncio.ensure_future(from_client())
@@ -134,14 +149,22 @@ async def realtime(ws: WebSocket) -> None:
                 await nc.publish(input_subject, b"", headers={live.CLOSE_HEADER: reason[0]})
         for task in tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*tasks, return_exceptions=True)
+            task.add_done_callback(_retrieved)
+        # Not waited for to the end: a receive under way may not end at its cancel until the socket is closed (seen
+        # with a client that neither reads nor stops sending), and the close below must not wait for it.
+        await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
         closing = getattr(replies, "aclose", None)  # the generator's subscription goes with it
         if closing is not None:
             with contextlib.suppress(Exception):
                 await closing()
         with contextlib.suppress(Exception):
             await ws.close(code={"slow client": 1008, "lost": 1011}.get(reason[0], 1000))
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A task's end, read: cancelled or failed once its session was over, nobody else will."""
+    if not task.cancelled():
+        task.exception()
 
 
 @router.post("/v1/realtime/client_secrets")

@@ -27,11 +27,18 @@ from framework.config import Config
 from schemas import endpoints, errors, live, subjects
 from schemas.errors import AsrError
 from schemas.events import LiveSessionClosed, LiveSessionOpened
-from schemas.live import LiveClosed, LiveEvent, LiveOpen
+from schemas.languages import check_language
+from schemas.live import LiveClosed, LiveEvent, LiveOpen, Shape
 from schemas.registry import GetModel, ModelInfo, check_transcriber
 from schemas.transcribe import Segment, TranscribeRequest, Word
 
 KEEPALIVE_S = 5.0  # the opener takes a session silent for three of these for lost
+# Client events taken but not yet handled. An event sent as a request is answered once taken (the gateway sends
+# the next one then: a client faster than the session waits, nothing is lost); events merely published (a NATS
+# client that does not wait for the answers) beyond PENDING_EVENTS more are dropped by the bus as a slow
+# consumer's, logged (docs/realtime.md tells NATS clients to send each event as a request).
+INBOX_EVENTS = 1024
+PENDING_EVENTS = 4096
 CLOSE_WAIT_S = 30.0  # what is committed is still finished when a session ends, for at most this long
 
 
@@ -67,21 +74,30 @@ class Live(Actor):
         except ProtocolError as exc:
             raise AsrError(errors.BAD_REQUEST, exc.message, param=exc.param) from None
         info = await self._model(settings.model)
-        inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=1024)
-        sub = await self.connection.subscribe(input_subject, cb=inbox.put, pending_msgs_limit=4096)
+        check_language(settings.language, info.id, info.languages)
+        inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=INBOX_EVENTS)
+
+        async def received(event: Msg) -> None:
+            await inbox.put(event)  # waits while the session is INBOX_EVENTS behind
+            if event.reply:  # the sender's flow control: it sends the next event once this one is taken
+                await event.respond(b"")
+
+        sub = await self.connection.subscribe(input_subject, cb=received, pending_msgs_limit=PENDING_EVENTS)
 
         async def emit(event: dict[str, Any]) -> None:
             await send_partial(LiveEvent(event=event))
 
         models = {settings.model: info}
 
-        async def resolve(name: str) -> str:
+        async def resolve(candidate: Settings, shape: Shape) -> str:
+            where = "session.audio.input.transcription" if shape == "ga" else "session.input_audio_transcription"
+            name = candidate.model
             try:
-                models[name] = await self._model(name)
+                if name not in models:
+                    models[name] = await self._model(name)
+                check_language(candidate.language, models[name].id, models[name].languages)
             except AsrError as exc:
-                raise ProtocolError(
-                    live.INVALID_EVENT, exc.message, "session.audio.input.transcription.model"
-                ) from None
+                raise ProtocolError(live.INVALID_EVENT, exc.message, f"{where}.{exc.param or 'model'}") from None
             return models[name].id
 
         async def transcribe(audio: np.ndarray, final: bool, current: Settings, prompt: str | None) -> list[Piece]:

@@ -62,10 +62,10 @@ class Settings:
         else:
             if "input_audio_format" in session:
                 name = session["input_audio_format"]
-                if name not in SOURCE_RATE:
+                if not isinstance(name, str) or name not in SOURCE_RATE:
                     raise ProtocolError(
                         live.INVALID_EVENT,
-                        f"input_audio_format must be one of {', '.join(SOURCE_RATE)}, not {name!r}",
+                        f"input_audio_format must be one of {', '.join(SOURCE_RATE)}, not {quoted(name)}",
                         "session.input_audio_format",
                     )
                 new.format = name
@@ -75,13 +75,16 @@ class Settings:
         if transcription is not None:
             if not isinstance(transcription, dict):
                 raise ProtocolError(live.INVALID_EVENT, "transcription must be an object", f"{where}.transcription")
-            new.model = str(transcription.get("model") or new.model)
-            new.language = transcription.get("language") or None
-            new.prompt = transcription.get("prompt") or None
+            new.model = _text(transcription, "model", f"{where}.transcription") or new.model
+            new.language = _text(transcription, "language", f"{where}.transcription")
+            new.prompt = _text(transcription, "prompt", f"{where}.transcription")
         if turn is not ...:
             new.turn, new.turn_type = _turn(turn, f"{where}.turn_detection")
-        if isinstance(session.get("include"), list):
-            new.include = [str(x) for x in session["include"]]
+        if "include" in session:
+            include = session["include"]
+            if include is not None and (not isinstance(include, list) or not all(isinstance(x, str) for x in include)):
+                raise ProtocolError(live.INVALID_EVENT, "include must be a list of strings", "session.include")
+            new.include = list(include or [])
         vars(self).update(vars(new))
 
     def render(self, session_id: str, shape: Shape, model: str) -> dict[str, Any]:
@@ -139,17 +142,41 @@ def _object(parent: dict[str, Any], key: str, param: str) -> dict[str, Any]:
     return value
 
 
+def quoted(value: Any, limit: int = 80) -> str:
+    """A client's value as an error message quotes it: cut short (an 8-MB string echoed back would not fit a
+    message on the bus)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _text(parent: dict[str, Any], key: str, where: str) -> str | None:
+    """A string setting (empty or null: none)."""
+    value = parent.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(live.INVALID_EVENT, f"{key} must be a string, not {quoted(value)}", f"{where}.{key}")
+    return value or None
+
+
+def _number(value: Any, name: str, low: float, high: float, param: str) -> float:
+    """A finite number from `low` to `high` (not a boolean, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        message = f"turn_detection.{name} must be a number from {low:g} to {high:g}, not {quoted(value)}"
+        raise ProtocolError(live.INVALID_EVENT, message, f"{param}.{name}")
+    return value
+
+
 def _ga_format(value: Any) -> Format:
     param = "session.audio.input.format"
-    if not isinstance(value, dict) or value.get("type") not in FORMATS:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(kind, str) or kind not in FORMATS:
         raise ProtocolError(
-            live.INVALID_EVENT, f"format.type must be one of {', '.join(FORMATS)}, not {value!r}", param
+            live.INVALID_EVENT, f"format.type must be one of {', '.join(FORMATS)}, not {quoted(value)}", param
         )
-    kind = FORMATS[value["type"]]
     rate = value.get("rate")
-    if kind == "pcm16" and rate not in (None, SOURCE_RATE["pcm16"]):
-        raise ProtocolError(live.INVALID_EVENT, f"audio/pcm is taken at 24000 Hz only, not {rate}", f"{param}.rate")
-    return kind
+    if FORMATS[kind] == "pcm16" and rate not in (None, SOURCE_RATE["pcm16"]):
+        message = f"audio/pcm is taken at 24000 Hz only, not {quoted(rate)}"
+        raise ProtocolError(live.INVALID_EVENT, message, f"{param}.rate")
+    return FORMATS[kind]
 
 
 def _turn(value: Any, param: str) -> tuple[TurnSettings | None, str]:
@@ -158,21 +185,22 @@ def _turn(value: Any, param: str) -> tuple[TurnSettings | None, str]:
     if not isinstance(value, dict):
         raise ProtocolError(live.INVALID_EVENT, "turn_detection must be an object or null", param)
     kind = value.get("type", "server_vad")
-    if kind not in TURN_TYPES:
+    if not isinstance(kind, str) or kind not in TURN_TYPES:
         raise ProtocolError(
-            live.INVALID_EVENT, f"turn_detection.type must be one of {', '.join(TURN_TYPES)}, not {kind!r}", param
+            live.INVALID_EVENT,
+            f"turn_detection.type must be one of {', '.join(TURN_TYPES)}, not {quoted(kind)}",
+            f"{param}.type",
         )
     defaults = TurnSettings()
-    try:
-        settings = TurnSettings(
-            threshold=float(value.get("threshold", defaults.threshold)),
-            prefix_padding_ms=int(value.get("prefix_padding_ms", defaults.prefix_padding_ms)),
-            silence_duration_ms=int(value.get("silence_duration_ms", defaults.silence_duration_ms)),
-        )
-    except (TypeError, ValueError):
-        raise ProtocolError(live.INVALID_EVENT, "turn_detection values must be numbers", param) from None
-    if not 0.0 <= settings.threshold <= 1.0:
-        raise ProtocolError(live.INVALID_EVENT, "turn_detection.threshold must be between 0 and 1", param)
-    if not (0 <= settings.prefix_padding_ms <= 10_000 and 0 <= settings.silence_duration_ms <= 10_000):
-        raise ProtocolError(live.INVALID_EVENT, "turn_detection durations must be between 0 and 10000 ms", param)
+    settings = TurnSettings(
+        threshold=float(_number(value.get("threshold", defaults.threshold), "threshold", 0.0, 1.0, param)),
+        prefix_padding_ms=int(
+            _number(value.get("prefix_padding_ms", defaults.prefix_padding_ms), "prefix_padding_ms", 0, 10_000, param)
+        ),
+        silence_duration_ms=int(
+            _number(
+                value.get("silence_duration_ms", defaults.silence_duration_ms), "silence_duration_ms", 0, 10_000, param
+            )
+        ),
+    )
     return settings, kind

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from actors.live.audio_in import RATE, BadAudio, Decoder
-from actors.live.protocol import ProtocolError, Settings, new_id, session_event
+from actors.live.protocol import ProtocolError, Settings, new_id, quoted, session_event
 from actors.live.vad import WINDOW, SpeechProbability, Turns, TurnSettings
 from schemas import errors, live
 from schemas.live import Shape
@@ -52,8 +52,9 @@ TRIM_AFTER_S = 6.0  # partial decodes of a longer utterance start after its last
 FORCE_AFTER_S = 12.0  # a partial region this long sends all but its last segment, agreed or not
 HOLD_BACK_WORDS = 1  # the last words of each partial decode, not sent until a later decode has more after them
 PROMPT_CHARS = 200  # of the text already sent, given as the prompt of a decode that starts after it
-# A model name as a session.update gives it -> the model id it means; raises ProtocolError for one that is not there.
-Resolve = Callable[[str], Awaitable[str]]
+# A session.update's settings (and its shape) -> the id of the model they name; raises ProtocolError for a model that
+# is not there or a language it lacks.
+Resolve = Callable[[Settings, Shape], Awaitable[str]]
 MAX_UTTERANCE_S = 28.0  # an utterance is committed at this length even while speech goes on: one Whisper window
 # Speech that goes on without the turn's silence (a reader, a speaker who pauses only briefly between sentences) is
 # committed at its first pause once it is this long, so that no utterance is cut inside a word at MAX_UTTERANCE_S
@@ -177,6 +178,8 @@ class Session:
                 event = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ProtocolError(live.INVALID_JSON, f"the event is not valid JSON: {exc}") from None
+            except RecursionError:  # JSON nested deeper than the parser goes
+                raise ProtocolError(live.INVALID_JSON, "the event is nested too deeply") from None
             if not isinstance(event, dict):
                 raise ProtocolError(live.INVALID_JSON, "an event must be a JSON object")
             event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
@@ -197,14 +200,16 @@ class Session:
             await self._update(event.get("session"), shape)
         else:
             known = "input_audio_buffer.append, .commit, .clear, session.update, transcription_session.update"
-            raise ProtocolError(live.INVALID_EVENT, f"unknown event type {kind!r}: this server takes {known}", "type")
+            shown = quoted(kind)
+            raise ProtocolError(live.INVALID_EVENT, f"unknown event type {shown}: this server takes {known}", "type")
 
     async def _update(self, session: Any, shape: Shape) -> None:
         before, model = self.settings.format, self.model
         candidate = Settings(**vars(self.settings))
         candidate.apply(session, shape)
-        if self._resolve is not None and candidate.model and candidate.model != self.settings.model:
-            model = await self._resolve(candidate.model)  # an unknown model: an error event, nothing changed
+        if self._resolve is not None:
+            # An unknown model, or a language it lacks: an error event, nothing changed.
+            model = await self._resolve(candidate, shape)
         self.settings, self.model = candidate, model
         if self.settings.format != before:
             self._decoder = Decoder(self.settings.format)

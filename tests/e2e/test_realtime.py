@@ -130,9 +130,12 @@ def _all_committed_done(events: list[dict[str, Any]]) -> bool:
     return bool(committed) and committed <= done
 
 
-async def _beta_session(url: str, **headers: str) -> Any:
+async def _beta_session(url: str, max_size: int | None = 2**20, **headers: str) -> Any:
     return await websockets.connect(
-        url, additional_headers={"OpenAI-Beta": "realtime=v1", **headers}, subprotocols=[Subprotocol("realtime")]
+        url,
+        additional_headers={"OpenAI-Beta": "realtime=v1", **headers},
+        subprotocols=[Subprotocol("realtime")],
+        max_size=max_size,
     )
 
 
@@ -185,9 +188,48 @@ def test_a_plain_websocket_in_the_beta_shape_commits_itself_with_g711(stack: Sta
         "input_audio_buffer_commit_empty",
     ]
     assert "no-such-model" in errors[0]["message"]
-    assert errors[0]["param"] == "session.audio.input.transcription.model"
+    assert errors[0]["param"] == "session.input_audio_transcription.model"  # in the shape the client spoke
     assert errors[2]["event_id"] == "e1" and errors[2]["param"] == "type"
     assert word_error_rate(JFK_TEXT, _check_items(seen)) < 0.25
+
+
+def test_audio_faster_than_real_time_is_all_heard_and_bad_settings_or_frames_get_errors(
+    stack: Stack, shared_data: Path
+) -> None:
+    """A client pushing a file as fast as its socket goes (8,800 appends of 5 ms, far more than the bus holds for a
+    session that has not taken them yet): every sample is heard — the gateway reads the next frame once the actor
+    took the last. A frame larger than the bus carries, and a language the model lacks, get error events; the
+    session goes on."""
+    url = stack.gateway.replace("http", "ws") + "/v1/realtime?intent=transcription"
+    jfk = read_pcm16(shared_data / "jfk.flac", 24000)
+    pcm = np.concatenate([jfk] * 4)
+    appends = [json.dumps({"type": "input_audio_buffer.append", "audio": chunk}) for chunk in _chunks(pcm, ms=5)]
+    assert len(appends) > 8000
+
+    async def run() -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        async with await _beta_session(url, max_size=None) as ws:
+            update = {"input_audio_transcription": {"language": "fr"}, "turn_detection": None}
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+            update = {"input_audio_transcription": {"language": "en"}, "turn_detection": None}
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+            await _until(ws, "transcription_session.updated", seen)
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA" * 2_300_000}))  # 9.2 MB
+            for append in appends:
+                await ws.send(append)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await _until(ws, COMPLETED, seen, timeout=120)
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(run(), 240))
+    errors = [e["error"] for e in seen if e["type"] == "error"]
+    assert [(e["code"], e["param"]) for e in errors] == [
+        ("invalid_value", "session.input_audio_transcription.language"),
+        ("input_audio_buffer_too_large", "audio"),
+    ], errors
+    [done] = [e for e in seen if e["type"] == COMPLETED]
+    assert done["usage"]["seconds"] == pytest.approx(len(pcm) / 24000, abs=0.05)  # nothing lost on the way
+    assert word_error_rate(" ".join([JFK_TEXT] * 4), done["transcript"]) < 0.25, done["transcript"]
 
 
 def test_sessions_beyond_the_limit_are_refused_at_connect(stack: Stack) -> None:
@@ -249,9 +291,9 @@ def test_an_idle_session_is_closed_and_a_client_that_does_not_read_loses_its_ses
     assert said["type"] == "error" and said["error"]["code"] == "session_idle_timeout"
 
     def flood() -> int | None:
-        """Thousands of bad events, each answered by an 8-kB error event this client never reads (a raw socket with
-        a small receive buffer): the server's queue for it fills (realtime.send_queue = 64 here) and the session is
-        closed with code 1008. Then everything is read: the close frame comes last."""
+        """A thousand bad events, each answered by an 8-kB error event (its event_id echoed) that this client never
+        reads (a raw socket with a small receive buffer): the server's queue for it fills (realtime.send_queue = 64
+        here) and the session is closed with code 1008. Then everything is read: the close frame comes last."""
         protocol = ClientProtocol(parse_uri(url), max_size=None)
         host, port = url.split("//")[1].split("/")[0].split(":")
         with socket.socket() as sock:
@@ -262,9 +304,9 @@ def test_an_idle_session_is_closed_and_a_client_that_does_not_read_loses_its_ses
             while protocol.state is not State.OPEN:
                 protocol.receive_data(sock.recv(4096))
                 protocol.events_received()
-            junk = json.dumps({"type": "no.such.event." + "x" * 8000})  # each error event repeats it
+            junk = json.dumps({"type": "no.such.event", "event_id": "x" * 8000})  # each error event repeats it
             sock.settimeout(60)
-            for _ in range(4000):
+            for _ in range(1000):
                 protocol.send_text(junk.encode())
                 sock.sendall(b"".join(protocol.data_to_send()))
             time.sleep(12)
@@ -297,11 +339,12 @@ def test_an_application_opens_a_session_over_nats_and_only_it_can_feed_it(stack:
             first = codec.decode((await anext(replies)).data, LiveEvent)
             assert first.event["type"] == "session.created"
             assert first.input.startswith("asr.live.app.client.in.")
+            # Each event a request (docs/realtime.md): answered once the session took it, the flow control.
             for chunk in _chunks(_pcm(shared_data / "jfk.flac", pad_s=0.2)):
-                await nc.publish(
-                    first.input, json.dumps({"type": "input_audio_buffer.append", "audio": chunk}).encode()
+                await nc.request(
+                    first.input, json.dumps({"type": "input_audio_buffer.append", "audio": chunk}).encode(), timeout=20
                 )
-            await nc.publish(first.input, json.dumps({"type": "input_audio_buffer.commit"}).encode())
+            await nc.request(first.input, json.dumps({"type": "input_audio_buffer.commit"}).encode(), timeout=20)
             async for msg in replies:
                 event = codec.decode(msg.data, LiveEvent).event
                 events.append(event)

@@ -208,6 +208,66 @@ def test_bad_events_get_an_error_and_the_session_goes_on() -> None:
     assert _types(events)[-1] == "conversation.item.input_audio_transcription.completed"
 
 
+def _update(session: Any, kind: str = "session.update") -> bytes:
+    return json.dumps({"type": kind, "session": session}).encode()
+
+
+def _transcription(**values: Any) -> dict[str, Any]:
+    return {"type": "transcription", "audio": {"input": {"transcription": values}}}
+
+
+def _turn_detection(**values: Any) -> dict[str, Any]:
+    return {"type": "transcription", "audio": {"input": {"turn_detection": {"type": "server_vad", **values}}}}
+
+
+# Each a session.update a hostile or careless client sends, and the param its error names; found by a probe that
+# closed the session with these (OverflowError, TypeError, RecursionError) or accepted them and failed every item.
+BAD_UPDATES = [
+    (
+        b'{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"turn_detection": '
+        b'{"type": "server_vad", "silence_duration_ms": 1e400}}}}}',
+        "session.audio.input.turn_detection.silence_duration_ms",
+    ),
+    (_turn_detection(prefix_padding_ms="300"), "session.audio.input.turn_detection.prefix_padding_ms"),
+    (_turn_detection(threshold=True), "session.audio.input.turn_detection.threshold"),
+    (_turn_detection(type=["server_vad"]), "session.audio.input.turn_detection.type"),
+    ({"type": "transcription", "audio": {"input": {"format": {"type": ["audio/pcm"]}}}}, "session.audio.input.format"),
+    (_transcription(prompt=7), "session.audio.input.transcription.prompt"),
+    (_transcription(language=["en"]), "session.audio.input.transcription.language"),
+    (_transcription(model={"id": "whisper-1"}), "session.audio.input.transcription.model"),
+    ({"type": "transcription", "include": "x"}, "session.include"),
+]
+
+
+@pytest.mark.parametrize(("update", "param"), BAD_UPDATES)
+def test_a_bad_session_update_gets_an_error_changes_nothing_and_the_session_goes_on(update: Any, param: str) -> None:
+    raw = update if isinstance(update, bytes) else _update(update)
+    speech = _pcm24k(JFK)[: 24000 * 2]
+    then = [_append(speech), json.dumps({"type": "input_audio_buffer.commit"}).encode()]
+    events = asyncio.run(_run([raw, *then], Script("and so"), Settings(turn=None)))
+    [error] = [e["error"] for e in events if e["type"] == "error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_value", param)
+    assert "session.updated" not in _types(events)
+    assert _types(events)[-1] == "conversation.item.input_audio_transcription.completed"
+
+
+def test_beta_shape_and_deep_or_huge_events_get_an_error_too() -> None:
+    deep = b'{"type": "session.update", "session": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge_type = json.dumps({"type": "x" * 100_000}).encode()
+    beta_format = _update({"input_audio_format": ["pcm16"]}, "transcription_session.update")
+    speech = _pcm24k(JFK)[: 24000 * 2]
+    then = [_append(speech), json.dumps({"type": "input_audio_buffer.commit"}).encode()]
+    events = asyncio.run(_run([deep, huge_type, beta_format, *then], Script("and so"), Settings(turn=None)))
+    errors = [e["error"] for e in events if e["type"] == "error"]
+    assert [(e["code"], e["param"]) for e in errors] == [
+        ("invalid_json", None),
+        ("invalid_value", "type"),
+        ("invalid_value", "session.input_audio_format"),
+    ]
+    assert len(errors[1]["message"]) < 400  # the 100,000-character type is not echoed back whole
+    assert _types(events)[-1] == "conversation.item.input_audio_transcription.completed"
+
+
 def test_a_buffer_beyond_its_limit_is_refused_and_clear_empties_it() -> None:
     second = _append(np.zeros(24000))
     clear = json.dumps({"type": "input_audio_buffer.clear"}).encode()
