@@ -30,6 +30,7 @@ log = logging.getLogger("asrpro.gateway")
 router = APIRouter()
 SUBPROTOCOL = "realtime"
 SILENCE_S = 20.0  # the live actor sends a keepalive every 5 s: silent this long, it is taken for lost
+RESEND_S = 0.25  # between tries of a frame that found no session listening
 CANCEL_WAIT_S = 1.0  # for the session's tasks to end once cancelled, before the socket is closed
 FRAME_HEADROOM = 4096  # a client frame travels as one bus message: this much of it is left to the headers
 
@@ -125,13 +126,21 @@ async def realtime(ws: WebSocket) -> None:
             data = message.get("bytes") or (message.get("text") or "").encode()
             if len(data) > largest:
                 too_large = f"an event may hold at most {largest} bytes here (the bus's message size): send less audio"
-                await outgoing.put(live.error_event(live.BUFFER_TOO_LARGE, too_large, "audio"))
+                with contextlib.suppress(asyncio.QueueFull):  # a client that does not read: from_actor ends it
+                    outgoing.put_nowait(live.error_event(live.BUFFER_TOO_LARGE, too_large, "audio"))
                 continue
             try:
-                await nc.request(input_subject, data, timeout=SILENCE_S)
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                # The session ended on the actor's side, or it stopped taking events: its reply stream says how
-                # (or falls silent), and the session ends once those last events are sent.
+                while not await _taken(nc, input_subject, data):
+                    if ended.is_set():
+                        # The session ended on the actor's side: its last events go out, then the socket closes.
+                        await asyncio.Event().wait()
+                    await asyncio.sleep(RESEND_S)  # the actor's connection is back within seconds, or it ended
+            except AsrError as exc:
+                reason[0] = "lost"
+                lost = live.error_event("server_error", f"the session was lost: {exc.message}", kind="server_error")
+                with contextlib.suppress(asyncio.QueueFull):
+                    outgoing.put_nowait(lost)
+                    outgoing.put_nowait(None)  # the socket closes once that is sent
                 await asyncio.Event().wait()
 
     sending = asyncio.ensure_future(to_client())
@@ -159,6 +168,19 @@ async def realtime(ws: WebSocket) -> None:
                 await closing()
         with contextlib.suppress(Exception):
             await ws.close(code={"slow client": 1008, "lost": 1011}.get(reason[0], 1000))
+
+
+async def _taken(nc: Any, subject: str, data: bytes) -> bool:
+    """Whether the live actor took the frame: False while nobody listens on the session's subject (its session
+    ended, or the actor's connection is being made again). An actor that holds the frame SILENCE_S without taking
+    it has lost the session: AsrError."""
+    try:
+        await nc.request(subject, data, timeout=SILENCE_S)
+    except nats.errors.NoRespondersError:
+        return False
+    except nats.errors.TimeoutError:
+        raise AsrError(errors.UNAVAILABLE, f"the live session took no event for {SILENCE_S:g} s") from None
+    return True
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -118,7 +118,9 @@ def check_language(language: str | None, model_id: str, model_languages: list[st
     if code not in WHISPER_LANGUAGES:
         raise errors.AsrError(
             errors.BAD_REQUEST,
-            f"language {language!r} is not one of Whisper's language codes (ISO 639-1): {', '.join(WHISPER_LANGUAGES)}",
+            # Cut short: a client's megabyte-long "language" is not echoed back whole.
+            f"language {language[:40]!r} is not one of Whisper's language codes (ISO 639-1): "
+            f"{', '.join(WHISPER_LANGUAGES)}",
             kind=errors.ErrorCode.INVALID_LANGUAGE,
             param="language",
         )

@@ -38,8 +38,32 @@ KEEPALIVE_S = 5.0  # the opener takes a session silent for three of these for lo
 # client that does not wait for the answers) beyond PENDING_EVENTS more are dropped by the bus as a slow
 # consumer's, logged (docs/realtime.md tells NATS clients to send each event as a request).
 INBOX_EVENTS = 1024
+INBOX_BYTES = 32 * 2**20  # and at most this much of them: a client's 8-MB appends must not pile up in memory
 PENDING_EVENTS = 4096
 CLOSE_WAIT_S = 30.0  # what is committed is still finished when a session ends, for at most this long
+
+
+class Inbox:
+    """A session's client events taken but not yet handled, bounded in number and in bytes: `put` waits for room."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=INBOX_EVENTS)
+        self._bytes = 0
+        self._room = asyncio.Condition()
+
+    async def put(self, event: Msg) -> None:
+        async with self._room:
+            # One event larger than the bound is still taken, alone.
+            await self._room.wait_for(lambda: self._bytes == 0 or self._bytes + len(event.data) <= INBOX_BYTES)
+            self._bytes += len(event.data)
+        await self._queue.put(event)
+
+    async def get(self) -> Msg:
+        event = await self._queue.get()
+        async with self._room:
+            self._bytes -= len(event.data)
+            self._room.notify_all()
+        return event
 
 
 class Live(Actor):
@@ -75,10 +99,10 @@ class Live(Actor):
             raise AsrError(errors.BAD_REQUEST, exc.message, param=exc.param) from None
         info = await self._model(settings.model)
         check_language(settings.language, info.id, info.languages)
-        inbox: asyncio.Queue[Msg] = asyncio.Queue(maxsize=INBOX_EVENTS)
+        inbox = Inbox()
 
         async def received(event: Msg) -> None:
-            await inbox.put(event)  # waits while the session is INBOX_EVENTS behind
+            await inbox.put(event)  # waits while the session is behind by INBOX_EVENTS or INBOX_BYTES
             if event.reply:  # the sender's flow control: it sends the next event once this one is taken
                 await event.respond(b"")
 
@@ -138,7 +162,7 @@ class Live(Actor):
             await self.publish(closed)
         return LiveClosed(reason=reason)
 
-    async def _serve(self, session: Session, inbox: asyncio.Queue[Msg]) -> str:
+    async def _serve(self, session: Session, inbox: Inbox) -> str:
         """Client events in order until the client goes, falls idle, or the session reaches its length."""
         opened = time.monotonic()
         next_keepalive = opened + KEEPALIVE_S

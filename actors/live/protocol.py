@@ -50,7 +50,7 @@ class Settings:
             if kind != "transcription":
                 raise ProtocolError(
                     live.INVALID_EVENT,
-                    f"this server transcribes only: session.type must be 'transcription', not {kind!r}",
+                    f"this server transcribes only: session.type must be 'transcription', not {quoted(kind)}",
                     "session.type",
                 )
             audio_in = _object(_object(session, "audio", "session.audio"), "input", "session.audio.input")

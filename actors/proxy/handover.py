@@ -24,9 +24,10 @@ from schemas.nodes import NodeRecord, alive
 from schemas.transcribe import TranscribeRequest, TranscriptionResult
 
 # A node with no proxy on the bus is tried again every NODE_RETRY_S while its heartbeat is fresh, for at most
-# node.dead_after: its nats-server or proxy restarting takes seconds (more on a busy host: the restarted server
-# rejoins the cluster, the proxy reconnects), and placing its models elsewhere meanwhile would start copies of
-# them that nothing stops once it is back. A node is lost when its heartbeat says so, the janitors' rule too.
+# node.dead_after: its nats-server restarting takes seconds (more on a busy host: the restarted server rejoins the
+# cluster, the proxy reconnects), and placing its models elsewhere meanwhile would start copies of them that
+# nothing stops once it is back. A node is lost when its heartbeat says so, the janitors' rule too — or when it
+# beats on without a proxy (its bus works: the proxy itself is down).
 NODE_RETRY_S = 0.5
 # A node whose proxy sent nothing for this long is lost: far above a keepalive's period even on a busy machine.
 SILENCE_S = 10.0
@@ -103,14 +104,25 @@ class HandOver:
     async def _hand_over_within_grace(
         self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent
     ) -> TranscriptionResult:
-        give_up = time.monotonic() + self.config.node.dead_after
+        # Never longer than the request may take; and a node that beats twice meanwhile has its bus: its proxy is
+        # gone, not its nats-server, so another node serves (a restarting nats-server carries no heartbeats).
+        patience = min(self.config.node.dead_after, msg.timeout or self.config.gateway.request_timeout)
+        give_up, first_beat, beats = time.monotonic() + patience, self._heartbeat(node), 0
         while True:
             try:
                 return await self._hand_over(node, model_id, msg, sent)
             except AsrError as exc:
                 if exc.kind != ErrorCode.NO_RESPONDERS or time.monotonic() > give_up or node not in self.live_nodes():
                     raise
+                beat = self._heartbeat(node)
+                if beat > first_beat:
+                    beats, first_beat = beats + 1, beat
+                    if beats >= 2:
+                        raise
                 await asyncio.sleep(NODE_RETRY_S)
+
+    def _heartbeat(self, node: str) -> float:
+        return max((n.heartbeat_at for n in self.nodes.values.values() if n.name == node), default=0.0)
 
     async def _hand_over(self, node: str, model_id: str, msg: TranscribeRequest, sent: Sent) -> TranscriptionResult:
         """The request served by `node`'s proxies; their partial replies relayed to our requester."""
