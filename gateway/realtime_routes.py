@@ -19,6 +19,7 @@ import nats.errors
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 
 from framework import bus
+from framework.cancelling import retrieved
 from framework.config import Config, node_name
 from gateway import client_secrets
 from gateway.connection import GatewayConnection
@@ -158,7 +159,7 @@ async def realtime(ws: WebSocket) -> None:
                 await nc.publish(input_subject, b"", headers={live.CLOSE_HEADER: reason[0]})
         for task in tasks:
             task.cancel()
-            task.add_done_callback(_retrieved)
+            task.add_done_callback(retrieved)
         # Not waited for to the end: a receive under way may not end at its cancel until the socket is closed (seen
         # with a client that neither reads nor stops sending), and the close below must not wait for it.
         await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
@@ -181,12 +182,6 @@ async def _taken(nc: Any, subject: str, data: bytes) -> bool:
     except nats.errors.TimeoutError:
         raise AsrError(errors.UNAVAILABLE, f"the live session took no event for {SILENCE_S:g} s") from None
     return True
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """A task's end, read: cancelled or failed once its session was over, nobody else will."""
-    if not task.cancelled():
-        task.exception()
 
 
 @router.post("/v1/realtime/client_secrets")

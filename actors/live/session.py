@@ -30,6 +30,7 @@ import numpy as np
 from actors.live.audio_in import RATE, BadAudio, Decoder
 from actors.live.protocol import ProtocolError, Settings, new_id, quoted, session_event
 from actors.live.vad import WINDOW, SpeechProbability, Turns, TurnSettings
+from framework.cancelling import retrieved
 from schemas import errors, live
 from schemas.live import Shape
 
@@ -316,7 +317,7 @@ class Session:
             end = at + WINDOW
             audio = self._history.between(utterance.start, end)
             decode = asyncio.ensure_future(self._transcribe(audio, True, self.settings, self._prompt(utterance, [])))
-            decode.add_done_callback(_retrieved)
+            decode.add_done_callback(retrieved)
             self._early = Early(utterance, end, decode)
 
     def _cancel_early(self) -> None:
@@ -595,12 +596,6 @@ class Session:
             self._partial.cancel()
         self._cancel_early()
         self._final_worker.cancel()
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    """An early final decode that failed after it was dropped: its error is not an unretrieved one."""
-    if not task.cancelled():
-        task.exception()
 
 
 _WORD = re.compile(r"[^\w']+")

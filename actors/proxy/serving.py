@@ -19,6 +19,7 @@ from actors.proxy.queue import ModelQueue, Priority
 from actors.proxy.relay import Relay, Sent
 from actors.proxy.speakers import attribute
 from framework.actor import Actor
+from framework.cancelling import retrieved
 from framework.catalogue import Catalogue
 from framework.kv_view import KvView
 from framework.model_server import ModelServerClient, ServerGone
@@ -93,7 +94,7 @@ class Serving:
                 # The diarizer works beside the transcription (its own server and queue); the words' timestamps
                 # are what its turns are matched to.
                 speakers = asyncio.create_task(self._turns(msg, diarizer.id))
-                speakers.add_done_callback(_retrieved)
+                speakers.add_done_callback(retrieved)
                 relay.turns = speakers
             audio = await self.audio.read(msg)
             async with self.queue(model).slot(deadline, _priority(msg)) as queued_s:
@@ -300,12 +301,6 @@ def _resumed(options: TranscribeOptions, msg: TranscribeRequest, relayed_until: 
     if msg.priority != "batch" or not msg.stream or relayed_until <= options.offset:
         return options
     return msgspec.structs.replace(options, offset=relayed_until)
-
-
-def _retrieved(task: asyncio.Task[list[Segment]]) -> None:
-    """A diarization that failed after its request did (or was cancelled with it) is no news: retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _priority(msg: TranscribeRequest) -> Priority:
