@@ -192,15 +192,13 @@ def _turn(value: Any, param: str) -> tuple[TurnSettings | None, str]:
             f"{param}.type",
         )
     defaults = TurnSettings()
+
+    def number(name: str, low: float, high: float) -> float:
+        return _number(value.get(name, getattr(defaults, name)), name, low, high, param)
+
     settings = TurnSettings(
-        threshold=float(_number(value.get("threshold", defaults.threshold), "threshold", 0.0, 1.0, param)),
-        prefix_padding_ms=int(
-            _number(value.get("prefix_padding_ms", defaults.prefix_padding_ms), "prefix_padding_ms", 0, 10_000, param)
-        ),
-        silence_duration_ms=int(
-            _number(
-                value.get("silence_duration_ms", defaults.silence_duration_ms), "silence_duration_ms", 0, 10_000, param
-            )
-        ),
+        threshold=float(number("threshold", 0.0, 1.0)),
+        prefix_padding_ms=int(number("prefix_padding_ms", 0, 10_000)),
+        silence_duration_ms=int(number("silence_duration_ms", 0, 10_000)),
     )
     return settings, kind

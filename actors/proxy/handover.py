@@ -107,7 +107,7 @@ class HandOver:
         # Never longer than the request may take; and a node that beats twice meanwhile has its bus: its proxy is
         # gone, not its nats-server, so another node serves (a restarting nats-server carries no heartbeats).
         patience = min(self.config.node.dead_after, msg.timeout or self.config.gateway.request_timeout)
-        give_up, first_beat, beats = time.monotonic() + patience, self._heartbeat(node), 0
+        give_up, last_beat, beats = time.monotonic() + patience, self._heartbeat(node), 0
         while True:
             try:
                 return await self._hand_over(node, model_id, msg, sent)
@@ -115,8 +115,8 @@ class HandOver:
                 if exc.kind != ErrorCode.NO_RESPONDERS or time.monotonic() > give_up or node not in self.live_nodes():
                     raise
                 beat = self._heartbeat(node)
-                if beat > first_beat:
-                    beats, first_beat = beats + 1, beat
+                if beat > last_beat:  # a heartbeat since the last look
+                    beats, last_beat = beats + 1, beat
                     if beats >= 2:
                         raise
                 await asyncio.sleep(NODE_RETRY_S)
