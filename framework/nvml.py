@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +171,29 @@ def _mig_slices(pynvml: Any, handle: Any, index: int) -> list[Device] | None:
         device = _device(pynvml, mig, 1000 + 100 * index + slot, _text(pynvml.nvmlDeviceGetUUID(mig)), capability)
         slices.append(dataclasses.replace(device, parent_uuid=parent))
     return slices
+
+
+def free_memory_reader() -> Callable[[], int | None] | None:
+    """For a process on one GPU (a model server, CUDA_VISIBLE_DEVICES naming it): a function reading that device's
+    free memory in MB (None when a reading fails), NVML kept open for the process's life so that a reading costs
+    microseconds; None without NVML or a visible device."""
+    devices, _ = detect()
+    pynvml = _nvml() if devices and devices[0].uuid else None
+    if pynvml is None:
+        return None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByUUID(devices[0].uuid.encode())  # bytes: any nvidia-ml-py takes them
+    except (pynvml.NVMLError, AttributeError):
+        pynvml.nvmlShutdown()
+        return None
+
+    def free_mb() -> int | None:
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(handle).free // 2**20)
+        except pynvml.NVMLError:
+            return None
+
+    return free_mb
 
 
 def memory_in_use() -> dict[int, dict[int, int]]:

@@ -21,6 +21,7 @@ from typing import Generic, Protocol, TypeVar, cast, runtime_checkable
 import numpy as np
 
 from model_server.engines.base import Decoding
+from model_server.gpu_memory import out_of_memory
 from schemas.model_server import TranscribeOptions
 
 log = logging.getLogger("model_server")
@@ -51,9 +52,11 @@ class Batcher(Generic[Item, Result]):
         window_s: float,
         runners: int = 1,
         name: str = "batcher",
+        limit: Callable[[Hashable, int], int] | None = None,
     ) -> None:
         self._decode = decode
         self.max_batch = max(1, max_batch)
+        self._limit = limit  # (key, max_batch) -> the batch that fits now: on a GPU, its free memory decides
         self.window_s = max(0.0, window_s)
         self._waiting: deque[_Pending[Item, Result]] = deque()
         self._changed = threading.Condition()
@@ -102,10 +105,11 @@ class Batcher(Generic[Item, Result]):
                 self._changed.wait()
             first = self._waiting[0]
             deadline = first.arrived + self.window_s
+            size = self._limit(first.key, self.max_batch) if self._limit else self.max_batch
             while True:
-                same = [p for p in self._waiting if p.key == first.key][: self.max_batch]
+                same = [p for p in self._waiting if p.key == first.key][:size]
                 left = deadline - time.monotonic()
-                if len(same) >= self.max_batch or left <= 0 or not self._expecting():
+                if len(same) >= size or left <= 0 or not self._expecting():
                     break
                 self._changed.wait(left)
             for pending in same:
@@ -147,7 +151,7 @@ class BatchingEngine:
         self._engine = engine
         self.device, self.compute_type = engine.device, engine.compute_type
         self.batcher: Batcher[tuple[np.ndarray, TranscribeOptions], Decoding | None] = Batcher(
-            self._decode_batch, max_batch=max_batch, window_s=window_s, runners=runners
+            self._decode_batch, max_batch=max_batch, window_s=window_s, runners=runners, limit=engine.batch_limit
         )
 
     def inside(self) -> AbstractContextManager[None]:
@@ -165,7 +169,16 @@ class BatchingEngine:
     def _decode_batch(self, items: Sequence[tuple[np.ndarray, TranscribeOptions]]) -> list[Decoding | None]:
         if len(items) == 1:
             return [None]  # alone after all: decoded the sequential way, exactly as without batching
-        return self._engine.decode_batch([audio for audio, _ in items], items[0][1])
+        try:
+            return self._engine.decode_batch([audio for audio, _ in items], items[0][1])
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            # The device had less room than the estimate said (another process grew meanwhile): each half again,
+            # down to one request alone, which only then fails if it must.
+            half = len(items) // 2
+            log.warning("a batch of %d ran out of GPU memory: decoding it in halves", len(items))
+            return self._decode_batch(items[:half]) + self._decode_batch(items[half:])
 
 
 @runtime_checkable
@@ -178,3 +191,5 @@ class BatchCapable(Protocol):
     def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> Hashable | None: ...
 
     def decode_batch(self, audios: Sequence[np.ndarray], options: TranscribeOptions) -> list[Decoding | None]: ...
+
+    def batch_limit(self, key: Hashable, wanted: int) -> int: ...

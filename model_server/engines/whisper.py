@@ -7,7 +7,7 @@ import importlib
 import logging
 from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from model_server import cuda_libs
 from model_server.audio import SAMPLE_RATE
 from model_server.engines.base import Decoding, WeightsNotFound, check_readable, hub_offline
 from model_server.engines.batched_pipeline import resegmented, with_fallback
+from model_server.gpu_memory import GpuBatchLimit, read_dims
 from schemas.model_server import TranscribeOptions
 from schemas.transcribe import Segment, Word
 
@@ -37,6 +38,17 @@ TAIL_MARGIN_S = 0.3  # after the last segment's end, where a word's tail may sti
 # (or drop as silence): a batched result that crosses one is decoded again alone, the sequential way.
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
+
+
+class BatchKey(NamedTuple):
+    """What decodes must share to go in one batch."""
+
+    task: str
+    language: str
+    prompt: str | None
+    hotwords: str | None
+    beam_size: int
+    temperature: float
 
 
 def resolve_weights(spec: str) -> Path:
@@ -111,6 +123,7 @@ class WhisperEngine:
             # broken GPU setup fails the start (and says why) instead of every request.
             pieces, _ = self._model.transcribe(np.zeros(8000, dtype=np.float32), beam_size=1, language="en")
             list(pieces)
+        self._gpu_limit = _gpu_limit(directory, self.device, self.compute_type, max(1, concurrency))
 
     def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
         """faster-whisper with exactly the options given (the caller merged the model's configured decoding,
@@ -146,7 +159,14 @@ class WhisperEngine:
         if language is None:
             return None
         first = options.temperature[0] if options.temperature else 0.0
-        return (options.task, language, options.prompt, options.hotwords, options.beam_size, first)
+        return BatchKey(options.task, language, options.prompt, options.hotwords, options.beam_size, first)
+
+    def batch_limit(self, key: Hashable, wanted: int) -> int:
+        """The largest batch of `key`'s decodes that fits on the GPU now (`wanted` on the CPU, or unreadable)."""
+        return self._sized(wanted, key.beam_size) if isinstance(key, BatchKey) else wanted
+
+    def _sized(self, wanted: int, beam_size: int) -> int:
+        return self._gpu_limit(wanted, beam_size) if self._gpu_limit is not None else wanted
 
     def decode_batch(self, audios: Sequence[np.ndarray], options: TranscribeOptions) -> list[Decoding | None]:
         """Short recordings of one `batch_key`, decoded as one batch: each in a window of its own, one encoder
@@ -231,7 +251,10 @@ class WhisperEngine:
             temperature=options.temperature[:1],
             beam_size=options.beam_size,
             hotwords=options.hotwords,
-            batch_size=options.batch_size,
+            # As many chunks as asked for, or as fit in the GPU's free memory now.
+            batch_size=self._gpu_limit(options.batch_size, options.beam_size)
+            if self._gpu_limit
+            else options.batch_size,
             # One text per chunk, cut into segments from its words (batched_pipeline.py): decoding with timestamps
             # loses the last sentence of most chunks, and one segment per chunk would make subtitles 30 s long.
             without_timestamps=True,
@@ -259,6 +282,33 @@ class WhisperEngine:
         return _decoding(
             resegmented(settled, lambda text: tokenizer.encode(text, add_special_tokens=False).ids), info, options
         )
+
+
+def _gpu_limit(directory: Path, device: str, compute_type: str, runners: int) -> GpuBatchLimit | None:
+    """On a GPU: batches sized by its free memory (model_server/gpu_memory.py), the estimate logged at start."""
+    if device != "cuda":
+        return None
+    from framework import nvml
+
+    free_mb = nvml.free_memory_reader()
+    try:
+        dims = read_dims(directory / "model.bin")
+    except (OSError, ValueError) as exc:
+        log.warning("batch sizes not taken from GPU memory: %s", exc)
+        return None
+    if free_mb is None:
+        log.warning("batch sizes not taken from GPU memory: NVML cannot read this server's GPU")
+        return None
+    limit = GpuBatchLimit(dims, compute_type, runners, free_mb)
+    log.info(
+        "batches sized by free GPU memory: %s MB free now, ~%.0f MB a 30-s window at beam 5: %s a batch (%d workers)",
+        free_mb(),
+        limit.window_mb(5),
+        limit.fits(5),
+        runners,
+        extra={"free_mb": free_mb(), "window_mb": round(limit.window_mb(5)), "fits": limit.fits(5)},
+    )
+    return limit
 
 
 def _batched_mode(audio: np.ndarray, options: TranscribeOptions) -> bool:

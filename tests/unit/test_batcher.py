@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
+import numpy as np
 import pytest
 
-from model_server.batcher import Batcher
+from model_server.batcher import Batcher, BatchingEngine
+from model_server.engines.base import Decoding
+from schemas.model_server import TranscribeOptions
 
 
 class Recorder:
@@ -115,3 +118,62 @@ def test_many_requests_all_answered(runners: int) -> None:
     results = _submit_all(batcher, keyed)
     assert results == [item.upper() for _, item in keyed]
     assert batcher.batched == 30
+
+
+def test_a_batch_is_no_larger_than_its_limit_says_now() -> None:
+    decode = Recorder()
+    room = {"n": 2}
+    batcher = Batcher(decode, max_batch=4, window_s=0.2, limit=lambda key, wanted: min(wanted, room["n"]))
+    _submit_all(batcher, [("k", f"r{n}") for n in range(4)])
+    assert max(len(batch) for batch in decode.batches) == 2
+    room["n"] = 4
+    _submit_all(batcher, [("k", f"s{n}") for n in range(4)])
+    assert max(len(batch) for batch in decode.batches[-2:]) >= 3
+
+
+class OutOfMemoryEngine:
+    """Runs out of GPU memory on batches larger than two; decodes alone one letter a request."""
+
+    device, compute_type = "cuda", "float16"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def decode(self, audio: np.ndarray, options: TranscribeOptions) -> Decoding:
+        return Decoding("en", 1.0, 1.0, iter([]))
+
+    def batch_key(self, audio: np.ndarray, options: TranscribeOptions) -> str:
+        return "k"
+
+    def batch_limit(self, key: Hashable, wanted: int) -> int:
+        return wanted  # the estimate said it fits
+
+    def decode_batch(self, audios: Sequence[np.ndarray], options: TranscribeOptions) -> list[Decoding | None]:
+        if len(audios) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+        self.batches.append(len(audios))
+        return [Decoding("en", float(audio[0]), 1.0, iter([])) for audio in audios]
+
+
+def test_a_batch_out_of_gpu_memory_is_decoded_in_halves_and_every_request_answered() -> None:
+    engine = OutOfMemoryEngine()
+    batching = BatchingEngine(engine, max_batch=5, window_s=0.0, runners=1)
+    items = [(np.full(10, n, dtype=np.float32), TranscribeOptions()) for n in range(5)]
+    results = batching._decode_batch(items)
+    # 5 -> 2 + 3 -> 2 + (1 alone, then 2): the one alone goes the sequential way (None), the rest batched.
+    assert engine.batches == [2, 2]
+    assert [r.duration if r else None for r in results] == [0.0, 1.0, None, 3.0, 4.0]
+
+
+class FailingEngine(OutOfMemoryEngine):
+    def decode_batch(self, audios: Sequence[np.ndarray], options: TranscribeOptions) -> list[Decoding | None]:
+        self.batches.append(len(audios))
+        raise RuntimeError("engine failed")
+
+
+def test_other_engine_errors_are_not_retried_in_halves() -> None:
+    engine = FailingEngine()
+    batching = BatchingEngine(engine, max_batch=4, window_s=0.0, runners=1)
+    with pytest.raises(RuntimeError, match="engine failed"):
+        batching._decode_batch([(np.zeros(10, dtype=np.float32), TranscribeOptions())] * 4)
+    assert engine.batches == [4]

@@ -65,6 +65,12 @@ def fake_pynvml() -> types.ModuleType:
             raise NVMLError("Not Found")
         return ("mig", slot)
 
+    def handle_by_uuid(uuid: bytes) -> Any:
+        found = [h for h, about in handles.items() if about["uuid"] in (uuid, uuid.decode())]
+        if not found:
+            raise NVMLError("Not Found")
+        return found[0]
+
     def processes(handle: Any) -> list[Any]:
         return [types.SimpleNamespace(pid=4242, usedGpuMemory=3 * 2**30)] if handle == 0 else []
 
@@ -73,6 +79,7 @@ def fake_pynvml() -> types.ModuleType:
         "nvmlShutdown": lambda: None,
         "nvmlDeviceGetCount": lambda: 3,
         "nvmlDeviceGetHandleByIndex": handle_by_index,
+        "nvmlDeviceGetHandleByUUID": handle_by_uuid,
         "nvmlDeviceGetMemoryInfo": lambda h: handles[h]["memory"],
         "nvmlDeviceGetName": lambda h: handles[h]["name"].encode(),
         "nvmlDeviceGetMigMode": mig_mode,
@@ -178,3 +185,18 @@ def test_our_servers_never_count_as_outside_use_whatever_pid_namespace_nvml_repo
     # Host pid 4242 is ours (3 GB measured); host pid 90001 is the unmatched server (its pid here is 17); Xorg 1 GB.
     per_device = {0: {0: 3072 + 1600 + 1024, 4242: 3072, 90001: 1600}}
     assert gpu.outside_use(table, per_device) == {0: 1024 + 100}  # never 1600 + 1024
+
+
+def test_a_model_server_reads_the_free_memory_of_its_own_gpu(
+    nvml: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framework.nvml import free_memory_reader
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-4090")
+    reader = free_memory_reader()
+    assert reader is not None and reader() == 20 * 1024
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-cccc")  # a slice: its own memory, not its GPU's
+    reader = free_memory_reader()
+    assert reader is not None and reader() == 9 * 1024
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-none")
+    assert free_memory_reader() is None

@@ -13,7 +13,7 @@ def requirement_names(text: str) -> set[str]:
 
 def test_cuda_requirements_add_the_cuda_libraries_and_swap_what_they_replace() -> None:
     for family, added, removed in [
-        ("whisper", {"nvidia-cublas-cu12"}, set()),
+        ("whisper", {"nvidia-cublas-cu12", "nvidia-ml-py"}, set()),
         ("parakeet", {"onnxruntime-gpu"}, {"onnxruntime"}),
     ]:
         directory = images.FAMILY_DIRS[family]
