@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -322,6 +324,108 @@ def kernels() -> dict[str, Any]:
     return report
 
 
+BEAM, TOKENS = 5, 48  # faster-whisper's default beam; about an 11-s utterance's text (jfk.flac: 27 tokens)
+
+
+def peak_used_mb(index: int, stop: threading.Event, into: list[int]) -> None:
+    """The device's used memory (NVML), its highest value until `stop`, polled every 10 ms."""
+    while not stop.is_set():
+        into.append(nvml.memory_in_use().get(index, {}).get(0, 0))
+        stop.wait(0.01)
+
+
+@check("batched decode: windows decoded together against one by one, the batch sized by free GPU memory")
+def batched() -> dict[str, Any]:
+    """Real models' shapes with random weights (built here: no download), every decode forced to TOKENS tokens (the
+    end-of-text token suppressed), so one by one and together decode the same work. Reports the speed-up at each
+    batch size, the batch model_server.gpu_memory allows now with the memory it estimates a window takes, and the
+    memory a batch really took (NVML's peak over the run); fails if a batch of the allowed size does not fit."""
+    import tempfile
+
+    import ctranslate2
+    import numpy as np
+    from gpu_prepare import BASE, LARGE_V3, TINY, build_whisper
+
+    from model_server.gpu_memory import GpuBatchLimit, read_dims
+
+    if DEVICE == "cuda":
+        cublas_here()
+    found, _ = nvml.detect()
+    if DEVICE == "cuda" and found[0].uuid:
+        os.environ["CUDA_VISIBLE_DEVICES"] = found[0].uuid
+    reader = nvml.free_memory_reader()
+    assert reader is not None, "NVML cannot read the free memory of the GPU CUDA uses"
+    shapes = {"base": BASE, "large-v3": LARGE_V3} if DEVICE == "cuda" else {"tiny": TINY}
+    windows, sizes = (32, (4, 8, 16, 32)) if DEVICE == "cuda" else (4, (2, 4))
+    compute_type = "float16" if DEVICE == "cuda" else "int8"
+    rng = np.random.default_rng(11)
+    mel = rng.standard_normal((windows, 80, 3000)).astype(np.float32)
+    results: dict[str, Any] = {}
+    for name, shape in shapes.items():
+        target = Path(tempfile.mkdtemp(prefix="asrpro-gpu-check-")) / name
+        t0 = time.perf_counter()
+        build_whisper(target, shape, quantization=compute_type)
+        built_s = time.perf_counter() - t0
+        whisper = ctranslate2.models.Whisper(str(target), device=DEVICE, compute_type=compute_type)
+        vocabulary = (target / "vocabulary.json").read_text()
+        eot = json.loads(vocabulary).index("<|endoftext|>")
+        prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+
+        def decode(batch: np.ndarray, model: Any = whisper, eot: int = eot, prompt: list[str] = prompt) -> list[int]:
+            features = ctranslate2.StorageView.from_array(np.ascontiguousarray(batch))
+            out = model.generate(
+                features,
+                [prompt] * len(batch),
+                beam_size=BEAM,
+                max_length=2 * TOKENS,  # CTranslate2's Whisper generates at most half of max_length (measured)
+                suppress_tokens=[eot],
+                suppress_blank=False,
+            )
+            return [len(r.sequences_ids[0]) for r in out]
+
+        decode(mel[:1])  # cuBLAS's start, the kernels' first call
+        limit = GpuBatchLimit(read_dims(target / "model.bin"), whisper.compute_type, 1, reader)
+        allowed = limit(max(sizes), BEAM)
+        t0 = time.perf_counter()
+        lengths = [n for k in range(windows) for n in decode(mel[k : k + 1])]
+        alone_s = time.perf_counter() - t0
+        assert all(n == TOKENS for n in lengths), f"{name}: decodes ended early: {lengths}"
+        runs: dict[str, Any] = {}
+        index = found[0].index
+        for size in sorted({*sizes, allowed}):
+            if size > allowed:  # the estimate says it does not fit: not tried
+                runs[str(size)] = "does not fit"
+                continue
+            samples: list[int] = []
+            stop = threading.Event()
+            base_mb = nvml.memory_in_use().get(index, {}).get(0, 0)
+            poller = threading.Thread(target=peak_used_mb, args=(index, stop, samples), daemon=True)
+            poller.start()
+            t0 = time.perf_counter()
+            for k in range(0, windows, size):
+                decode(mel[k : k + size])
+            seconds = time.perf_counter() - t0
+            stop.set()
+            poller.join()
+            runs[str(size)] = {
+                "seconds": round(seconds, 3),
+                "speed_up": round(alone_s / seconds, 2),
+                "measured_mb_a_window": round((max(samples, default=base_mb) - base_mb) / size, 1),
+            }
+        results[name] = {
+            "built_s": round(built_s, 1),
+            "windows": windows,
+            "one_by_one_s": round(alone_s, 3),
+            "estimated_mb_a_window": round(limit.window_mb(BEAM), 1),
+            "free_mb": reader(),
+            "allowed_batch": allowed,
+            "batches": runs,
+        }
+        del whisper
+        shutil.rmtree(target.parent, ignore_errors=True)
+    return results
+
+
 PREPARED = Path(".")
 
 
@@ -380,13 +484,13 @@ def main() -> int:
             PREPARED = args.offline.resolve()
             offline(PREPARED)
             needed("pynvml", "msgspec", "numpy", "ctranslate2")
-            checks = [inventory, admission, kernels]
+            checks = [inventory, admission, kernels, batched]
         elif args.nvml_only:
             needed("pynvml")
             checks = [inventory, measurement]
         else:
             needed("pynvml", "nats", "msgspec", "faster_whisper", "httpx")
-            checks = [inventory, measurement, local_runtime, docker_runtime, compute_types]
+            checks = [inventory, measurement, local_runtime, docker_runtime, compute_types, batched]
         devices, reason = nvml.detect()
         if not devices:
             print(f"gpu-check: NVML finds no GPU ({reason}): nothing to check", file=sys.stderr)

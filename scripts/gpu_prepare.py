@@ -18,13 +18,30 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 LIMIT = 64 * 2**20
 PACKAGES = ["ctranslate2>=4.6.3", "nvidia-ml-py", "msgspec"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-# The tiny Whisper: Whisper's own layout (80 mel bins, 1500 encoder positions, 448 decoder positions), shrunk.
-WIDTH, HEADS, LAYERS, MELS, FFN = 64, 4, 2, 80, 128
+MELS = 80
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Whisper's size: Whisper's own layout (80 mel bins, 1500 encoder positions, 448 decoder positions)."""
+
+    width: int
+    heads: int
+    layers: int  # each of the encoder and the decoder
+    ffn: int
+    vocabulary: int = 0  # 0: only the special and timestamp tokens with 256 others; a real size pads to it
+
+
+TINY = Shape(width=64, heads=4, layers=2, ffn=128)  # what travels in DIR, under 1 MB
+# Real models' shapes, built on the GPU machine itself by the batched-decode check (random weights, no download).
+BASE = Shape(width=512, heads=8, layers=6, ffn=2048, vocabulary=51865)
+LARGE_V3 = Shape(width=1280, heads=20, layers=32, ffn=5120, vocabulary=51866)
 SPECIALS = [
     "<|endoftext|>",
     "<|startoftranscript|>",
@@ -49,48 +66,51 @@ def download(wheels: Path, python: str) -> None:
         raise SystemExit(f"gpu-check --prepare: pip download failed (no index?):\n{done.stderr[-1500:]}") from None
 
 
-def build_tiny_whisper(target: Path) -> None:
+def build_whisper(target: Path, shape: Shape = TINY, quantization: str = "int8") -> None:
     """Random weights in Whisper's shapes; the vocabulary has Whisper's special tokens, so generate() runs as it
     does for a real model."""
+    width, heads, layers, ffn = shape.width, shape.heads, shape.layers, shape.ffn
     import numpy as np
     from ctranslate2.specs import whisper_spec
 
     rng = np.random.default_rng(20261206)
 
-    def weights(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    def weights(*dims: int) -> np.ndarray:
+        return (rng.standard_normal(dims) * 0.05).astype(np.float32)
 
     def linear(spec: object, out: int, inp: int) -> None:
         spec.weight, spec.bias = weights(out, inp), weights(out)  # type: ignore[attr-defined]
 
     def norm(spec: object) -> None:
-        spec.gamma, spec.beta = np.ones(WIDTH, np.float32), np.zeros(WIDTH, np.float32)  # type: ignore[attr-defined]
+        spec.gamma, spec.beta = np.ones(width, np.float32), np.zeros(width, np.float32)  # type: ignore[attr-defined]
 
     def attention(spec: object, cross: bool) -> None:
         norm(spec.layer_norm)  # type: ignore[attr-defined]
         linears = spec.linear  # type: ignore[attr-defined]
         # Cross-attention: query, fused key and value (of the encoder's output), output; self: fused q/k/v, output.
-        shapes = [(WIDTH, WIDTH), (2 * WIDTH, WIDTH), (WIDTH, WIDTH)] if cross else [(3 * WIDTH, WIDTH), (WIDTH, WIDTH)]
+        shapes = [(width, width), (2 * width, width), (width, width)] if cross else [(3 * width, width), (width, width)]
         for layer, (out, inp) in zip(linears, shapes, strict=True):
             linear(layer, out, inp)
 
     def feed_forward(spec: object) -> None:
         norm(spec.layer_norm)  # type: ignore[attr-defined]
-        linear(spec.linear_0, FFN, WIDTH)  # type: ignore[attr-defined]
-        linear(spec.linear_1, WIDTH, FFN)  # type: ignore[attr-defined]
+        linear(spec.linear_0, ffn, width)  # type: ignore[attr-defined]
+        linear(spec.linear_1, width, ffn)  # type: ignore[attr-defined]
 
-    vocabulary = [f"t{i}" for i in range(256)] + SPECIALS + [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
-    spec = whisper_spec.WhisperSpec(LAYERS, HEADS, LAYERS, HEADS)
+    timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]
+    fillers = max(256, shape.vocabulary - len(SPECIALS) - len(timestamps))
+    vocabulary = [f"t{i}" for i in range(fillers)] + SPECIALS + timestamps
+    spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
     encoder, decoder = spec.encoder, spec.decoder
-    encoder.conv1.weight, encoder.conv1.bias = weights(WIDTH, MELS, 3), weights(WIDTH)
-    encoder.conv2.weight, encoder.conv2.bias = weights(WIDTH, WIDTH, 3), weights(WIDTH)
-    encoder.position_encodings.encodings = weights(1500, WIDTH)
+    encoder.conv1.weight, encoder.conv1.bias = weights(width, MELS, 3), weights(width)
+    encoder.conv2.weight, encoder.conv2.bias = weights(width, width, 3), weights(width)
+    encoder.position_encodings.encodings = weights(1500, width)
     norm(encoder.layer_norm)
     for layer in encoder.layer:
         attention(layer.self_attention, cross=False)
         feed_forward(layer.ffn)
-    decoder.embeddings.weight = weights(len(vocabulary), WIDTH)
-    decoder.position_encodings.encodings = weights(448, WIDTH)
+    decoder.embeddings.weight = weights(len(vocabulary), width)
+    decoder.position_encodings.encodings = weights(448, width)
     decoder.projection.weight = decoder.embeddings.weight
     norm(decoder.layer_norm)
     for layer in decoder.layer:
@@ -99,9 +119,9 @@ def build_tiny_whisper(target: Path) -> None:
         feed_forward(layer.ffn)
     spec.register_vocabulary(vocabulary)
     spec.config.suppress_ids, spec.config.suppress_ids_begin, spec.config.lang_ids = [], [], []
-    spec.config.alignment_heads = [(LAYERS - 1, 0)]
+    spec.config.alignment_heads = [(layers - 1, 0)]
     spec.validate()
-    spec.optimize(quantization="int8")
+    spec.optimize(quantization=quantization)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     spec.save(str(target))
@@ -126,7 +146,7 @@ def main() -> int:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
-    build_tiny_whisper(out / "tiny-whisper")
+    build_whisper(out / "tiny-whisper")
     shutil.rmtree(out / "site", ignore_errors=True)  # unpacked again, for these wheels, on the GPU machine
     files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     files.pop("manifest.json", None)

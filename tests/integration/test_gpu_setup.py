@@ -110,6 +110,11 @@ def test_the_offline_gpu_check_runs_from_the_prepared_dir_alone(prepared: Path) 
     assert all(r["ok"] and r["tokens"] > 0 for r in kernels["compute_types"].values())
     assert all(where.startswith(str(prepared / "site")) for where in kernels["imported_from"].values()), kernels
     assert (prepared / "site" / "ctranslate2").is_dir() and not (prepared / "site" / "pip").exists()
+    # The batched decode: every batch size the free memory allows ran (the stand-in's 15 GB: all of them), with the
+    # same work as one by one.
+    tiny = report["batched"]["tiny"]
+    assert report["batched"]["ok"] and tiny["allowed_batch"] == 4 and tiny["free_mb"] == 15 * 1024
+    assert set(tiny["batches"]) == {"2", "4"} and all(run["speed_up"] > 0 for run in tiny["batches"].values())
 
 
 def test_the_gpu_check_says_when_it_cannot_run_here_and_fails_only_a_failed_check(
@@ -120,7 +125,7 @@ def test_the_gpu_check_says_when_it_cannot_run_here_and_fails_only_a_failed_chec
     no_cublas = gpu_check("--offline", str(prepared))
     assert no_cublas.returncode == 2 and "no libcublas.so.12" in no_cublas.stderr
     ran = {c["check"].split(" ")[0]: c["ok"] for c in json.loads(no_cublas.stdout)["checks"]}
-    assert ran == {"nvml": True, "admission": True, "ctranslate2's": None}
+    assert ran == {"nvml": True, "admission": True, "ctranslate2's": None, "batched": None}
     unprepared = gpu_check("--offline", str(tmp_path))
     assert unprepared.returncode == 2 and "--prepare" in unprepared.stderr
     other = tmp_path / "other"
