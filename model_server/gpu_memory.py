@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -109,7 +109,7 @@ class GpuBatchLimit:
     runners: int
     free_mb: Callable[[], int | None]
     reserve_mb: int = RESERVE_MB
-    _lowered_to: int = 0
+    _lowered_to: int = field(default=0, init=False)  # the last size free memory lowered a batch to
 
     def window_mb(self, beam_size: int) -> float:
         return window_mb(self.dims, beam_size, self.compute_type)

