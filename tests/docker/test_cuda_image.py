@@ -22,9 +22,9 @@ async def test_the_cuda_image_builds_offline_and_its_libraries_load_inside(
     built = images.build(config, ["whisper-tiny.en"], REPO / ".asrpro" / "images", cuda=True)
     assert built == {"whisper-tiny.en": "asrpro/whisper-tiny.en:0.1.0-cuda"}
     probe = (
-        "import ctypes, json; from model_server import cuda_libs; "
+        "import ctypes, json, pynvml; from model_server import cuda_libs; "
         "by_soname = [ctypes.CDLL(s) is not None for s in ('libcublasLt.so.12', 'libcublas.so.12')]; "
-        "print(json.dumps({'soname': all(by_soname), 'loader': cuda_libs.preload()}))"
+        "print(json.dumps({'soname': all(by_soname), 'loader': cuda_libs.preload(), 'nvml': pynvml.__file__}))"
     )
     out = docker_client.containers.run(
         built["whisper-tiny.en"],
@@ -37,6 +37,7 @@ async def test_the_cuda_image_builds_offline_and_its_libraries_load_inside(
     )
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["soname"] is True
+    assert result["nvml"].startswith("/opt/venv/")  # what the server sizes its batches by (model_server/gpu_memory)
     assert all("/opt/venv/" in where for where in result["loader"].values()), result
     # The labels written at build time say what the ctranslate2 inside needs, as read from its library there.
     inside = docker_client.containers.run(
