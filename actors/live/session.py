@@ -91,6 +91,7 @@ class Utterance:
     anchored: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # words sent as deltas
     deltas: list[str] = field(default_factory=list)
+    announced: bool = False  # speech_started sent for it (not for one the client began without turn detection)
 
     @property
     def start_ms(self) -> int:
@@ -326,10 +327,14 @@ class Session:
             self._early = None
 
     async def _started(self, at: int) -> None:
-        if self._current is not None:
-            return  # an utterance the client began (turn detection switched on meanwhile) goes on
-        # Not before the previous utterance's end: its padding must not hear the last words again.
-        self._current = Utterance(new_id("item"), max(at, self._last_end))
+        if self._current is not None and self._current.announced:
+            return
+        if self._current is None:
+            # Not before the previous utterance's end: its padding must not hear the last words again.
+            self._current = Utterance(new_id("item"), max(at, self._last_end))
+        # else an utterance the client began before turn detection was switched on: it goes on, and is announced
+        # now, so that its speech_stopped is never the first a client hears of it.
+        self._current.announced = True
         await self.emit(
             {
                 "type": "input_audio_buffer.speech_started",

@@ -437,3 +437,23 @@ def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
     [stopped] = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
     assert 3550 < stopped < 3700
     assert kinds.count("conversation.item.input_audio_transcription.completed") == 1
+
+
+def test_turn_detection_switched_on_mid_speech_announces_the_clients_utterance_before_it_stops_it() -> None:
+    speech = np.zeros(24000 * 5, dtype=np.int16)
+    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
+    turn = {"type": "server_vad", "silence_duration_ms": 600}
+    update = {
+        "type": "session.update",
+        "session": {"type": "transcription", "audio": {"input": {"turn_detection": turn}}},
+    }
+    chunks.insert(15, json.dumps(update).encode())  # 1.5 s into speech the client was to commit itself
+    events = asyncio.run(_run(chunks, Script("one two three four five six"), Settings(turn=None), Voice([(3.0, 5.0)])))
+    speech_events = [e for e in events if e["type"].startswith("input_audio_buffer.speech_")]
+    assert [e["type"] for e in speech_events] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+    ]
+    started, stopped = speech_events
+    assert started["item_id"] == stopped["item_id"] and started["audio_start_ms"] == 0
+    assert _types(events).count("conversation.item.input_audio_transcription.completed") == 1
