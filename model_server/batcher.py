@@ -26,6 +26,7 @@ from schemas.model_server import TranscribeOptions
 
 log = logging.getLogger("model_server")
 CROWD_MEMORY_S = 1.0  # how long several requests at once make the server expect more
+SHRUNK_FOR_S = 60.0  # how long batches stay at half the size that ran out of GPU memory
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -105,7 +106,7 @@ class Batcher(Generic[Item, Result]):
                 self._changed.wait()
             first = self._waiting[0]
             deadline = first.arrived + self.window_s
-            size = self._limit(first.key, self.max_batch) if self._limit else self.max_batch
+            size = self._size(first.key)
             while True:
                 same = [p for p in self._waiting if p.key == first.key][:size]
                 left = deadline - time.monotonic()
@@ -116,6 +117,17 @@ class Batcher(Generic[Item, Result]):
                 self._waiting.remove(pending)
             self._decoding += len(same)
             return same
+
+    def _size(self, key: Hashable) -> int:
+        """The batch's size now: max_batch, or less where `limit` says (a limit that fails is not fatal to the
+        runner: every waiting request would hang with it)."""
+        if self._limit is None:
+            return self.max_batch
+        try:
+            return max(1, min(self.max_batch, self._limit(key, self.max_batch)))
+        except Exception:
+            log.exception("the batch size limit failed: batches of up to %d", self.max_batch)
+            return self.max_batch
 
     def _expecting(self) -> bool:
         """Whether company is likely within the window: a request inside that is not waiting yet (its audio
@@ -150,8 +162,9 @@ class BatchingEngine:
     def __init__(self, engine: BatchCapable, *, max_batch: int, window_s: float, runners: int) -> None:
         self._engine = engine
         self.device, self.compute_type = engine.device, engine.compute_type
+        self._shrunk: tuple[int, float] = (0, 0.0)  # after an out-of-memory error: (at most this many, until when)
         self.batcher: Batcher[tuple[np.ndarray, TranscribeOptions], Decoding | None] = Batcher(
-            self._decode_batch, max_batch=max_batch, window_s=window_s, runners=runners, limit=engine.batch_limit
+            self._decode_batch, max_batch=max_batch, window_s=window_s, runners=runners, limit=self._limit
         )
 
     def inside(self) -> AbstractContextManager[None]:
@@ -166,7 +179,16 @@ class BatchingEngine:
             # The sequential decode would have retried at a higher temperature: it does, for this one alone.
         return self._engine.decode(audio, options)
 
-    def _decode_batch(self, items: Sequence[tuple[np.ndarray, TranscribeOptions]]) -> list[Decoding | None]:
+    def _limit(self, key: Hashable, wanted: int) -> int:
+        """The engine's limit (on a GPU, what fits in its free memory now), and for a while after a batch ran out of
+        memory anyway, half that batch: the estimate was low, and every batch would otherwise fail first."""
+        size = self._engine.batch_limit(key, wanted)
+        at_most, until = self._shrunk
+        return min(size, at_most) if time.monotonic() < until else size
+
+    def _decode_batch(
+        self, items: Sequence[tuple[np.ndarray, TranscribeOptions]], *, first: bool = True
+    ) -> list[Decoding | None]:
         if len(items) == 1:
             return [None]  # alone after all: decoded the sequential way, exactly as without batching
         try:
@@ -177,8 +199,15 @@ class BatchingEngine:
             # The device had less room than the estimate said (another process grew meanwhile): each half again,
             # down to one request alone, which only then fails if it must.
             half = len(items) // 2
-            log.warning("a batch of %d ran out of GPU memory: decoding it in halves", len(items))
-            return self._decode_batch(items[:half]) + self._decode_batch(items[half:])
+            if first:  # the batch as gathered sets the next ones' size, not the halves that failed in turn
+                self._shrunk = (half, time.monotonic() + SHRUNK_FOR_S)
+                log.warning(
+                    "a batch of %d ran out of GPU memory: decoding it in halves, batches of at most %d for %g s",
+                    len(items),
+                    half,
+                    SHRUNK_FOR_S,
+                )
+            return self._decode_batch(items[:half], first=False) + self._decode_batch(items[half:], first=False)
 
 
 @runtime_checkable

@@ -325,6 +325,7 @@ def kernels() -> dict[str, Any]:
 
 
 BEAM, TOKENS = 5, 48  # faster-whisper's default beam; about an 11-s utterance's text (jfk.flac: 27 tokens)
+MOST = 256  # windows in the batch the free-memory rule allows, at most (an 80-GB card allows ~700 of base's)
 
 
 def peak_used_mb(index: int, stop: threading.Event, into: list[int]) -> None:
@@ -338,15 +339,12 @@ def peak_used_mb(index: int, stop: threading.Event, into: list[int]) -> None:
 def batched() -> dict[str, Any]:
     """Real models' shapes with random weights (built here: no download), every decode forced to TOKENS tokens (the
     end-of-text token suppressed), so one by one and together decode the same work. Reports the speed-up at each
-    batch size, the batch model_server.gpu_memory allows now with the memory it estimates a window takes, and the
-    memory a batch really took (NVML's peak over the run); fails if a batch of the allowed size does not fit."""
+    batch size; the batch model_server.gpu_memory allows in the free memory now (uncapped, up to MOST windows),
+    decoded at once; and the memory a window really took (NVML's peak over each run) against its estimate for
+    TOKENS tokens. Fails if a batch the rule allows does not fit."""
     import tempfile
 
-    import ctranslate2
-    import numpy as np
-    from gpu_prepare import BASE, LARGE_V3, TINY, build_whisper
-
-    from model_server.gpu_memory import GpuBatchLimit, read_dims
+    from gpu_prepare import BASE, LARGE_V3, TINY
 
     if DEVICE == "cuda":
         cublas_here()
@@ -356,74 +354,97 @@ def batched() -> dict[str, Any]:
     reader = nvml.free_memory_reader()
     assert reader is not None, "NVML cannot read the free memory of the GPU CUDA uses"
     shapes = {"base": BASE, "large-v3": LARGE_V3} if DEVICE == "cuda" else {"tiny": TINY}
-    windows, sizes = (32, (4, 8, 16, 32)) if DEVICE == "cuda" else (4, (2, 4))
-    compute_type = "float16" if DEVICE == "cuda" else "int8"
-    rng = np.random.default_rng(11)
-    mel = rng.standard_normal((windows, 80, 3000)).astype(np.float32)
     results: dict[str, Any] = {}
     for name, shape in shapes.items():
-        target = Path(tempfile.mkdtemp(prefix="asrpro-gpu-check-")) / name
-        t0 = time.perf_counter()
-        build_whisper(target, shape, quantization=compute_type)
-        built_s = time.perf_counter() - t0
-        whisper = ctranslate2.models.Whisper(str(target), device=DEVICE, compute_type=compute_type)
-        vocabulary = (target / "vocabulary.json").read_text()
-        eot = json.loads(vocabulary).index("<|endoftext|>")
-        prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+        work = Path(tempfile.mkdtemp(prefix="asrpro-gpu-check-"))
+        try:
+            results[name] = batched_shape(shape, work / name, reader, found[0].index)
+        finally:  # a large-v3 is 3 GB of disk
+            shutil.rmtree(work, ignore_errors=True)
+    return results
 
-        def decode(batch: np.ndarray, model: Any = whisper, eot: int = eot, prompt: list[str] = prompt) -> list[int]:
-            features = ctranslate2.StorageView.from_array(np.ascontiguousarray(batch))
-            out = model.generate(
-                features,
-                [prompt] * len(batch),
-                beam_size=BEAM,
-                max_length=2 * TOKENS,  # CTranslate2's Whisper generates at most half of max_length (measured)
-                suppress_tokens=[eot],
-                suppress_blank=False,
-            )
-            return [len(r.sequences_ids[0]) for r in out]
 
-        decode(mel[:1])  # cuBLAS's start, the kernels' first call
-        limit = GpuBatchLimit(read_dims(target / "model.bin"), whisper.compute_type, 1, reader)
-        allowed = limit(max(sizes), BEAM)
+def batched_shape(shape: Any, target: Path, reader: Callable[[], int | None], index: int) -> dict[str, Any]:
+    import ctranslate2
+    import numpy as np
+    from gpu_prepare import build_whisper
+
+    from model_server.gpu_memory import GpuBatchLimit, read_dims
+
+    # The rehearsal on a CPU: the tiny shape, a few windows, a batch of at most 8 allowed.
+    windows, sizes, most = (32, (4, 8, 16, 32), MOST) if DEVICE == "cuda" else (4, (2, 4), 8)
+    compute_type = "float16" if DEVICE == "cuda" else "int8"
+    t0 = time.perf_counter()
+    build_whisper(target, shape, quantization=compute_type)
+    built_s = time.perf_counter() - t0
+    whisper = ctranslate2.models.Whisper(str(target), device=DEVICE, compute_type=compute_type)
+    eot = json.loads((target / "vocabulary.json").read_text()).index("<|endoftext|>")
+    prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+    mel = np.random.default_rng(11).standard_normal((windows, shape.mels, 3000)).astype(np.float32)
+
+    def decode(batch: np.ndarray) -> list[int]:
+        out = whisper.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(batch)),
+            [prompt] * len(batch),
+            beam_size=BEAM,
+            max_length=2 * TOKENS,  # CTranslate2's Whisper generates at most half of max_length (measured)
+            suppress_tokens=[eot],
+            suppress_blank=False,
+        )
+        return [len(r.sequences_ids[0]) for r in out]
+
+    def run(batches: list[np.ndarray]) -> tuple[float, float]:
+        """Seconds for the batches in turn, and the memory they took at their peak a window (MB)."""
+        samples: list[int] = []
+        stop = threading.Event()
+        before = nvml.memory_in_use().get(index, {}).get(0, 0)
+        poller = threading.Thread(target=peak_used_mb, args=(index, stop, samples), daemon=True)
+        poller.start()
         t0 = time.perf_counter()
-        lengths = [n for k in range(windows) for n in decode(mel[k : k + 1])]
-        alone_s = time.perf_counter() - t0
-        assert all(n == TOKENS for n in lengths), f"{name}: decodes ended early: {lengths}"
-        runs: dict[str, Any] = {}
-        index = found[0].index
-        for size in sorted({*sizes, allowed}):
-            if size > allowed:  # the estimate says it does not fit: not tried
-                runs[str(size)] = "does not fit"
-                continue
-            samples: list[int] = []
-            stop = threading.Event()
-            base_mb = nvml.memory_in_use().get(index, {}).get(0, 0)
-            poller = threading.Thread(target=peak_used_mb, args=(index, stop, samples), daemon=True)
-            poller.start()
-            t0 = time.perf_counter()
-            for k in range(0, windows, size):
-                decode(mel[k : k + size])
-            seconds = time.perf_counter() - t0
+        try:
+            lengths = [n for batch in batches for n in decode(batch)]
+        finally:
             stop.set()
             poller.join()
-            runs[str(size)] = {
-                "seconds": round(seconds, 3),
-                "speed_up": round(alone_s / seconds, 2),
-                "measured_mb_a_window": round((max(samples, default=base_mb) - base_mb) / size, 1),
-            }
-        results[name] = {
-            "built_s": round(built_s, 1),
-            "windows": windows,
-            "one_by_one_s": round(alone_s, 3),
-            "estimated_mb_a_window": round(limit.window_mb(BEAM), 1),
-            "free_mb": reader(),
-            "allowed_batch": allowed,
-            "batches": runs,
+        assert all(n == TOKENS for n in lengths), f"decodes ended early: {sorted(set(lengths))}"
+        return time.perf_counter() - t0, (max(samples, default=before) - before) / max(len(b) for b in batches)
+
+    decode(mel[:1])  # cuBLAS's start, the kernels' first call
+    limit = GpuBatchLimit(read_dims(target / "model.bin"), whisper.compute_type, 1, reader)
+    alone_s, alone_mb = run([mel[k : k + 1] for k in range(windows)])
+    report: dict[str, Any] = {
+        "built_s": round(built_s, 1),
+        "windows": windows,
+        "one_by_one_s": round(alone_s, 3),
+        "one_by_one_measured_mb": round(alone_mb, 1),
+        "estimated_mb_a_window": round(limit.window_mb(BEAM), 1),
+        f"estimated_mb_a_window_at_{TOKENS}_tokens": round(limit.window_mb(BEAM, TOKENS), 1),
+        "free_mb": reader(),
+    }
+    runs: dict[str, Any] = {}
+    for size in sizes:
+        if limit(size, BEAM) < size:
+            runs[str(size)] = "does not fit, by the estimate"
+            continue
+        seconds, per_window = run([mel[k : k + size] for k in range(0, windows, size)])
+        runs[str(size)] = {
+            "seconds": round(seconds, 3),
+            "speed_up": round(alone_s / seconds, 2),
+            "measured_mb_a_window": round(per_window, 1),
         }
-        del whisper
-        shutil.rmtree(target.parent, ignore_errors=True)
-    return results
+    report["batches"] = runs
+    # The largest batch the rule allows now, decoded at once: it must fit.
+    allowed = min(most, limit.fits(BEAM) or 1)
+    whole = np.resize(mel, (allowed, *mel.shape[1:]))
+    seconds, per_window = run([whole])
+    report["allowed_batch"] = {
+        "windows": allowed,
+        "seconds": round(seconds, 3),
+        "windows_per_s": round(allowed / seconds, 1),
+        "one_by_one_windows_per_s": round(windows / alone_s, 1),
+        "measured_mb_a_window": round(per_window, 1),
+    }
+    return report
 
 
 PREPARED = Path(".")

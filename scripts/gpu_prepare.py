@@ -24,7 +24,6 @@ from pathlib import Path
 LIMIT = 64 * 2**20
 PACKAGES = ["ctranslate2>=4.6.3", "nvidia-ml-py", "msgspec"]
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
-MELS = 80
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,13 @@ class Shape:
     layers: int  # each of the encoder and the decoder
     ffn: int
     vocabulary: int = 0  # 0: only the special and timestamp tokens with 256 others; a real size pads to it
+    mels: int = 80  # large-v3's input has 128 mel bins
 
 
 TINY = Shape(width=64, heads=4, layers=2, ffn=128)  # what travels in DIR, under 1 MB
 # Real models' shapes, built on the GPU machine itself by the batched-decode check (random weights, no download).
 BASE = Shape(width=512, heads=8, layers=6, ffn=2048, vocabulary=51865)
-LARGE_V3 = Shape(width=1280, heads=20, layers=32, ffn=5120, vocabulary=51866)
+LARGE_V3 = Shape(width=1280, heads=20, layers=32, ffn=5120, vocabulary=51866, mels=128)
 SPECIALS = [
     "<|endoftext|>",
     "<|startoftranscript|>",
@@ -102,7 +102,7 @@ def build_whisper(target: Path, shape: Shape = TINY, quantization: str = "int8")
     vocabulary = [f"t{i}" for i in range(fillers)] + SPECIALS + timestamps
     spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
     encoder, decoder = spec.encoder, spec.decoder
-    encoder.conv1.weight, encoder.conv1.bias = weights(width, MELS, 3), weights(width)
+    encoder.conv1.weight, encoder.conv1.bias = weights(width, shape.mels, 3), weights(width)
     encoder.conv2.weight, encoder.conv2.bias = weights(width, width, 3), weights(width)
     encoder.position_encodings.encodings = weights(1500, width)
     norm(encoder.layer_norm)

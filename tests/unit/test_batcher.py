@@ -171,6 +171,33 @@ class FailingEngine(OutOfMemoryEngine):
         raise RuntimeError("engine failed")
 
 
+def test_after_running_out_of_memory_batches_stay_at_half_that_size_for_a_while() -> None:
+    engine = OutOfMemoryEngine()
+    batching = BatchingEngine(engine, max_batch=8, window_s=0.0, runners=1)
+    assert batching._limit("k", 8) == 8
+    batching._decode_batch([(np.full(10, n, dtype=np.float32), TranscribeOptions()) for n in range(6)])
+    assert batching._limit("k", 8) == 3  # 6 failed
+    batching._shrunk = (3, time.monotonic() - 1)  # its time is up
+    assert batching._limit("k", 8) == 8
+
+
+def test_a_limit_that_fails_leaves_the_batcher_running_at_max_batch() -> None:
+    decode = Recorder()
+    calls: list[int] = []
+
+    def limit(key: Hashable, wanted: int) -> int:
+        calls.append(wanted)
+        if len(calls) == 1:
+            raise RuntimeError("NVML went away")
+        return 0  # nonsense: a batch holds one request at least
+
+    batcher = Batcher(decode, max_batch=4, window_s=0.0, limit=limit)
+    with batcher.inside():
+        assert batcher.submit("k", "a") == "A"
+        assert batcher.submit("k", "b") == "B"
+    assert len(calls) == 2
+
+
 def test_other_engine_errors_are_not_retried_in_halves() -> None:
     engine = FailingEngine()
     batching = BatchingEngine(engine, max_batch=4, window_s=0.0, runners=1)
