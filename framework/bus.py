@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from framework import logs
+from framework.cancelling import retrieved
 from framework.config import NatsConfig
 from schemas import codec, endpoints, errors, subjects
 from schemas.endpoints import Rpc
@@ -136,6 +137,12 @@ async def _unless_lost(nc: Client, request: Any, what: str) -> Any:
     dropped = asyncio.ensure_future(lost.wait())
     try:
         await asyncio.wait([reply, dropped], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        # Cancelled while waiting (the caller went): the request goes too, or its timeout would end in an error
+        # nobody retrieves ("Task exception was never retrieved", seen in the gateway's logs).
+        reply.cancel()
+        reply.add_done_callback(retrieved)
+        raise
     finally:
         dropped.cancel()
     if reply.done():
