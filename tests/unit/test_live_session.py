@@ -420,7 +420,8 @@ def test_a_final_decode_begun_at_a_pause_hears_nothing_after_it_in_a_long_append
     assert finals[0] <= stops[0] - starts[0], (finals, stops)
 
 
-def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
+def _server_vad_from_1_5_s(settings: Settings) -> list[dict[str, Any]]:
+    """5 s of speech with a pause from 3 s, server_vad (600 ms of silence) set by a session.update 1.5 s into it."""
     speech = np.zeros(24000 * 5, dtype=np.int16)
     chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
     turn = {"type": "server_vad", "silence_duration_ms": 600}
@@ -429,7 +430,11 @@ def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
         "session": {"type": "transcription", "audio": {"input": {"turn_detection": turn}}},
     }
     chunks.insert(15, json.dumps(update).encode())  # 1.5 s into the speech
-    events = asyncio.run(_run(chunks, Script("one two three four five six"), Settings(), Voice([(3.0, 5.0)])))
+    return asyncio.run(_run(chunks, Script("one two three four five six"), settings, Voice([(3.0, 5.0)])))
+
+
+def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
+    events = _server_vad_from_1_5_s(Settings())
     kinds = _types(events)
     assert "session.updated" in kinds
     # One utterance from 0 to the new silence's end: the speech under way was neither dropped nor cut in two.
@@ -440,15 +445,7 @@ def test_new_turn_settings_mid_speech_keep_the_utterance() -> None:
 
 
 def test_turn_detection_switched_on_mid_speech_announces_the_clients_utterance_before_it_stops_it() -> None:
-    speech = np.zeros(24000 * 5, dtype=np.int16)
-    chunks = [_append(speech[i : i + 2400]) for i in range(0, len(speech), 2400)]
-    turn = {"type": "server_vad", "silence_duration_ms": 600}
-    update = {
-        "type": "session.update",
-        "session": {"type": "transcription", "audio": {"input": {"turn_detection": turn}}},
-    }
-    chunks.insert(15, json.dumps(update).encode())  # 1.5 s into speech the client was to commit itself
-    events = asyncio.run(_run(chunks, Script("one two three four five six"), Settings(turn=None), Voice([(3.0, 5.0)])))
+    events = _server_vad_from_1_5_s(Settings(turn=None))  # speech the client was to commit itself
     speech_events = [e for e in events if e["type"].startswith("input_audio_buffer.speech_")]
     assert [e["type"] for e in speech_events] == [
         "input_audio_buffer.speech_started",
