@@ -252,9 +252,7 @@ class WhisperEngine:
             beam_size=options.beam_size,
             hotwords=options.hotwords,
             # As many chunks as asked for, or as fit in the GPU's free memory now.
-            batch_size=self._gpu_limit(options.batch_size, options.beam_size)
-            if self._gpu_limit
-            else options.batch_size,
+            batch_size=self._sized(options.batch_size, options.beam_size),
             # One text per chunk, cut into segments from its words (batched_pipeline.py): decoding with timestamps
             # loses the last sentence of most chunks, and one segment per chunk would make subtitles 30 s long.
             without_timestamps=True,
@@ -300,13 +298,14 @@ def _gpu_limit(directory: Path, device: str, compute_type: str, runners: int) ->
         log.warning("batch sizes not taken from GPU memory: NVML cannot read this server's GPU")
         return None
     limit = GpuBatchLimit(dims, compute_type, runners, free_mb)
+    free, window, fits = free_mb(), limit.window_mb(5), limit.fits(5)
     log.info(
         "batches sized by free GPU memory: %s MB free now, ~%.0f MB a 30-s window at beam 5: %s a batch (%d workers)",
-        free_mb(),
-        limit.window_mb(5),
-        limit.fits(5),
+        free,
+        window,
+        fits,
         runners,
-        extra={"free_mb": free_mb(), "window_mb": round(limit.window_mb(5)), "fits": limit.fits(5)},
+        extra={"free_mb": free, "window_mb": round(window), "fits": fits},
     )
     return limit
 
