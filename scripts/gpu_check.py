@@ -328,10 +328,15 @@ BEAM, TOKENS = 5, 48  # faster-whisper's default beam; about an 11-s utterance's
 MOST = 256  # windows in the batch the free-memory rule allows, at most (an 80-GB card allows ~700 of base's)
 
 
+def used_mb(index: int) -> int:
+    """The memory in use on device `index` (NVML, every process)."""
+    return nvml.memory_in_use().get(index, {}).get(0, 0)
+
+
 def peak_used_mb(index: int, stop: threading.Event, into: list[int]) -> None:
-    """The device's used memory (NVML), its highest value until `stop`, polled every 10 ms."""
+    """The device's used memory, polled every 10 ms until `stop`."""
     while not stop.is_set():
-        into.append(nvml.memory_in_use().get(index, {}).get(0, 0))
+        into.append(used_mb(index))
         stop.wait(0.01)
 
 
@@ -397,7 +402,7 @@ def batched_shape(shape: Any, target: Path, reader: Callable[[], int | None], in
         """Seconds for the batches in turn, and the memory they took at their peak a window (MB)."""
         samples: list[int] = []
         stop = threading.Event()
-        before = nvml.memory_in_use().get(index, {}).get(0, 0)
+        before = used_mb(index)
         poller = threading.Thread(target=peak_used_mb, args=(index, stop, samples), daemon=True)
         poller.start()
         t0 = time.perf_counter()
