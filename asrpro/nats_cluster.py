@@ -23,7 +23,7 @@ from nats.aio.client import Client
 
 from asrpro.nats_users import AppUser, UserStore
 from framework.config import Config, node_name
-from framework.nats_internals import server_info
+from framework.nats_internals import ListedKeyValue, server_info
 from framework.private_files import write_private
 from schemas import kv as kv_records
 from schemas import subjects
@@ -159,7 +159,7 @@ async def cluster_size(nc: Client, dead_after: float) -> int:
     urls = len(server_info(nc).get("connect_urls") or [])
     nodes = 0
     try:
-        kv = await nc.jetstream().key_value(kv_records.NODE.bucket)
+        kv = await ListedKeyValue.bind(nc.jetstream(), kv_records.NODE.bucket)
         now = time.time()
         for name in await kv.keys():
             entry = await kv.get(name)

@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from framework import bus
+from framework.nats_internals import ListedKeyValue
 from schemas.endpoints import Rpc
 
 Req = TypeVar("Req")
@@ -92,8 +93,7 @@ class NatsTransport:
         return await bus.request(self.nc, rpc, message, timeout=timeout)
 
     async def kv(self, bucket: str) -> KeyValueStore:
-        store: KeyValueStore = await self.nc.jetstream().key_value(bucket)
-        return store
+        return await ListedKeyValue.bind(self.nc.jetstream(), bucket)
 
     async def object_store(self, bucket: str) -> ObjectStoreLike:
         store: ObjectStoreLike = await self.nc.jetstream().object_store(bucket)

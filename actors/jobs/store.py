@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 
 from framework.transport import KeyValueStore, ObjectStoreLike, Transport, read_object
 from schemas import errors, subjects
@@ -70,7 +70,7 @@ class JobStore:
         kv = await self.kv()
         try:
             keys = await kv.keys()
-        except Exception:  # nats-py: NoKeysError on an empty bucket
+        except NoKeysError:  # an empty bucket; a failure to list is an error, never "no jobs"
             return []
         found = []
         for key in keys:

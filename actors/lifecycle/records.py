@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
 from framework.transport import KeyValueStore, Transport
 from schemas.kv import SERVER
 from schemas.lifecycle import ServerStatus
@@ -54,13 +56,19 @@ class KvServerRecords(ServerRecords):
     async def load(self) -> dict[str, ServerStatus]:
         found: dict[str, ServerStatus] = {}
         mine = SERVER.key(self.node, "")
-        with contextlib.suppress(Exception):  # nats-py raises NoKeysError on an empty bucket
-            for key in await self.kv.keys():
-                if not key.startswith(mine):
-                    continue
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:  # an empty bucket; any other failure fails the adoption, which the supervisor retries
+            return found
+        for key in keys:
+            if not key.startswith(mine):
+                continue
+            try:
                 entry = await self.kv.get(key)
-                if entry.value:
-                    found[key[len(mine) :]] = SERVER.decode(entry.value)
+            except KeyNotFoundError:  # removed since it was listed
+                continue
+            if entry.value:
+                found[key[len(mine) :]] = SERVER.decode(entry.value)
         return found
 
     async def save(self, status: ServerStatus) -> None:

@@ -5,8 +5,10 @@ unit tier (allocator compare-and-set, placement claims, the lost-node janitor, h
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import nats.errors
 import pytest
@@ -15,6 +17,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KV_DEL
 
 from framework.memory_store import MemoryKv
+from framework.nats_internals import ListedKeyValue
 from framework.transport import KeyValueStore
 from tests.conftest import Nats
 
@@ -29,9 +32,9 @@ async def kv(request: pytest.FixtureRequest, jetstream: Nats) -> AsyncIterator[K
     nc = await jetstream.connect("admin")
     bucket = f"CONTRACT_{uuid.uuid4().hex[:8]}"
     js = nc.jetstream()
-    store = await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=TTL))
+    await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=TTL))
     try:
-        yield store
+        yield await ListedKeyValue.bind(js, bucket)  # as NatsTransport.kv gives it
     finally:
         await js.delete_key_value(bucket)
         await nc.close()
@@ -87,3 +90,42 @@ async def test_the_bucket_ttl_removes_a_key_nobody_rewrote(kv: KeyValueStore) ->
     await asyncio.sleep(TTL + 0.6)
     with pytest.raises(KeyNotFoundError):
         await kv.get("beat")
+
+
+@pytest.fixture
+def busy_cpu() -> Iterator[None]:
+    """Three processes spinning: CI's two cores under a full suite, where the client reads its socket late."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    yield
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+
+
+async def test_keys_lists_every_live_key_every_time_even_under_load(kv: KeyValueStore, busy_cpu: None) -> None:
+    # nats-py's own keys() listed this bucket as empty in about 20 of these 600 calls (CPU busy, ten at a time): its
+    # watch could end before the entries already pushed to it were read. A jobs list came back empty in CI so.
+    for i in range(3):
+        await kv.put(f"job.{i}", b"x" * 300)
+    await kv.delete("job.0")
+    for _ in range(60):
+        listed = await asyncio.gather(*(kv.keys() for _ in range(10)), return_exceptions=True)
+        assert all(found == ["job.1", "job.2"] for found in listed), listed
+
+
+async def test_listing_keys_leaves_no_consumer_behind(jetstream: Nats) -> None:
+    # nats-py's own keys() left an ephemeral consumer per call for five minutes: the 1,000th list within them was
+    # refused ("maximum consumers limit reached"), and a jobs list read that as no jobs.
+    nc = await jetstream.connect("admin")
+    js = nc.jetstream()
+    bucket = f"CONTRACT_{uuid.uuid4().hex[:8]}"
+    await js.create_key_value(KeyValueConfig(bucket=bucket))
+    try:
+        kv = await ListedKeyValue.bind(js, bucket)
+        await kv.put("a", b"1")
+        for _ in range(20):
+            assert await kv.keys() == ["a"]
+        assert (await js.stream_info(f"KV_{bucket}")).state.consumer_count == 0
+    finally:
+        await js.delete_key_value(bucket)
+        await nc.close()
