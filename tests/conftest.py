@@ -28,6 +28,7 @@ from framework.config import Config, load_config
 from schemas import endpoints, subjects
 from schemas.events import Event, decode_event, kind
 from schemas.lifecycle import EnsureServer, ServerStatus
+from tests.wer import word_error_rate
 
 # ../shared/data beside the repository: real recordings with known transcripts (see its README.md).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -281,3 +282,14 @@ def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> byte
     # -D: no dither, the same samples every run (sox dithers with random noise by default).
     subprocess.run(["sox", "-D", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
     return out.read_bytes()
+
+
+def assert_whole_meeting(text: str) -> None:
+    """A transcript of `meeting` that reads as one decode of it: each repetition once. A resume that decoded again
+    what its checkpoint held would say "fellow Americans" more than six times, one that skipped a window (10 s or
+    more here) fewer than five. Not "exactly six": tiny.en's decode of this audio is not the same from run to run
+    on a CPU (same process settings, different texts: "fellow Americas", a repetition's first words missing), so
+    its word error rate against what was said is bounded where one lost 11-s repetition (0.17) still passes and a
+    lost window of two does not."""
+    said = text.lower().count("fellow americ")
+    assert 5 <= said <= 6 and word_error_rate(" ".join([JFK_TEXT] * 6), text) <= 0.2, text
