@@ -12,11 +12,13 @@ from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from framework.cancelling import still_running
 from framework.transport import KeyValueStore, Transport
 from schemas import kv as kv_records
+from schemas import subjects
 from schemas.kv import KvRecord
 from schemas.nodes import NodeRecord
 
@@ -78,10 +80,12 @@ class KvView(Generic[T]):
                 if self._ending():
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
-                    if seen is not None:
+                    if seen == set():  # the marker first: maybe nats-py's early one (_held); the bucket says
+                        await self._reload(kv)
+                    elif seen is not None:
                         for key in set(self.values) - seen:
                             del self.values[key]
-                        seen = None
+                    seen = None
                     self.known.set()
                     continue
                 if seen is not None:
@@ -89,15 +93,32 @@ class KvView(Generic[T]):
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     self.values.pop(entry.key, None)
                 else:
-                    try:
-                        self.values[entry.key] = self._decode(entry.value)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                        self.values.pop(entry.key, None)  # an old value is no truer than a malformed one
-                        log.warning("dropping malformed %s/%s: %s", self.bucket, entry.key, exc)
+                    self._keep(entry.key, entry.value)
                 self._changed.set()
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
+
+    def _keep(self, key: str, value: bytes) -> None:
+        try:
+            self.values[key] = self._decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.values.pop(key, None)  # an old value is no truer than a malformed one
+            log.warning("dropping malformed %s/%s: %s", self.bucket, key, exc)
+
+    async def _reload(self, kv: KeyValueStore) -> None:
+        """The watched keys' values read from the bucket, for a watch whose end-of-values marker came first."""
+        held = {key for key in await _held(kv) if subjects.matches(self.keys, key)}
+        for key in set(self.values) - held:
+            del self.values[key]
+        for key in held:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # gone since it was listed
+                self.values.pop(key, None)
+                continue
+            if entry.value:
+                self._keep(key, entry.value)
 
     def _ending(self) -> bool:
         # A view nobody stopped must not outlive its event loop's shutdown either.
@@ -116,6 +137,22 @@ class KvView(Generic[T]):
             # Bounded: nats-py may swallow a cancellation while it sets a watch up, and a stopping actor must not
             # wait for ever on a view it no longer needs.
             await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
+
+
+async def _held(kv: KeyValueStore) -> set[str]:
+    """The keys the bucket holds, asked of it when a watch's first message is its end-of-values marker.
+
+    nats-py sends that marker first whenever its consumer reports nothing pending and nothing was read yet, which
+    is also so once the server has pushed the values but the client has not read them (under load, as with its
+    keys(): framework/nats_internals.py). Believed, it would empty a resynced view, and mark a new one known with
+    nothing in it, until the values arrive."""
+    try:
+        return set(await kv.keys())
+    except NoKeysError:
+        return set()
+    except Exception as exc:  # the bucket cannot be listed now: the marker is all there is to go by
+        log.info("listing a bucket after its watch's marker failed: %r", exc)
+        return set()
 
 
 def heartbeats() -> KvView[NodeRecord]:
