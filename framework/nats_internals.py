@@ -11,6 +11,7 @@ next major version.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from nats.aio.client import Client
@@ -33,6 +34,9 @@ def server_info(nc: Client) -> dict[str, Any]:
     return info
 
 
+KEY_READS = 32  # reads in flight while keys() checks which listed keys are live
+
+
 class ListedKeyValue(KeyValue):
     """nats-py's KeyValue whose keys() reads the stream's subjects instead of watching the bucket.
 
@@ -50,16 +54,20 @@ class ListedKeyValue(KeyValue):
 
     async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
         info = await self._js.stream_info(self._stream, subjects_filter=f"{self._pre}>")
-        found = []
-        for subject in info.state.subjects or {}:
-            key = subject[len(self._pre) :]
-            if filters and not any(f in key for f in filters):
-                continue
-            try:
-                await self.get(key)
-            except KeyNotFoundError:  # deleted or purged: a marker is the subject's last message
-                continue
-            found.append(key)
+        listed = [subject[len(self._pre) :] for subject in info.state.subjects or {}]
+        listed = [key for key in listed if not filters or any(f in key for f in filters)]
+        # A deleted or purged key is listed too (its marker is the subject's last message): read each, some at once.
+        reads = asyncio.Semaphore(KEY_READS)
+
+        async def live(key: str) -> bool:
+            async with reads:
+                try:
+                    await self.get(key)
+                except KeyNotFoundError:
+                    return False
+                return True
+
+        found = [key for key, alive in zip(listed, await asyncio.gather(*map(live, listed)), strict=True) if alive]
         if not found:
             raise NoKeysError
         return sorted(found)

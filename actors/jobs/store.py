@@ -70,8 +70,10 @@ class JobStore:
         kv = await self.kv()
         try:
             keys = await kv.keys()
-        except NoKeysError:  # an empty bucket; a failure to list is an error, never "no jobs"
+        except NoKeysError:  # an empty bucket
             return []
+        except Exception as exc:  # a failure to list is an error, never "no jobs"
+            raise AsrError(errors.UNAVAILABLE, f"the jobs could not be listed now: {exc!r}; try again") from exc
         found = []
         for key in keys:
             if not JOB_ID.fullmatch(key):  # the secret, not a record
