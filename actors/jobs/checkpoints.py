@@ -1,7 +1,13 @@
 """A job's decode with checkpoints: a streamed transcription whose segments are saved as they come, at least every
 `every_s` seconds of audio, with the position the next decode would start at. Run again with the last checkpoint
 (after a crash of whatever decoded it) it asks only for the audio after that position, and the result reads as one
-decode of the whole."""
+decode of the whole.
+
+A checkpoint is taken only where the decode itself started a new window (a segment's `seek` changes: Whisper's
+30-s window, or a VAD chunk of the batched mode), at the end of the last segment before it. Within a window a
+segment's end is Whisper's own guess, and whisper-tiny.en's may run seconds past the words of the segments that
+follow it in the same window: a resume from there lost those words. Where the uninterrupted decode started its
+next window, the resumed decode starts too."""
 
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ async def decode_with_checkpoints(
     )
     segments, words = list(done.segments), list(done.words)
     saved_at, duration = done.seek, done.duration
+    window: int | None = None  # the `seek` of the window the last segment came from
     final: TranscriptionResult | None = None
     async for piece in decode(resumed):
         if isinstance(piece, TranscriptionResult):
@@ -50,17 +57,21 @@ async def decode_with_checkpoints(
             break
         if piece.segment is None:  # the stream's first message: admitted, audio opened
             continue
-        if piece.segment.end <= done.seek:  # decoded before the checkpoint (a server that ignored `offset`)
+        segment = piece.segment
+        if segment.end <= done.seek:  # decoded before the checkpoint (a server that ignored `offset`)
             continue
-        segments.append(piece.segment)
-        words += piece.words or []
-        if piece.progress > 0:  # the share of the recording decoded: its length follows
-            duration = max(duration, round(piece.segment.end / piece.progress, 3))
-        if piece.segment.end - saved_at >= every_s:
-            # Everything up to this segment's end is decoded for good: a redelivery starts there.
-            saved_at = piece.segment.end
+        # A decoder that gives no `seek` (not Whisper) makes each segment a window of its own.
+        new_window = segment.seek is None or (window is not None and segment.seek != window)
+        if new_window and segments and segments[-1].end - saved_at >= every_s:
+            # The windows before this segment's are decoded for good: a redelivery starts where they end.
+            saved_at = segments[-1].end
             checkpoint = JobCheckpoint(seek=saved_at, duration=duration, segments=list(segments), words=list(words))
             await save(msgspec.structs.replace(checkpoint, saved_at=time.time()))
+        window = segment.seek
+        segments.append(segment)
+        words += piece.words or []
+        if piece.progress > 0:  # the share of the recording decoded: its length follows
+            duration = max(duration, round(segment.end / piece.progress, 3))
     if final is None:
         raise RuntimeError("the transcription stream ended without a result")
     whole = [msgspec.structs.replace(s, id=i) for i, s in enumerate(segments)]

@@ -1,6 +1,7 @@
 """A job's checkpointed decode, through the transport seam: a stand-in for the streamed transcription that decodes
 a recording of 10-s segments from any offset, and dies where told. A decode resumed from the last checkpoint asks
-only for the rest, carries the text so far as its prompt, and gives the same result as one uninterrupted decode."""
+only for the rest, with the caller's prompt, and gives the same result as one uninterrupted decode; checkpoints fall
+only where the decode began a new window."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from actors.jobs.checkpoints import decode_with_checkpoints
+from actors.jobs.checkpoints import Decode, decode_with_checkpoints
 from schemas.jobs import JobCheckpoint
 from schemas.transcribe import Segment, TranscribeRequest, TranscriptionDelta, TranscriptionResult
 
@@ -68,7 +69,8 @@ async def test_a_resumed_decode_reads_as_one_decode_of_the_whole() -> None:
     assert result.text == uninterrupted.text == " ".join(WORDS)
     assert [(s.id, s.start) for s in result.segments] == [(s.id, s.start) for s in uninterrupted.segments]
     assert result.formatted == uninterrupted.formatted and result.formatted and "00:01:50,000" in result.formatted
-    assert [c.seek for c in saved] == [30.0, 60.0, 90.0, 120.0]  # the resumed decode went on checkpointing
+    # The resumed decode went on checkpointing (each as the next segment began: its last is in the result).
+    assert [c.seek for c in saved] == [30.0, 60.0, 90.0]
 
 
 async def test_the_first_decode_starts_at_zero_with_the_callers_prompt() -> None:
@@ -107,3 +109,51 @@ async def test_a_server_that_ignores_the_offset_still_gives_each_segment_once() 
         await decode_with_checkpoints(TranscribeRequest(), None, Recording(crash_after=5).decode, save, every_s=30.0)
     result = await decode_with_checkpoints(TranscribeRequest(), saved[-1], from_zero, _ignore, every_s=30.0)
     assert result.text == " ".join(WORDS) and len(result.segments) == SEGMENTS
+
+
+# Whisper's windows, as (what it said, when it was said, the segment's start and end as Whisper gave them, the
+# window's seek): the second segment's end runs five seconds past where the third segment's words begin.
+DRIFTING = [
+    ("and so", 0.0, 0.0, 10.0, 0),
+    ("my fellow", 10.0, 10.0, 25.0, 0),
+    ("americans", 20.0, 25.0, 30.0, 0),
+    ("ask not", 30.0, 30.0, 40.0, 3000),
+    ("what your", 40.0, 40.0, 50.0, 3000),
+    ("country can do", 50.0, 50.0, 60.0, 3000),
+    ("for you", 60.0, 60.0, 70.0, 6000),
+]
+
+
+def drifting(crash_after: int | None = None) -> Decode:
+    """A decoder from `offset` on hears only what was said from there; it dies after `crash_after` segments."""
+
+    async def decode(request: TranscribeRequest) -> AsyncIterator[TranscriptionDelta | TranscriptionResult]:
+        yield TranscriptionDelta(request_id="r", model="m", text="", progress=0.0, elapsed_s=0.0)
+        heard = [s for s in DRIFTING if s[1] >= request.offset]
+        segments = []
+        for n, (text, _, start, end, seek) in enumerate(heard):
+            if n == crash_after:
+                raise Crash("worker killed")
+            segments.append(Segment(id=n, start=start, end=end, text=f" {text}", seek=seek))
+            yield TranscriptionDelta(
+                request_id="r", model="m", text=f" {text}", segment=segments[-1], progress=end / 70, elapsed_s=1
+            )
+        yield TranscriptionResult(text="", language="en", duration=70.0, segments=segments)
+
+    return decode
+
+
+@pytest.mark.parametrize("crash_after", [2, 3, 5, 6])
+async def test_checkpoints_fall_between_windows_so_a_segment_end_that_overshoots_loses_nothing(
+    crash_after: int,
+) -> None:
+    saved: list[JobCheckpoint] = []
+
+    async def save(checkpoint: JobCheckpoint) -> None:
+        saved.append(checkpoint)
+
+    with pytest.raises(Crash):
+        await decode_with_checkpoints(TranscribeRequest(), None, drifting(crash_after), save, every_s=10.0)
+    assert all(c.seek in (30.0, 60.0) for c in saved)  # where a window ended, never inside one
+    resumed = await decode_with_checkpoints(TranscribeRequest(), saved[-1] if saved else None, drifting(), _ignore)
+    assert resumed.text == " ".join(text for text, *_ in DRIFTING)
