@@ -274,22 +274,32 @@ def containers_of(client: docker.DockerClient, deployment: str) -> list:
     return client.containers.list(all=True, filters={"label": f"{DEPLOYMENT_LABEL}={deployment}"})
 
 
-@pytest.fixture(scope="session")
-def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """jfk.flac six times over (66 s): long enough for a job's checkpoints and a crash between them."""
-    out = tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac"
+def repeated_jfk(shared_data: Path, out: Path, times: int) -> bytes:
     src = str(shared_data / "jfk.flac")
     # -D: no dither, the same samples every run (sox dithers with random noise by default).
-    subprocess.run(["sox", "-D", *[src] * 6, "-r", "16000", "-c", "1", str(out)], check=True)
+    subprocess.run(["sox", "-D", *[src] * times, "-r", "16000", "-c", "1", str(out)], check=True)
     return out.read_bytes()
 
 
-def assert_whole_meeting(text: str) -> None:
-    """A transcript of `meeting` that reads as one decode of it: each repetition once. A resume that decoded again
-    what its checkpoint held would say "fellow Americans" more than six times, one that skipped a window (10 s or
-    more here) fewer than five. Not "exactly six": tiny.en's decode of this audio is not the same from run to run
-    on a CPU (same process settings, different texts: "fellow Americas", a repetition's first words missing), so
-    its word error rate against what was said is bounded where one lost 11-s repetition (0.17) still passes and a
-    lost window of two does not."""
+@pytest.fixture(scope="session")
+def meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """jfk.flac six times over (66 s): long enough for a job's checkpoints and a crash between them."""
+    return repeated_jfk(shared_data, tmp_path_factory.mktemp("jobs-audio") / "jfk6.flac", 6)
+
+
+@pytest.fixture(scope="session")
+def long_meeting(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """jfk.flac twelve times over (132 s, five VAD chunks): time to stop a whole stack between a job's first
+    checkpoint (taken when its second window begins) and its end."""
+    return repeated_jfk(shared_data, tmp_path_factory.mktemp("jobs-audio") / "jfk12.flac", 12)
+
+
+def assert_whole_meeting(text: str, times: int = 6) -> None:
+    """A transcript of `meeting` (jfk `times` over) that reads as one decode of it: each repetition once. A resume
+    that decoded again what its checkpoint held would say "fellow Americans" more than `times` times, one that
+    skipped a window (two or more repetitions) fewer than `times` - 1. Not "exactly": tiny.en's decode of this
+    audio is not the same from run to run on a CPU (same process settings, different texts: "fellow Americas", a
+    repetition's first words missing), so its word error rate against what was said is bounded where one lost
+    11-s repetition of six (0.17) still passes and a lost window of two does not."""
     said = text.lower().count("fellow americ")
-    assert 5 <= said <= 6 and word_error_rate(" ".join([JFK_TEXT] * 6), text) <= 0.2, text
+    assert times - 1 <= said <= times and word_error_rate(" ".join([JFK_TEXT] * times), text) <= 0.2, text

@@ -275,8 +275,11 @@ class WhisperEngine:
             )
             return (_shifted(piece, start_s) for piece in alone)
 
+        # Each chunk's `seek` is where it starts, in 10-ms frames of the recording, as a sequential window's is: the
+        # pipeline gives every VAD chunk 0, and a job checkpoints where the window changes (actors/jobs/checkpoints).
+        chunks = (dataclasses.replace(piece, seek=round(piece.start * 100)) for piece in pieces)
         # With one temperature there is no ladder to climb: the sequential decode keeps such a chunk too.
-        settled = with_fallback(pieces, info.duration, _would_retry, again) if options.temperature[1:] else pieces
+        settled = with_fallback(chunks, info.duration, _would_retry, again) if options.temperature[1:] else chunks
         return _decoding(
             resegmented(settled, lambda text: tokenizer.encode(text, add_special_tokens=False).ids), info, options
         )
@@ -347,9 +350,10 @@ def _speech_after(audio: np.ndarray, at_s: float) -> bool:
 
 
 def _shifted(piece: Any, by: float) -> Any:
-    """A faster-whisper segment (and its words) `by` seconds later."""
+    """A faster-whisper segment (and its words, and its window's `seek`) `by` seconds later."""
     words = [dataclasses.replace(w, start=w.start + by, end=w.end + by) for w in piece.words or []]
-    return dataclasses.replace(piece, start=piece.start + by, end=piece.end + by, words=words or piece.words)
+    seek = piece.seek + round(by * 100)
+    return dataclasses.replace(piece, start=piece.start + by, end=piece.end + by, words=words or piece.words, seek=seek)
 
 
 def _would_retry(piece: Any) -> bool:

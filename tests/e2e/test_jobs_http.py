@@ -162,10 +162,10 @@ def test_a_job_survives_a_killed_worker_and_only_its_key_sees_it(
         assert stack.stop() == 0
 
 
-def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: Path, meeting: bytes) -> None:
+def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: Path, long_meeting: bytes) -> None:
     stack = start_stack(tmp_path, None, **JOBS_ENV)
     try:
-        created = submit(stack, meeting, batch_size="1").json()
+        created = submit(stack, long_meeting, batch_size="1").json()
         wait_until(lambda: job(stack, created["id"])["processed_seconds"] >= 10, timeout=120, what="a checkpoint")
     finally:
         assert stack.stop() == 0  # SIGTERM of everything, mid-decode
@@ -189,7 +189,7 @@ def test_a_job_survives_the_whole_stack_restarting_on_the_same_store(tmp_path: P
         text = httpx.get(
             f"{stack.gateway}/v1/audio/jobs/{created['id']}/result", params={"format": "text"}, headers=bearer(KEY_A)
         ).text
-        assert_whole_meeting(text)
+        assert_whole_meeting(text, times=12)
         t0 = time.monotonic()
         cancelled = httpx.delete(f"{stack.gateway}/v1/audio/jobs/{created['id']}", headers=bearer(KEY_A), timeout=10)
         assert cancelled.json()["status"] == "completed" and time.monotonic() - t0 < 5  # an ended job stays as it is
