@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
+from framework.nats_internals import ListedKeyValue
 from framework.private_files import write_private
 from framework.transport import KeyValueStore
 from schemas import subjects
@@ -32,8 +33,7 @@ BUCKET = subjects.ACCESS_BUCKET
 async def access_bucket(nc: Client, replicas: int = 1) -> KeyValueStore:
     js = nc.jetstream()
     try:
-        found: KeyValueStore = await js.key_value(BUCKET)
-        return found
+        return await ListedKeyValue.bind(js, BUCKET)
     except (NotFoundError, Exception):
         config = KeyValueConfig(
             bucket=BUCKET,
@@ -42,8 +42,8 @@ async def access_bucket(nc: Client, replicas: int = 1) -> KeyValueStore:
             storage=StorageType.FILE,
             replicas=replicas,
         )
-        created: KeyValueStore = await js.create_key_value(config)
-        return created
+        await js.create_key_value(config)
+        return await ListedKeyValue.bind(js, BUCKET)
 
 
 @dataclass

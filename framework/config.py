@@ -191,7 +191,7 @@ class JobsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_deliveries: int = 5  # attempts of a job (a crash of what decodes it is one) before it fails
     retry_backoff: list[float] = msgspec.field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0])
     decode_timeout: float = 86400.0  # one decode of a whole recording, from its checkpoint to the end
-    checkpoint_every: float = 30.0  # seconds of audio between checkpoints (one Whisper window)
+    checkpoint_every: float = 30.0  # most audio between checkpoints, each where a window ends (30: every window)
     keep_audio: bool = True  # keep a completed job's audio (False: delete it when the job completes)
     ack_wait: float = 60.0  # a worker silent this long (crashed, its node lost): the job goes to another attempt
     storage_max_gb: float = 50.0  # audio and results jobs may hold (JetStream's file store is finite): beyond, 507

@@ -12,13 +12,11 @@ from typing import Generic, TypeVar
 
 import msgspec
 import nats.errors
-from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KV_DEL, KV_PURGE
 
 from framework.cancelling import still_running
 from framework.transport import KeyValueStore, Transport
 from schemas import kv as kv_records
-from schemas import subjects
 from schemas.kv import KvRecord
 from schemas.nodes import NodeRecord
 
@@ -80,7 +78,7 @@ class KvView(Generic[T]):
                 if self._ending():
                     return
                 if entry is None:  # the current values are all in: drop keys that vanished meanwhile
-                    if seen == set():  # the marker first: maybe nats-py's early one (_held); the bucket says
+                    if seen == set():  # the marker first: maybe nats-py's early one (_reload); the bucket says
                         await self._reload(kv)
                     elif seen is not None:
                         for key in set(self.values) - seen:
@@ -107,18 +105,23 @@ class KvView(Generic[T]):
             log.warning("dropping malformed %s/%s: %s", self.bucket, key, exc)
 
     async def _reload(self, kv: KeyValueStore) -> None:
-        """The watched keys' values read from the bucket, for a watch whose end-of-values marker came first."""
-        held = {key for key in await _held(kv) if subjects.matches(self.keys, key)}
+        """The watched keys' values read from the bucket, for a watch whose end-of-values marker came first.
+
+        nats-py sends that marker first whenever its consumer reports nothing pending and nothing was read yet,
+        which is also so once the server has pushed the values but the client has not read them (under load, as
+        with its keys(): framework/nats_internals.py). Believed, it would empty a resynced view, and mark a new one
+        known with nothing in it, until the values arrived."""
+        try:
+            entries = await kv.current(self.keys)
+        except Exception as exc:  # cannot read the bucket now: keep what the view holds; the watch brings changes
+            log.info("reading %s after its watch's marker failed: %r", self.bucket, exc)
+            return
+        held = {entry.key for entry in entries}
         for key in set(self.values) - held:
             del self.values[key]
-        for key in held:
-            try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:  # gone since it was listed
-                self.values.pop(key, None)
-                continue
+        for entry in entries:
             if entry.value:
-                self._keep(key, entry.value)
+                self._keep(entry.key, entry.value)
 
     def _ending(self) -> bool:
         # A view nobody stopped must not outlive its event loop's shutdown either.
@@ -137,22 +140,6 @@ class KvView(Generic[T]):
             # Bounded: nats-py may swallow a cancellation while it sets a watch up, and a stopping actor must not
             # wait for ever on a view it no longer needs.
             await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
-
-
-async def _held(kv: KeyValueStore) -> set[str]:
-    """The keys the bucket holds, asked of it when a watch's first message is its end-of-values marker.
-
-    nats-py sends that marker first whenever its consumer reports nothing pending and nothing was read yet, which
-    is also so once the server has pushed the values but the client has not read them (under load, as with its
-    keys(): framework/nats_internals.py). Believed, it would empty a resynced view, and mark a new one known with
-    nothing in it, until the values arrive."""
-    try:
-        return set(await kv.keys())
-    except NoKeysError:
-        return set()
-    except Exception as exc:  # the bucket cannot be listed now: the marker is all there is to go by
-        log.info("listing a bucket after its watch's marker failed: %r", exc)
-        return set()
 
 
 def heartbeats() -> KvView[NodeRecord]:

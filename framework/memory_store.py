@@ -109,6 +109,11 @@ class MemoryKv:
             raise NoKeysError
         return found
 
+    async def current(self, keys: str = ">") -> list[KeyValue.Entry]:
+        await asyncio.sleep(0)
+        live = (self._live(key) for key in sorted(self.entries) if matches(keys, key))
+        return [entry for entry in live if entry is not None]
+
     async def watch(self, keys: str) -> MemoryWatcher:
         watcher = MemoryWatcher(self, keys)
         for key in list(self.entries):

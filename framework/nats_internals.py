@@ -34,7 +34,8 @@ def server_info(nc: Client) -> dict[str, Any]:
     return info
 
 
-KEY_READS = 32  # reads in flight while keys() checks which listed keys are live
+KEY_READS = 32  # reads in flight while a listing reads the listed keys
+SUBJECTS_PAGE = 100_000  # nats-server's page of STREAM.INFO subjects
 
 
 class ListedKeyValue(KeyValue):
@@ -53,21 +54,26 @@ class ListedKeyValue(KeyValue):
         return cls(name=found._name, stream=found._stream, pre=found._pre, js=found._js, direct=found._direct)
 
     async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
-        info = await self._js.stream_info(self._stream, subjects_filter=f"{self._pre}>")
-        listed = [subject[len(self._pre) :] for subject in info.state.subjects or {}]
-        listed = [key for key in listed if not filters or any(f in key for f in filters)]
-        # A deleted or purged key is listed too (its marker is the subject's last message): read each, some at once.
-        reads = asyncio.Semaphore(KEY_READS)
-
-        async def live(key: str) -> bool:
-            async with reads:
-                try:
-                    await self.get(key)
-                except KeyNotFoundError:
-                    return False
-                return True
-
-        found = [key for key, alive in zip(listed, await asyncio.gather(*map(live, listed)), strict=True) if alive]
+        found = [entry.key for entry in await self.current()]
+        found = [key for key in found if not filters or any(f in key for f in filters)]
         if not found:
             raise NoKeysError
         return sorted(found)
+
+    async def current(self, keys: str = ">") -> list[KeyValue.Entry]:
+        """The entries of the live keys that match `keys` (a NATS wildcard pattern), by key."""
+        info = await self._js.stream_info(self._stream, subjects_filter=f"{self._pre}{keys}")
+        listed = sorted(subject[len(self._pre) :] for subject in info.state.subjects or {})
+        if len(listed) >= SUBJECTS_PAGE:  # nats-py reads only the first page: never a short list as if it were all
+            raise RuntimeError(f"{self._name} holds {len(listed)} or more keys: too many to list at once")
+        # A deleted or purged key is listed too (its marker is the subject's last message): read each, some at once.
+        reads = asyncio.Semaphore(KEY_READS)
+
+        async def read(key: str) -> KeyValue.Entry | None:
+            async with reads:
+                try:
+                    return await self.get(key)
+                except KeyNotFoundError:
+                    return None
+
+        return [entry for entry in await asyncio.gather(*map(read, listed)) if entry is not None]

@@ -55,6 +55,10 @@ class KeyValueStore(Protocol):
 
     async def keys(self) -> list[str]: ...
 
+    async def current(self, keys: str = ">") -> list[KeyValue.Entry]:
+        """The live keys' entries that match `keys` (a NATS wildcard pattern): a listing and its reads at once."""
+        ...
+
     async def watch(self, keys: str) -> Any: ...
 
 

@@ -1,12 +1,12 @@
-"""A job's decode with checkpoints: a streamed transcription whose segments are saved as they come, at least every
-`every_s` seconds of audio, with the position the next decode would start at. Run again with the last checkpoint
+"""A job's decode with checkpoints: a streamed transcription whose segments are saved as they come, no more than
+`every_s` seconds of audio apart, with the position the next decode would start at. Run again with the last checkpoint
 (after a crash of whatever decoded it) it asks only for the audio after that position, and the result reads as one
 decode of the whole.
 
 A checkpoint is taken only where the decode itself started a new window (a segment's `seek` changes: Whisper's
 30-s window, or a VAD chunk of the batched mode), at the end of the last segment before it. Within a window a
 segment's end is Whisper's own guess, and whisper-tiny.en's may run seconds past the words of the segments that
-follow it in the same window: a resume from there lost those words. Where the uninterrupted decode started its
+follow it in the same window, which a resume from there would never hear. Where the uninterrupted decode started its
 next window, the resumed decode starts too."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from schemas.transcribe import TranscribeRequest, TranscriptionDelta, Transcript
 # A streamed transcription (asrpro.client.transcribe_stream bound to a connection and a model).
 Decode = Callable[[TranscribeRequest], AsyncIterator[TranscriptionDelta | TranscriptionResult]]
 Save = Callable[[JobCheckpoint], Awaitable[None]]
-CHECKPOINT_EVERY_S = 30.0  # one Whisper window: a crash loses at most this much decoding
+CHECKPOINT_EVERY_S = 30.0  # one Whisper window: a crash loses at most this much decoding, and the window under way
+WINDOW_S = 30.0  # the longest window: Whisper's, or a VAD chunk of the batched mode (30 s of speech)
 
 
 async def decode_with_checkpoints(
@@ -34,7 +35,8 @@ async def decode_with_checkpoints(
     *,
     every_s: float = CHECKPOINT_EVERY_S,
 ) -> TranscriptionResult:
-    """The whole recording's result; `save` gets a checkpoint whenever `every_s` more seconds are decoded."""
+    """The whole recording's result; `save` gets a checkpoint where a window ends, no more than `every_s` seconds
+    of audio after the last."""
     done = checkpoint or JobCheckpoint()
     resumed = msgspec.structs.replace(
         request,
@@ -60,9 +62,14 @@ async def decode_with_checkpoints(
         segment = piece.segment
         if segment.end <= done.seek:  # decoded before the checkpoint (a server that ignored `offset`)
             continue
-        # A decoder that gives no `seek` (not Whisper) makes each segment a window of its own.
-        new_window = segment.seek is None or (window is not None and segment.seek != window)
-        if new_window and segments and segments[-1].end - saved_at >= every_s:
+        if segment.seek is None:  # a decoder without windows (not Whisper): any segment's end will do
+            due = bool(segments) and segments[-1].end - saved_at >= every_s
+        else:
+            # The first window boundary past `every_s` less a window: a window lasts at most WINDOW_S, so no two
+            # checkpoints are more than `every_s` apart, and with the default every window's end is one.
+            new_window = window is not None and segment.seek != window
+            due = new_window and segments[-1].end - saved_at >= max(every_s - WINDOW_S, 0.001)
+        if due:
             # The windows before this segment's are decoded for good: a redelivery starts where they end.
             saved_at = segments[-1].end
             checkpoint = JobCheckpoint(seek=saved_at, duration=duration, segments=list(segments), words=list(words))

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from framework.transport import KeyValueStore, ObjectStoreLike, Transport, read_object
 from schemas import errors, subjects
@@ -69,19 +69,11 @@ class JobStore:
     async def all(self) -> list[JobRecord]:
         kv = await self.kv()
         try:
-            keys = await kv.keys()
-        except NoKeysError:  # an empty bucket
-            return []
+            entries = await kv.current()
         except Exception as exc:  # a failure to list is an error, never "no jobs"
             raise AsrError(errors.UNAVAILABLE, f"the jobs could not be listed now: {exc!r}; try again") from exc
-        found = []
-        for key in keys:
-            if not JOB_ID.fullmatch(key):  # the secret, not a record
-                continue
-            record = await self.get(key)
-            if record is not None:
-                found.append(record)
-        return found
+        # Records only: the bucket also holds the service's webhook secret.
+        return [JOB.decode(e.value) for e in entries if JOB_ID.fullmatch(e.key) and e.value]
 
     async def server_secret(self) -> bytes:
         """The service's webhook secret: made by the first node that needs it, read by every other."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import msgspec
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from framework.transport import KeyValueStore, Transport
@@ -67,8 +68,12 @@ class KvServerRecords(ServerRecords):
                 entry = await self.kv.get(key)
             except KeyNotFoundError:  # removed since it was listed
                 continue
-            if entry.value:
+            if not entry.value:
+                continue
+            try:
                 found[key[len(mine) :]] = SERVER.decode(entry.value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # never a reason to adopt nothing
+                log.warning("ignoring the malformed server record %s: %s", key, exc)
         return found
 
     async def save(self, status: ServerStatus) -> None:

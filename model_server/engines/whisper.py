@@ -276,7 +276,8 @@ class WhisperEngine:
             return (_shifted(piece, start_s) for piece in alone)
 
         # Each chunk's `seek` is where it starts, in 10-ms frames of the recording, as a sequential window's is: the
-        # pipeline gives every VAD chunk 0, and a job checkpoints where the window changes (actors/jobs/checkpoints).
+        # pipeline's counts in audio with the silences taken out (and came out 0 for every chunk of a 66-s recording
+        # here); a job checkpoints where it changes (actors/jobs/checkpoints.py).
         chunks = (dataclasses.replace(piece, seek=round(piece.start * 100)) for piece in pieces)
         # With one temperature there is no ladder to climb: the sequential decode keeps such a chunk too.
         settled = with_fallback(chunks, info.duration, _would_retry, again) if options.temperature[1:] else chunks

@@ -482,8 +482,8 @@ def test_batched_decoding_keeps_every_sentence_and_subtitle_sized_segments(oai: 
     assert all(0 <= s.end - s.start <= 25 for s in segments), [(s.start, s.end) for s in segments]
     assert all(a.end <= b.start + 0.01 for a, b in itertools.pairwise(segments))
     assert segments[-1].end >= 0.8 * texts[8].duration
-    # A segment's `seek` is where its chunk starts, in 10-ms frames, as a sequential window's is (the pipeline gives
-    # every chunk 0): a job checkpoints where it changes (actors/jobs/checkpoints.py).
+    # A segment's `seek` is where its chunk starts, in 10-ms frames of the recording, as a sequential window's is: a
+    # job checkpoints where it changes (actors/jobs/checkpoints.py).
     seeks = [s.seek for s in segments]
     assert seeks == sorted(seeks) and len(set(seeks)) >= 4, seeks
     assert all(s.seek <= round(s.start * 100) for s in segments), [(s.seek, s.start) for s in segments]

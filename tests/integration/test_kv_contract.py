@@ -129,3 +129,14 @@ async def test_listing_keys_leaves_no_consumer_behind(jetstream: Nats) -> None:
     finally:
         await js.delete_key_value(bucket)
         await nc.close()
+
+
+async def test_current_gives_the_live_entries_that_match_a_pattern(kv: KeyValueStore) -> None:
+    await kv.put("s.n1.tiny", b"1")
+    await kv.put("s.n2.base", b"2")
+    await kv.put("s.n2.gone", b"3")
+    await kv.delete("s.n2.gone")
+    await kv.put("other", b"-")
+    assert [(e.key, e.value) for e in await kv.current("s.>")] == [("s.n1.tiny", b"1"), ("s.n2.base", b"2")]
+    assert [e.key for e in await kv.current("s.n2.*")] == ["s.n2.base"]
+    assert [e.key for e in await kv.current()] == ["other", "s.n1.tiny", "s.n2.base"]

@@ -112,15 +112,17 @@ async def test_a_server_that_ignores_the_offset_still_gives_each_segment_once() 
 
 
 # Whisper's windows, as (what it said, when it was said, the segment's start and end as Whisper gave them, the
-# window's seek): the second segment's end runs five seconds past where the third segment's words begin.
+# window's seek): the second segment's end runs four seconds past where the third segment's words begin, and the
+# windows end before 30 s, where Whisper moved on.
 DRIFTING = [
     ("and so", 0.0, 0.0, 10.0, 0),
-    ("my fellow", 10.0, 10.0, 25.0, 0),
-    ("americans", 20.0, 25.0, 30.0, 0),
-    ("ask not", 30.0, 30.0, 40.0, 3000),
-    ("what your", 40.0, 40.0, 50.0, 3000),
-    ("country can do", 50.0, 50.0, 60.0, 3000),
-    ("for you", 60.0, 60.0, 70.0, 6000),
+    ("my fellow", 10.0, 10.0, 22.0, 0),
+    ("americans", 18.0, 22.0, 27.0, 0),
+    ("ask not", 27.0, 27.0, 37.0, 2700),
+    ("what your", 37.0, 37.0, 47.0, 2700),
+    ("country can do", 47.0, 47.0, 54.0, 2700),
+    ("for you", 54.0, 54.0, 64.0, 5400),
+    ("ask what", 64.0, 64.0, 70.0, 6400),
 ]
 
 
@@ -143,9 +145,10 @@ def drifting(crash_after: int | None = None) -> Decode:
     return decode
 
 
-@pytest.mark.parametrize("crash_after", [2, 3, 5, 6])
-async def test_checkpoints_fall_between_windows_so_a_segment_end_that_overshoots_loses_nothing(
-    crash_after: int,
+@pytest.mark.parametrize(("crash_after", "checkpoints"), [(2, []), (4, [27.0]), (6, [27.0]), (7, [27.0, 54.0])])
+@pytest.mark.parametrize("every_s", [10.0, 30.0])
+async def test_checkpoints_fall_where_windows_end_so_a_segment_end_that_overshoots_loses_nothing(
+    crash_after: int, checkpoints: list[float], every_s: float
 ) -> None:
     saved: list[JobCheckpoint] = []
 
@@ -153,7 +156,20 @@ async def test_checkpoints_fall_between_windows_so_a_segment_end_that_overshoots
         saved.append(checkpoint)
 
     with pytest.raises(Crash):
-        await decode_with_checkpoints(TranscribeRequest(), None, drifting(crash_after), save, every_s=10.0)
-    assert all(c.seek in (30.0, 60.0) for c in saved)  # where a window ended, never inside one
-    resumed = await decode_with_checkpoints(TranscribeRequest(), saved[-1] if saved else None, drifting(), _ignore)
+        await decode_with_checkpoints(TranscribeRequest(), None, drifting(crash_after), save, every_s=every_s)
+    # At every window's end (windows are shorter than both), never inside one.
+    assert [c.seek for c in saved] == checkpoints
+    assert all(len(c.segments) == len([s for s in DRIFTING if s[3] <= c.seek]) for c in saved)
+    last = saved[-1] if saved else None
+    resumed = await decode_with_checkpoints(TranscribeRequest(), last, drifting(), _ignore, every_s=every_s)
     assert resumed.text == " ".join(text for text, *_ in DRIFTING)
+
+
+async def test_checkpoints_are_no_more_than_every_s_apart_and_at_window_ends() -> None:
+    saved: list[JobCheckpoint] = []
+
+    async def save(checkpoint: JobCheckpoint) -> None:
+        saved.append(checkpoint)
+
+    await decode_with_checkpoints(TranscribeRequest(), None, drifting(), save, every_s=60.0)
+    assert [c.seek for c in saved] == [54.0]  # 27 is under 60 - 30 (the longest window) from 0; 64 is 10 after 54
