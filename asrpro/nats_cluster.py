@@ -161,8 +161,7 @@ async def cluster_size(nc: Client, dead_after: float) -> int:
     try:
         kv = await ListedKeyValue.bind(nc.jetstream(), kv_records.NODE.bucket)
         now = time.time()
-        for name in await kv.keys():
-            entry = await kv.get(name)
+        for entry in await kv.current():
             if entry.value and now - kv_records.NODE.decode(entry.value).heartbeat_at < dead_after:
                 nodes += 1
     except Exception:  # no node yet, or JetStream busy: the URLs say what they can

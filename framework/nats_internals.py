@@ -54,11 +54,11 @@ class ListedKeyValue(KeyValue):
         return cls(name=found._name, stream=found._stream, pre=found._pre, js=found._js, direct=found._direct)
 
     async def keys(self, filters: list[str] | None = None, **kwargs: Any) -> list[str]:
-        found = [entry.key for entry in await self.current()]
+        found = [entry.key for entry in await self.current()]  # by key
         found = [key for key in found if not filters or any(f in key for f in filters)]
         if not found:
             raise NoKeysError
-        return sorted(found)
+        return found
 
     async def current(self, keys: str = ">") -> list[KeyValue.Entry]:
         """The entries of the live keys that match `keys` (a NATS wildcard pattern), by key."""

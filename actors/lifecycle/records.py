@@ -8,7 +8,6 @@ import contextlib
 import logging
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from framework.transport import KeyValueStore, Transport
 from schemas.kv import SERVER
@@ -57,23 +56,14 @@ class KvServerRecords(ServerRecords):
     async def load(self) -> dict[str, ServerStatus]:
         found: dict[str, ServerStatus] = {}
         mine = SERVER.key(self.node, "")
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:  # an empty bucket; any other failure fails the adoption, which the supervisor retries
-            return found
-        for key in keys:
-            if not key.startswith(mine):
-                continue
-            try:
-                entry = await self.kv.get(key)
-            except KeyNotFoundError:  # removed since it was listed
-                continue
+        # Any failure to read fails the adoption, which the supervisor retries.
+        for entry in await self.kv.current(f"{mine}>"):
             if not entry.value:
                 continue
             try:
-                found[key[len(mine) :]] = SERVER.decode(entry.value)
+                found[entry.key[len(mine) :]] = SERVER.decode(entry.value)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # never a reason to adopt nothing
-                log.warning("ignoring the malformed server record %s: %s", key, exc)
+                log.warning("ignoring the malformed server record %s: %s", entry.key, exc)
         return found
 
     async def save(self, status: ServerStatus) -> None:
